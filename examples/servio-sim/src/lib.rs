@@ -1,0 +1,334 @@
+//! servio-sim: a small stand-in for the Servio platform that Remedy
+//! remediates. It exposes circuit breakers (stripe, supabase, openai) through
+//! the breaker admin API of docs/breaker-api.md, Prometheus metrics about
+//! them, a Statuspage-style status document per upstream, and endpoints to
+//! inject faults.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+/// Upstream health, as a Statuspage indicator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    /// indicator `none`
+    Healthy,
+    /// indicator `minor`
+    Degraded,
+    /// indicator `major`
+    Down,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Breaker {
+    pub name: String,
+    pub state: String,
+    pub failures: u32,
+    pub opened_at: Option<String>,
+    pub status_url: Option<String>,
+}
+
+#[derive(Default)]
+struct Inner {
+    breakers: BTreeMap<String, Breaker>,
+    upstreams: BTreeMap<String, Health>,
+    transitions: u64,
+}
+
+/// The simulated platform's state.
+#[derive(Clone)]
+pub struct Sim {
+    inner: Arc<Mutex<Inner>>,
+    /// Base URL this sim is reachable at (for the status URLs it reports).
+    base_url: Arc<String>,
+}
+
+pub const UPSTREAMS: [&str; 3] = ["stripe", "supabase", "openai"];
+
+fn now() -> String {
+    // Seconds since the epoch are enough for a simulator.
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    format!("@{secs}")
+}
+
+impl Sim {
+    pub fn new(base_url: &str) -> Sim {
+        let base = base_url.trim_end_matches('/').to_string();
+        let mut inner = Inner::default();
+        for name in UPSTREAMS {
+            inner.breakers.insert(
+                name.to_string(),
+                Breaker {
+                    name: name.to_string(),
+                    state: "CLOSED".into(),
+                    failures: 0,
+                    opened_at: None,
+                    status_url: Some(format!("{base}/status/{name}/api/v2/status.json")),
+                },
+            );
+            inner.upstreams.insert(name.to_string(), Health::Healthy);
+        }
+        Sim {
+            inner: Arc::new(Mutex::new(inner)),
+            base_url: Arc::new(base),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// A breaker's current state (`CLOSED`, `OPEN`, `HALF_OPEN`).
+    pub fn breaker_state(&self, name: &str) -> Option<String> {
+        self.lock().breakers.get(name).map(|b| b.state.clone())
+    }
+
+    /// Opens a breaker as if its upstream had failed repeatedly.
+    pub fn open_breaker(&self, name: &str) -> bool {
+        let mut g = self.lock();
+        let Some(b) = g.breakers.get_mut(name) else {
+            return false;
+        };
+        b.state = "OPEN".into();
+        b.failures = b.failures.max(5);
+        b.opened_at = Some(now());
+        g.transitions += 1;
+        true
+    }
+
+    pub fn set_health(&self, upstream: &str, health: Health) -> bool {
+        match self.lock().upstreams.get_mut(upstream) {
+            Some(h) => {
+                *h = health;
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn set_state(&self, name: &str, state: &str) -> Option<Breaker> {
+        let mut g = self.lock();
+        let b = g.breakers.get_mut(name)?;
+        b.state = state.to_string();
+        b.opened_at = if state == "OPEN" { Some(now()) } else { None };
+        if state == "CLOSED" {
+            b.failures = 0;
+        }
+        let out = b.clone();
+        g.transitions += 1;
+        Some(out)
+    }
+
+    /// Back to all-closed, all-healthy.
+    pub fn reset(&self) {
+        for name in UPSTREAMS {
+            self.set_state(name, "CLOSED");
+            self.set_health(name, Health::Healthy);
+        }
+    }
+}
+
+fn error(status: StatusCode, code: &str, message: String) -> Response {
+    (
+        status,
+        Json(json!({"error": {"code": code, "message": message}})),
+    )
+        .into_response()
+}
+
+async fn list(State(sim): State<Sim>) -> Json<serde_json::Value> {
+    let g = sim.lock();
+    Json(json!({"breakers": g.breakers.values().collect::<Vec<_>>()}))
+}
+
+async fn get_one(State(sim): State<Sim>, Path(name): Path<String>) -> Response {
+    match sim.lock().breakers.get(&name) {
+        Some(b) => Json(b.clone()).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no breaker named `{name}`"),
+        ),
+    }
+}
+
+#[derive(Deserialize)]
+struct ForceState {
+    state: String,
+    #[serde(default)]
+    reason: String,
+}
+
+async fn force_state(
+    State(sim): State<Sim>,
+    Path(name): Path<String>,
+    body: Result<Json<ForceState>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Json(req) = match body {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e.body_text()),
+    };
+    if !matches!(req.state.as_str(), "CLOSED" | "OPEN" | "HALF_OPEN") {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_state",
+            format!(
+                "state `{}` is not one of CLOSED, OPEN, HALF_OPEN",
+                req.state
+            ),
+        );
+    }
+    match sim.set_state(&name, &req.state) {
+        Some(b) => {
+            tracing::info!(breaker = %name, state = %req.state, reason = %req.reason, "breaker forced");
+            Json(b).into_response()
+        }
+        None => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no breaker named `{name}`"),
+        ),
+    }
+}
+
+async fn status_page(State(sim): State<Sim>, Path(upstream): Path<String>) -> Response {
+    let Some(h) = sim.lock().upstreams.get(&upstream).copied() else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no upstream `{upstream}`"),
+        );
+    };
+    let (indicator, description) = match h {
+        Health::Healthy => ("none", "All Systems Operational"),
+        Health::Degraded => ("minor", "Partially Degraded Service"),
+        Health::Down => ("major", "Major Service Outage"),
+    };
+    Json(json!({
+        "page": {"id": upstream, "name": upstream, "url": format!("{}/status/{upstream}", sim.base_url())},
+        "status": {"indicator": indicator, "description": description}
+    }))
+    .into_response()
+}
+
+async fn metrics(State(sim): State<Sim>) -> String {
+    let g = sim.lock();
+    let mut out = String::from(
+        "# HELP servio_circuit_breaker_state Breaker state: 0 closed, 1 open, 2 half-open.\n# TYPE servio_circuit_breaker_state gauge\n",
+    );
+    for b in g.breakers.values() {
+        let v = match b.state.as_str() {
+            "OPEN" => 1,
+            "HALF_OPEN" => 2,
+            _ => 0,
+        };
+        out.push_str(&format!(
+            "servio_circuit_breaker_state{{breaker=\"{}\"}} {v}\n",
+            b.name
+        ));
+    }
+    out.push_str("# HELP servio_circuit_breaker_failures Consecutive failures counted by the breaker.\n# TYPE servio_circuit_breaker_failures gauge\n");
+    for b in g.breakers.values() {
+        out.push_str(&format!(
+            "servio_circuit_breaker_failures{{breaker=\"{}\"}} {}\n",
+            b.name, b.failures
+        ));
+    }
+    out.push_str("# HELP servio_upstream_up Upstream health as the status page reports it (1 healthy).\n# TYPE servio_upstream_up gauge\n");
+    for (name, h) in &g.upstreams {
+        out.push_str(&format!(
+            "servio_upstream_up{{upstream=\"{name}\"}} {}\n",
+            u8::from(*h == Health::Healthy)
+        ));
+    }
+    out.push_str(&format!(
+        "# HELP servio_breaker_transitions_total State changes of all breakers.\n# TYPE servio_breaker_transitions_total counter\nservio_breaker_transitions_total {}\n",
+        g.transitions
+    ));
+    out
+}
+
+async fn fault_open(State(sim): State<Sim>, Path(name): Path<String>) -> Response {
+    if sim.open_breaker(&name) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no breaker named `{name}`"),
+        )
+    }
+}
+
+async fn fault_health(
+    State(sim): State<Sim>,
+    Path((name, health)): Path<(String, String)>,
+) -> Response {
+    let h = match health.as_str() {
+        "healthy" => Health::Healthy,
+        "degraded" => Health::Degraded,
+        "down" => Health::Down,
+        other => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_health",
+                format!("`{other}` is not healthy, degraded or down"),
+            )
+        }
+    };
+    if sim.set_health(&name, h) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no upstream `{name}`"),
+        )
+    }
+}
+
+async fn fault_reset(State(sim): State<Sim>) -> StatusCode {
+    sim.reset();
+    StatusCode::NO_CONTENT
+}
+
+pub fn router(sim: Sim) -> Router {
+    Router::new()
+        .route("/admin/breakers", get(list))
+        .route("/admin/breakers/{name}", get(get_one))
+        .route("/admin/breakers/{name}/state", post(force_state))
+        .route("/status/{upstream}/api/v2/status.json", get(status_page))
+        .route("/metrics", get(metrics))
+        .route("/faults/breakers/{name}/open", post(fault_open))
+        .route("/faults/upstreams/{name}/{health}", post(fault_health))
+        .route("/faults/reset", post(fault_reset))
+        .with_state(sim)
+}
+
+/// Serves a fresh sim on `listener`; returns the sim to drive from tests.
+pub fn spawn(listener: tokio::net::TcpListener) -> std::io::Result<Sim> {
+    let addr = listener.local_addr()?;
+    let sim = Sim::new(&format!("http://{addr}"));
+    let app = router(sim.clone());
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "servio-sim stopped");
+        }
+    });
+    Ok(sim)
+}

@@ -1,0 +1,172 @@
+//! Breaker backend: the application's breaker admin API over HTTP, as
+//! specified in docs/breaker-api.md.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use super::{transport_error, BackendError, BackendResult, Breaker, BreakerBackend, BreakerState};
+
+pub struct BreakerApi {
+    client: reqwest::Client,
+    base: String,
+}
+
+/// A breaker on the wire.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WireBreaker {
+    pub name: String,
+    pub state: String,
+    #[serde(default)]
+    pub failures: u32,
+    #[serde(default)]
+    pub opened_at: Option<String>,
+    #[serde(default)]
+    pub status_url: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireList {
+    breakers: Vec<WireBreaker>,
+}
+
+#[derive(Deserialize)]
+struct WireError {
+    error: WireErrorBody,
+}
+
+#[derive(Deserialize)]
+struct WireErrorBody {
+    message: String,
+}
+
+fn to_breaker(w: WireBreaker) -> BackendResult<Breaker> {
+    let state = BreakerState::parse(&w.state).ok_or_else(|| {
+        BackendError::Failed(format!(
+            "breaker api: breaker {} has unknown state `{}`",
+            w.name, w.state
+        ))
+    })?;
+    Ok(Breaker {
+        name: w.name,
+        state,
+        failures: w.failures,
+        opened_at: w.opened_at,
+        status_url: w.status_url,
+    })
+}
+
+impl BreakerApi {
+    pub fn new(base: &str, timeout: Duration) -> anyhow::Result<Self> {
+        reqwest::Url::parse(base)?;
+        Ok(Self {
+            client: reqwest::Client::builder()
+                .timeout(timeout)
+                .redirect(reqwest::redirect::Policy::none())
+                .build()?,
+            base: base.trim_end_matches('/').to_string(),
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/admin/breakers{path}", self.base)
+    }
+
+    /// Reads a JSON answer; 404 is `None`, other non-2xx statuses are errors
+    /// carrying the API's message.
+    async fn read<T: for<'de> Deserialize<'de>>(
+        &self,
+        resp: reqwest::Response,
+    ) -> BackendResult<Option<T>> {
+        let status = resp.status();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| transport_error("breaker api", e))?;
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            let msg = serde_json::from_slice::<WireError>(&body)
+                .map(|e| e.error.message)
+                .unwrap_or_else(|_| {
+                    String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned()
+                });
+            let msg = format!("breaker api: HTTP {}: {msg}", status.as_u16());
+            return Err(if status.is_client_error() {
+                BackendError::Invalid(msg)
+            } else {
+                BackendError::Failed(msg)
+            });
+        }
+        serde_json::from_slice(&body)
+            .map(Some)
+            .map_err(|e| BackendError::Failed(format!("breaker api: malformed answer: {e}")))
+    }
+}
+
+#[async_trait]
+impl BreakerBackend for BreakerApi {
+    async fn list(&self) -> BackendResult<Vec<Breaker>> {
+        let resp = self
+            .client
+            .get(self.url(""))
+            .send()
+            .await
+            .map_err(|e| transport_error("breaker api", e))?;
+        let list: WireList = self
+            .read(resp)
+            .await?
+            .ok_or_else(|| BackendError::Failed("breaker api: /admin/breakers not found".into()))?;
+        list.breakers
+            .into_iter()
+            .take(1000)
+            .map(to_breaker)
+            .collect()
+    }
+
+    async fn get(&self, name: &str) -> BackendResult<Option<Breaker>> {
+        let resp = self
+            .client
+            .get(self.url(&format!("/{}", urlencode(name))))
+            .send()
+            .await
+            .map_err(|e| transport_error("breaker api", e))?;
+        self.read::<WireBreaker>(resp)
+            .await?
+            .map(to_breaker)
+            .transpose()
+    }
+
+    async fn force_state(
+        &self,
+        name: &str,
+        state: BreakerState,
+        reason: &str,
+    ) -> BackendResult<Breaker> {
+        let resp = self
+            .client
+            .post(self.url(&format!("/{}/state", urlencode(name))))
+            .json(&serde_json::json!({ "state": state.as_str(), "reason": reason }))
+            .send()
+            .await
+            .map_err(|e| transport_error("breaker api", e))?;
+        match self.read::<WireBreaker>(resp).await? {
+            Some(b) => to_breaker(b),
+            None => Err(BackendError::Invalid(format!("no breaker named `{name}`"))),
+        }
+    }
+}
+
+/// Percent-encodes a path segment.
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

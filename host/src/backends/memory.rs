@@ -1,0 +1,175 @@
+//! In-memory backends behind the same traits as the real ones: for unit
+//! tests and the invocation benchmark, never for production.
+
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+
+use super::*;
+
+/// Answers every query with the same samples.
+#[derive(Default)]
+pub struct MemoryMetrics {
+    pub samples: Vec<Sample>,
+}
+
+#[async_trait]
+impl MetricsBackend for MemoryMetrics {
+    async fn query(&self, _promql: &str) -> BackendResult<Vec<Sample>> {
+        Ok(self.samples.clone())
+    }
+}
+
+/// A fixed set of sessions; terminate/cancel remove them.
+#[derive(Default)]
+pub struct MemoryDatabase {
+    pub max_connections: u32,
+    pub sessions: Mutex<Vec<Session>>,
+}
+
+impl MemoryDatabase {
+    pub fn new(max_connections: u32, sessions: Vec<Session>) -> Self {
+        Self {
+            max_connections,
+            sessions: Mutex::new(sessions),
+        }
+    }
+
+    fn lock(&self) -> BackendResult<std::sync::MutexGuard<'_, Vec<Session>>> {
+        self.sessions
+            .lock()
+            .map_err(|_| BackendError::Failed("memory db poisoned".into()))
+    }
+
+    fn remove(&self, pid: i32) -> BackendResult<bool> {
+        let mut s = self.lock()?;
+        let before = s.len();
+        s.retain(|x| x.pid != pid);
+        Ok(s.len() != before)
+    }
+}
+
+#[async_trait]
+impl DatabaseBackend for MemoryDatabase {
+    async fn stats(&self) -> BackendResult<PoolStats> {
+        let s = self.lock()?;
+        let count = |st: &str| s.iter().filter(|x| x.state.starts_with(st)).count() as u32;
+        Ok(PoolStats {
+            total: s.len() as u32,
+            active: count("active"),
+            idle: s.iter().filter(|x| x.state == "idle").count() as u32,
+            idle_in_transaction: count("idle in transaction"),
+            waiting: s
+                .iter()
+                .filter(|x| {
+                    x.wait_event
+                        .as_deref()
+                        .is_some_and(|w| w.starts_with("Lock"))
+                })
+                .count() as u32,
+            max_connections: self.max_connections,
+        })
+    }
+
+    async fn long_running(&self, min_duration_ms: u64, limit: u32) -> BackendResult<Vec<Session>> {
+        let mut v: Vec<Session> = self
+            .lock()?
+            .iter()
+            .filter(|x| x.state == "active" || x.state.starts_with("idle in transaction"))
+            .filter(|x| x.duration_ms >= min_duration_ms)
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| b.duration_ms.cmp(&a.duration_ms));
+        v.truncate(limit.min(500) as usize);
+        Ok(v)
+    }
+
+    async fn session(&self, pid: i32) -> BackendResult<Option<Session>> {
+        Ok(self.lock()?.iter().find(|x| x.pid == pid).cloned())
+    }
+
+    async fn cancel(&self, pid: i32) -> BackendResult<bool> {
+        Ok(self.lock()?.iter().any(|x| x.pid == pid))
+    }
+
+    async fn terminate(&self, pid: i32) -> BackendResult<bool> {
+        self.remove(pid)
+    }
+}
+
+/// Breakers held in memory.
+#[derive(Default)]
+pub struct MemoryBreakers {
+    pub breakers: Mutex<Vec<Breaker>>,
+}
+
+impl MemoryBreakers {
+    pub fn new(breakers: Vec<Breaker>) -> Self {
+        Self {
+            breakers: Mutex::new(breakers),
+        }
+    }
+
+    fn lock(&self) -> BackendResult<std::sync::MutexGuard<'_, Vec<Breaker>>> {
+        self.breakers
+            .lock()
+            .map_err(|_| BackendError::Failed("memory breakers poisoned".into()))
+    }
+}
+
+#[async_trait]
+impl BreakerBackend for MemoryBreakers {
+    async fn list(&self) -> BackendResult<Vec<Breaker>> {
+        Ok(self.lock()?.clone())
+    }
+
+    async fn get(&self, name: &str) -> BackendResult<Option<Breaker>> {
+        Ok(self.lock()?.iter().find(|b| b.name == name).cloned())
+    }
+
+    async fn force_state(
+        &self,
+        name: &str,
+        state: BreakerState,
+        _reason: &str,
+    ) -> BackendResult<Breaker> {
+        let mut all = self.lock()?;
+        let b = all
+            .iter_mut()
+            .find(|b| b.name == name)
+            .ok_or_else(|| BackendError::Invalid(format!("no breaker named `{name}`")))?;
+        b.state = state;
+        Ok(b.clone())
+    }
+}
+
+/// Answers every URL with the same Statuspage indicator.
+pub struct MemoryProbe {
+    pub indicator: Indicator,
+}
+
+#[async_trait]
+impl ProbeBackend for MemoryProbe {
+    async fn get(&self, _url: &reqwest::Url) -> BackendResult<ProbeResponse> {
+        Ok(ProbeResponse {
+            status: 200,
+            body: String::new(),
+            truncated: false,
+            elapsed_ms: 0,
+            indicator: Some(self.indicator),
+            description: None,
+        })
+    }
+}
+
+/// A probe that reaches nothing (used while a plugin describes itself).
+pub struct NoProbe;
+
+#[async_trait]
+impl ProbeBackend for NoProbe {
+    async fn get(&self, url: &reqwest::Url) -> BackendResult<ProbeResponse> {
+        Err(BackendError::Unavailable(format!(
+            "probe of {url} not available here"
+        )))
+    }
+}

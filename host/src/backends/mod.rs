@@ -1,0 +1,208 @@
+//! The systems behind the capabilities, one small trait each. Real
+//! implementations talk to PostgreSQL, Prometheus, the breaker admin API and
+//! HTTP upstreams; `memory` holds in-memory ones for unit tests and benchmarks.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::config::BackendsConfig;
+
+pub mod breaker_api;
+pub mod memory;
+pub mod postgres;
+pub mod probe_http;
+pub mod prometheus;
+
+/// A backend could not do what was asked.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BackendError {
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+pub type BackendResult<T> = Result<T, BackendError>;
+
+/// One sample of an instant query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub labels: Vec<(String, String)>,
+    pub value: f64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PoolStats {
+    pub total: u32,
+    pub active: u32,
+    pub idle: u32,
+    pub idle_in_transaction: u32,
+    pub waiting: u32,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Session {
+    pub pid: i32,
+    pub application_name: String,
+    pub user_name: String,
+    pub database: String,
+    pub state: String,
+    pub duration_ms: u64,
+    pub wait_event: Option<String>,
+    pub query: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakerState {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+impl BreakerState {
+    /// The wire name of the breaker admin API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Closed => "CLOSED",
+            Self::Open => "OPEN",
+            Self::HalfOpen => "HALF_OPEN",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "CLOSED" => Some(Self::Closed),
+            "OPEN" => Some(Self::Open),
+            "HALF_OPEN" => Some(Self::HalfOpen),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Breaker {
+    pub name: String,
+    pub state: BreakerState,
+    pub failures: u32,
+    pub opened_at: Option<String>,
+    pub status_url: Option<String>,
+}
+
+/// A Statuspage overall indicator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Indicator {
+    Operational,
+    Minor,
+    Major,
+    Critical,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeResponse {
+    pub status: u16,
+    pub body: String,
+    pub truncated: bool,
+    pub elapsed_ms: u32,
+    pub indicator: Option<Indicator>,
+    pub description: Option<String>,
+}
+
+#[async_trait]
+pub trait MetricsBackend: Send + Sync {
+    async fn query(&self, promql: &str) -> BackendResult<Vec<Sample>>;
+}
+
+#[async_trait]
+pub trait DatabaseBackend: Send + Sync {
+    async fn stats(&self) -> BackendResult<PoolStats>;
+    async fn long_running(&self, min_duration_ms: u64, limit: u32) -> BackendResult<Vec<Session>>;
+    /// The client session `pid` (never Remedy's own), if it exists.
+    async fn session(&self, pid: i32) -> BackendResult<Option<Session>>;
+    /// `pg_cancel_backend`; `false` when the session was gone.
+    async fn cancel(&self, pid: i32) -> BackendResult<bool>;
+    /// `pg_terminate_backend`; `false` when the session was gone.
+    async fn terminate(&self, pid: i32) -> BackendResult<bool>;
+}
+
+#[async_trait]
+pub trait BreakerBackend: Send + Sync {
+    async fn list(&self) -> BackendResult<Vec<Breaker>>;
+    async fn get(&self, name: &str) -> BackendResult<Option<Breaker>>;
+    async fn force_state(
+        &self,
+        name: &str,
+        state: BreakerState,
+        reason: &str,
+    ) -> BackendResult<Breaker>;
+}
+
+#[async_trait]
+pub trait ProbeBackend: Send + Sync {
+    /// GETs an URL that the caller has already checked against the allow-list.
+    async fn get(&self, url: &reqwest::Url) -> BackendResult<ProbeResponse>;
+}
+
+/// The backends of one Remedy process; `None` is unconfigured.
+#[derive(Clone)]
+pub struct Backends {
+    pub metrics: Option<Arc<dyn MetricsBackend>>,
+    pub database: Option<Arc<dyn DatabaseBackend>>,
+    pub breaker: Option<Arc<dyn BreakerBackend>>,
+    pub probe: Arc<dyn ProbeBackend>,
+}
+
+impl Backends {
+    /// Nothing configured: every call but probe answers `unavailable`.
+    pub fn none() -> Backends {
+        Backends {
+            metrics: None,
+            database: None,
+            breaker: None,
+            probe: Arc::new(memory::NoProbe),
+        }
+    }
+
+    /// Real backends from config. Nothing connects here: connections are
+    /// made on first use, so an unreachable backend never stops start-up.
+    pub fn from_config(cfg: &BackendsConfig) -> anyhow::Result<Backends> {
+        let timeout = Duration::from_millis(cfg.request_timeout_ms.unwrap_or(5_000));
+        let metrics = match &cfg.prometheus_url {
+            Some(u) => {
+                Some(Arc::new(prometheus::Prometheus::new(u, timeout)?) as Arc<dyn MetricsBackend>)
+            }
+            None => None,
+        };
+        let breaker = match &cfg.breaker_url {
+            Some(u) => {
+                Some(Arc::new(breaker_api::BreakerApi::new(u, timeout)?) as Arc<dyn BreakerBackend>)
+            }
+            None => None,
+        };
+        let database = match &cfg.database_url {
+            Some(u) => {
+                Some(Arc::new(postgres::Postgres::new(u, timeout)?) as Arc<dyn DatabaseBackend>)
+            }
+            None => None,
+        };
+        let probe_timeout = Duration::from_millis(cfg.probe_timeout_ms.unwrap_or(2_000));
+        Ok(Backends {
+            metrics,
+            database,
+            breaker,
+            probe: Arc::new(probe_http::HttpProbe::new(
+                probe_timeout,
+                probe_http::BODY_CAP,
+            )?),
+        })
+    }
+}
+
+/// A request that never got an answer: the backend is unreachable or slow.
+pub(crate) fn transport_error(what: &str, e: reqwest::Error) -> BackendError {
+    BackendError::Unavailable(format!("{what}: {e}"))
+}

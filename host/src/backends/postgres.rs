@@ -1,0 +1,179 @@
+//! Database backend: PostgreSQL through `pg_stat_activity`,
+//! `pg_cancel_backend` and `pg_terminate_backend`.
+//!
+//! One connection (tokio-postgres pipelines concurrent queries on it), made
+//! on first use and remade when it drops. Its `application_name` is `remedy`
+//! and it excludes itself (`pg_backend_pid()`) from every listing and action.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio_postgres::{Client, NoTls, Row};
+
+use super::{BackendError, BackendResult, DatabaseBackend, PoolStats, Session};
+
+pub struct Postgres {
+    config: tokio_postgres::Config,
+    timeout: Duration,
+    client: Mutex<Option<Arc<Client>>>,
+}
+
+const SESSION_COLUMNS: &str = "pid, coalesce(application_name, ''), coalesce(usename::text, ''), \
+    coalesce(datname::text, ''), coalesce(state, ''), \
+    greatest(0, (extract(epoch from (now() - CASE WHEN state = 'active' THEN query_start ELSE xact_start END)) * 1000))::int8, \
+    CASE WHEN wait_event_type IS NULL THEN NULL ELSE wait_event_type || ':' || coalesce(wait_event, '') END, \
+    left(coalesce(query, ''), 1024)";
+
+/// Client sessions other than Remedy's own.
+const OTHERS: &str = "backend_type = 'client backend' AND pid <> pg_backend_pid()";
+
+fn session(row: &Row) -> Session {
+    Session {
+        pid: row.get(0),
+        application_name: row.get(1),
+        user_name: row.get(2),
+        database: row.get(3),
+        state: row.get(4),
+        duration_ms: row.get::<_, i64>(5).max(0) as u64,
+        wait_event: row.get(6),
+        query: row.get(7),
+    }
+}
+
+fn failed(e: tokio_postgres::Error) -> BackendError {
+    if e.is_closed() {
+        BackendError::Unavailable(format!("postgres: {e}"))
+    } else {
+        BackendError::Failed(format!(
+            "postgres: {}",
+            e.as_db_error()
+                .map(|d| d.message().to_string())
+                .unwrap_or_else(|| e.to_string())
+        ))
+    }
+}
+
+impl Postgres {
+    pub fn new(url: &str, timeout: Duration) -> anyhow::Result<Self> {
+        let mut config: tokio_postgres::Config = url.parse()?;
+        if config.get_application_name().is_none() {
+            config.application_name("remedy");
+        }
+        config.connect_timeout(timeout);
+        Ok(Self {
+            config,
+            timeout,
+            client: Mutex::new(None),
+        })
+    }
+
+    async fn client(&self) -> BackendResult<Arc<Client>> {
+        if let Some(c) = self.client.lock().map_err(|_| poisoned())?.as_ref() {
+            if !c.is_closed() {
+                return Ok(c.clone());
+            }
+        }
+        let (client, conn) = self
+            .config
+            .connect(NoTls)
+            .await
+            .map_err(|e| BackendError::Unavailable(format!("postgres: cannot connect: {e}")))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::warn!(error = %e, "postgres connection ended");
+            }
+        });
+        let client = Arc::new(client);
+        *self.client.lock().map_err(|_| poisoned())? = Some(client.clone());
+        Ok(client)
+    }
+
+    async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> BackendResult<Vec<Row>> {
+        let client = self.client().await?;
+        match tokio::time::timeout(self.timeout, client.query(sql, params)).await {
+            Ok(r) => r.map_err(failed),
+            Err(_) => Err(BackendError::Unavailable(format!(
+                "postgres: no answer within {} ms",
+                self.timeout.as_millis()
+            ))),
+        }
+    }
+
+    async fn signal(&self, function: &str, pid: i32) -> BackendResult<bool> {
+        // Re-checked in SQL so that a pid that stopped being a client
+        // session between the gate and here is never signalled.
+        let sql =
+            format!("SELECT {function}(pid) FROM pg_stat_activity WHERE pid = $1 AND {OTHERS}");
+        let rows = self.query(&sql, &[&pid]).await?;
+        Ok(rows.first().map(|r| r.get::<_, bool>(0)).unwrap_or(false))
+    }
+}
+
+fn poisoned() -> BackendError {
+    BackendError::Failed("postgres: connection slot poisoned".into())
+}
+
+#[async_trait]
+impl DatabaseBackend for Postgres {
+    async fn stats(&self) -> BackendResult<PoolStats> {
+        let rows = self
+            .query(
+                "SELECT count(*), \
+                 count(*) FILTER (WHERE state = 'active'), \
+                 count(*) FILTER (WHERE state = 'idle'), \
+                 count(*) FILTER (WHERE state LIKE 'idle in transaction%'), \
+                 count(*) FILTER (WHERE wait_event_type = 'Lock'), \
+                 current_setting('max_connections')::int8 \
+                 FROM pg_stat_activity WHERE backend_type = 'client backend'",
+                &[],
+            )
+            .await?;
+        let row = rows
+            .first()
+            .ok_or_else(|| BackendError::Failed("postgres: no stats row".into()))?;
+        let n = |i: usize| row.get::<_, i64>(i).clamp(0, u32::MAX as i64) as u32;
+        Ok(PoolStats {
+            total: n(0),
+            active: n(1),
+            idle: n(2),
+            idle_in_transaction: n(3),
+            waiting: n(4),
+            max_connections: n(5),
+        })
+    }
+
+    async fn long_running(&self, min_duration_ms: u64, limit: u32) -> BackendResult<Vec<Session>> {
+        let sql = format!(
+            "SELECT * FROM (SELECT {SESSION_COLUMNS} FROM pg_stat_activity \
+             WHERE {OTHERS} AND (state = 'active' OR state LIKE 'idle in transaction%')) s(pid, app, usr, db, state, duration_ms, wait, query) \
+             WHERE duration_ms >= $1 ORDER BY duration_ms DESC, pid LIMIT $2"
+        );
+        let min = i64::try_from(min_duration_ms).unwrap_or(i64::MAX);
+        let limit = i64::from(limit.min(500));
+        Ok(self
+            .query(&sql, &[&min, &limit])
+            .await?
+            .iter()
+            .map(session)
+            .collect())
+    }
+
+    async fn session(&self, pid: i32) -> BackendResult<Option<Session>> {
+        let sql =
+            format!("SELECT {SESSION_COLUMNS} FROM pg_stat_activity WHERE pid = $1 AND {OTHERS}");
+        Ok(self.query(&sql, &[&pid]).await?.first().map(session))
+    }
+
+    async fn cancel(&self, pid: i32) -> BackendResult<bool> {
+        self.signal("pg_cancel_backend", pid).await
+    }
+
+    async fn terminate(&self, pid: i32) -> BackendResult<bool> {
+        self.signal("pg_terminate_backend", pid).await
+    }
+}

@@ -1,0 +1,10 @@
+//! The one bindgen site for the `remedy:plugin` world.
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "runbook",
+    imports: { default: async },
+    exports: { default: async },
+});
+
+pub use remedy::plugin::types;

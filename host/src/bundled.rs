@@ -1,0 +1,53 @@
+//! The runbooks shipped inside the binary (compiled from plugins/ by
+//! build.rs), with their default grants and scopes.
+
+use crate::config::{Capability, Scope};
+
+pub struct Bundled {
+    pub name: &'static str,
+    pub wasm: &'static [u8],
+    pub grants: &'static [Capability],
+    pub scope: fn() -> Scope,
+}
+
+macro_rules! wasm {
+    ($file:literal) => {
+        include_bytes!(concat!(env!("REMEDY_BUNDLED_DIR"), "/", $file))
+    };
+}
+
+fn strings(v: &[&str]) -> Option<Vec<String>> {
+    Some(v.iter().map(|s| s.to_string()).collect())
+}
+
+pub const BUNDLED: &[Bundled] = &[
+    Bundled {
+        name: "db-connection-exhaustion",
+        wasm: wasm!("db_connection_exhaustion.wasm"),
+        grants: &[Capability::Database, Capability::Log],
+        // Any application's session; `protected_applications` in the
+        // plugin's config keeps its hands off the ones that matter.
+        scope: || Scope {
+            database_applications: strings(&["*"]),
+            ..Scope::default()
+        },
+    },
+    Bundled {
+        name: "circuit-breaker-open",
+        wasm: wasm!("circuit_breaker_open.wasm"),
+        grants: &[Capability::Breaker, Capability::Probe, Capability::Log],
+        scope: || Scope {
+            breakers: strings(&["stripe", "supabase", "openai"]),
+            probe: strings(&[
+                "https://status.stripe.com",
+                "https://status.supabase.com",
+                "https://status.openai.com",
+            ]),
+            ..Scope::default()
+        },
+    },
+];
+
+pub fn find(name: &str) -> Option<&'static Bundled> {
+    BUNDLED.iter().find(|b| b.name == name)
+}

@@ -1,0 +1,26 @@
+//! `metrics`: PromQL instant queries (read-only).
+
+use crate::bindings::remedy::plugin::metrics::{Host, Sample};
+use crate::bindings::types::Error;
+use crate::config::Capability;
+use crate::gate::wit_error;
+
+use super::{unconfigured, HostCtx};
+
+impl Host for HostCtx {
+    async fn query(&mut self, promql: String) -> Result<Vec<Sample>, Error> {
+        self.granted(Capability::Metrics)?;
+        let backend =
+            self.backends.metrics.clone().ok_or_else(|| {
+                unconfigured("metrics", "prometheus_url", "REMEDY_PROMETHEUS_URL")
+            })?;
+        let samples = backend.query(&promql).await.map_err(wit_error)?;
+        Ok(samples
+            .into_iter()
+            .map(|s| Sample {
+                labels: s.labels,
+                value: s.value,
+            })
+            .collect())
+    }
+}

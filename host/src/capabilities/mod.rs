@@ -1,0 +1,47 @@
+//! The host side of each WIT interface: one module per interface, each with
+//! its grant and scope checks. Reads go straight to the backend; mutations go
+//! through the action gate.
+
+use std::sync::Arc;
+
+use crate::backends::Backends;
+use crate::bindings::types::Error as WitError;
+use crate::config::Capability;
+use crate::gate::Gate;
+
+pub mod breaker;
+pub mod database;
+pub mod log;
+pub mod metrics;
+pub mod probe;
+pub mod types;
+
+/// What host functions of one guest call can reach.
+pub struct HostCtx {
+    pub backends: Arc<Backends>,
+    pub gate: Gate,
+    pub probe_allow: Arc<Vec<probe::AllowPattern>>,
+}
+
+impl HostCtx {
+    /// `denied` unless `cap` is granted. Loading already refuses plugins that
+    /// import an ungranted interface; this keeps every call honest anyway.
+    fn granted(&self, cap: Capability) -> Result<(), WitError> {
+        if self.gate.grants.has(cap) {
+            Ok(())
+        } else {
+            Err(WitError::Denied(format!(
+                "interface `{}` is not granted to {}",
+                cap.as_str(),
+                self.gate.plugin
+            )))
+        }
+    }
+}
+
+/// `unavailable`, naming the setting that would configure the backend.
+fn unconfigured(what: &str, key: &str, env: &str) -> WitError {
+    WitError::Unavailable(format!(
+        "no {what} backend configured: set backends.{key} in remedy.toml or {env}"
+    ))
+}

@@ -1,0 +1,336 @@
+//! `remedy.toml`: backends and per-plugin settings, validated at load.
+//!
+//! With no config file, backends come from the environment
+//! (`REMEDY_DATABASE_URL` else `DATABASE_URL`, `REMEDY_PROMETHEUS_URL`,
+//! `REMEDY_BREAKER_URL`) and every bundled plugin runs on its defaults.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {file}: {source}")]
+    Read {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {file}: {message}")]
+    Parse { file: PathBuf, message: String },
+    #[error("config file {file}: {key}: {message}")]
+    Invalid {
+        file: PathBuf,
+        key: String,
+        message: String,
+    },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub backends: BackendsConfig,
+    /// Settings per plugin, by plugin name.
+    #[serde(default)]
+    pub plugins: BTreeMap<String, PluginConfig>,
+    /// Where this config was read from (for error messages).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+}
+
+/// Where the capabilities' backends live. Unset means unconfigured: calls
+/// answer `unavailable`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendsConfig {
+    /// PostgreSQL connection string (`postgres://user@host:5432/db`).
+    pub database_url: Option<String>,
+    /// Base URL of a Prometheus-compatible API (`http://127.0.0.1:9090`).
+    pub prometheus_url: Option<String>,
+    /// Base URL of the application's breaker admin API (docs/breaker-api.md).
+    pub breaker_url: Option<String>,
+    /// Timeout of one probe request in ms (default 2000).
+    pub probe_timeout_ms: Option<u64>,
+    /// Timeout of one backend request in ms (default 5000).
+    pub request_timeout_ms: Option<u64>,
+}
+
+/// How mitigations run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Mitigations are recorded as `simulated`, not executed (the default).
+    #[default]
+    DryRun,
+    /// Mitigations are executed.
+    Auto,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::DryRun => "dry-run",
+            Mode::Auto => "auto",
+        }
+    }
+}
+
+/// A WIT interface a plugin may be granted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Capability {
+    Metrics,
+    Database,
+    Breaker,
+    Probe,
+    Log,
+}
+
+impl Capability {
+    pub const ALL: [Capability; 5] = [
+        Capability::Metrics,
+        Capability::Database,
+        Capability::Breaker,
+        Capability::Probe,
+        Capability::Log,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Capability::Metrics => "metrics",
+            Capability::Database => "database",
+            Capability::Breaker => "breaker",
+            Capability::Probe => "probe",
+            Capability::Log => "log",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Capability> {
+        Self::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+}
+
+/// The targets a plugin may act on or reach, as glob patterns (`*`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scope {
+    /// Breaker names `breaker.force-state` may act on.
+    pub breakers: Option<Vec<String>>,
+    /// `application_name`s whose sessions `database.cancel/terminate` may act on.
+    pub database_applications: Option<Vec<String>>,
+    /// `scheme://host[:port]` patterns `probe.get` may fetch.
+    pub probe: Option<Vec<String>>,
+}
+
+/// Settings of one plugin. Every key is optional: bundled plugins bring
+/// their own defaults.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// A `.wasm` component to load; bundled plugins need none.
+    pub path: Option<PathBuf>,
+    pub mode: Option<Mode>,
+    /// Interfaces granted (replaces the bundled default).
+    pub grants: Option<Vec<Capability>>,
+    #[serde(default)]
+    pub scope: Scope,
+    /// The plugin's own keys (thresholds, lists); values may be strings,
+    /// numbers or booleans and reach the plugin as strings.
+    #[serde(default)]
+    pub config: BTreeMap<String, toml::Value>,
+    /// Deadline of `detect` in ms (default 2000).
+    pub timeout_ms: Option<u64>,
+    /// Deadline of `mitigate` in ms (default 10000).
+    pub mitigate_timeout_ms: Option<u64>,
+    /// Memory of one instance in MiB (default 32).
+    pub memory_mb: Option<u64>,
+}
+
+impl Config {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: path.to_path_buf(),
+            source,
+        })?;
+        let mut cfg = Self::parse(&text, path)?;
+        // Relative plugin paths are relative to the config file.
+        let base = path.parent().unwrap_or(Path::new("."));
+        for pc in cfg.plugins.values_mut() {
+            if let Some(p) = &pc.path {
+                if p.is_relative() {
+                    pc.path = Some(base.join(p));
+                }
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// Parses config text; `file` names it in errors.
+    pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
+        let mut cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            file: file.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        cfg.source = Some(file.to_path_buf());
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// No file: backends from the environment, plugins on their defaults.
+    pub fn from_env() -> Config {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        Config {
+            backends: BackendsConfig {
+                database_url: var("REMEDY_DATABASE_URL").or_else(|| var("DATABASE_URL")),
+                prometheus_url: var("REMEDY_PROMETHEUS_URL"),
+                breaker_url: var("REMEDY_BREAKER_URL"),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    fn invalid(&self, key: String, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            file: self.source.clone().unwrap_or_default(),
+            key,
+            message: message.into(),
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (key, url) in [
+            ("backends.prometheus_url", &self.backends.prometheus_url),
+            ("backends.breaker_url", &self.backends.breaker_url),
+        ] {
+            if let Some(u) = url {
+                match reqwest::Url::parse(u) {
+                    Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {}
+                    Ok(_) => {
+                        return Err(self.invalid(key.into(), format!("`{u}` is not an http(s) URL")))
+                    }
+                    Err(e) => return Err(self.invalid(key.into(), format!("`{u}`: {e}"))),
+                }
+            }
+        }
+        if let Some(u) = &self.backends.database_url {
+            if let Err(e) = u.parse::<tokio_postgres::Config>() {
+                return Err(self.invalid("backends.database_url".into(), e.to_string()));
+            }
+        }
+        for (name, pc) in &self.plugins {
+            let key = |k: &str| format!("plugins.{name}.{k}");
+            if let Some(mb) = pc.memory_mb {
+                if !(1..=4096).contains(&mb) {
+                    return Err(self.invalid(key("memory_mb"), "must be between 1 and 4096"));
+                }
+            }
+            for (k, v) in [
+                ("timeout_ms", pc.timeout_ms),
+                ("mitigate_timeout_ms", pc.mitigate_timeout_ms),
+            ] {
+                if v == Some(0) {
+                    return Err(self.invalid(key(k), "must be greater than 0"));
+                }
+            }
+            for (k, v) in &pc.config {
+                if config_value_string(v).is_none() {
+                    return Err(self.invalid(
+                        key(&format!("config.{k}")),
+                        "must be a string, number, boolean or array of those",
+                    ));
+                }
+            }
+            for pattern in pc.scope.probe.iter().flatten() {
+                if let Err(e) = crate::capabilities::probe::AllowPattern::parse(pattern) {
+                    return Err(self.invalid(key("scope.probe"), e));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A config value as the string a plugin receives; arrays become
+/// comma-separated lists.
+pub fn config_value_string(v: &toml::Value) -> Option<String> {
+    match v {
+        toml::Value::String(s) => Some(s.clone()),
+        toml::Value::Integer(i) => Some(i.to_string()),
+        toml::Value::Float(f) => Some(f.to_string()),
+        toml::Value::Boolean(b) => Some(b.to_string()),
+        toml::Value::Array(items) => items
+            .iter()
+            .map(config_value_string)
+            .collect::<Option<Vec<_>>>()
+            .map(|v| v.join(",")),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Config, ConfigError> {
+        Config::parse(s, Path::new("remedy.toml"))
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_file() {
+        let err = parse("[plugins.x]\ntimeout = 5\n").unwrap_err().to_string();
+        assert!(err.contains("remedy.toml"), "{err}");
+        assert!(err.contains("timeout"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let err = parse("[plugins.x]\nmemory_mb = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("plugins.x.memory_mb"), "{err}");
+        let err = parse("[backends]\nprometheus_url = \"ftp://x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("backends.prometheus_url"), "{err}");
+        let err = parse("[plugins.x.scope]\nprobe = [\"not a url\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("plugins.x.scope.probe"), "{err}");
+        let err = parse("[plugins.x]\nmode = \"yolo\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("mode"), "{err}");
+    }
+
+    #[test]
+    fn full_config_parses() {
+        let cfg = parse(
+            r#"
+            [backends]
+            database_url = "postgres://postgres@127.0.0.1:5432/test"
+            prometheus_url = "http://127.0.0.1:9090"
+            [plugins.db-connection-exhaustion]
+            mode = "auto"
+            grants = ["database", "log"]
+            config = { long_query_ms = 500, protected_applications = ["a", "b"] }
+            [plugins.db-connection-exhaustion.scope]
+            database_applications = ["app-*"]
+            "#,
+        )
+        .unwrap();
+        let pc = &cfg.plugins["db-connection-exhaustion"];
+        assert_eq!(pc.mode, Some(Mode::Auto));
+        assert_eq!(
+            config_value_string(&pc.config["long_query_ms"]).unwrap(),
+            "500"
+        );
+        assert_eq!(
+            config_value_string(&pc.config["protected_applications"]).unwrap(),
+            "a,b"
+        );
+    }
+}

@@ -1,0 +1,237 @@
+//! The action gate: every mutating host call passes here, in this order:
+//! grant + target scope (`denied`), phase (no actions during `detect`:
+//! `refused`), mode (dry-run records `simulated` and stops), then execution.
+//! Every action, whatever became of it, lands in the run's journal.
+//!
+//! Budgets, cooldowns, approvals and the durable audit slot in here too, so
+//! that there is exactly one place where an action can be allowed.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use chrono::Utc;
+
+use crate::backends::BackendError;
+use crate::bindings::types::{Applied as WitApplied, Error as WitError};
+use crate::config::{Capability, Scope};
+use crate::record::{ActionRecord, Applied};
+use crate::runtime::logs::LogBuffer;
+use crate::scope::any_match;
+
+/// What a plugin was granted: interfaces and targets.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Grants {
+    pub capabilities: BTreeSet<Capability>,
+    pub scope: Scope,
+}
+
+impl Grants {
+    pub fn has(&self, cap: Capability) -> bool {
+        // `log` is harmless and capped: always granted.
+        cap == Capability::Log || self.capabilities.contains(&cap)
+    }
+}
+
+/// Which guest export is running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Describe,
+    Detect,
+    Mitigate,
+}
+
+/// What an action acts on, for the scope check.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// A breaker, by name.
+    Breaker(String),
+    /// A database session, by the application that owns it.
+    DatabaseSession { pid: i32, application: String },
+}
+
+impl Target {
+    /// How the target appears in the run record.
+    pub fn label(&self) -> String {
+        match self {
+            Target::Breaker(n) => format!("breaker:{n}"),
+            Target::DatabaseSession { pid, .. } => format!("pid:{pid}"),
+        }
+    }
+}
+
+/// One mutating call as the gate sees it.
+#[derive(Debug, Clone)]
+pub struct Action {
+    /// `interface.function`.
+    pub kind: &'static str,
+    pub capability: Capability,
+    pub target: Target,
+    pub reason: String,
+}
+
+/// What one run did and logged; shared by the stores of its calls.
+#[derive(Clone)]
+pub struct Journal {
+    actions: Arc<Mutex<Vec<ActionRecord>>>,
+    pub logs: LogBuffer,
+}
+
+impl Journal {
+    pub fn new(log_cap: usize) -> Self {
+        Self {
+            actions: Arc::default(),
+            logs: LogBuffer::new(log_cap),
+        }
+    }
+
+    pub fn actions(&self) -> Vec<ActionRecord> {
+        self.actions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn push(&self, a: ActionRecord) {
+        self.actions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(a);
+    }
+}
+
+/// The gate as one call of one run sees it.
+#[derive(Clone)]
+pub struct Gate {
+    pub plugin: String,
+    pub grants: Arc<Grants>,
+    pub dry_run: bool,
+    pub phase: Phase,
+    pub journal: Journal,
+}
+
+impl Gate {
+    /// Is `target` inside the granted scope?
+    fn in_scope(&self, target: &Target) -> bool {
+        let scope = &self.grants.scope;
+        match target {
+            Target::Breaker(name) => any_match(scope.breakers.as_deref().unwrap_or_default(), name),
+            Target::DatabaseSession { application, .. } => any_match(
+                scope.database_applications.as_deref().unwrap_or_default(),
+                application,
+            ),
+        }
+    }
+
+    /// Checks without recording: `Err` is the refusal.
+    fn check(&self, action: &Action) -> Result<(), (Applied, WitError)> {
+        if !self.grants.has(action.capability) {
+            return Err((
+                Applied::Denied,
+                WitError::Denied(format!(
+                    "interface `{}` is not granted to {}",
+                    action.capability.as_str(),
+                    self.plugin
+                )),
+            ));
+        }
+        if !self.in_scope(&action.target) {
+            let what = match &action.target {
+                Target::Breaker(n) => format!("breaker `{n}`"),
+                Target::DatabaseSession { pid, application } => {
+                    format!("session {pid} of application `{application}`")
+                }
+            };
+            return Err((
+                Applied::Denied,
+                WitError::Denied(format!(
+                    "{what} is outside the scope granted to {}",
+                    self.plugin
+                )),
+            ));
+        }
+        if self.phase != Phase::Mitigate {
+            return Err((
+                Applied::Refused,
+                WitError::Refused(format!(
+                    "{} is a mutation and is not allowed during {:?}",
+                    action.kind, self.phase
+                )),
+            ));
+        }
+        Ok(())
+    }
+
+    fn record(&self, action: &Action, applied: Applied, error: Option<String>) {
+        tracing::info!(
+            plugin = %self.plugin,
+            kind = action.kind,
+            target = %action.target.label(),
+            applied = ?applied,
+            error = error.as_deref().unwrap_or(""),
+            "action"
+        );
+        self.journal.push(ActionRecord {
+            kind: action.kind.to_string(),
+            target: action.target.label(),
+            reason: action.reason.clone(),
+            applied,
+            error,
+            at: Utc::now(),
+        });
+    }
+
+    /// Passes `action` through the gate and, when it may run live, runs
+    /// `execute`.
+    pub async fn act<F, Fut>(&self, action: Action, execute: F) -> Result<WitApplied, WitError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<(), BackendError>>,
+    {
+        if let Err((applied, err)) = self.check(&action) {
+            self.record(&action, applied, Some(error_text(&err)));
+            return Err(err);
+        }
+        if self.dry_run {
+            self.record(&action, Applied::Simulated, None);
+            return Ok(WitApplied::Simulated);
+        }
+        match execute().await {
+            Ok(()) => {
+                self.record(&action, Applied::Executed, None);
+                Ok(WitApplied::Executed)
+            }
+            Err(e) => {
+                let err = wit_error(e);
+                self.record(&action, Applied::Failed, Some(error_text(&err)));
+                Err(err)
+            }
+        }
+    }
+
+    /// Records a call that was refused before reaching the gate proper
+    /// (e.g. a probe outside the allow-list), so the run shows it.
+    pub fn note(&self, line: String) {
+        self.journal.logs.line(format!("[remedy] {line}"));
+    }
+}
+
+/// A backend error as the plugin receives it.
+pub fn wit_error(e: BackendError) -> WitError {
+    match e {
+        BackendError::Unavailable(m) => WitError::Unavailable(m),
+        BackendError::Invalid(m) => WitError::Invalid(m),
+        BackendError::Failed(m) => WitError::Failed(m),
+    }
+}
+
+/// `kind: message`, as operators read errors in records.
+pub fn error_text(e: &WitError) -> String {
+    match e {
+        WitError::Denied(m) => format!("denied: {m}"),
+        WitError::Unavailable(m) => format!("unavailable: {m}"),
+        WitError::Invalid(m) => format!("invalid: {m}"),
+        WitError::Refused(m) => format!("refused: {m}"),
+        WitError::Failed(m) => format!("failed: {m}"),
+    }
+}

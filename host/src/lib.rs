@@ -1,0 +1,21 @@
+//! Remedy: runs production runbooks as sandboxed WebAssembly plugins.
+//!
+//! The layout follows the architecture: `runtime` loads and invokes plugins
+//! (one invocation path for every trigger), `capabilities` implements each WIT
+//! interface on top of `backends`, and every mutating host call passes the
+//! one action gate in `gate`.
+
+pub mod backends;
+pub mod bindings;
+pub mod bundled;
+pub mod capabilities;
+pub mod config;
+pub mod gate;
+pub mod record;
+pub mod remedy;
+pub mod runtime;
+pub mod scope;
+
+pub use config::Config;
+pub use record::{RunRecord, RunStatus, Trigger};
+pub use remedy::{Remedy, RunRequest};

@@ -1,0 +1,343 @@
+//! The `remedy` command line. Everything but argument handling and printing
+//! lives in the library.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context as _};
+use clap::{Args, Parser, Subcommand};
+use remedy::config::{Capability, Config};
+use remedy::record::{AlertInfo, RunRecord, RunStatus, Trigger};
+use remedy::remedy::Overrides;
+use remedy::{Remedy, RunRequest};
+
+mod output;
+
+#[derive(Parser)]
+#[command(
+    name = "remedy",
+    version,
+    about = "Runs production runbooks as sandboxed WebAssembly plugins"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one plugin's detection (and mitigation when unhealthy) in-process.
+    Run(RunArgs),
+    /// List the plugins, their grants and load status.
+    Plugins {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate a component against the runbook world; print describe() and imports.
+    Inspect {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// A plugin name (bundled or configured) or a path to a `.wasm` component.
+    plugin: String,
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// An Alertmanager webhook payload (or one alert object) to run against.
+    #[arg(long)]
+    alert: Option<PathBuf>,
+    /// A config key for this run only: KEY=VALUE (repeatable).
+    #[arg(long = "param", value_name = "KEY=VALUE")]
+    params: Vec<String>,
+    /// Grant an interface, optionally with targets: CAP or CAP=PATTERN[,PATTERN] (repeatable).
+    #[arg(long = "grant", value_name = "CAP[=TARGETS]")]
+    grants: Vec<String>,
+    /// Record actions without executing them (the default for plugins without a mode).
+    #[arg(long, conflicts_with = "live")]
+    dry_run: bool,
+    /// Execute actions.
+    #[arg(long)]
+    live: bool,
+    /// Deadline of each guest call in ms.
+    #[arg(long)]
+    timeout_ms: Option<u64>,
+    /// Memory of the instance in MiB.
+    #[arg(long)]
+    memory_mb: Option<u64>,
+    /// Print the run record as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A usage or configuration problem: exit status 2.
+#[derive(Debug)]
+struct UsageError(anyhow::Error);
+
+fn usage<T>(r: anyhow::Result<T>) -> anyhow::Result<T> {
+    r.map_err(|e| anyhow::Error::new(UsageError(e)))
+}
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}", self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match rt.block_on(dispatch(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            if e.downcast_ref::<UsageError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run(args) => run(args).await,
+        Command::Plugins { config, json } => plugins(config.as_deref(), json).await,
+        Command::Inspect { file, json } => inspect(&file, json).await,
+    }
+}
+
+fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
+    usage(match path {
+        Some(p) => Config::load(p).map_err(Into::into),
+        None => Ok(Config::from_env()),
+    })
+}
+
+fn parse_grant(s: &str) -> anyhow::Result<(Capability, Vec<String>)> {
+    let (cap, targets) = s.split_once('=').unwrap_or((s, ""));
+    let Some(cap) = Capability::parse(cap.trim()) else {
+        bail!("--grant {s}: unknown interface `{cap}` (one of metrics, database, breaker, probe, log)");
+    };
+    let targets = targets
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(String::from)
+        .collect();
+    Ok((cap, targets))
+}
+
+fn parse_params(params: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    params
+        .iter()
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+            _ => bail!("--param {p}: expected KEY=VALUE"),
+        })
+        .collect()
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let config = load_config(args.config.as_deref())?;
+    let grants = usage(args.grants.iter().map(|g| parse_grant(g)).collect())?;
+    let params = usage(parse_params(&args.params))?;
+    let overrides = Overrides {
+        grants,
+        timeout_ms: args.timeout_ms,
+        memory_mb: args.memory_mb,
+    };
+    let remedy = usage(Remedy::new(config, overrides))?;
+    let is_file = args.plugin.ends_with(".wasm") || Path::new(&args.plugin).is_file();
+    let plugin = if is_file {
+        remedy.load_file(Path::new(&args.plugin)).await
+    } else {
+        remedy.load_named(&args.plugin).await
+    };
+    let plugin = usage(plugin.map_err(Into::into))?;
+    let trigger = match &args.alert {
+        Some(path) => usage(alert_trigger(path, &plugin.info.alerts))?,
+        None => Trigger::Manual { by: "cli".into() },
+    };
+    let dry_run = if args.live {
+        Some(false)
+    } else if args.dry_run {
+        Some(true)
+    } else {
+        None
+    };
+    let record = remedy
+        .run(
+            &plugin,
+            RunRequest {
+                trigger,
+                dry_run,
+                params,
+            },
+        )
+        .await;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&record)?);
+    } else {
+        print!("{}", output::run_text(&record));
+    }
+    Ok(exit_for(&record))
+}
+
+fn exit_for(record: &RunRecord) -> ExitCode {
+    if record.status == RunStatus::Succeeded {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// The alert to run against: from a webhook payload, the first alert the
+/// plugin handles (else the first alert); or a single alert object.
+fn alert_trigger(path: &Path, handled: &[String]) -> anyhow::Result<Trigger> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
+    let alerts: Vec<&serde_json::Value> = match v.get("alerts") {
+        Some(serde_json::Value::Array(a)) => a.iter().collect(),
+        Some(_) => bail!("{}: `alerts` must be an array", path.display()),
+        None => vec![&v],
+    };
+    let name_of = |a: &serde_json::Value| {
+        a.pointer("/labels/alertname")
+            .and_then(|n| n.as_str())
+            .map(String::from)
+    };
+    let alert = alerts
+        .iter()
+        .find(|a| name_of(a).is_some_and(|n| handled.contains(&n)))
+        .or(alerts.first())
+        .with_context(|| format!("{}: no alerts in the payload", path.display()))?;
+    let map = |key: &str| -> anyhow::Result<BTreeMap<String, String>> {
+        match alert.get(key) {
+            None | Some(serde_json::Value::Null) => Ok(BTreeMap::new()),
+            Some(serde_json::Value::Object(o)) => o
+                .iter()
+                .map(|(k, v)| match v.as_str() {
+                    Some(s) => Ok((k.clone(), s.to_string())),
+                    None => bail!(
+                        "{}: alert field `{key}.{k}` must be a string",
+                        path.display()
+                    ),
+                })
+                .collect(),
+            Some(_) => bail!("{}: alert field `{key}` must be an object", path.display()),
+        }
+    };
+    let labels = map("labels")?;
+    let name = labels
+        .get("alertname")
+        .cloned()
+        .with_context(|| format!("{}: alert has no `labels.alertname`", path.display()))?;
+    let s = |k: &str| {
+        alert
+            .get(k)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    Ok(Trigger::Alert {
+        alert: AlertInfo {
+            name,
+            firing: alert
+                .get("status")
+                .and_then(|s| s.as_str())
+                .unwrap_or("firing")
+                != "resolved",
+            annotations: map("annotations")?,
+            labels,
+            starts_at: s("startsAt"),
+            fingerprint: s("fingerprint"),
+        },
+    })
+}
+
+async fn plugins(config: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> {
+    let remedy = usage(Remedy::new(load_config(config)?, Overrides::default()))?;
+    let mut rows = Vec::new();
+    let mut failures = 0;
+    for (name, source) in remedy.sources() {
+        let loaded = remedy.load_source(&source).await;
+        if loaded.is_err() {
+            failures += 1;
+        }
+        rows.push(output::plugin_row(
+            &name,
+            &source,
+            &remedy.settings(&name),
+            loaded,
+        ));
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        print!("{}", output::plugins_text(&rows));
+    }
+    Ok(if failures == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+async fn inspect(file: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    // Inspect grants everything so that it can report every import.
+    let overrides = Overrides {
+        grants: Capability::ALL.iter().map(|c| (*c, vec![])).collect(),
+        ..Overrides::default()
+    };
+    let remedy = Remedy::new(Config::default(), overrides)?;
+    match remedy.load_file(file).await {
+        Ok(plugin) => {
+            let v = serde_json::json!({
+                "file": file.display().to_string(),
+                "valid": true,
+                "info": plugin.info,
+                "digest": plugin.digest,
+                "imports": plugin.imports,
+            });
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print!("{}", output::inspect_text(file, &plugin));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            if json {
+                let v = serde_json::json!({"file": file.display().to_string(), "valid": false, "error": e.to_string()});
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                eprintln!("{}: invalid plugin: {e}", file.display());
+            }
+            Ok(ExitCode::from(1))
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! Human-readable output of the CLI.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use remedy::record::RunRecord;
+use remedy::remedy::{PluginError, Source};
+use remedy::runtime::{Plugin, PluginSettings};
+use serde::Serialize;
+
+pub fn run_text(r: &RunRecord) -> String {
+    let mut s = String::new();
+    let mode = if r.dry_run { "dry-run" } else { "live" };
+    let _ = writeln!(
+        s,
+        "run {} · {} {} · {} · {} in {} ms",
+        r.id,
+        r.plugin,
+        r.plugin_version,
+        mode,
+        r.status.as_str(),
+        r.duration_ms.unwrap_or(0)
+    );
+    if let Some(d) = &r.detection {
+        let _ = writeln!(
+            s,
+            "\ndetection: {}",
+            if d.healthy { "healthy" } else { "UNHEALTHY" }
+        );
+        for f in &d.findings {
+            let _ = writeln!(s, "  [{:?}] {}", f.severity, f.summary);
+            for (k, v) in &f.evidence {
+                if !v.is_empty() {
+                    let _ = writeln!(s, "      {k} = {v}");
+                }
+            }
+        }
+    }
+    if !r.actions.is_empty() {
+        let _ = writeln!(s, "\nactions:");
+        for a in &r.actions {
+            let _ = writeln!(
+                s,
+                "  {} {} → {:?}  ({})",
+                a.kind, a.target, a.applied, a.reason
+            );
+            if let Some(e) = &a.error {
+                let _ = writeln!(s, "      {e}");
+            }
+        }
+    }
+    if let Some(o) = &r.outcome {
+        let _ = writeln!(
+            s,
+            "\noutcome: {}{}",
+            o.summary,
+            if o.mitigated { " (mitigated)" } else { "" }
+        );
+        if !o.manual_steps.is_empty() {
+            let _ = writeln!(s, "manual steps:");
+            for (i, m) in o.manual_steps.iter().enumerate() {
+                let _ = writeln!(s, "  {}. {m}", i + 1);
+            }
+        }
+    }
+    if let Some(e) = &r.error {
+        let _ = writeln!(s, "\nerror: {e}");
+    }
+    if !r.logs.is_empty() {
+        let _ = writeln!(s, "\nlogs:");
+        for l in &r.logs {
+            let _ = writeln!(s, "  {l}");
+        }
+    }
+    s
+}
+
+#[derive(Serialize)]
+pub struct PluginRow {
+    name: String,
+    source: String,
+    status: String,
+    version: Option<String>,
+    digest: Option<String>,
+    alerts: Vec<String>,
+    grants: Vec<String>,
+    mode: String,
+    error: Option<String>,
+}
+
+pub fn plugin_row(
+    name: &str,
+    source: &Source,
+    settings: &PluginSettings,
+    loaded: Result<Plugin, PluginError>,
+) -> PluginRow {
+    let (status, version, digest, alerts, error) = match loaded {
+        Ok(p) => (
+            "loaded",
+            Some(p.info.version.clone()),
+            Some(p.digest.clone()),
+            p.info.alerts.clone(),
+            None,
+        ),
+        Err(e) => ("error", None, None, vec![], Some(e.to_string())),
+    };
+    PluginRow {
+        name: name.to_string(),
+        source: source.to_string(),
+        status: status.to_string(),
+        version,
+        digest,
+        alerts,
+        grants: settings
+            .grants
+            .capabilities
+            .iter()
+            .map(|c| c.as_str().to_string())
+            .collect(),
+        mode: settings.mode.as_str().to_string(),
+        error,
+    }
+}
+
+pub fn plugins_text(rows: &[PluginRow]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:<28} {:<8} {:<8} {:<8} {:<24} ALERTS",
+        "NAME", "VERSION", "STATUS", "MODE", "GRANTS"
+    );
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "{:<28} {:<8} {:<8} {:<8} {:<24} {}",
+            r.name,
+            r.version.as_deref().unwrap_or("-"),
+            r.status,
+            r.mode,
+            r.grants.join(","),
+            r.alerts.join(",")
+        );
+        if let Some(e) = &r.error {
+            let _ = writeln!(s, "    error: {e}");
+        }
+    }
+    s
+}
+
+pub fn inspect_text(file: &Path, p: &Plugin) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{}: valid remedy:plugin/runbook component",
+        file.display()
+    );
+    let _ = writeln!(s, "  name:        {}", p.info.name);
+    let _ = writeln!(s, "  version:     {}", p.info.version);
+    let _ = writeln!(s, "  description: {}", p.info.description);
+    let _ = writeln!(s, "  alerts:      {}", p.info.alerts.join(", "));
+    let _ = writeln!(s, "  digest:      {}", p.digest);
+    let _ = writeln!(s, "  imports:");
+    for i in &p.imports {
+        let _ = writeln!(s, "    {i}");
+    }
+    s
+}

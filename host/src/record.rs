@@ -1,0 +1,149 @@
+//! The run record (DESIGN §9): what a run was asked, what it found, what it
+//! did and how it ended. The same JSON is printed by `remedy run --json` and
+//! served by the HTTP API.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// How a run ended (or where it is).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Denied,
+    Trapped,
+    TimedOut,
+    OutOfMemory,
+    PendingApproval,
+    Rejected,
+    Expired,
+    Interrupted,
+    Skipped,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Denied => "denied",
+            Self::Trapped => "trapped",
+            Self::TimedOut => "timed_out",
+            Self::OutOfMemory => "out_of_memory",
+            Self::PendingApproval => "pending_approval",
+            Self::Rejected => "rejected",
+            Self::Expired => "expired",
+            Self::Interrupted => "interrupted",
+            Self::Skipped => "skipped",
+        }
+    }
+}
+
+/// One Alertmanager alert as a run sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertInfo {
+    pub name: String,
+    pub firing: bool,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub starts_at: String,
+    pub fingerprint: String,
+}
+
+/// What started a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Trigger {
+    Alert { alert: AlertInfo },
+    Schedule { schedule: String },
+    Manual { by: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Info,
+    Warning,
+    Critical,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Finding {
+    pub severity: Severity,
+    pub summary: String,
+    pub evidence: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Detection {
+    pub healthy: bool,
+    pub findings: Vec<Finding>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub summary: String,
+    pub mitigated: bool,
+    pub manual_steps: Vec<String>,
+}
+
+/// What the gate did with an action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Applied {
+    /// Carried out against the real system.
+    Executed,
+    /// Dry-run: recorded, not carried out.
+    Simulated,
+    /// Not granted or target out of scope.
+    Denied,
+    /// A guardrail said no (e.g. a mutation during detect).
+    Refused,
+    /// Passed the gate; the backend failed to carry it out.
+    Failed,
+}
+
+/// One mutating host call, whatever became of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionRecord {
+    /// `interface.function`, e.g. `database.terminate`.
+    pub kind: String,
+    /// What it acts on, e.g. `pid:4242` or `breaker:stripe`.
+    pub target: String,
+    pub reason: String,
+    pub applied: Applied,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+/// The run record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub id: String,
+    pub plugin: String,
+    pub plugin_version: String,
+    pub plugin_digest: String,
+    pub trigger: Trigger,
+    /// `dry-run` or `auto`.
+    pub mode: String,
+    pub dry_run: bool,
+    pub status: RunStatus,
+    pub detection: Option<Detection>,
+    pub actions: Vec<ActionRecord>,
+    pub outcome: Option<Outcome>,
+    /// `resolved` / `not_resolved` once verification exists; `null` until then.
+    pub verification: Option<String>,
+    pub error: Option<String>,
+    pub logs: Vec<String>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub duration_ms: Option<u64>,
+}

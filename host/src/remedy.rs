@@ -1,0 +1,344 @@
+//! The facade the CLI (and later the HTTP service) drives: settings
+//! resolution, plugin loading, and the one invocation path for every trigger.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tracing::Instrument;
+
+use crate::backends::Backends;
+use crate::bundled;
+use crate::capabilities::probe::AllowPattern;
+use crate::capabilities::types as conv;
+use crate::config::{config_value_string, Capability, Config, Mode, PluginConfig};
+use crate::gate::{error_text, Grants, Journal};
+use crate::record::{RunRecord, RunStatus, Trigger};
+use crate::runtime::invoke::CallSetup;
+use crate::runtime::logs::LOG_CAP;
+use crate::runtime::{CallError, LoadError, Plugin, PluginSettings, Runtime};
+
+/// Per-invocation overrides from the command line.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// Extra grants: a capability and, optionally, scope patterns for it.
+    pub grants: Vec<(Capability, Vec<String>)>,
+    pub timeout_ms: Option<u64>,
+    pub memory_mb: Option<u64>,
+}
+
+/// Where a plugin comes from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    Bundled(&'static str),
+    File(PathBuf),
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Bundled(_) => write!(f, "bundled"),
+            Source::File(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    #[error(
+        "no plugin named `{0}` (bundled: {1}); configure one with [plugins.{0}] path = \"...\""
+    )]
+    Unknown(String, String),
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{origin}: {error}")]
+    Load { origin: String, error: LoadError },
+}
+
+/// What a trigger asks of a run.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    pub trigger: Trigger,
+    /// `None`: the plugin's mode decides.
+    pub dry_run: Option<bool>,
+    /// Config keys for this run only, over the plugin's config.
+    pub params: BTreeMap<String, String>,
+}
+
+pub struct Remedy {
+    pub runtime: Arc<Runtime>,
+    pub backends: Arc<Backends>,
+    pub config: Config,
+    pub overrides: Overrides,
+}
+
+impl Remedy {
+    pub fn new(config: Config, overrides: Overrides) -> anyhow::Result<Remedy> {
+        let backends = Arc::new(Backends::from_config(&config.backends)?);
+        Self::with_backends(config, overrides, backends)
+    }
+
+    /// With given backends (tests and benchmarks use in-memory ones).
+    pub fn with_backends(
+        config: Config,
+        overrides: Overrides,
+        backends: Arc<Backends>,
+    ) -> anyhow::Result<Remedy> {
+        Ok(Remedy {
+            runtime: Runtime::new()?,
+            backends,
+            config,
+            overrides,
+        })
+    }
+
+    /// Bundled defaults, then the config file, then command-line overrides.
+    pub fn settings(&self, name: &str) -> PluginSettings {
+        let bundled = bundled::find(name);
+        let empty = PluginConfig::default();
+        let pc = self.config.plugins.get(name).unwrap_or(&empty);
+        let mut caps: BTreeSet<Capability> = match (&pc.grants, bundled) {
+            (Some(g), _) => g.iter().copied().collect(),
+            (None, Some(b)) => b.grants.iter().copied().collect(),
+            (None, None) => BTreeSet::new(),
+        };
+        let mut scope = bundled.map(|b| (b.scope)()).unwrap_or_default();
+        for (field, value) in [
+            (&mut scope.breakers, &pc.scope.breakers),
+            (
+                &mut scope.database_applications,
+                &pc.scope.database_applications,
+            ),
+            (&mut scope.probe, &pc.scope.probe),
+        ] {
+            if value.is_some() {
+                *field = value.clone();
+            }
+        }
+        for (cap, targets) in &self.overrides.grants {
+            caps.insert(*cap);
+            let field = match cap {
+                Capability::Breaker => Some(&mut scope.breakers),
+                Capability::Database => Some(&mut scope.database_applications),
+                Capability::Probe => Some(&mut scope.probe),
+                _ => None,
+            };
+            if let Some(field) = field {
+                if !targets.is_empty() {
+                    field
+                        .get_or_insert_with(Vec::new)
+                        .extend(targets.iter().cloned());
+                }
+            }
+        }
+        // Patterns were validated with the config; a bad one from the
+        // command line is dropped with a warning rather than widening access.
+        let probe_allow = scope
+            .probe
+            .iter()
+            .flatten()
+            .filter_map(|p| {
+                AllowPattern::parse(p)
+                    .map_err(|e| tracing::warn!("{e}"))
+                    .ok()
+            })
+            .collect();
+        let defaults = PluginSettings::default();
+        let timeout = |v: Option<u64>, d: Duration| v.map(Duration::from_millis).unwrap_or(d);
+        PluginSettings {
+            grants: Arc::new(Grants {
+                capabilities: caps,
+                scope,
+            }),
+            probe_allow: Arc::new(probe_allow),
+            config: pc
+                .config
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), config_value_string(v)?)))
+                .collect(),
+            mode: pc.mode.unwrap_or_default(),
+            detect_timeout: timeout(
+                self.overrides.timeout_ms.or(pc.timeout_ms),
+                defaults.detect_timeout,
+            ),
+            mitigate_timeout: timeout(
+                self.overrides.timeout_ms.or(pc.mitigate_timeout_ms),
+                defaults.mitigate_timeout,
+            ),
+            memory_bytes: self
+                .overrides
+                .memory_mb
+                .or(pc.memory_mb)
+                .map(|mb| (mb as usize) << 20)
+                .unwrap_or(defaults.memory_bytes)
+                .min(crate::runtime::engine::MAX_MEMORY_BYTES),
+        }
+    }
+
+    /// Every plugin Remedy knows: the bundled ones and the configured files.
+    pub fn sources(&self) -> Vec<(String, Source)> {
+        let mut out: BTreeMap<String, Source> = bundled::BUNDLED
+            .iter()
+            .map(|b| (b.name.to_string(), Source::Bundled(b.name)))
+            .collect();
+        for (name, pc) in &self.config.plugins {
+            if let Some(p) = &pc.path {
+                out.insert(name.clone(), Source::File(p.clone()));
+            }
+        }
+        out.into_iter().collect()
+    }
+
+    /// Loads a plugin by name (bundled or configured).
+    pub async fn load_named(&self, name: &str) -> Result<Plugin, PluginError> {
+        let source = self
+            .sources()
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, s)| s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = bundled::BUNDLED.iter().map(|b| b.name).collect();
+                PluginError::Unknown(name.to_string(), names.join(", "))
+            })?;
+        self.load_source(&source).await
+    }
+
+    pub async fn load_source(&self, source: &Source) -> Result<Plugin, PluginError> {
+        match source {
+            Source::Bundled(name) => {
+                let b = bundled::find(name)
+                    .ok_or_else(|| PluginError::Unknown(name.to_string(), String::new()))?;
+                self.load_bytes(b.wasm, source).await
+            }
+            Source::File(path) => self.load_file(path).await,
+        }
+    }
+
+    /// Loads a `.wasm` file; its settings are those of the name it reports.
+    pub async fn load_file(&self, path: &Path) -> Result<Plugin, PluginError> {
+        let bytes = std::fs::read(path).map_err(|source| PluginError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        self.load_bytes(&bytes, &Source::File(path.to_path_buf()))
+            .await
+    }
+
+    async fn load_bytes(&self, bytes: &[u8], source: &Source) -> Result<Plugin, PluginError> {
+        self.runtime
+            .load(bytes, |name| self.settings(name))
+            .await
+            .map_err(|error| PluginError::Load {
+                origin: source.to_string(),
+                error,
+            })
+    }
+
+    /// The one invocation path: detect, then (when unhealthy and the alert
+    /// still fires) mitigate; every trigger ends up here.
+    pub async fn run(&self, plugin: &Plugin, req: RunRequest) -> RunRecord {
+        let id = uuid::Uuid::new_v4().to_string();
+        let span = tracing::info_span!("run", plugin = %plugin.name(), run_id = %id, digest = %plugin.digest);
+        self.run_inner(plugin, req, id).instrument(span).await
+    }
+
+    async fn run_inner(&self, plugin: &Plugin, req: RunRequest, id: String) -> RunRecord {
+        let started = Utc::now();
+        let clock = std::time::Instant::now();
+        let settings = &plugin.settings;
+        let dry_run = req.dry_run.unwrap_or(settings.mode == Mode::DryRun);
+        let mut config = settings.config.clone();
+        config.extend(req.params.clone());
+        let config: Vec<(String, String)> = config.into_iter().collect();
+        let ctx = conv::context(&id, &req.trigger, &config, dry_run);
+        let journal = Journal::new(LOG_CAP);
+        let setup = || CallSetup {
+            plugin_name: plugin.name(),
+            settings,
+            backends: &self.backends,
+            journal: &journal,
+            dry_run,
+        };
+        let mut rec = RunRecord {
+            id: id.clone(),
+            plugin: plugin.info.name.clone(),
+            plugin_version: plugin.info.version.clone(),
+            plugin_digest: plugin.digest.clone(),
+            trigger: req.trigger.clone(),
+            mode: if dry_run { Mode::DryRun } else { Mode::Auto }
+                .as_str()
+                .to_string(),
+            dry_run,
+            status: RunStatus::Running,
+            detection: None,
+            actions: vec![],
+            outcome: None,
+            verification: None,
+            error: None,
+            logs: vec![],
+            started_at: started,
+            finished_at: None,
+            duration_ms: None,
+        };
+        let (status, error) = match self.runtime.detect(plugin, setup(), ctx.clone()).await {
+            Err(e) => call_failed("detect", e),
+            Ok(Err(e)) => plugin_failed("detect", &e),
+            Ok(Ok(det)) => {
+                rec.detection = Some(conv::detection(&det));
+                let resolved = matches!(&req.trigger, Trigger::Alert { alert } if !alert.firing);
+                if det.healthy {
+                    (RunStatus::Succeeded, None)
+                } else if resolved {
+                    journal
+                        .logs
+                        .line("[remedy] alert is resolved: no mitigation".into());
+                    (RunStatus::Succeeded, None)
+                } else {
+                    match self.runtime.mitigate(plugin, setup(), ctx, det).await {
+                        Err(e) => call_failed("mitigate", e),
+                        Ok(Err(e)) => plugin_failed("mitigate", &e),
+                        Ok(Ok(outcome)) => {
+                            rec.outcome = Some(conv::outcome(outcome));
+                            (RunStatus::Succeeded, None)
+                        }
+                    }
+                }
+            }
+        };
+        rec.status = status;
+        rec.error = error;
+        rec.actions = journal.actions();
+        rec.logs = journal.logs.lines();
+        rec.finished_at = Some(Utc::now());
+        rec.duration_ms = Some(clock.elapsed().as_millis() as u64);
+        tracing::info!(
+            status = rec.status.as_str(),
+            actions = rec.actions.len(),
+            duration_ms = rec.duration_ms,
+            "run finished"
+        );
+        rec
+    }
+}
+
+fn call_failed(phase: &str, e: CallError) -> (RunStatus, Option<String>) {
+    let status = match e {
+        CallError::TimedOut(_) => RunStatus::TimedOut,
+        CallError::OutOfMemory(_) => RunStatus::OutOfMemory,
+        CallError::Trapped(_) => RunStatus::Trapped,
+    };
+    (status, Some(format!("{phase}: {e}")))
+}
+
+fn plugin_failed(phase: &str, e: &crate::bindings::types::Error) -> (RunStatus, Option<String>) {
+    let status = match e {
+        crate::bindings::types::Error::Denied(_) => RunStatus::Denied,
+        _ => RunStatus::Failed,
+    };
+    (status, Some(format!("{phase}: {}", error_text(e))))
+}

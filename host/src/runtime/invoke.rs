@@ -1,0 +1,220 @@
+//! One guest call in a fresh `Store`: instantiate from the cached
+//! `InstancePre`, set the deadline and memory limit, call, and turn a trap
+//! into a precise reason (timed out, out of memory, panic message).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::{Store, Trap, UpdateDeadline};
+
+use super::engine::Runtime;
+use super::plugin::{LoadError, Plugin, PluginInfo, PluginSettings};
+use super::state::RunState;
+use crate::bindings::types as wit;
+use crate::bindings::{Runbook, RunbookPre};
+use crate::capabilities::HostCtx;
+use crate::gate::{Gate, Journal, Phase};
+
+/// Why a guest call did not return.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CallError {
+    #[error("deadline of {0} ms exceeded")]
+    TimedOut(u64),
+    #[error("{0}")]
+    OutOfMemory(String),
+    #[error("{0}")]
+    Trapped(String),
+}
+
+type CallFuture<'a, R> = Pin<Box<dyn Future<Output = wasmtime::Result<R>> + Send + 'a>>;
+
+/// Time given to host calls in flight past the guest's deadline before the
+/// whole call is abandoned.
+const DEADLINE_GRACE: Duration = Duration::from_millis(100);
+
+/// Describe must be cheap: it runs at every load.
+const DESCRIBE_TIMEOUT: Duration = Duration::from_millis(1_000);
+
+/// What a call needs besides its arguments.
+pub struct CallSetup<'a> {
+    pub plugin_name: &'a str,
+    pub settings: &'a PluginSettings,
+    pub backends: &'a Arc<crate::backends::Backends>,
+    pub journal: &'a Journal,
+    pub dry_run: bool,
+}
+
+/// The `panicked at` part of a Rust guest's stderr, if it panicked.
+fn panic_message(stderr: &str) -> Option<String> {
+    let start = stderr.find("panicked at")?;
+    let text: Vec<&str> = stderr[start..]
+        .lines()
+        .take_while(|l| !l.starts_with("note:"))
+        .collect();
+    Some(text.join(" ").trim().to_string())
+}
+
+impl Runtime {
+    async fn call<R: Send>(
+        &self,
+        pre: &RunbookPre<RunState>,
+        host: HostCtx,
+        memory_bytes: usize,
+        timeout: Duration,
+        f: impl for<'a> FnOnce(&'a Runbook, &'a mut Store<RunState>) -> CallFuture<'a, R> + Send,
+    ) -> Result<R, CallError> {
+        let logs = host.gate.journal.logs.clone();
+        let mut store = Store::new(&self.engine, RunState::new(host, memory_bytes));
+        store.limiter(|s| &mut s.limiter);
+        let deadline = Instant::now() + timeout;
+        store.set_epoch_deadline(1);
+        // Every tick the guest yields to tokio, so a tight loop starves no
+        // other run; past the deadline it is interrupted.
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline {
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        let run = async {
+            let instance = pre.instantiate_async(&mut store).await?;
+            f(&instance, &mut store).await
+        };
+        let result = tokio::time::timeout(timeout + DEADLINE_GRACE, run).await;
+        let timeout_ms = timeout.as_millis() as u64;
+        let err = match result {
+            Err(_) => return Err(CallError::TimedOut(timeout_ms)),
+            Ok(Ok(r)) => return Ok(r),
+            Ok(Err(e)) => e,
+        };
+        if let Some(total) = store.data().limiter.refused {
+            return Err(CallError::OutOfMemory(format!(
+                "memory limit of {} MiB reached (the guest asked for {} bytes in all)",
+                store.data().limiter.limit() >> 20,
+                total
+            )));
+        }
+        if matches!(err.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
+            return Err(CallError::TimedOut(timeout_ms));
+        }
+        let mut msg = format!("{err:?}");
+        if let Some(panic) = panic_message(&logs.stderr_text()) {
+            msg = format!("guest {panic}\n{msg}");
+        }
+        Err(CallError::Trapped(msg))
+    }
+
+    fn host(&self, setup: &CallSetup<'_>, phase: Phase) -> HostCtx {
+        HostCtx {
+            backends: setup.backends.clone(),
+            gate: Gate {
+                plugin: setup.plugin_name.to_string(),
+                grants: setup.settings.grants.clone(),
+                dry_run: setup.dry_run,
+                phase,
+                journal: setup.journal.clone(),
+            },
+            probe_allow: setup.settings.probe_allow.clone(),
+        }
+    }
+
+    /// `describe()` with no grants, a short deadline and the default memory.
+    pub(crate) async fn describe(
+        &self,
+        pre: &RunbookPre<RunState>,
+    ) -> Result<PluginInfo, LoadError> {
+        let settings = PluginSettings::default();
+        let backends = Arc::new(crate::backends::Backends::none());
+        let journal = Journal::new(4096);
+        let setup = CallSetup {
+            plugin_name: "(loading)",
+            settings: &settings,
+            backends: &backends,
+            journal: &journal,
+            dry_run: true,
+        };
+        let host = self.host(&setup, Phase::Describe);
+        let info = self
+            .call(
+                pre,
+                host,
+                settings.memory_bytes,
+                DESCRIBE_TIMEOUT,
+                |rb, store| Box::pin(rb.call_describe(store)),
+            )
+            .await
+            .map_err(|e| LoadError::Describe(e.to_string()))?;
+        if info.name.is_empty()
+            || !info
+                .name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            return Err(LoadError::Describe(format!(
+                "plugin name `{}` must be non-empty lowercase letters, digits and dashes",
+                info.name
+            )));
+        }
+        Ok(PluginInfo {
+            name: info.name,
+            version: info.version,
+            description: info.description,
+            alerts: info.alerts,
+        })
+    }
+
+    pub async fn detect(
+        &self,
+        plugin: &Plugin,
+        setup: CallSetup<'_>,
+        ctx: wit::Context,
+    ) -> Result<Result<wit::Detection, wit::Error>, CallError> {
+        let host = self.host(&setup, Phase::Detect);
+        self.call(
+            &plugin.pre,
+            host,
+            setup.settings.memory_bytes,
+            setup.settings.detect_timeout,
+            move |rb, store| Box::pin(async move { rb.call_detect(store, &ctx).await }),
+        )
+        .await
+    }
+
+    pub async fn mitigate(
+        &self,
+        plugin: &Plugin,
+        setup: CallSetup<'_>,
+        ctx: wit::Context,
+        detection: wit::Detection,
+    ) -> Result<Result<wit::Outcome, wit::Error>, CallError> {
+        let host = self.host(&setup, Phase::Mitigate);
+        self.call(
+            &plugin.pre,
+            host,
+            setup.settings.memory_bytes,
+            setup.settings.mitigate_timeout,
+            move |rb, store| {
+                Box::pin(async move { rb.call_mitigate(store, &ctx, &detection).await })
+            },
+        )
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::panic_message;
+
+    #[test]
+    fn panic_text() {
+        let err = "thread '<unnamed>' panicked at src/lib.rs:9:5:\nboom: disk on fire\nnote: run with `RUST_BACKTRACE=1`\n";
+        assert_eq!(
+            panic_message(err).unwrap(),
+            "panicked at src/lib.rs:9:5: boom: disk on fire"
+        );
+        assert_eq!(panic_message("all fine"), None);
+    }
+}

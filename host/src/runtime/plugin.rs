@@ -1,0 +1,195 @@
+//! Loading a plugin: validate the bytes, compile, check the imports against
+//! the grants, pre-instantiate once, and ask it to describe itself.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use wasmtime::component::Component;
+
+use super::engine::Runtime;
+use crate::bindings::RunbookPre;
+use crate::capabilities::probe::AllowPattern;
+use crate::config::{Capability, Mode};
+use crate::gate::Grants;
+
+use super::state::RunState;
+
+/// The WIT package plugins import from.
+pub const PACKAGE: &str = "remedy:plugin";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("not a WebAssembly file (no \\0asm header)")]
+    NotWasm,
+    #[error("a core WebAssembly module, not a component: build it for wasm32-wasip2 (or wrap it with `wasm-tools component new`)")]
+    CoreModule,
+    #[error("invalid component: {0}")]
+    Compile(String),
+    #[error("plugin `{plugin}` imports interface `{interface}`, which is not granted to it (grant it with `grants = [\"{short}\", ...]` or `--grant {short}`)")]
+    Ungranted {
+        plugin: String,
+        interface: String,
+        short: String,
+    },
+    #[error("imports `{0}`, which Remedy does not provide")]
+    UnknownImport(String),
+    #[error("not a `remedy:plugin/runbook` component: {0}")]
+    WrongWorld(String),
+    #[error("describe() failed: {0}")]
+    Describe(String),
+}
+
+/// What a plugin says about itself (its `describe()`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PluginInfo {
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    pub alerts: Vec<String>,
+}
+
+/// How the operator lets a plugin run.
+#[derive(Debug, Clone)]
+pub struct PluginSettings {
+    pub grants: Arc<Grants>,
+    pub probe_allow: Arc<Vec<AllowPattern>>,
+    /// Config keys as strings, sorted.
+    pub config: BTreeMap<String, String>,
+    pub mode: Mode,
+    pub detect_timeout: Duration,
+    pub mitigate_timeout: Duration,
+    pub memory_bytes: usize,
+}
+
+impl Default for PluginSettings {
+    fn default() -> Self {
+        Self {
+            grants: Arc::default(),
+            probe_allow: Arc::default(),
+            config: BTreeMap::new(),
+            mode: Mode::DryRun,
+            detect_timeout: Duration::from_millis(2_000),
+            mitigate_timeout: Duration::from_millis(10_000),
+            memory_bytes: 32 << 20,
+        }
+    }
+}
+
+/// A loaded plugin, ready to instantiate.
+pub struct Plugin {
+    pub info: PluginInfo,
+    /// `sha256:<hex>` of the component bytes.
+    pub digest: String,
+    /// Every import of the component, as `namespace:package/interface@version`.
+    pub imports: Vec<String>,
+    pub settings: PluginSettings,
+    pub(crate) pre: RunbookPre<RunState>,
+}
+
+impl Plugin {
+    pub fn name(&self) -> &str {
+        &self.info.name
+    }
+}
+
+/// `sha256:<hex>` of `bytes`.
+pub fn digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+/// Tells a component from a core module from anything else.
+fn check_header(bytes: &[u8]) -> Result<(), LoadError> {
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return Err(LoadError::NotWasm);
+    }
+    // Bytes 6..8 are the layer: 0 for core modules, 1 for components.
+    match bytes[6..8] {
+        [0, 0] => Err(LoadError::CoreModule),
+        _ => Ok(()),
+    }
+}
+
+/// The interface name inside `remedy:plugin/<name>@<version>`.
+fn remedy_interface(import: &str) -> Option<&str> {
+    let rest = import.strip_prefix(PACKAGE)?.strip_prefix('/')?;
+    Some(rest.split('@').next().unwrap_or(rest))
+}
+
+impl Runtime {
+    /// Compiles and pre-instantiates `bytes`; `settings_for` gives the
+    /// settings for the name the plugin reports.
+    pub async fn load(
+        &self,
+        bytes: &[u8],
+        settings_for: impl FnOnce(&str) -> PluginSettings,
+    ) -> Result<Plugin, LoadError> {
+        check_header(bytes)?;
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        let imports: Vec<String> = component
+            .component_type()
+            .imports(&self.engine)
+            .map(|(name, _)| name.to_string())
+            .collect();
+        for import in &imports {
+            let known = match remedy_interface(import) {
+                Some(i) => i == "types" || Capability::parse(i).is_some(),
+                None => import.starts_with("wasi:"),
+            };
+            if !known {
+                return Err(LoadError::UnknownImport(import.clone()));
+            }
+        }
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::UnknownImport(format!("{e:#}")))?;
+        let pre = RunbookPre::new(pre).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+        let info = self.describe(&pre).await?;
+        let settings = settings_for(&info.name);
+        for import in &imports {
+            if let Some(cap) = remedy_interface(import).and_then(Capability::parse) {
+                if !settings.grants.has(cap) {
+                    return Err(LoadError::Ungranted {
+                        plugin: info.name.clone(),
+                        interface: import.clone(),
+                        short: cap.as_str().to_string(),
+                    });
+                }
+            }
+        }
+        Ok(Plugin {
+            info,
+            digest: digest(bytes),
+            imports,
+            settings,
+            pre,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers() {
+        assert!(matches!(
+            check_header(b"hello world"),
+            Err(LoadError::NotWasm)
+        ));
+        assert!(matches!(
+            check_header(b"\0asm\x01\0\0\0"),
+            Err(LoadError::CoreModule)
+        ));
+        assert!(check_header(b"\0asm\x0d\0\x01\0").is_ok());
+        assert_eq!(
+            remedy_interface("remedy:plugin/database@0.1.0"),
+            Some("database")
+        );
+        assert_eq!(remedy_interface("wasi:cli/stdout@0.2.0"), None);
+    }
+}

@@ -1,0 +1,228 @@
+//! The `remedy` binary: exit statuses, `inspect`, `run` on files and names.
+
+use std::process::{Command, Output};
+
+use remedy_e2e::test_plugin;
+
+fn remedy(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_remedy"))
+        .args(args)
+        // No backend leaks in from the environment.
+        .env_remove("REMEDY_DATABASE_URL")
+        .env_remove("DATABASE_URL")
+        .env_remove("REMEDY_PROMETHEUS_URL")
+        .env_remove("REMEDY_BREAKER_URL")
+        .output()
+        .expect("run remedy")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn inspect_rejects_non_components_and_other_worlds() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage.wasm");
+    std::fs::write(&garbage, b"definitely not wasm").unwrap();
+    let o = remedy(&["inspect", garbage.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("not a WebAssembly file"), "{}", text(&o));
+
+    let core = dir.path().join("core.wasm");
+    std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
+    let o = remedy(&["inspect", core.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).contains("core WebAssembly module, not a component"),
+        "{}",
+        text(&o)
+    );
+
+    let other = test_plugin("other-world");
+    let o = remedy(&["inspect", other.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).contains("not a `remedy:plugin/runbook` component"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn inspect_describes_a_good_plugin() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("db.wasm");
+    std::fs::write(
+        &file,
+        remedy::bundled::find("db-connection-exhaustion")
+            .unwrap()
+            .wasm,
+    )
+    .unwrap();
+    let o = remedy(&["inspect", file.to_str().unwrap(), "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["valid"], true);
+    assert_eq!(v["info"]["name"], "db-connection-exhaustion");
+    assert_eq!(v["info"]["alerts"][0], "DatabaseConnectionExhaustion");
+    assert!(v["digest"].as_str().unwrap().starts_with("sha256:"));
+    let imports: Vec<&str> = v["imports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i.as_str().unwrap())
+        .collect();
+    assert!(
+        imports
+            .iter()
+            .any(|i| i.starts_with("remedy:plugin/database")),
+        "{imports:?}"
+    );
+    assert!(
+        !imports
+            .iter()
+            .any(|i| i.starts_with("remedy:plugin/breaker")),
+        "{imports:?}"
+    );
+}
+
+#[test]
+fn run_exit_statuses() {
+    // A good file plugin: 0, and --json prints the run record.
+    let hostile = test_plugin("hostile");
+    let o = remedy(&[
+        "run",
+        hostile.to_str().unwrap(),
+        "--param",
+        "behave=ok",
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let rec: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(rec["status"], "succeeded");
+    assert_eq!(rec["dry_run"], true, "dry-run is the default");
+    assert_eq!(rec["trigger"]["kind"], "manual");
+
+    // A run that does not succeed: 1.
+    let o = remedy(&[
+        "run",
+        hostile.to_str().unwrap(),
+        "--param",
+        "behave=loop",
+        "--timeout-ms",
+        "200",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("timed_out"), "{}", text(&o));
+
+    // A bundled plugin by name with no config: its backend is unconfigured.
+    let o = remedy(&["run", "db-connection-exhaustion"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("REMEDY_DATABASE_URL"), "{}", text(&o));
+
+    // Usage and config errors: 2.
+    assert_eq!(remedy(&["run", "no-such-plugin"]).status.code(), Some(2));
+    assert_eq!(remedy(&["run"]).status.code(), Some(2));
+    let o = remedy(&["run", test_plugin("ungranted").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("remedy:plugin/database"), "{}", text(&o));
+    let o = remedy(&[
+        "run",
+        test_plugin("ungranted").to_str().unwrap(),
+        "--grant",
+        "database",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "granted, it loads and fails on the unconfigured backend: {}",
+        text(&o)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("remedy.toml");
+    std::fs::write(&cfg, "[plugins.db-connection-exhaustion]\nmemroy_mb = 8\n").unwrap();
+    let o = remedy(&[
+        "run",
+        "db-connection-exhaustion",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o).contains("memroy_mb") && text(&o).contains("remedy.toml"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn run_with_an_alert_payload_carries_the_alert() {
+    let dir = tempfile::tempdir().unwrap();
+    let payload = dir.path().join("alert.json");
+    std::fs::write(
+        &payload,
+        r#"{"version":"4","status":"firing","receiver":"remedy","groupKey":"{}:{}","alerts":[
+            {"status":"firing","labels":{"alertname":"Other"},"annotations":{},"startsAt":"2026-01-01T00:00:00Z","fingerprint":"aaa"},
+            {"status":"firing","labels":{"alertname":"DatabaseConnectionExhaustion","service":"api"},"annotations":{"summary":"pool full"},"startsAt":"2026-01-01T00:00:00Z","fingerprint":"bbb","extraField":1}
+        ]}"#,
+    )
+    .unwrap();
+    let o = remedy(&[
+        "run",
+        "db-connection-exhaustion",
+        "--alert",
+        payload.to_str().unwrap(),
+        "--json",
+    ]);
+    let rec: serde_json::Value =
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{}", text(&o)));
+    assert_eq!(rec["trigger"]["kind"], "alert");
+    assert_eq!(
+        rec["trigger"]["alert"]["name"],
+        "DatabaseConnectionExhaustion"
+    );
+    assert_eq!(rec["trigger"]["alert"]["fingerprint"], "bbb");
+    assert_eq!(rec["trigger"]["alert"]["labels"]["service"], "api");
+
+    std::fs::write(&payload, r#"{"alerts": 3}"#).unwrap();
+    let o = remedy(&[
+        "run",
+        "db-connection-exhaustion",
+        "--alert",
+        payload.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o).contains("`alerts` must be an array"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn plugins_lists_the_bundled_runbooks() {
+    let o = remedy(&["plugins", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let names: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"db-connection-exhaustion") && names.contains(&"circuit-breaker-open"),
+        "{names:?}"
+    );
+    assert!(v
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|p| p["status"] == "loaded" && p["mode"] == "dry-run"));
+}

@@ -1,0 +1,56 @@
+//! A plugin that misbehaves on request: config key `behave` picks how.
+//! - `loop`: spins forever in detect.
+//! - `alloc`: allocates without bound.
+//! - `panic`: panics with a recognisable message.
+//! - `flood`: writes megabytes to stdout, stderr and the log, then succeeds.
+//! - anything else: healthy.
+
+use remedy_plugin_sdk::*;
+
+struct Hostile;
+
+impl Guest for Hostile {
+    fn describe() -> PluginInfo {
+        PluginInfo {
+            name: "hostile".into(),
+            version: "0.1.0".into(),
+            description: "Misbehaves on request (tests only)".into(),
+            alerts: vec![],
+        }
+    }
+
+    fn detect(ctx: Context) -> Result<Detection, Error> {
+        match ctx.cfg().get("behave").unwrap_or("ok") {
+            "loop" => {
+                let mut x: u64 = 0;
+                loop {
+                    x = core::hint::black_box(x.wrapping_add(1));
+                }
+            }
+            "alloc" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                    core::hint::black_box(&hoard);
+                }
+            }
+            "panic" => panic!("boom: the disk is on fire"),
+            "flood" => {
+                let line = "x".repeat(1000);
+                for _ in 0..5_000 {
+                    println!("{line}");
+                    eprintln!("{line}");
+                    info(&line);
+                }
+                Ok(Detection { healthy: true, findings: vec![] })
+            }
+            _ => Ok(Detection { healthy: true, findings: vec![] }),
+        }
+    }
+
+    fn mitigate(_ctx: Context, _d: Detection) -> Result<Outcome, Error> {
+        Ok(Outcome { summary: "nothing".into(), mitigated: false, manual_steps: vec![] })
+    }
+}
+
+remedy_plugin_sdk::export!(Hostile);

@@ -1,0 +1,130 @@
+//! db-connection-exhaustion against the real PostgreSQL.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use remedy::record::Applied;
+use remedy::RunStatus;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaking_session_is_simulated_in_dry_run_and_terminated_live_protected_untouched() {
+    let app = unique("remedy-test-db");
+    let protected = format!("{app}-protected");
+    let leak = sleeper(&app, Duration::from_millis(400)).await;
+    let guarded = sleeper(&protected, Duration::from_millis(400)).await;
+
+    let remedy = remedy(&format!(
+        r#"
+        [backends]
+        database_url = "{url}"
+        [plugins.db-connection-exhaustion]
+        config = {{ long_query_ms = 300, protected_applications = "{protected}" }}
+        [plugins.db-connection-exhaustion.scope]
+        database_applications = ["{app}*"]
+        "#,
+        url = pg_url()
+    ));
+    let plugin = remedy
+        .load_named("db-connection-exhaustion")
+        .await
+        .expect("bundled plugin loads");
+
+    let dry = remedy.run(&plugin, manual(true)).await;
+    assert_eq!(dry.status, RunStatus::Succeeded, "{dry:#?}");
+    let det = dry.detection.as_ref().expect("detection");
+    assert!(!det.healthy);
+    assert!(det
+        .findings
+        .iter()
+        .any(|f| f.evidence.get("pid") == Some(&leak.to_string())));
+    let acts = actions_on(&dry, &format!("pid:{leak}"));
+    assert_eq!(acts.len(), 1, "{dry:#?}");
+    assert_eq!(acts[0].kind, "database.terminate");
+    assert_eq!(acts[0].applied, Applied::Simulated);
+    assert!(
+        actions_on(&dry, &format!("pid:{guarded}")).is_empty(),
+        "protected session touched: {dry:#?}"
+    );
+    assert!(alive(leak, false).await, "dry-run must not terminate");
+
+    let live = remedy.run(&plugin, manual(false)).await;
+    assert_eq!(live.status, RunStatus::Succeeded, "{live:#?}");
+    let acts = actions_on(&live, &format!("pid:{leak}"));
+    assert_eq!(acts.len(), 1, "{live:#?}");
+    assert_eq!(acts[0].applied, Applied::Executed);
+    assert!(
+        !alive(leak, true).await,
+        "live run must terminate the leaking session"
+    );
+    assert!(
+        actions_on(&live, &format!("pid:{guarded}")).is_empty(),
+        "protected session touched: {live:#?}"
+    );
+    assert!(
+        alive(guarded, false).await,
+        "protected session must survive"
+    );
+    assert!(
+        live.outcome.as_ref().is_some_and(|o| o.mitigated),
+        "{live:#?}"
+    );
+
+    terminate(&[leak, guarded]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_outside_scope_is_denied_and_survives() {
+    let app = unique("remedy-test-scope");
+    let pid = sleeper(&app, Duration::from_millis(300)).await;
+    let remedy = remedy(&format!(
+        r#"
+        [backends]
+        database_url = "{url}"
+        [plugins.db-connection-exhaustion]
+        mode = "auto"
+        config = {{ long_query_ms = 200 }}
+        [plugins.db-connection-exhaustion.scope]
+        database_applications = ["some-other-app"]
+        "#,
+        url = pg_url()
+    ));
+    let plugin = remedy.load_named("db-connection-exhaustion").await.unwrap();
+    let rec = remedy
+        .run(
+            &plugin,
+            remedy::RunRequest {
+                dry_run: None,
+                ..manual(false)
+            },
+        )
+        .await;
+    assert!(!rec.dry_run, "mode auto runs live");
+    let acts = actions_on(&rec, &format!("pid:{pid}"));
+    assert_eq!(acts.len(), 1, "{rec:#?}");
+    assert_eq!(acts[0].applied, Applied::Denied);
+    assert!(
+        acts[0]
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("outside the scope"),
+        "{rec:#?}"
+    );
+    assert!(alive(pid, false).await);
+    terminate(&[pid]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unconfigured_database_answers_unavailable() {
+    let remedy = remedy("");
+    let plugin = remedy.load_named("db-connection-exhaustion").await.unwrap();
+    let rec = remedy.run(&plugin, manual(true)).await;
+    assert_eq!(rec.status, RunStatus::Failed);
+    let err = rec.error.unwrap();
+    assert!(
+        err.contains("unavailable") && err.contains("database_url"),
+        "{err}"
+    );
+}
