@@ -3,6 +3,6 @@
 fn main() {
     let manifest =
         std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
-    let dir = remedy_wasm_build::build_plugins(&manifest.join("plugins"));
+    let dir = remedy_wasm_build::build_plugins(&manifest.join("plugins"), "test-plugins");
     println!("cargo:rustc-env=REMEDY_TEST_PLUGIN_DIR={}", dir.display());
 }

@@ -8,6 +8,14 @@ use remedy::remedy::{PluginError, Source};
 use remedy::runtime::{Plugin, PluginSettings};
 use serde::Serialize;
 
+/// The wire name of a record enum (`critical`, `simulated`, ...).
+fn name<T: Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
+}
+
 pub fn run_text(r: &RunRecord) -> String {
     let mut s = String::new();
     let mode = if r.dry_run { "dry-run" } else { "live" };
@@ -28,7 +36,7 @@ pub fn run_text(r: &RunRecord) -> String {
             if d.healthy { "healthy" } else { "UNHEALTHY" }
         );
         for f in &d.findings {
-            let _ = writeln!(s, "  [{:?}] {}", f.severity, f.summary);
+            let _ = writeln!(s, "  [{}] {}", name(&f.severity), f.summary);
             for (k, v) in &f.evidence {
                 if !v.is_empty() {
                     let _ = writeln!(s, "      {k} = {v}");

@@ -226,3 +226,25 @@ fn plugins_lists_the_bundled_runbooks() {
         .iter()
         .all(|p| p["status"] == "loaded" && p["mode"] == "dry-run"));
 }
+
+#[test]
+fn plugins_reports_a_bad_plugin_and_lists_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("broken.wasm"), b"\0asm\x01\0\0\0").unwrap();
+    let cfg = dir.path().join("remedy.toml");
+    std::fs::write(&cfg, "[plugins.broken]\npath = \"broken.wasm\"\n").unwrap();
+    let o = remedy(&["plugins", "--config", cfg.to_str().unwrap(), "--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rows = v.as_array().unwrap();
+    let broken = rows.iter().find(|p| p["name"] == "broken").unwrap();
+    assert_eq!(broken["status"], "error");
+    assert!(
+        broken["error"]
+            .as_str()
+            .unwrap()
+            .contains("core WebAssembly module"),
+        "{broken}"
+    );
+    assert!(rows.iter().filter(|p| p["status"] == "loaded").count() >= 2);
+}

@@ -128,3 +128,49 @@ async fn unconfigured_database_answers_unavailable() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutation_during_detect_is_refused_even_live_and_in_scope() {
+    let app = unique("remedy-test-detect");
+    let pid = sleeper(&app, Duration::from_millis(10)).await;
+    let remedy = remedy(&format!(
+        r#"
+        [backends]
+        database_url = "{url}"
+        [plugins.ungranted]
+        grants = ["database"]
+        mode = "auto"
+        config = {{ terminate_pid = {pid} }}
+        [plugins.ungranted.scope]
+        database_applications = ["{app}"]
+        "#,
+        url = pg_url()
+    ));
+    let plugin = remedy
+        .load_file(&remedy_e2e::test_plugin("ungranted"))
+        .await
+        .unwrap();
+    let rec = remedy
+        .run(
+            &plugin,
+            remedy::RunRequest {
+                dry_run: None,
+                ..manual(false)
+            },
+        )
+        .await;
+    assert_eq!(rec.status, RunStatus::Succeeded, "{rec:#?}");
+    let answer = &rec.detection.as_ref().unwrap().findings[0].evidence["answer"];
+    assert!(
+        answer.starts_with("refused:") && answer.contains("Detect"),
+        "{answer}"
+    );
+    let acts = actions_on(&rec, &format!("pid:{pid}"));
+    assert_eq!(acts.len(), 1);
+    assert_eq!(acts[0].applied, Applied::Refused);
+    assert!(
+        alive(pid, false).await,
+        "a mutation during detect must never run"
+    );
+    terminate(&[pid]).await;
+}

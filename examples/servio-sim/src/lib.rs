@@ -54,12 +54,7 @@ pub struct Sim {
 pub const UPSTREAMS: [&str; 3] = ["stripe", "supabase", "openai"];
 
 fn now() -> String {
-    // Seconds since the epoch are enough for a simulator.
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    format!("@{secs}")
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 impl Sim {

@@ -203,6 +203,17 @@ impl Backends {
 }
 
 /// A request that never got an answer: the backend is unreachable or slow.
+/// reqwest's own message hides the cause, so the whole chain is spelled out.
 pub(crate) fn transport_error(what: &str, e: reqwest::Error) -> BackendError {
-    BackendError::Unavailable(format!("{what}: {e}"))
+    if e.is_timeout() {
+        let url = e.url().map(|u| format!(" {u}")).unwrap_or_default();
+        return BackendError::Unavailable(format!("{what}:{url}: timed out"));
+    }
+    let mut msg = format!("{what}: {e}");
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        msg.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    BackendError::Unavailable(msg)
 }

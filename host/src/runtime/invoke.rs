@@ -100,7 +100,8 @@ impl Runtime {
         if matches!(err.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
             return Err(CallError::TimedOut(timeout_ms));
         }
-        let mut msg = format!("{err:?}");
+        // `{:#}`: the trap and the guest backtrace, without the host's own.
+        let mut msg = format!("{err:#}");
         if let Some(panic) = panic_message(&logs.stderr_text()) {
             msg = format!("guest {panic}\n{msg}");
         }

@@ -35,6 +35,15 @@ fn default_status_url(name: &str) -> Option<&'static str> {
     }
 }
 
+fn indicator_name(i: Indicator) -> &'static str {
+    match i {
+        Indicator::Operational => "operational",
+        Indicator::Minor => "minor",
+        Indicator::Major => "major",
+        Indicator::Critical => "critical",
+    }
+}
+
 fn status_url(ctx: &Context, b: &BreakerStatus) -> Option<String> {
     ctx.cfg()
         .get(&format!("status_url.{}", b.name))
@@ -54,9 +63,9 @@ fn check_upstream(ctx: &Context, b: &BreakerStatus) -> (Upstream, Option<String>
                 Upstream::Healthy(r.description.unwrap_or_else(|| "operational".into()))
             }
             (Some(i), _) => Upstream::Unhealthy(format!(
-                "{:?}: {}",
-                i,
-                r.description.unwrap_or_default()
+                "{} ({})",
+                r.description.unwrap_or_default(),
+                indicator_name(i)
             )),
             (None, status) => Upstream::Unknown(format!("HTTP {status}, not a Statuspage document")),
         },

@@ -4,10 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Builds the workspace at `workspace` (release, wasm32-wasip2) into a target
-/// directory beside the host's own, tells Cargo when to rebuild, and returns
-/// the directory holding the `.wasm` files.
-pub fn build_plugins(workspace: &Path) -> PathBuf {
+/// Builds the workspace at `workspace` (release, wasm32-wasip2) into the
+/// target directory `wasm-<label>` beside the host's own, tells Cargo when to
+/// rebuild, and returns the directory holding the `.wasm` files.
+pub fn build_plugins(workspace: &Path, label: &str) -> PathBuf {
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR is set by cargo"));
     // OUT_DIR is <target>/<profile>/build/<pkg>-<hash>/out: share one wasm
     // target dir per host target dir, whatever the host profile.
@@ -16,11 +16,7 @@ pub fn build_plugins(workspace: &Path) -> PathBuf {
         .nth(4)
         .map(Path::to_path_buf)
         .unwrap_or_else(|| out_dir.clone());
-    let name = workspace
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "plugins".into());
-    let target_dir = target_root.join(format!("wasm-{name}"));
+    let target_dir = target_root.join(format!("wasm-{label}"));
 
     watch(workspace);
     let wit = workspace.join("../wit");
