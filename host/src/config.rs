@@ -31,6 +31,8 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
     pub backends: BackendsConfig,
     /// Settings per plugin, by plugin name.
     #[serde(default)]
@@ -38,6 +40,64 @@ pub struct Config {
     /// Where this config was read from (for error messages).
     #[serde(skip)]
     pub source: Option<PathBuf>,
+}
+
+/// `remedy serve`: where it listens, keeps its data and finds plugins.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on (default `127.0.0.1:8080`; `--listen` and
+    /// `REMEDY_LISTEN` override it).
+    pub listen: Option<String>,
+    /// The store and compiled-code cache (default `./remedy-data`).
+    pub data_dir: Option<PathBuf>,
+    /// A directory watched for custom `.wasm` plugins.
+    pub plugins_dir: Option<PathBuf>,
+    /// Largest request body in bytes (default 1 MiB).
+    pub max_body_bytes: Option<usize>,
+    /// How long shutdown waits for running runs, in ms (default 10000).
+    pub drain_timeout_ms: Option<u64>,
+    /// Bearer tokens; with none, the API is open and only a loopback
+    /// address may be used.
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
+}
+
+/// A role a token may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Read,
+    Run,
+    Approve,
+    Alerts,
+    /// Everything.
+    Admin,
+}
+
+/// One bearer token; its value is read from an environment variable so that
+/// no secret lives in the file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Who holds it (appears in the audit log).
+    pub name: String,
+    /// The environment variable holding the token.
+    pub env: String,
+    pub roles: Vec<Role>,
+}
+
+/// A schedule: exactly one of `cron` (5 or 6 fields, seconds optional) and
+/// `every` (`500ms`, `30s`, `5m`, `1h`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleConfig {
+    pub name: String,
+    pub cron: Option<String>,
+    pub every: Option<String>,
+    /// Config keys for the scheduled runs.
+    #[serde(default)]
+    pub params: BTreeMap<String, toml::Value>,
 }
 
 /// Where the capabilities' backends live. Unset means unconfigured: calls
@@ -146,6 +206,18 @@ pub struct PluginConfig {
     pub mitigate_timeout_ms: Option<u64>,
     /// Memory of one instance in MiB (default 32).
     pub memory_mb: Option<u64>,
+    /// Refuse any bytes but these (`sha256:<hex>` or `<hex>`).
+    pub sha256: Option<String>,
+    /// Alert names routed to this plugin (replaces what it describes).
+    pub alerts: Option<Vec<String>>,
+    /// Routed alerts must carry these labels with these values.
+    #[serde(default)]
+    pub match_labels: BTreeMap<String, String>,
+    /// Labels naming the target of an alert for single flight (default:
+    /// `alertname`, plus `service` and `instance` when present).
+    pub target_labels: Option<Vec<String>>,
+    #[serde(default)]
+    pub schedules: Vec<ScheduleConfig>,
 }
 
 impl Config {
@@ -202,6 +274,22 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        for (i, t) in self.server.tokens.iter().enumerate() {
+            if t.roles.is_empty() {
+                return Err(self.invalid(
+                    format!("server.tokens[{i}].roles"),
+                    "give the token at least one role",
+                ));
+            }
+        }
+        if let Some(l) = &self.server.listen {
+            if l.parse::<std::net::SocketAddr>().is_err() {
+                return Err(self.invalid(
+                    "server.listen".into(),
+                    format!("`{l}` is not an address like 127.0.0.1:8080"),
+                ));
+            }
+        }
         for (key, url) in [
             ("backends.prometheus_url", &self.backends.prometheus_url),
             ("backends.breaker_url", &self.backends.breaker_url),
@@ -241,6 +329,21 @@ impl Config {
                     return Err(self.invalid(
                         key(&format!("config.{k}")),
                         "must be a string, number, boolean or array of those",
+                    ));
+                }
+            }
+            for (i, sc) in pc.schedules.iter().enumerate() {
+                let k = key(&format!("schedules[{i}]"));
+                if let Err(e) = crate::triggers::schedule::Every::parse(sc) {
+                    return Err(self.invalid(k, e));
+                }
+            }
+            if let Some(pin) = &pc.sha256 {
+                let hex = pin.strip_prefix("sha256:").unwrap_or(pin);
+                if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+                    return Err(self.invalid(
+                        key("sha256"),
+                        "must be 64 hex digits, optionally prefixed by `sha256:`",
                     ));
                 }
             }

@@ -15,6 +15,10 @@ pub mod record;
 pub mod remedy;
 pub mod runtime;
 pub mod scope;
+pub mod serve;
+pub mod service;
+pub mod store;
+pub mod triggers;
 
 pub use config::Config;
 pub use record::{RunRecord, RunStatus, Trigger};

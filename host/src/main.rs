@@ -36,6 +36,27 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The service: HTTP API, Alertmanager receiver, schedules, hot-loaded plugins.
+    Serve {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Address to listen on (overrides REMEDY_LISTEN and server.listen).
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Run history from a running server (REMEDY_URL, REMEDY_TOKEN).
+    Runs {
+        #[arg(long, env = "REMEDY_URL", default_value = "http://127.0.0.1:8080")]
+        server: String,
+        #[arg(long)]
+        plugin: Option<String>,
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate a component against the runbook world; print describe() and imports.
     Inspect {
         file: PathBuf,
@@ -125,6 +146,18 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run(args).await,
         Command::Plugins { config, json } => plugins(config.as_deref(), json).await,
         Command::Inspect { file, json } => inspect(&file, json).await,
+        Command::Serve { config, listen } => {
+            let config = load_config(config.as_deref())?;
+            remedy::serve::serve(config, listen.as_deref()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Runs {
+            server,
+            plugin,
+            status,
+            limit,
+            json,
+        } => runs(&server, plugin, status, limit, json).await,
     }
 }
 
@@ -340,4 +373,44 @@ async fn inspect(file: &Path, json: bool) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(1))
         }
     }
+}
+
+async fn runs(
+    server: &str,
+    plugin: Option<String>,
+    status: Option<String>,
+    limit: u32,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let mut req = reqwest::Client::new().get(format!("{}/v1/runs", server.trim_end_matches('/')));
+    let mut q = vec![("limit", limit.to_string())];
+    q.extend(plugin.map(|p| ("plugin", p)));
+    q.extend(status.map(|s| ("status", s)));
+    req = req.query(&q);
+    if let Ok(token) = std::env::var("REMEDY_TOKEN") {
+        req = req.bearer_auth(token);
+    }
+    let resp = req
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {server}"))?;
+    let code = resp.status();
+    let body: serde_json::Value = resp
+        .json()
+        .await
+        .context("the server did not answer JSON")?;
+    if !code.is_success() {
+        bail!(
+            "{server}: HTTP {code}: {}",
+            body["error"]["message"].as_str().unwrap_or("?")
+        );
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&body["runs"])?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let runs: Vec<RunRecord> =
+        serde_json::from_value(body["runs"].clone()).context("unexpected run records")?;
+    print!("{}", output::runs_table(&runs));
+    Ok(ExitCode::SUCCESS)
 }

@@ -173,3 +173,28 @@ pub fn inspect_text(file: &Path, p: &Plugin) -> String {
     }
     s
 }
+
+pub fn runs_table(runs: &[RunRecord]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:<36} {:<28} {:<16} {:<8} {:>8} STARTED",
+        "ID", "PLUGIN", "STATUS", "MODE", "MS"
+    );
+    for r in runs {
+        let _ = writeln!(
+            s,
+            "{:<36} {:<28} {:<16} {:<8} {:>8} {}",
+            r.id,
+            r.plugin,
+            r.status.as_str(),
+            r.mode,
+            r.duration_ms
+                .map(|d| d.to_string())
+                .unwrap_or_else(|| "-".into()),
+            r.started_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
+    }
+    s
+}

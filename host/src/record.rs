@@ -147,3 +147,34 @@ pub struct RunRecord {
     pub finished_at: Option<DateTime<Utc>>,
     pub duration_ms: Option<u64>,
 }
+
+impl RunRecord {
+    /// A record for a run of `plugin` that starts (or is skipped) now.
+    pub fn begin(
+        id: String,
+        plugin: &crate::runtime::Plugin,
+        trigger: Trigger,
+        dry_run: bool,
+        status: RunStatus,
+    ) -> RunRecord {
+        RunRecord {
+            id,
+            plugin: plugin.info.name.clone(),
+            plugin_version: plugin.info.version.clone(),
+            plugin_digest: plugin.digest.clone(),
+            trigger,
+            mode: if dry_run { "dry-run" } else { "auto" }.to_string(),
+            dry_run,
+            status,
+            detection: None,
+            actions: vec![],
+            outcome: None,
+            verification: None,
+            error: None,
+            logs: vec![],
+            started_at: Utc::now(),
+            finished_at: None,
+            duration_ms: None,
+        }
+    }
+}

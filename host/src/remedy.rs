@@ -58,6 +58,12 @@ pub enum PluginError {
     },
     #[error("{origin}: {error}")]
     Load { origin: String, error: LoadError },
+    #[error("{origin}: digest {digest} does not match the sha256 pinned for plugin `{name}`")]
+    Pin {
+        origin: String,
+        name: String,
+        digest: String,
+    },
 }
 
 /// What a trigger asks of a run.
@@ -75,6 +81,8 @@ pub struct Remedy {
     pub backends: Arc<Backends>,
     pub config: Config,
     pub overrides: Overrides,
+    /// Compiled code is cached here, keyed by digest and engine config.
+    cache_dir: Option<PathBuf>,
 }
 
 impl Remedy {
@@ -94,7 +102,13 @@ impl Remedy {
             backends,
             config,
             overrides,
+            cache_dir: None,
         })
+    }
+
+    /// Caches compiled plugins in `dir`, so a restart does not recompile.
+    pub fn set_cache_dir(&mut self, dir: PathBuf) {
+        self.cache_dir = Some(dir);
     }
 
     /// Bundled defaults, then the config file, then command-line overrides.
@@ -180,6 +194,11 @@ impl Remedy {
         }
     }
 
+    /// Whether a request runs dry for this plugin.
+    pub fn dry_run_for(plugin: &Plugin, req_dry_run: Option<bool>) -> bool {
+        req_dry_run.unwrap_or(plugin.settings.mode == Mode::DryRun)
+    }
+
     /// Every plugin Remedy knows: the bundled ones and the configured files.
     pub fn sources(&self) -> Vec<(String, Source)> {
         let mut out: BTreeMap<String, Source> = bundled::BUNDLED
@@ -230,19 +249,45 @@ impl Remedy {
     }
 
     async fn load_bytes(&self, bytes: &[u8], source: &Source) -> Result<Plugin, PluginError> {
-        self.runtime
-            .load(bytes, |name| self.settings(name))
+        let plugin = self
+            .runtime
+            .load(bytes, self.cache_dir.as_deref(), |name| self.settings(name))
             .await
             .map_err(|error| PluginError::Load {
                 origin: source.to_string(),
                 error,
-            })
+            })?;
+        let pin = self
+            .config
+            .plugins
+            .get(plugin.name())
+            .and_then(|pc| pc.sha256.as_deref());
+        if let Some(pin) = pin {
+            let want = pin
+                .strip_prefix("sha256:")
+                .unwrap_or(pin)
+                .to_ascii_lowercase();
+            if plugin.digest != format!("sha256:{want}") {
+                return Err(PluginError::Pin {
+                    origin: source.to_string(),
+                    name: plugin.name().to_string(),
+                    digest: plugin.digest.clone(),
+                });
+            }
+        }
+        Ok(plugin)
     }
 
     /// The one invocation path: detect, then (when unhealthy and the alert
     /// still fires) mitigate; every trigger ends up here.
     pub async fn run(&self, plugin: &Plugin, req: RunRequest) -> RunRecord {
-        let id = uuid::Uuid::new_v4().to_string();
+        self.run_with_id(plugin, req, uuid::Uuid::new_v4().to_string())
+            .await
+    }
+
+    /// `run` with an id the caller already handed out (the service stores
+    /// a `running` record under it before the run starts).
+    pub async fn run_with_id(&self, plugin: &Plugin, req: RunRequest, id: String) -> RunRecord {
         let span = tracing::info_span!("run", plugin = %plugin.name(), run_id = %id, digest = %plugin.digest);
         self.run_inner(plugin, req, id).instrument(span).await
     }
@@ -251,7 +296,7 @@ impl Remedy {
         let started = Utc::now();
         let clock = std::time::Instant::now();
         let settings = &plugin.settings;
-        let dry_run = req.dry_run.unwrap_or(settings.mode == Mode::DryRun);
+        let dry_run = Self::dry_run_for(plugin, req.dry_run);
         let mut config = settings.config.clone();
         config.extend(req.params.clone());
         let config: Vec<(String, String)> = config.into_iter().collect();
@@ -264,27 +309,14 @@ impl Remedy {
             journal: &journal,
             dry_run,
         };
-        let mut rec = RunRecord {
-            id: id.clone(),
-            plugin: plugin.info.name.clone(),
-            plugin_version: plugin.info.version.clone(),
-            plugin_digest: plugin.digest.clone(),
-            trigger: req.trigger.clone(),
-            mode: if dry_run { Mode::DryRun } else { Mode::Auto }
-                .as_str()
-                .to_string(),
+        let mut rec = RunRecord::begin(
+            id.clone(),
+            plugin,
+            req.trigger.clone(),
             dry_run,
-            status: RunStatus::Running,
-            detection: None,
-            actions: vec![],
-            outcome: None,
-            verification: None,
-            error: None,
-            logs: vec![],
-            started_at: started,
-            finished_at: None,
-            duration_ms: None,
-        };
+            RunStatus::Running,
+        );
+        rec.started_at = started;
         let (status, error) = match self.runtime.detect(plugin, setup(), ctx.clone()).await {
             Err(e) => call_failed("detect", e),
             Ok(Err(e)) => plugin_failed("detect", &e),

@@ -2,6 +2,8 @@
 //! the grants, pre-instantiate once, and ask it to describe itself.
 
 use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -124,11 +126,12 @@ impl Runtime {
     pub async fn load(
         &self,
         bytes: &[u8],
+        cache_dir: Option<&Path>,
         settings_for: impl FnOnce(&str) -> PluginSettings,
     ) -> Result<Plugin, LoadError> {
         check_header(bytes)?;
-        let component = Component::new(&self.engine, bytes)
-            .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        let digest = digest(bytes);
+        let component = self.compile(bytes, &digest, cache_dir)?;
         let imports: Vec<String> = component
             .component_type()
             .imports(&self.engine)
@@ -163,11 +166,59 @@ impl Runtime {
         }
         Ok(Plugin {
             info,
-            digest: digest(bytes),
+            digest,
             imports,
             settings,
             pre,
         })
+    }
+
+    /// Compiles `bytes`, or reads the code compiled for the same digest and
+    /// engine configuration from `cache_dir`.
+    fn compile(
+        &self,
+        bytes: &[u8],
+        digest: &str,
+        cache_dir: Option<&Path>,
+    ) -> Result<Component, LoadError> {
+        let compile = || {
+            Component::new(&self.engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))
+        };
+        let Some(dir) = cache_dir else {
+            return compile();
+        };
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut h);
+        let file = dir.join(format!(
+            "{}-{:016x}.cwasm",
+            digest.trim_start_matches("sha256:"),
+            h.finish()
+        ));
+        if file.exists() {
+            // SAFETY: the file was written by `serialize` below for the same
+            // digest and engine configuration, inside Remedy's own data
+            // directory; wasmtime still checks its header and compatibility.
+            match unsafe { Component::deserialize_file(&self.engine, &file) } {
+                Ok(c) => return Ok(c),
+                Err(e) => {
+                    tracing::warn!(file = %file.display(), error = %e, "ignoring unusable compiled-code cache entry")
+                }
+            }
+        }
+        let component = compile()?;
+        let write = || -> std::io::Result<()> {
+            std::fs::create_dir_all(dir)?;
+            let bytes = component
+                .serialize()
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            let tmp = file.with_extension(format!("tmp{}", std::process::id()));
+            std::fs::write(&tmp, bytes)?;
+            std::fs::rename(&tmp, &file)
+        };
+        if let Err(e) = write() {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot write the compiled-code cache");
+        }
+        Ok(component)
     }
 }
 

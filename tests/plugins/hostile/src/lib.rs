@@ -3,6 +3,7 @@
 //! - `alloc`: allocates without bound.
 //! - `panic`: panics with a recognisable message.
 //! - `flood`: writes megabytes to stdout, stderr and the log, then succeeds.
+//! - `sleep`: sleeps `sleep_ms` (default 1000) through WASI, then is healthy.
 //! - anything else: healthy.
 
 use remedy_plugin_sdk::*;
@@ -35,6 +36,11 @@ impl Guest for Hostile {
                 }
             }
             "panic" => panic!("boom: the disk is on fire"),
+            "sleep" => {
+                let ms = ctx.cfg().u64("sleep_ms", 1000)?;
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+                Ok(Detection { healthy: true, findings: vec![] })
+            }
             "flood" => {
                 let line = "x".repeat(1000);
                 for _ in 0..5_000 {

@@ -1,0 +1,105 @@
+//! `remedy serve`: listen, load, schedule, watch the plugins directory, and
+//! on SIGTERM/SIGINT stop accepting, drain running runs up to a bound, exit.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::service::{Service, PLUGIN_SCAN_INTERVAL};
+use crate::triggers::http::{router, AppState, Auth, MAX_BODY};
+use crate::triggers::schedule;
+
+/// The address to listen on: `--listen`, else `REMEDY_LISTEN`, else the
+/// config, else 127.0.0.1:8080.
+pub fn listen_addr(config: &Config, flag: Option<&str>) -> anyhow::Result<SocketAddr> {
+    let env = std::env::var("REMEDY_LISTEN")
+        .ok()
+        .filter(|v| !v.is_empty());
+    let (value, from) = match (flag, env, &config.server.listen) {
+        (Some(f), _, _) => (f.to_string(), "--listen"),
+        (None, Some(e), _) => (e, "REMEDY_LISTEN"),
+        (None, None, Some(c)) => (c.clone(), "server.listen"),
+        (None, None, None) => ("127.0.0.1:8080".to_string(), "the default"),
+    };
+    value
+        .parse()
+        .with_context(|| format!("{from}: `{value}` is not an address like 127.0.0.1:8080"))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutdown requested: no new requests; draining runs");
+}
+
+pub async fn serve(config: Config, listen: Option<&str>) -> anyhow::Result<()> {
+    let addr = listen_addr(&config, listen)?;
+    let auth = Auth::from_config(&config.server.tokens)?;
+    if auth.is_open() && !addr.ip().is_loopback() {
+        bail!("refusing to listen on {addr} with no tokens configured: add [[server.tokens]] or listen on a loopback address");
+    }
+    let max_body = config.server.max_body_bytes.unwrap_or(MAX_BODY);
+    let drain = Duration::from_millis(config.server.drain_timeout_ms.unwrap_or(10_000));
+    let service = Service::start(config).await?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    schedule::spawn_all(&service, stop_rx.clone());
+    spawn_plugin_watcher(service.clone(), stop_rx);
+
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let local = listener.local_addr()?;
+    let app = router(
+        Arc::new(AppState {
+            service: service.clone(),
+            auth,
+        }),
+        max_body,
+    );
+    tracing::info!(%local, "remedy listening");
+    println!("remedy listening on http://{local}");
+    let _ = std::io::stdout().flush();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    let _ = stop_tx.send(true);
+    let left = service.drain(drain).await;
+    if left > 0 {
+        tracing::warn!(left, "runs still in flight at the drain bound; they will read `interrupted` at the next start");
+    }
+    Ok(())
+}
+
+fn spawn_plugin_watcher(service: Arc<Service>, mut stop: watch::Receiver<bool>) {
+    if service.remedy.config.server.plugins_dir.is_none() {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(PLUGIN_SCAN_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => service.scan_plugins_dir().await,
+                _ = stop.changed() => return,
+            }
+        }
+    });
+}

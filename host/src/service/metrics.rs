@@ -1,0 +1,164 @@
+//! The host's own metrics, in Prometheus text exposition format.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+
+/// Upper bounds (seconds) of the run duration histogram.
+const BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0,
+];
+
+#[derive(Default)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+#[derive(Default)]
+struct Inner {
+    runs: BTreeMap<(String, String), u64>,
+    durations: BTreeMap<String, Histogram>,
+    actions: BTreeMap<(String, String), u64>,
+    skipped_ticks: BTreeMap<(String, String), u64>,
+    alerts: BTreeMap<String, u64>,
+    load_failures: BTreeMap<String, u64>,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    inner: Mutex<Inner>,
+}
+
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+impl Metrics {
+    fn with(&self, f: impl FnOnce(&mut Inner)) {
+        f(&mut self.inner.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    pub fn run_finished(&self, rec: &crate::record::RunRecord) {
+        self.with(|m| {
+            *m.runs
+                .entry((rec.plugin.clone(), rec.status.as_str().to_string()))
+                .or_default() += 1;
+            if let Some(ms) = rec.duration_ms {
+                let secs = ms as f64 / 1000.0;
+                let h = m.durations.entry(rec.plugin.clone()).or_default();
+                for (i, b) in BUCKETS.iter().enumerate() {
+                    if secs <= *b {
+                        h.counts[i] += 1;
+                    }
+                }
+                h.count += 1;
+                h.sum += secs;
+            }
+            for a in &rec.actions {
+                let applied = serde_json::to_value(a.applied)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default();
+                *m.actions.entry((a.kind.clone(), applied)).or_default() += 1;
+            }
+        });
+    }
+
+    pub fn tick_skipped(&self, plugin: &str, schedule: &str) {
+        self.with(|m| {
+            *m.skipped_ticks
+                .entry((plugin.to_string(), schedule.to_string()))
+                .or_default() += 1
+        });
+    }
+
+    pub fn alert_received(&self, status: &str) {
+        self.with(|m| *m.alerts.entry(status.to_string()).or_default() += 1);
+    }
+
+    pub fn load_failed(&self, source: &str) {
+        self.with(|m| *m.load_failures.entry(source.to_string()).or_default() += 1);
+    }
+
+    pub fn render(&self) -> String {
+        let m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = String::new();
+        let _ = writeln!(s, "# HELP remedy_runs_total Finished runs by plugin and status.\n# TYPE remedy_runs_total counter");
+        for ((p, st), n) in &m.runs {
+            let _ = writeln!(
+                s,
+                "remedy_runs_total{{plugin=\"{}\",status=\"{}\"}} {n}",
+                esc(p),
+                esc(st)
+            );
+        }
+        let _ = writeln!(s, "# HELP remedy_run_duration_seconds Run duration.\n# TYPE remedy_run_duration_seconds histogram");
+        for (p, h) in &m.durations {
+            for (i, b) in BUCKETS.iter().enumerate() {
+                let _ = writeln!(
+                    s,
+                    "remedy_run_duration_seconds_bucket{{plugin=\"{}\",le=\"{b}\"}} {}",
+                    esc(p),
+                    h.counts[i]
+                );
+            }
+            let _ = writeln!(
+                s,
+                "remedy_run_duration_seconds_bucket{{plugin=\"{}\",le=\"+Inf\"}} {}",
+                esc(p),
+                h.count
+            );
+            let _ = writeln!(
+                s,
+                "remedy_run_duration_seconds_sum{{plugin=\"{}\"}} {}",
+                esc(p),
+                h.sum
+            );
+            let _ = writeln!(
+                s,
+                "remedy_run_duration_seconds_count{{plugin=\"{}\"}} {}",
+                esc(p),
+                h.count
+            );
+        }
+        let _ = writeln!(s, "# HELP remedy_actions_total Actions by kind and outcome.\n# TYPE remedy_actions_total counter");
+        for ((k, o), n) in &m.actions {
+            let _ = writeln!(
+                s,
+                "remedy_actions_total{{kind=\"{}\",applied=\"{}\"}} {n}",
+                esc(k),
+                esc(o)
+            );
+        }
+        let _ = writeln!(s, "# HELP remedy_schedule_skipped_ticks_total Ticks skipped because the previous run was still going.\n# TYPE remedy_schedule_skipped_ticks_total counter");
+        for ((p, sc), n) in &m.skipped_ticks {
+            let _ = writeln!(
+                s,
+                "remedy_schedule_skipped_ticks_total{{plugin=\"{}\",schedule=\"{}\"}} {n}",
+                esc(p),
+                esc(sc)
+            );
+        }
+        let _ = writeln!(s, "# HELP remedy_alerts_received_total Alerts received by status.\n# TYPE remedy_alerts_received_total counter");
+        for (st, n) in &m.alerts {
+            let _ = writeln!(
+                s,
+                "remedy_alerts_received_total{{status=\"{}\"}} {n}",
+                esc(st)
+            );
+        }
+        let _ = writeln!(s, "# HELP remedy_plugin_load_failures_total Plugin loads that failed, by source.\n# TYPE remedy_plugin_load_failures_total counter");
+        for (src, n) in &m.load_failures {
+            let _ = writeln!(
+                s,
+                "remedy_plugin_load_failures_total{{source=\"{}\"}} {n}",
+                esc(src)
+            );
+        }
+        s
+    }
+}

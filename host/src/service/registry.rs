@@ -1,0 +1,121 @@
+//! The plugins a running service serves. Entries are swapped atomically:
+//! a run holds the `Arc<Plugin>` it started with, so a replaced plugin's
+//! runs in flight finish on the old version.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use serde::Serialize;
+
+use crate::runtime::Plugin;
+
+#[derive(Clone)]
+pub struct Entry {
+    pub source: String,
+    pub plugin: Option<Arc<Plugin>>,
+    /// The last load error; the previous version (if any) keeps serving.
+    pub error: Option<String>,
+}
+
+/// `GET /v1/plugins` row.
+#[derive(Serialize)]
+pub struct EntryView {
+    pub name: String,
+    pub source: String,
+    pub status: &'static str,
+    pub version: Option<String>,
+    pub description: Option<String>,
+    pub digest: Option<String>,
+    pub alerts: Vec<String>,
+    pub grants: Vec<String>,
+    pub mode: Option<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Default)]
+pub struct Registry {
+    entries: RwLock<BTreeMap<String, Entry>>,
+}
+
+impl Registry {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Entry>> {
+        self.entries.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Entry>> {
+        self.entries.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<Plugin>> {
+        self.read().get(name).and_then(|e| e.plugin.clone())
+    }
+
+    pub fn loaded(&self) -> Vec<Arc<Plugin>> {
+        self.read()
+            .values()
+            .filter_map(|e| e.plugin.clone())
+            .collect()
+    }
+
+    pub fn set_loaded(&self, source: String, plugin: Plugin) {
+        let name = plugin.name().to_string();
+        self.write().insert(
+            name,
+            Entry {
+                source,
+                plugin: Some(Arc::new(plugin)),
+                error: None,
+            },
+        );
+    }
+
+    /// Records a failed load under `key`, keeping what was loaded before.
+    pub fn set_error(&self, key: &str, source: String, error: String) {
+        let mut entries = self.write();
+        let e = entries.entry(key.to_string()).or_insert(Entry {
+            source: source.clone(),
+            plugin: None,
+            error: None,
+        });
+        e.source = source;
+        e.error = Some(error);
+    }
+
+    pub fn remove(&self, key: &str) {
+        self.write().remove(key);
+    }
+
+    pub fn views(&self) -> Vec<EntryView> {
+        self.read()
+            .iter()
+            .map(|(name, e)| {
+                let p = e.plugin.as_ref();
+                EntryView {
+                    name: name.clone(),
+                    source: e.source.clone(),
+                    status: match (p, &e.error) {
+                        (Some(_), None) => "loaded",
+                        (Some(_), Some(_)) => "loaded_with_error",
+                        (None, _) => "error",
+                    },
+                    version: p.map(|p| p.info.version.clone()),
+                    description: p.map(|p| p.info.description.clone()),
+                    digest: p.map(|p| p.digest.clone()),
+                    alerts: p.map(|p| p.info.alerts.clone()).unwrap_or_default(),
+                    grants: p
+                        .map(|p| {
+                            p.settings
+                                .grants
+                                .capabilities
+                                .iter()
+                                .map(|c| c.as_str().to_string())
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    mode: p.map(|p| p.settings.mode.as_str().to_string()),
+                    error: e.error.clone(),
+                }
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,364 @@
+//! The HTTP API (DESIGN §7): one router, one JSON error shape, bearer tokens
+//! with roles, body limits.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::config::Role;
+use crate::record::Trigger;
+use crate::service::{Service, Started};
+use crate::store::{AuditFilter, RunFilter};
+
+/// Default largest request body.
+pub const MAX_BODY: usize = 1 << 20;
+
+/// Every error answer: `{"error": {"code", "message"}}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    fn unavailable(e: impl std::fmt::Display) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            e.to_string(),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({"error": {"code": self.code, "message": self.message}})),
+        )
+            .into_response()
+    }
+}
+
+/// Bearer tokens and their roles; empty means the API is open.
+#[derive(Default)]
+pub struct Auth {
+    tokens: Vec<(String, String, Vec<Role>)>,
+}
+
+impl Auth {
+    /// Reads each token's value from its environment variable.
+    pub fn from_config(tokens: &[crate::config::TokenConfig]) -> anyhow::Result<Auth> {
+        let mut out = Vec::new();
+        for t in tokens {
+            let value = std::env::var(&t.env)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "token `{}`: environment variable {} is not set",
+                        t.name,
+                        t.env
+                    )
+                })?;
+            out.push((t.name.clone(), value, t.roles.clone()));
+        }
+        Ok(Auth { tokens: out })
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
+    /// Who is asking, if they may `role`.
+    fn check(&self, headers: &HeaderMap, role: Role) -> Result<String, ApiError> {
+        if self.tokens.is_empty() {
+            return Ok("anonymous".into());
+        }
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "a bearer token is required",
+                )
+            })?;
+        let (name, _, roles) = self
+            .tokens
+            .iter()
+            .find(|(_, v, _)| constant_time_eq(v.as_bytes(), presented.trim().as_bytes()))
+            .ok_or_else(|| {
+                ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "unknown token")
+            })?;
+        if roles.contains(&role) || roles.contains(&Role::Admin) {
+            Ok(name.clone())
+        } else {
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("token `{name}` lacks the `{}` role", role_name(role)),
+            ))
+        }
+    }
+}
+
+fn role_name(r: Role) -> &'static str {
+    match r {
+        Role::Read => "read",
+        Role::Run => "run",
+        Role::Approve => "approve",
+        Role::Alerts => "alerts",
+        Role::Admin => "admin",
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+pub struct AppState {
+    pub service: Arc<Service>,
+    pub auth: Auth,
+}
+
+type AppResult<T> = Result<T, ApiError>;
+
+pub fn router(state: Arc<AppState>, max_body: usize) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/metrics", get(metrics))
+        .route("/v1/plugins", get(plugins))
+        .route("/v1/plugins/reload", post(reload))
+        .route("/v1/plugins/{name}/runs", post(start_run))
+        .route("/v1/runs", get(list_runs))
+        .route("/v1/runs/{id}", get(get_run))
+        .route("/v1/alerts", post(post_alerts).get(list_alerts))
+        .route("/v1/audit", get(list_audit))
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+        })
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+async fn metrics(State(s): State<Arc<AppState>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.service.metrics.render(),
+    )
+}
+
+async fn plugins(State(s): State<Arc<AppState>>, h: HeaderMap) -> AppResult<impl IntoResponse> {
+    s.auth.check(&h, Role::Read)?;
+    Ok(Json(json!({"plugins": s.service.registry.views()})))
+}
+
+async fn reload(State(s): State<Arc<AppState>>, h: HeaderMap) -> AppResult<impl IntoResponse> {
+    let who = s.auth.check(&h, Role::Admin)?;
+    s.service.scan_plugins_dir().await;
+    s.service
+        .audit(None, None, "plugins.reload", json!({"by": who}))
+        .await;
+    Ok(Json(json!({"plugins": s.service.registry.views()})))
+}
+
+/// The body limit surfaces as a failed read: 413 in our error shape.
+fn body_error(e: axum::extract::rejection::BytesRejection) -> ApiError {
+    let status = e.status();
+    let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        "payload_too_large"
+    } else {
+        "bad_request"
+    };
+    ApiError::new(status, code, e.body_text())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RunBody {
+    dry_run: Option<bool>,
+    #[serde(default)]
+    config: BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct WaitQuery {
+    #[serde(default)]
+    wait: bool,
+}
+
+fn json_body<T: for<'de> Deserialize<'de> + Default>(body: &Bytes) -> AppResult<T> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    super::parse_json(body).map_err(ApiError::bad_request)
+}
+
+async fn start_run(
+    State(s): State<Arc<AppState>>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+    Query(q): Query<WaitQuery>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> AppResult<Response> {
+    let who = s.auth.check(&h, Role::Run)?;
+    let body: RunBody = json_body(&body.map_err(body_error)?)?;
+    let plugin = s.service.registry.get(&name).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_plugin",
+            format!("no loaded plugin named `{name}`"),
+        )
+    })?;
+    let mut params = BTreeMap::new();
+    for (k, v) in body.config {
+        let v = match v {
+            serde_json::Value::String(s) => s,
+            serde_json::Value::Number(_) | serde_json::Value::Bool(_) => v.to_string(),
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "`config.{k}`: must be a string, number or boolean"
+                )))
+            }
+        };
+        params.insert(k, v);
+    }
+    let id_target = format!("manual:{}", uuid::Uuid::new_v4());
+    let trigger = Trigger::Manual {
+        by: format!("http:{who}"),
+    };
+    match s
+        .service
+        .start_run(plugin, trigger, body.dry_run, params, id_target)
+        .await
+        .map_err(ApiError::unavailable)?
+    {
+        Started::Running { id, handle } if q.wait => {
+            let rec = handle.await.map_err(|e| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "run_panicked",
+                    format!("run {id}: {e}"),
+                )
+            })?;
+            Ok((StatusCode::OK, Json(rec)).into_response())
+        }
+        Started::Running { id, .. } => Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({"run_id": id, "status": "running"})),
+        )
+            .into_response()),
+        Started::Skipped(rec) => Ok((StatusCode::OK, Json(rec)).into_response()),
+    }
+}
+
+async fn list_runs(
+    State(s): State<Arc<AppState>>,
+    h: HeaderMap,
+    Query(f): Query<RunFilter>,
+) -> AppResult<impl IntoResponse> {
+    s.auth.check(&h, Role::Read)?;
+    let runs = s
+        .service
+        .store
+        .list_runs(f)
+        .await
+        .map_err(ApiError::unavailable)?;
+    Ok(Json(json!({"runs": runs})))
+}
+
+async fn get_run(
+    State(s): State<Arc<AppState>>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+) -> AppResult<impl IntoResponse> {
+    s.auth.check(&h, Role::Read)?;
+    match s
+        .service
+        .store
+        .get_run(&id)
+        .await
+        .map_err(ApiError::unavailable)?
+    {
+        Some(rec) => Ok(Json(rec)),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_run",
+            format!("no run with id `{id}`"),
+        )),
+    }
+}
+
+async fn post_alerts(
+    State(s): State<Arc<AppState>>,
+    h: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> AppResult<Response> {
+    s.auth.check(&h, Role::Alerts)?;
+    let body = body.map_err(body_error)?;
+    let hook = super::alerts::parse(&body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    match super::alerts::receive(&s.service, hook).await {
+        Ok(receipt) => Ok((StatusCode::ACCEPTED, Json(receipt)).into_response()),
+        Err(super::alerts::AlertError::Store(e)) => Err(ApiError::unavailable(e)),
+        Err(e) => Err(ApiError::bad_request(e.to_string())),
+    }
+}
+
+#[derive(Deserialize)]
+struct LimitQuery {
+    limit: Option<u32>,
+}
+
+async fn list_alerts(
+    State(s): State<Arc<AppState>>,
+    h: HeaderMap,
+    Query(q): Query<LimitQuery>,
+) -> AppResult<impl IntoResponse> {
+    s.auth.check(&h, Role::Read)?;
+    let alerts = s
+        .service
+        .store
+        .list_alerts(q.limit.unwrap_or(100))
+        .await
+        .map_err(ApiError::unavailable)?;
+    Ok(Json(json!({"alerts": alerts})))
+}
+
+async fn list_audit(
+    State(s): State<Arc<AppState>>,
+    h: HeaderMap,
+    Query(f): Query<AuditFilter>,
+) -> AppResult<impl IntoResponse> {
+    s.auth.check(&h, Role::Read)?;
+    let events = s
+        .service
+        .store
+        .list_audit(f)
+        .await
+        .map_err(ApiError::unavailable)?;
+    Ok(Json(json!({"events": events})))
+}

@@ -1,0 +1,561 @@
+//! `remedy serve` over a real socket: alerts, single flight, schedules,
+//! restart after SIGKILL, hot loading, auth.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use remedy_e2e::pg;
+use remedy_e2e::test_plugin;
+use serde_json::{json, Value};
+
+/// A server process on a free port; killed on drop.
+struct Server {
+    child: Child,
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(dir: &Path, config: &str, env: &[(&str, &str)]) -> Server {
+    let cfg = dir.join("remedy.toml");
+    std::fs::write(&cfg, config).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_remedy"))
+        .args([
+            "serve",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .envs(env.iter().copied())
+        .env_remove("REMEDY_LISTEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start remedy serve");
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("remedy listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    Server {
+        child,
+        base,
+        http: reqwest::Client::new(),
+    }
+}
+
+impl Server {
+    async fn get(&self, path: &str) -> Value {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Polls a run until it leaves `running`.
+    async fn finished(&self, id: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let rec = self.get(&format!("/v1/runs/{id}")).await;
+            if rec["status"] != "running" {
+                return rec;
+            }
+            assert!(Instant::now() < deadline, "run {id} never finished");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn alert(name: &str, status: &str, labels: Value, fingerprint: &str, starts_at: &str) -> Value {
+    let mut l = labels;
+    l["alertname"] = json!(name);
+    json!({"status": status, "labels": l, "annotations": {"summary": "test"}, "startsAt": starts_at, "fingerprint": fingerprint})
+}
+
+fn payload(alerts: Vec<Value>) -> Value {
+    json!({"version": "4", "status": "firing", "receiver": "remedy", "groupKey": "{}", "alerts": alerts})
+}
+
+fn hostile_config(dir: &Path, extra: &str) -> String {
+    hostile_config_with(dir, "", extra)
+}
+
+/// A config serving tests/plugins/hostile; `server` lines go in [server],
+/// `extra` lines in [plugins.hostile].
+fn hostile_config_with(dir: &Path, server: &str, extra: &str) -> String {
+    let wasm = dir.join("hostile.wasm");
+    std::fs::copy(test_plugin("hostile"), &wasm).unwrap();
+    format!(
+        "[server]\ndata_dir = \"{data}\"\n{server}\n[plugins.hostile]\npath = \"{wasm}\"\ntimeout_ms = 10000\n{extra}",
+        data = dir.join("data").display(),
+        wasm = wasm.display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alert_in_auto_mode_terminates_a_session_once_and_resolved_starts_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = pg::unique("remedy-test-serve");
+    let pid = pg::sleeper(&app, Duration::from_millis(400)).await;
+    let server = start(
+        dir.path(),
+        &format!(
+            "[server]\ndata_dir = \"{}\"\n[backends]\ndatabase_url = \"{}\"\n[plugins.db-connection-exhaustion]\nmode = \"auto\"\nconfig = {{ long_query_ms = 300 }}\n[plugins.db-connection-exhaustion.scope]\ndatabase_applications = [\"{app}\"]\n",
+            dir.path().join("data").display(),
+            pg::pg_url()
+        ),
+        &[],
+    );
+    let fp = pg::unique("fp");
+    let body = payload(vec![alert(
+        "DatabaseConnectionExhaustion",
+        "firing",
+        json!({"service": &app}),
+        &fp,
+        "2026-11-27T03:10:00Z",
+    )]);
+    let (code, receipt) = server.post("/v1/alerts", body.clone()).await;
+    assert_eq!(code, 202, "{receipt}");
+    assert_eq!(receipt["new"], 1);
+    let runs = receipt["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1, "{receipt}");
+    let rec = server.finished(runs[0]["run_id"].as_str().unwrap()).await;
+    assert_eq!(rec["status"], "succeeded", "{rec}");
+    assert_eq!(rec["trigger"]["alert"]["fingerprint"], fp.as_str());
+    let acted = rec["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a["target"] == format!("pid:{pid}") && a["applied"] == "executed");
+    assert!(acted, "{rec}");
+    assert!(
+        !pg::alive(pid, true).await,
+        "the session must be terminated"
+    );
+    let listed = server.get("/v1/runs?plugin=db-connection-exhaustion").await;
+    assert!(listed["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["id"] == rec["id"]));
+
+    // The same notification again (a repeat, or the HA peer's copy): nothing.
+    let (code, again) = server.post("/v1/alerts", body).await;
+    assert_eq!(code, 202);
+    assert_eq!(again["duplicates"], 1, "{again}");
+    assert!(again["runs"].as_array().unwrap().is_empty(), "{again}");
+
+    // Resolved: recorded, no mitigation.
+    let resolved = payload(vec![alert(
+        "DatabaseConnectionExhaustion",
+        "resolved",
+        json!({"service": &app}),
+        &fp,
+        "2026-11-27T03:10:00Z",
+    )]);
+    let (code, r) = server.post("/v1/alerts", resolved).await;
+    assert_eq!(code, 202);
+    assert_eq!(r["resolved"], 1, "{r}");
+    assert!(r["runs"].as_array().unwrap().is_empty(), "{r}");
+    let alerts = server.get("/v1/alerts").await;
+    assert_eq!(
+        alerts["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["fingerprint"] == fp.as_str())
+            .count(),
+        2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_targets_start_three_runs_and_a_busy_target_skips() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(
+        dir.path(),
+        &hostile_config(
+            dir.path(),
+            "alerts = [\"SlowThing\"]\nconfig = { behave = \"sleep\", sleep_ms = 1500 }\n",
+        ),
+        &[],
+    );
+    let t = "2026-11-27T03:00:00Z";
+    let group = payload(vec![
+        alert("SlowThing", "firing", json!({"service": "a"}), "fa", t),
+        alert("SlowThing", "firing", json!({"service": "b"}), "fb", t),
+        alert("SlowThing", "firing", json!({"service": "c"}), "fc", t),
+    ]);
+    let (code, r) = server.post("/v1/alerts", group).await;
+    assert_eq!(code, 202);
+    let runs = r["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 3, "{r}");
+    assert!(runs.iter().all(|x| x["status"] == "running"), "{r}");
+
+    let one = payload(vec![alert(
+        "SlowThing",
+        "firing",
+        json!({"service": "d"}),
+        "fd1",
+        t,
+    )]);
+    let two = payload(vec![alert(
+        "SlowThing",
+        "firing",
+        json!({"service": "d"}),
+        "fd2",
+        "2026-11-27T03:00:05Z",
+    )]);
+    let (_, r1) = server.post("/v1/alerts", one).await;
+    let (_, r2) = server.post("/v1/alerts", two).await;
+    assert_eq!(r1["runs"][0]["status"], "running", "{r1}");
+    assert_eq!(r2["runs"][0]["status"], "skipped", "{r2}");
+    let skipped = server
+        .get(&format!(
+            "/v1/runs/{}",
+            r2["runs"][0]["run_id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(skipped["status"], "skipped");
+    assert!(
+        skipped["error"]
+            .as_str()
+            .unwrap()
+            .contains("already in flight"),
+        "{skipped}"
+    );
+    for run in runs {
+        assert_eq!(
+            server.finished(run["run_id"].as_str().unwrap()).await["status"],
+            "succeeded"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_second_schedule_runs_and_never_overlaps_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(
+        dir.path(),
+        &hostile_config(dir.path(), "schedules = [{ name = \"tick\", every = \"1s\", params = { behave = \"sleep\", sleep_ms = 1600 } }]\n"),
+        &[],
+    );
+    tokio::time::sleep(Duration::from_millis(6500)).await;
+    let runs = server.get("/v1/runs?plugin=hostile").await["runs"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let finished: Vec<&Value> = runs.iter().filter(|r| r["status"] == "succeeded").collect();
+    assert!(finished.len() >= 2, "{runs:#?}");
+    assert!(runs
+        .iter()
+        .all(|r| r["trigger"]["kind"] == "schedule" && r["trigger"]["schedule"] == "tick"));
+    let mut spans: Vec<(String, String)> = runs
+        .iter()
+        .map(|r| {
+            (
+                r["started_at"].as_str().unwrap().to_string(),
+                r["finished_at"].as_str().unwrap_or("9999").to_string(),
+            )
+        })
+        .collect();
+    spans.sort();
+    for w in spans.windows(2) {
+        let (a, b) = (chrono_ts(&w[0].1), chrono_ts(&w[1].0));
+        assert!(a <= b, "schedule overlapped itself: {spans:?}");
+    }
+    let metrics = server
+        .http
+        .get(format!("{}/metrics", server.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .contains("remedy_schedule_skipped_ticks_total{plugin=\"hostile\",schedule=\"tick\"}"),
+        "{metrics}"
+    );
+}
+
+fn chrono_ts(s: &str) -> String {
+    // RFC 3339 in UTC with a fixed precision sorts as text; normalise the
+    // fraction so that `…:01Z` and `…:01.5Z` compare right.
+    let (main, frac) = s
+        .trim_end_matches('Z')
+        .split_once('.')
+        .unwrap_or((s.trim_end_matches('Z'), "0"));
+    format!("{main}.{frac:0<9}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_sigkill_alerts_and_runs_survive_and_the_inflight_run_reads_interrupted() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = hostile_config(
+        dir.path(),
+        "alerts = [\"Anything\"]\nconfig = { behave = \"sleep\", sleep_ms = 8000 }\n",
+    );
+    let mut server = start(dir.path(), &config, &[]);
+    let (code, r) = server
+        .post("/v1/plugins/hostile/runs", json!({"dry_run": true}))
+        .await;
+    assert_eq!(code, 202, "{r}");
+    let id = r["run_id"].as_str().unwrap().to_string();
+    let (code, _) = server
+        .post(
+            "/v1/alerts",
+            payload(vec![alert(
+                "Unrouted",
+                "firing",
+                json!({}),
+                "fk",
+                "2026-11-27T03:00:00Z",
+            )]),
+        )
+        .await;
+    assert_eq!(code, 202);
+    assert_eq!(
+        server.get(&format!("/v1/runs/{id}")).await["status"],
+        "running"
+    );
+
+    server.child.kill().unwrap(); // SIGKILL
+    server.child.wait().unwrap();
+    drop(server);
+
+    let server = start(dir.path(), &config, &[]);
+    let rec = server.get(&format!("/v1/runs/{id}")).await;
+    assert_eq!(rec["status"], "interrupted", "{rec}");
+    let alerts = server.get("/v1/alerts").await;
+    assert!(
+        alerts["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["fingerprint"] == "fk"),
+        "{alerts}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_load_serves_new_plugins_and_keeps_the_old_one_on_garbage() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins: PathBuf = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let server = start(
+        dir.path(),
+        &format!(
+            "[server]\ndata_dir = \"{}\"\nplugins_dir = \"{}\"\n",
+            dir.path().join("data").display(),
+            plugins.display()
+        ),
+        &[],
+    );
+    let target = plugins.join("hostile.wasm");
+    std::fs::copy(test_plugin("hostile"), &target).unwrap();
+    let loaded = wait_for(&server, |p| {
+        p.iter()
+            .any(|x| x["name"] == "hostile" && x["status"] == "loaded")
+    })
+    .await;
+    assert!(loaded, "hostile never loaded");
+    let (code, rec) = server
+        .post("/v1/plugins/hostile/runs?wait=true", json!({}))
+        .await;
+    assert_eq!(code, 200, "{rec}");
+    assert_eq!(rec["status"], "succeeded");
+
+    std::fs::write(&target, b"garbage, not wasm at all").unwrap();
+    let flagged = wait_for(&server, |p| {
+        p.iter().any(|x| {
+            x["name"] == "hostile"
+                && x["status"] == "loaded_with_error"
+                && x["error"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("not a WebAssembly file")
+        })
+    })
+    .await;
+    assert!(flagged, "{:#}", server.get("/v1/plugins").await);
+    let (code, rec) = server
+        .post("/v1/plugins/hostile/runs?wait=true", json!({}))
+        .await;
+    assert_eq!(code, 200);
+    assert_eq!(rec["status"], "succeeded", "the old version keeps serving");
+}
+
+async fn wait_for(server: &Server, ok: impl Fn(&Vec<Value>) -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let v = server.get("/v1/plugins").await;
+        if ok(v["plugins"].as_array().unwrap()) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_limits_and_malformed_bodies_create_no_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let server_lines = "max_body_bytes = 2048\n\
+        tokens = [{ name = \"reader\", env = \"T_READ\", roles = [\"read\"] }, \
+                  { name = \"runner\", env = \"T_RUN\", roles = [\"run\", \"alerts\"] }]";
+    let config = hostile_config_with(dir.path(), server_lines, "alerts = [\"X\"]\n");
+    let server = start(
+        dir.path(),
+        &config,
+        &[("T_READ", "read-secret"), ("T_RUN", "run-secret")],
+    );
+    let url = |p: &str| format!("{}{p}", server.base);
+    let c = &server.http;
+
+    let r = c
+        .post(url("/v1/plugins/hostile/runs"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let err: Value = r.json().await.unwrap();
+    assert_eq!(err["error"]["code"], "unauthorized");
+
+    let r = c
+        .post(url("/v1/plugins/hostile/runs"))
+        .bearer_auth("read-secret")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.json::<Value>().await.unwrap()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("`run` role"));
+
+    let big = json!({"alerts": [], "padding": "x".repeat(4096)});
+    let r = c
+        .post(url("/v1/alerts"))
+        .bearer_auth("run-secret")
+        .json(&big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "payload_too_large"
+    );
+
+    let r = c
+        .post(url("/v1/alerts"))
+        .bearer_auth("run-secret")
+        .body("{\"alerts\": [")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.json::<Value>().await.unwrap()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("EOF while parsing"));
+
+    let bad = json!({"alerts": [{"status": "firing", "labels": {"alertname": "X"}}]});
+    let r = c
+        .post(url("/v1/alerts"))
+        .bearer_auth("run-secret")
+        .json(&bad)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.json::<Value>().await.unwrap()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("startsAt"));
+
+    let r = c
+        .post(url("/v1/plugins/hostile/runs"))
+        .bearer_auth("run-secret")
+        .json(&json!({"dry_run": "yes"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.json::<Value>().await.unwrap()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("dry_run"));
+
+    let runs: Value = c
+        .get(url("/v1/runs"))
+        .bearer_auth("read-secret")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(runs["runs"].as_array().unwrap().is_empty(), "{runs}");
+    assert_eq!(
+        c.get(url("/healthz")).send().await.unwrap().status(),
+        200,
+        "healthz is open"
+    );
+}
+
+#[test]
+fn refuses_a_public_address_without_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("remedy.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server]\ndata_dir = \"{}\"\n",
+            dir.path().join("d").display()
+        ),
+    )
+    .unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_remedy"))
+        .args([
+            "serve",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--listen",
+            "0.0.0.0:0",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no tokens configured"));
+}
