@@ -248,3 +248,46 @@ fn plugins_reports_a_bad_plugin_and_lists_the_others() {
     );
     assert!(rows.iter().filter(|p| p["status"] == "loaded").count() >= 2);
 }
+
+#[test]
+fn a_sha256_pin_refuses_other_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("remedy.toml");
+    let wrong = "0".repeat(64);
+    std::fs::write(
+        &cfg,
+        format!("[plugins.db-connection-exhaustion]\nsha256 = \"{wrong}\"\n"),
+    )
+    .unwrap();
+    let o = remedy(&["plugins", "--config", cfg.to_str().unwrap(), "--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let db = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "db-connection-exhaustion")
+        .unwrap();
+    assert_eq!(db["status"], "error");
+    assert!(
+        db["error"]
+            .as_str()
+            .unwrap()
+            .contains("does not match the sha256"),
+        "{db}"
+    );
+
+    // The right pin loads.
+    let right = remedy::runtime::plugin::digest(
+        remedy::bundled::find("db-connection-exhaustion")
+            .unwrap()
+            .wasm,
+    );
+    std::fs::write(
+        &cfg,
+        format!("[plugins.db-connection-exhaustion]\nsha256 = \"{right}\"\n"),
+    )
+    .unwrap();
+    let o = remedy(&["plugins", "--config", cfg.to_str().unwrap(), "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}

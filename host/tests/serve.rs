@@ -351,9 +351,25 @@ async fn after_sigkill_alerts_and_runs_survive_and_the_inflight_run_reads_interr
     server.child.wait().unwrap();
     drop(server);
 
+    // Compiled code was cached: the restart deserializes instead of compiling.
+    let cached = std::fs::read_dir(dir.path().join("data/compiled"))
+        .unwrap()
+        .count();
+    assert!(
+        cached >= 3,
+        "expected the bundled plugins and hostile in the compile cache, found {cached}"
+    );
+
     let server = start(dir.path(), &config, &[]);
     let rec = server.get(&format!("/v1/runs/{id}")).await;
     assert_eq!(rec["status"], "interrupted", "{rec}");
+    assert!(
+        rec["error"]
+            .as_str()
+            .unwrap()
+            .contains("stopped while this run was in flight"),
+        "{rec}"
+    );
     let alerts = server.get("/v1/alerts").await;
     assert!(
         alerts["alerts"]
@@ -558,4 +574,53 @@ fn refuses_a_public_address_without_tokens() {
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("no tokens configured"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_running_runs_and_remedy_runs_lists_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = hostile_config(
+        dir.path(),
+        "config = { behave = \"sleep\", sleep_ms = 1200 }\n",
+    );
+    let mut server = start(dir.path(), &config, &[]);
+    let (code, r) = server.post("/v1/plugins/hostile/runs", json!({})).await;
+    assert_eq!(code, 202, "{r}");
+    let id = r["run_id"].as_str().unwrap().to_string();
+
+    let o = Command::new(env!("CARGO_BIN_EXE_remedy"))
+        .args(["runs", "--server", &server.base, "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let listed: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(listed[0]["id"], id.as_str());
+
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let started = Instant::now();
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "graceful exit, got {status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "drain took {:?}",
+        started.elapsed()
+    );
+    drop(server);
+
+    let server = start(dir.path(), &config, &[]);
+    let rec = server.get(&format!("/v1/runs/{id}")).await;
+    assert_eq!(
+        rec["status"], "succeeded",
+        "the run was drained, not interrupted: {rec}"
+    );
 }

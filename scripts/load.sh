@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# HTTP-triggered dry runs per second against a release `remedy serve`, with
+# every run record persisted in the SQLite store. Needs wrk (apt-get install wrk).
+#
+#   scripts/load.sh [DURATION] [CONNECTIONS]
+#
+# The plugin is tests/plugins/hostile with `behave = ok`: a detection that is
+# healthy without host calls, so the figure is Remedy's own cost (HTTP, single
+# flight, store, instantiate, detect), not a backend's.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+duration=${1:-10s}
+conns=${2:-64}
+port=${REMEDY_LOAD_PORT:-18181}
+
+cargo build --release -q -p remedy
+cargo test -q -p remedy-e2e --no-run >/dev/null 2>&1
+wasm=target/wasm-test-plugins/wasm32-wasip2/release/hostile.wasm
+
+dir=$(mktemp -d)
+trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$dir"' EXIT
+cat > "$dir/remedy.toml" <<TOML
+[server]
+data_dir = "$dir/data"
+[plugins.hostile]
+path = "$PWD/$wasm"
+config = { behave = "ok" }
+TOML
+target/release/remedy serve --config "$dir/remedy.toml" --listen "127.0.0.1:$port" >/dev/null &
+server=$!
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
+
+base="http://127.0.0.1:$port/v1/plugins/hostile/runs"
+echo "== 202 answers (record stored as running before the answer; final record stored when the run ends)"
+wrk -t2 -c"$conns" -d"$duration" --latency -s scripts/post-run.lua "$base"
+echo "== ?wait=true (the answer is the finished record, stored before it is sent)"
+wrk -t2 -c"$conns" -d"$duration" --latency -s scripts/post-run.lua "$base?wait=true"
+sleep 1
+echo "== runs stored: $(sqlite3 "$dir/data/remedy.db" 'select count(*) from runs' 2>/dev/null || echo '(install sqlite3 to count)')"
