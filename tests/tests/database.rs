@@ -66,10 +66,10 @@ async fn leaking_session_is_simulated_in_dry_run_and_terminated_live_protected_u
         alive(guarded, false).await,
         "protected session must survive"
     );
-    assert!(
-        live.outcome.as_ref().is_some_and(|o| o.mitigated),
-        "{live:#?}"
-    );
+    // Not `mitigated`: sessions of other tests running in parallel may be
+    // found and denied (out of scope), which rightly leaves work for a human.
+    let outcome = live.outcome.as_ref().expect("mitigate ran");
+    assert!(outcome.summary.starts_with("terminated "), "{outcome:#?}");
 
     terminate(&[leak, guarded]).await;
 }
