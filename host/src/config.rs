@@ -55,6 +55,9 @@ pub struct ServerConfig {
     pub plugins_dir: Option<PathBuf>,
     /// Largest request body in bytes (default 1 MiB).
     pub max_body_bytes: Option<usize>,
+    /// Runs executing at once (default 256); further triggers wait, which
+    /// slows their answers instead of queueing without bound.
+    pub max_concurrent_runs: Option<usize>,
     /// How long shutdown waits for running runs, in ms (default 10000).
     pub drain_timeout_ms: Option<u64>,
     /// Bearer tokens; with none, the API is open and only a loopback

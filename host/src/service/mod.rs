@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use chrono::Utc;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 
 use crate::config::Config;
 use crate::record::{RunRecord, RunStatus, Trigger};
@@ -44,6 +44,7 @@ pub struct Service {
     pub metrics: Metrics,
     pub data_dir: PathBuf,
     inflight: Mutex<HashSet<(String, String)>>,
+    permits: Arc<Semaphore>,
     running: AtomicUsize,
     idle: Notify,
     /// plugins_dir file → (modified, length, plugin name it loaded as).
@@ -84,6 +85,7 @@ impl Service {
             .clone()
             .unwrap_or_else(|| PathBuf::from("remedy-data"));
         let store = SqliteStore::open(&data_dir)?;
+        let max_runs = config.server.max_concurrent_runs.unwrap_or(256);
         let mut remedy = Remedy::new(config, Overrides::default())?;
         remedy.set_cache_dir(data_dir.join("compiled"));
         let service = Arc::new(Service {
@@ -93,6 +95,7 @@ impl Service {
             metrics: Metrics::default(),
             data_dir,
             inflight: Mutex::default(),
+            permits: Arc::new(Semaphore::new(max_runs.max(1))),
             running: AtomicUsize::new(0),
             idle: Notify::new(),
             files: Mutex::default(),
@@ -283,6 +286,8 @@ impl Service {
             service: self.clone(),
             key,
         };
+        // The semaphore is never closed, so this only waits.
+        let permit = self.permits.clone().acquire_owned().await.ok();
         let rec = RunRecord::begin(
             id.clone(),
             &plugin,
@@ -295,6 +300,7 @@ impl Service {
         let run_id = id.clone();
         let handle = tokio::spawn(async move {
             let _guard = guard;
+            let _permit = permit;
             let req = RunRequest {
                 trigger,
                 dry_run: Some(dry),
