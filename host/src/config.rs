@@ -413,6 +413,14 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/remedy.toml");
+        let cfg = Config::load(&path).unwrap();
+        assert_eq!(cfg.plugins["circuit-breaker-open"].schedules.len(), 1);
+        assert!(cfg.backends.database_url.is_some());
+    }
+
+    #[test]
     fn full_config_parses() {
         let cfg = parse(
             r#"
