@@ -58,6 +58,7 @@ fn bench(c: &mut Criterion) {
         metrics: None,
         database: Some(db.clone()),
         breaker: None,
+        cache: None,
         probe: Arc::new(NoProbe),
     });
     let remedy = rt.block_on(async {

@@ -114,6 +114,8 @@ pub struct BackendsConfig {
     pub prometheus_url: Option<String>,
     /// Base URL of the application's breaker admin API (docs/breaker-api.md).
     pub breaker_url: Option<String>,
+    /// Redis URL of the application's cache (`redis://127.0.0.1:6379/0`).
+    pub redis_url: Option<String>,
     /// Timeout of one probe request in ms (default 2000).
     pub probe_timeout_ms: Option<u64>,
     /// Timeout of one backend request in ms (default 5000).
@@ -147,15 +149,17 @@ pub enum Capability {
     Metrics,
     Database,
     Breaker,
+    Cache,
     Probe,
     Log,
 }
 
 impl Capability {
-    pub const ALL: [Capability; 5] = [
+    pub const ALL: [Capability; 6] = [
         Capability::Metrics,
         Capability::Database,
         Capability::Breaker,
+        Capability::Cache,
         Capability::Probe,
         Capability::Log,
     ];
@@ -165,6 +169,7 @@ impl Capability {
             Capability::Metrics => "metrics",
             Capability::Database => "database",
             Capability::Breaker => "breaker",
+            Capability::Cache => "cache",
             Capability::Probe => "probe",
             Capability::Log => "log",
         }
@@ -183,6 +188,8 @@ pub struct Scope {
     pub breakers: Option<Vec<String>>,
     /// `application_name`s whose sessions `database.cancel/terminate` may act on.
     pub database_applications: Option<Vec<String>>,
+    /// Key prefixes `cache.delete/expire` may act on (plain prefixes, no globs).
+    pub cache_prefixes: Option<Vec<String>>,
     /// `scheme://host[:port]` patterns `probe.get` may fetch.
     pub probe: Option<Vec<String>>,
 }
@@ -262,6 +269,7 @@ impl Config {
                 database_url: var("REMEDY_DATABASE_URL").or_else(|| var("DATABASE_URL")),
                 prometheus_url: var("REMEDY_PROMETHEUS_URL"),
                 breaker_url: var("REMEDY_BREAKER_URL"),
+                redis_url: var("REMEDY_REDIS_URL"),
                 ..Default::default()
             },
             ..Default::default()
@@ -305,6 +313,11 @@ impl Config {
                     }
                     Err(e) => return Err(self.invalid(key.into(), format!("`{u}`: {e}"))),
                 }
+            }
+        }
+        if let Some(u) = &self.backends.redis_url {
+            if let Err(e) = redis::Client::open(u.as_str()) {
+                return Err(self.invalid("backends.redis_url".into(), e.to_string()));
             }
         }
         if let Some(u) = &self.backends.database_url {

@@ -48,6 +48,8 @@ pub enum Target {
     Breaker(String),
     /// A database session, by the application that owns it.
     DatabaseSession { pid: i32, application: String },
+    /// A cache key.
+    CacheKey(String),
 }
 
 impl Target {
@@ -56,6 +58,7 @@ impl Target {
         match self {
             Target::Breaker(n) => format!("breaker:{n}"),
             Target::DatabaseSession { pid, .. } => format!("pid:{pid}"),
+            Target::CacheKey(k) => format!("key:{k}"),
         }
     }
 }
@@ -120,6 +123,13 @@ impl Gate {
                 scope.database_applications.as_deref().unwrap_or_default(),
                 application,
             ),
+            // Plain prefixes: `tenant:acme:` must not match `tenant:acmex:`
+            // the way a glob without its colon would.
+            Target::CacheKey(key) => scope
+                .cache_prefixes
+                .iter()
+                .flatten()
+                .any(|p| key.starts_with(p.as_str())),
         }
     }
 
@@ -141,6 +151,7 @@ impl Gate {
                 Target::DatabaseSession { pid, application } => {
                     format!("session {pid} of application `{application}`")
                 }
+                Target::CacheKey(k) => format!("cache key `{k}`"),
             };
             return Err((
                 Applied::Denied,

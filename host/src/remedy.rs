@@ -129,6 +129,7 @@ impl Remedy {
                 &pc.scope.database_applications,
             ),
             (&mut scope.probe, &pc.scope.probe),
+            (&mut scope.cache_prefixes, &pc.scope.cache_prefixes),
         ] {
             if value.is_some() {
                 *field = value.clone();
@@ -140,6 +141,7 @@ impl Remedy {
                 Capability::Breaker => Some(&mut scope.breakers),
                 Capability::Database => Some(&mut scope.database_applications),
                 Capability::Probe => Some(&mut scope.probe),
+                Capability::Cache => Some(&mut scope.cache_prefixes),
                 _ => None,
             };
             if let Some(field) = field {

@@ -14,6 +14,7 @@ pub mod memory;
 pub mod postgres;
 pub mod probe_http;
 pub mod prometheus;
+pub mod redis;
 
 /// A backend could not do what was asked.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -141,6 +142,28 @@ pub trait BreakerBackend: Send + Sync {
     ) -> BackendResult<Breaker>;
 }
 
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CacheStats {
+    pub hits: u64,
+    pub misses: u64,
+    pub keys: u64,
+    pub used_memory_bytes: u64,
+    pub evicted_keys: u64,
+    pub expired_keys: u64,
+}
+
+#[async_trait]
+pub trait CacheBackend: Send + Sync {
+    async fn stats(&self) -> BackendResult<CacheStats>;
+    async fn scan(&self, pattern: &str, limit: u32) -> BackendResult<Vec<String>>;
+    /// `None`: no such key; `Some(None)`: no expiry.
+    async fn ttl(&self, key: &str) -> BackendResult<Option<Option<u64>>>;
+    /// `false` when the key was already gone.
+    async fn delete(&self, key: &str) -> BackendResult<bool>;
+    /// `false` when the key does not exist.
+    async fn expire(&self, key: &str, ttl_ms: u64) -> BackendResult<bool>;
+}
+
 #[async_trait]
 pub trait ProbeBackend: Send + Sync {
     /// GETs an URL that the caller has already checked against the allow-list.
@@ -153,6 +176,7 @@ pub struct Backends {
     pub metrics: Option<Arc<dyn MetricsBackend>>,
     pub database: Option<Arc<dyn DatabaseBackend>>,
     pub breaker: Option<Arc<dyn BreakerBackend>>,
+    pub cache: Option<Arc<dyn CacheBackend>>,
     pub probe: Arc<dyn ProbeBackend>,
 }
 
@@ -163,6 +187,7 @@ impl Backends {
             metrics: None,
             database: None,
             breaker: None,
+            cache: None,
             probe: Arc::new(memory::NoProbe),
         }
     }
@@ -189,11 +214,16 @@ impl Backends {
             }
             None => None,
         };
+        let cache = match &cfg.redis_url {
+            Some(u) => Some(Arc::new(redis::Redis::new(u, timeout)?) as Arc<dyn CacheBackend>),
+            None => None,
+        };
         let probe_timeout = Duration::from_millis(cfg.probe_timeout_ms.unwrap_or(2_000));
         Ok(Backends {
             metrics,
             database,
             breaker,
+            cache,
             probe: Arc::new(probe_http::HttpProbe::new(
                 probe_timeout,
                 probe_http::BODY_CAP,

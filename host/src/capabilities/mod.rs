@@ -10,6 +10,7 @@ use crate::config::Capability;
 use crate::gate::Gate;
 
 pub mod breaker;
+pub mod cache;
 pub mod database;
 pub mod log;
 pub mod metrics;

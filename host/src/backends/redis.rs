@@ -1,0 +1,136 @@
+//! Cache backend: Redis through INFO, DBSIZE, SCAN, PTTL, UNLINK and
+//! PEXPIRE. One multiplexed, auto-reconnecting connection, made on first use.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::ConnectionManager;
+use tokio::sync::OnceCell;
+
+use super::{BackendError, BackendResult, CacheBackend, CacheStats};
+
+/// Most keys one scan returns.
+pub const MAX_SCAN: u32 = 10_000;
+
+pub struct Redis {
+    client: redis::Client,
+    timeout: Duration,
+    conn: OnceCell<ConnectionManager>,
+}
+
+fn failed(e: redis::RedisError) -> BackendError {
+    if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() {
+        BackendError::Unavailable(format!("redis: {e}"))
+    } else {
+        BackendError::Failed(format!("redis: {e}"))
+    }
+}
+
+/// The value of `field` in `INFO` output.
+fn info_field(info: &str, field: &str) -> u64 {
+    info.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+impl Redis {
+    pub fn new(url: &str, timeout: Duration) -> anyhow::Result<Self> {
+        Ok(Self {
+            client: redis::Client::open(url)?,
+            timeout,
+            conn: OnceCell::new(),
+        })
+    }
+
+    async fn run<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> BackendResult<T> {
+        let work = async {
+            let conn = self
+                .conn
+                .get_or_try_init(|| async { self.client.get_connection_manager().await })
+                .await
+                .map_err(|e| BackendError::Unavailable(format!("redis: cannot connect: {e}")))?;
+            let mut conn = conn.clone();
+            cmd.query_async::<T>(&mut conn).await.map_err(failed)
+        };
+        tokio::time::timeout(self.timeout, work)
+            .await
+            .map_err(|_| {
+                BackendError::Unavailable(format!(
+                    "redis: no answer within {} ms",
+                    self.timeout.as_millis()
+                ))
+            })?
+    }
+}
+
+#[async_trait]
+impl CacheBackend for Redis {
+    async fn stats(&self) -> BackendResult<CacheStats> {
+        let stats: String = self.run(redis::cmd("INFO").arg("stats")).await?;
+        let memory: String = self.run(redis::cmd("INFO").arg("memory")).await?;
+        let keys: u64 = self.run(&redis::cmd("DBSIZE")).await?;
+        Ok(CacheStats {
+            hits: info_field(&stats, "keyspace_hits"),
+            misses: info_field(&stats, "keyspace_misses"),
+            keys,
+            used_memory_bytes: info_field(&memory, "used_memory"),
+            evicted_keys: info_field(&stats, "evicted_keys"),
+            expired_keys: info_field(&stats, "expired_keys"),
+        })
+    }
+
+    async fn scan(&self, pattern: &str, limit: u32) -> BackendResult<Vec<String>> {
+        let limit = limit.min(MAX_SCAN) as usize;
+        let mut cursor: u64 = 0;
+        let mut out = Vec::new();
+        loop {
+            let (next, keys): (u64, Vec<String>) = self
+                .run(
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(pattern)
+                        .arg("COUNT")
+                        .arg(500),
+                )
+                .await?;
+            out.extend(keys);
+            if out.len() >= limit || next == 0 {
+                out.truncate(limit);
+                return Ok(out);
+            }
+            cursor = next;
+        }
+    }
+
+    async fn ttl(&self, key: &str) -> BackendResult<Option<Option<u64>>> {
+        let ms: i64 = self.run(redis::cmd("PTTL").arg(key)).await?;
+        Ok(match ms {
+            -2 => None,
+            -1 => Some(None),
+            ms => Some(Some(ms.max(0) as u64)),
+        })
+    }
+
+    async fn delete(&self, key: &str) -> BackendResult<bool> {
+        let n: u64 = self.run(redis::cmd("UNLINK").arg(key)).await?;
+        Ok(n == 1)
+    }
+
+    async fn expire(&self, key: &str, ttl_ms: u64) -> BackendResult<bool> {
+        let n: u64 = self.run(redis::cmd("PEXPIRE").arg(key).arg(ttl_ms)).await?;
+        Ok(n == 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn info_fields() {
+        let info = "# Stats\r\nkeyspace_hits:42\r\nkeyspace_misses:7\r\nevicted_keys:0\r\n";
+        assert_eq!(super::info_field(info, "keyspace_hits"), 42);
+        assert_eq!(super::info_field(info, "keyspace_misses"), 7);
+        assert_eq!(super::info_field(info, "nope"), 0);
+    }
+}

@@ -1,0 +1,82 @@
+//! `cache`: stats, scans and TTLs (read); delete and expire (through the
+//! gate, scoped by key prefix).
+
+use std::sync::Arc;
+
+use crate::backends::{BackendError, CacheBackend};
+use crate::bindings::remedy::plugin::cache::{CacheStats, Host};
+use crate::bindings::types::{Applied, Error};
+use crate::config::Capability;
+use crate::gate::{wit_error, Action, Target};
+
+use super::{unconfigured, HostCtx};
+
+impl HostCtx {
+    fn cache(&self) -> Result<Arc<dyn CacheBackend>, Error> {
+        self.granted(Capability::Cache)?;
+        self.backends
+            .cache
+            .clone()
+            .ok_or_else(|| unconfigured("cache", "redis_url", "REMEDY_REDIS_URL"))
+    }
+}
+
+impl Host for HostCtx {
+    async fn stats(&mut self) -> Result<CacheStats, Error> {
+        let s = self.cache()?.stats().await.map_err(wit_error)?;
+        Ok(CacheStats {
+            hits: s.hits,
+            misses: s.misses,
+            keys: s.keys,
+            used_memory_bytes: s.used_memory_bytes,
+            evicted_keys: s.evicted_keys,
+            expired_keys: s.expired_keys,
+        })
+    }
+
+    async fn scan(&mut self, pattern: String, limit: u32) -> Result<Vec<String>, Error> {
+        self.cache()?.scan(&pattern, limit).await.map_err(wit_error)
+    }
+
+    async fn ttl(&mut self, key: String) -> Result<Option<u64>, Error> {
+        self.cache()?
+            .ttl(&key)
+            .await
+            .map_err(wit_error)?
+            .ok_or_else(|| Error::Invalid(format!("no key `{key}`")))
+    }
+
+    async fn delete(&mut self, key: String, reason: String) -> Result<Applied, Error> {
+        let cache = self.cache()?;
+        let action = Action {
+            kind: "cache.delete",
+            capability: Capability::Cache,
+            target: Target::CacheKey(key.clone()),
+            reason,
+        };
+        self.gate
+            .act(action, || async move {
+                // A key already gone is the state the plugin wanted.
+                cache.delete(&key).await.map(|_| ())
+            })
+            .await
+    }
+
+    async fn expire(&mut self, key: String, ttl_ms: u64, reason: String) -> Result<Applied, Error> {
+        let cache = self.cache()?;
+        let action = Action {
+            kind: "cache.expire",
+            capability: Capability::Cache,
+            target: Target::CacheKey(key.clone()),
+            reason,
+        };
+        self.gate
+            .act(action, || async move {
+                match cache.expire(&key, ttl_ms).await? {
+                    true => Ok(()),
+                    false => Err(BackendError::Invalid(format!("no key `{key}`"))),
+                }
+            })
+            .await
+    }
+}
