@@ -59,6 +59,7 @@ fn bench(c: &mut Criterion) {
         database: Some(db.clone()),
         breaker: None,
         cache: None,
+        notify: None,
         probe: Arc::new(NoProbe),
     });
     let remedy = rt.block_on(async {
@@ -80,6 +81,7 @@ fn bench(c: &mut Criterion) {
         b.to_async(&rt).iter(|| async {
             let journal = Journal::new(4096);
             let setup = CallSetup {
+                run_id: "bench",
                 plugin_name: "db-connection-exhaustion",
                 settings: &plugin.settings,
                 backends: &backends,

@@ -116,10 +116,39 @@ pub struct BackendsConfig {
     pub breaker_url: Option<String>,
     /// Redis URL of the application's cache (`redis://127.0.0.1:6379/0`).
     pub redis_url: Option<String>,
+    /// Notify channels by name (`[backends.notify.critical]`).
+    #[serde(default)]
+    pub notify: BTreeMap<String, ChannelConfig>,
     /// Timeout of one probe request in ms (default 2000).
     pub probe_timeout_ms: Option<u64>,
     /// Timeout of one backend request in ms (default 5000).
     pub request_timeout_ms: Option<u64>,
+}
+
+/// What a notify channel speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelKind {
+    /// A Slack incoming webhook.
+    Slack,
+    /// PagerDuty Events API v2.
+    Pagerduty,
+    /// Any endpoint taking the message as JSON.
+    Webhook,
+}
+
+/// One notify channel. Secrets (webhook URLs, routing keys) come from
+/// environment variables.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelConfig {
+    pub kind: ChannelKind,
+    /// The endpoint; for PagerDuty it defaults to the public Events API.
+    pub url: Option<String>,
+    /// An environment variable holding the endpoint (Slack webhook URLs are secrets).
+    pub url_env: Option<String>,
+    /// PagerDuty: the environment variable holding the integration's routing key.
+    pub routing_key_env: Option<String>,
 }
 
 /// How mitigations run.
@@ -150,16 +179,18 @@ pub enum Capability {
     Database,
     Breaker,
     Cache,
+    Notify,
     Probe,
     Log,
 }
 
 impl Capability {
-    pub const ALL: [Capability; 6] = [
+    pub const ALL: [Capability; 7] = [
         Capability::Metrics,
         Capability::Database,
         Capability::Breaker,
         Capability::Cache,
+        Capability::Notify,
         Capability::Probe,
         Capability::Log,
     ];
@@ -170,6 +201,7 @@ impl Capability {
             Capability::Database => "database",
             Capability::Breaker => "breaker",
             Capability::Cache => "cache",
+            Capability::Notify => "notify",
             Capability::Probe => "probe",
             Capability::Log => "log",
         }
@@ -190,6 +222,8 @@ pub struct Scope {
     pub database_applications: Option<Vec<String>>,
     /// Key prefixes `cache.delete/expire` may act on (plain prefixes, no globs).
     pub cache_prefixes: Option<Vec<String>>,
+    /// Channel names `notify.send` may use.
+    pub notify_channels: Option<Vec<String>>,
     /// `scheme://host[:port]` patterns `probe.get` may fetch.
     pub probe: Option<Vec<String>>,
 }

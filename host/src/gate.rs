@@ -50,6 +50,8 @@ pub enum Target {
     DatabaseSession { pid: i32, application: String },
     /// A cache key.
     CacheKey(String),
+    /// A notify channel.
+    Channel(String),
 }
 
 impl Target {
@@ -59,6 +61,7 @@ impl Target {
             Target::Breaker(n) => format!("breaker:{n}"),
             Target::DatabaseSession { pid, .. } => format!("pid:{pid}"),
             Target::CacheKey(k) => format!("key:{k}"),
+            Target::Channel(c) => format!("channel:{c}"),
         }
     }
 }
@@ -130,6 +133,9 @@ impl Gate {
                 .iter()
                 .flatten()
                 .any(|p| key.starts_with(p.as_str())),
+            Target::Channel(name) => {
+                any_match(scope.notify_channels.as_deref().unwrap_or_default(), name)
+            }
         }
     }
 
@@ -152,6 +158,7 @@ impl Gate {
                     format!("session {pid} of application `{application}`")
                 }
                 Target::CacheKey(k) => format!("cache key `{k}`"),
+                Target::Channel(c) => format!("notify channel `{c}`"),
             };
             return Err((
                 Applied::Denied,

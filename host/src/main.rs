@@ -171,7 +171,7 @@ fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
 fn parse_grant(s: &str) -> anyhow::Result<(Capability, Vec<String>)> {
     let (cap, targets) = s.split_once('=').unwrap_or((s, ""));
     let Some(cap) = Capability::parse(cap.trim()) else {
-        bail!("--grant {s}: unknown interface `{cap}` (one of metrics, database, breaker, cache, probe, log)");
+        bail!("--grant {s}: unknown interface `{cap}` (one of metrics, database, breaker, cache, notify, probe, log)");
     };
     let targets = targets
         .split(',')

@@ -130,6 +130,7 @@ impl Remedy {
             ),
             (&mut scope.probe, &pc.scope.probe),
             (&mut scope.cache_prefixes, &pc.scope.cache_prefixes),
+            (&mut scope.notify_channels, &pc.scope.notify_channels),
         ] {
             if value.is_some() {
                 *field = value.clone();
@@ -142,6 +143,7 @@ impl Remedy {
                 Capability::Database => Some(&mut scope.database_applications),
                 Capability::Probe => Some(&mut scope.probe),
                 Capability::Cache => Some(&mut scope.cache_prefixes),
+                Capability::Notify => Some(&mut scope.notify_channels),
                 _ => None,
             };
             if let Some(field) = field {
@@ -305,6 +307,7 @@ impl Remedy {
         let ctx = conv::context(&id, &req.trigger, &config, dry_run);
         let journal = Journal::new(LOG_CAP);
         let setup = || CallSetup {
+            run_id: &id,
             plugin_name: plugin.name(),
             settings,
             backends: &self.backends,

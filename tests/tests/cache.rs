@@ -35,6 +35,7 @@ fn host(allowed_prefix: &str, dry_run: bool) -> HostCtx {
             journal: Journal::new(4096),
         },
         probe_allow: Arc::default(),
+        run_id: "cache-test".into(),
     }
 }
 

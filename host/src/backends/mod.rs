@@ -11,6 +11,7 @@ use crate::config::BackendsConfig;
 
 pub mod breaker_api;
 pub mod memory;
+pub mod notify_http;
 pub mod postgres;
 pub mod probe_http;
 pub mod prometheus;
@@ -164,6 +165,24 @@ pub trait CacheBackend: Send + Sync {
     async fn expire(&self, key: &str, ttl_ms: u64) -> BackendResult<bool>;
 }
 
+/// A message for a notify channel, with where it comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NotifyMessage {
+    pub channel: String,
+    pub severity: crate::record::Severity,
+    pub title: String,
+    pub body: String,
+    pub evidence: Vec<(String, String)>,
+    pub plugin: String,
+    pub run_id: String,
+}
+
+#[async_trait]
+pub trait NotifyBackend: Send + Sync {
+    fn has_channel(&self, name: &str) -> bool;
+    async fn send(&self, message: &NotifyMessage) -> BackendResult<()>;
+}
+
 #[async_trait]
 pub trait ProbeBackend: Send + Sync {
     /// GETs an URL that the caller has already checked against the allow-list.
@@ -177,6 +196,7 @@ pub struct Backends {
     pub database: Option<Arc<dyn DatabaseBackend>>,
     pub breaker: Option<Arc<dyn BreakerBackend>>,
     pub cache: Option<Arc<dyn CacheBackend>>,
+    pub notify: Option<Arc<dyn NotifyBackend>>,
     pub probe: Arc<dyn ProbeBackend>,
 }
 
@@ -188,6 +208,7 @@ impl Backends {
             database: None,
             breaker: None,
             cache: None,
+            notify: None,
             probe: Arc::new(memory::NoProbe),
         }
     }
@@ -218,12 +239,21 @@ impl Backends {
             Some(u) => Some(Arc::new(redis::Redis::new(u, timeout)?) as Arc<dyn CacheBackend>),
             None => None,
         };
+        let notify = if cfg.notify.is_empty() {
+            None
+        } else {
+            Some(
+                Arc::new(notify_http::HttpNotify::new(&cfg.notify, timeout)?)
+                    as Arc<dyn NotifyBackend>,
+            )
+        };
         let probe_timeout = Duration::from_millis(cfg.probe_timeout_ms.unwrap_or(2_000));
         Ok(Backends {
             metrics,
             database,
             breaker,
             cache,
+            notify,
             probe: Arc::new(probe_http::HttpProbe::new(
                 probe_timeout,
                 probe_http::BODY_CAP,

@@ -14,6 +14,7 @@ pub mod cache;
 pub mod database;
 pub mod log;
 pub mod metrics;
+pub mod notify;
 pub mod probe;
 pub mod types;
 
@@ -22,6 +23,8 @@ pub struct HostCtx {
     pub backends: Arc<Backends>,
     pub gate: Gate,
     pub probe_allow: Arc<Vec<probe::AllowPattern>>,
+    /// The run this call belongs to (for messages that leave the host).
+    pub run_id: String,
 }
 
 impl HostCtx {

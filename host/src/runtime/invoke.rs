@@ -39,6 +39,7 @@ const DESCRIBE_TIMEOUT: Duration = Duration::from_millis(1_000);
 
 /// What a call needs besides its arguments.
 pub struct CallSetup<'a> {
+    pub run_id: &'a str,
     pub plugin_name: &'a str,
     pub settings: &'a PluginSettings,
     pub backends: &'a Arc<crate::backends::Backends>,
@@ -119,6 +120,7 @@ impl Runtime {
                 journal: setup.journal.clone(),
             },
             probe_allow: setup.settings.probe_allow.clone(),
+            run_id: setup.run_id.to_string(),
         }
     }
 
@@ -131,6 +133,7 @@ impl Runtime {
         let backends = Arc::new(crate::backends::Backends::none());
         let journal = Journal::new(4096);
         let setup = CallSetup {
+            run_id: "(describe)",
             plugin_name: "(loading)",
             settings: &settings,
             backends: &backends,

@@ -1,0 +1,203 @@
+//! The notify capability against a local recording sink: Slack and
+//! PagerDuty payloads checked field by field, scope, dry-run, unreachable
+//! channels.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::routing::post;
+use axum::{Json, Router};
+use remedy::backends::notify_http::HttpNotify;
+use remedy::backends::Backends;
+use remedy::bindings::remedy::plugin::notify::{Host, Message};
+use remedy::bindings::types::{Applied, Error, Severity};
+use remedy::capabilities::HostCtx;
+use remedy::config::{Capability, ChannelConfig, ChannelKind, Scope};
+use remedy::gate::{Gate, Grants, Journal, Phase};
+use serde_json::Value;
+
+type Seen = Arc<Mutex<Vec<(String, Value)>>>;
+
+async fn sink() -> (String, Seen) {
+    let seen: Seen = Arc::default();
+    let app =
+        Router::new()
+            .route(
+                "/{name}",
+                post(
+                    |State(seen): State<Seen>,
+                     Path(name): Path<String>,
+                     Json(body): Json<Value>| async move {
+                        seen.lock().unwrap().push((name, body));
+                        "ok"
+                    },
+                ),
+            )
+            .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (base, seen)
+}
+
+fn host(base: &str, dry_run: bool) -> HostCtx {
+    std::env::set_var("REMEDY_TEST_PD_KEY", "R0UTINGKEY");
+    let ch = |kind, url: String, key: Option<&str>| ChannelConfig {
+        kind,
+        url: Some(url),
+        url_env: None,
+        routing_key_env: key.map(String::from),
+    };
+    let mut channels = BTreeMap::new();
+    channels.insert(
+        "critical".to_string(),
+        ch(ChannelKind::Slack, format!("{base}/slack"), None),
+    );
+    channels.insert(
+        "pager".to_string(),
+        ch(
+            ChannelKind::Pagerduty,
+            format!("{base}/pd"),
+            Some("REMEDY_TEST_PD_KEY"),
+        ),
+    );
+    channels.insert(
+        "hook".to_string(),
+        ch(ChannelKind::Webhook, format!("{base}/hook"), None),
+    );
+    channels.insert(
+        "secret".to_string(),
+        ch(ChannelKind::Webhook, format!("{base}/secret"), None),
+    );
+    channels.insert(
+        "down".to_string(),
+        ch(ChannelKind::Webhook, "http://127.0.0.1:1/x".into(), None),
+    );
+    let mut backends = Backends::none();
+    backends.notify = Some(Arc::new(
+        HttpNotify::new(&channels, Duration::from_secs(2)).unwrap(),
+    ));
+    HostCtx {
+        backends: Arc::new(backends),
+        gate: Gate {
+            plugin: "notify-test".into(),
+            grants: Arc::new(Grants {
+                capabilities: [Capability::Notify].into(),
+                scope: Scope {
+                    notify_channels: Some(
+                        ["critical", "pager", "hook", "down"]
+                            .map(String::from)
+                            .to_vec(),
+                    ),
+                    ..Scope::default()
+                },
+            }),
+            dry_run,
+            phase: Phase::Mitigate,
+            journal: Journal::new(4096),
+        },
+        probe_allow: Arc::default(),
+        run_id: "run-42".into(),
+    }
+}
+
+fn msg(channel: &str) -> Message {
+    Message {
+        channel: channel.into(),
+        severity: Severity::Critical,
+        title: "Stripe breaker stays OPEN".into(),
+        body: "Upstream *major outage*; status page update needed".into(),
+        evidence: vec![
+            ("breaker".into(), "stripe".into()),
+            ("indicator".into(), "major".into()),
+        ],
+    }
+}
+
+#[tokio::test]
+async fn slack_and_pagerduty_payloads_match_their_formats() {
+    let (base, seen) = sink().await;
+    let mut h = host(&base, false);
+    assert_eq!(h.send(msg("critical")).await.unwrap(), Applied::Executed);
+    assert_eq!(h.send(msg("pager")).await.unwrap(), Applied::Executed);
+    assert_eq!(h.send(msg("hook")).await.unwrap(), Applied::Executed);
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3);
+
+    let (_, slack) = &seen[0];
+    assert_eq!(slack["text"], "[critical] Stripe breaker stays OPEN");
+    assert_eq!(slack["blocks"][0]["type"], "header");
+    assert_eq!(slack["blocks"][0]["text"]["type"], "plain_text");
+    assert!(slack["blocks"][0]["text"]["text"]
+        .as_str()
+        .unwrap()
+        .ends_with("Stripe breaker stays OPEN"));
+    assert_eq!(slack["blocks"][1]["type"], "section");
+    assert_eq!(slack["blocks"][1]["text"]["type"], "mrkdwn");
+    assert_eq!(
+        slack["blocks"][1]["text"]["text"],
+        "Upstream *major outage*; status page update needed"
+    );
+    assert_eq!(slack["blocks"][2]["fields"][0]["text"], "*breaker*\nstripe");
+    assert_eq!(slack["blocks"][3]["type"], "context");
+
+    let (_, pd) = &seen[1];
+    assert_eq!(pd["routing_key"], "R0UTINGKEY");
+    assert_eq!(pd["event_action"], "trigger");
+    assert_eq!(pd["payload"]["summary"], "Stripe breaker stays OPEN");
+    assert_eq!(pd["payload"]["severity"], "critical");
+    assert_eq!(pd["payload"]["source"], "remedy/notify-test");
+    assert_eq!(
+        pd["payload"]["custom_details"]["evidence"]["indicator"],
+        "major"
+    );
+    assert_eq!(pd["payload"]["custom_details"]["run_id"], "run-42");
+    assert!(pd["dedup_key"]
+        .as_str()
+        .unwrap()
+        .starts_with("remedy:notify-test:"));
+
+    let (_, hook) = &seen[2];
+    assert_eq!(hook["severity"], "critical");
+    assert_eq!(hook["evidence"]["breaker"], "stripe");
+}
+
+#[tokio::test]
+async fn dry_run_scope_and_unreachable_channels() {
+    let (base, seen) = sink().await;
+    let mut dry = host(&base, true);
+    assert_eq!(dry.send(msg("critical")).await.unwrap(), Applied::Simulated);
+    assert!(seen.lock().unwrap().is_empty(), "dry-run sent something");
+
+    let mut h = host(&base, false);
+    assert!(
+        matches!(h.send(msg("secret")).await, Err(Error::Denied(_))),
+        "channel outside the scope"
+    );
+    assert!(matches!(
+        h.send(msg("nowhere")).await,
+        Err(Error::Invalid(_))
+    ));
+    match h.send(msg("down")).await {
+        Err(Error::Unavailable(m)) => assert!(m.contains("notify down"), "{m}"),
+        other => panic!("an unreachable channel must be unavailable, got {other:?}"),
+    }
+    assert!(seen.lock().unwrap().is_empty());
+    let applied: Vec<_> = h
+        .gate
+        .journal
+        .actions()
+        .iter()
+        .map(|a| (a.target.clone(), a.applied))
+        .collect();
+    use remedy::record::Applied as R;
+    assert_eq!(
+        applied,
+        vec![
+            ("channel:secret".into(), R::Denied),
+            ("channel:down".into(), R::Failed)
+        ]
+    );
+}
