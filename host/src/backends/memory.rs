@@ -7,19 +7,6 @@ use async_trait::async_trait;
 
 use super::*;
 
-/// Answers every query with the same samples.
-#[derive(Default)]
-pub struct MemoryMetrics {
-    pub samples: Vec<Sample>,
-}
-
-#[async_trait]
-impl MetricsBackend for MemoryMetrics {
-    async fn query(&self, _promql: &str) -> BackendResult<Vec<Sample>> {
-        Ok(self.samples.clone())
-    }
-}
-
 /// A fixed set of sessions; terminate/cancel remove them.
 #[derive(Default)]
 pub struct MemoryDatabase {
@@ -94,71 +81,6 @@ impl DatabaseBackend for MemoryDatabase {
 
     async fn terminate(&self, pid: i32) -> BackendResult<bool> {
         self.remove(pid)
-    }
-}
-
-/// Breakers held in memory.
-#[derive(Default)]
-pub struct MemoryBreakers {
-    pub breakers: Mutex<Vec<Breaker>>,
-}
-
-impl MemoryBreakers {
-    pub fn new(breakers: Vec<Breaker>) -> Self {
-        Self {
-            breakers: Mutex::new(breakers),
-        }
-    }
-
-    fn lock(&self) -> BackendResult<std::sync::MutexGuard<'_, Vec<Breaker>>> {
-        self.breakers
-            .lock()
-            .map_err(|_| BackendError::Failed("memory breakers poisoned".into()))
-    }
-}
-
-#[async_trait]
-impl BreakerBackend for MemoryBreakers {
-    async fn list(&self) -> BackendResult<Vec<Breaker>> {
-        Ok(self.lock()?.clone())
-    }
-
-    async fn get(&self, name: &str) -> BackendResult<Option<Breaker>> {
-        Ok(self.lock()?.iter().find(|b| b.name == name).cloned())
-    }
-
-    async fn force_state(
-        &self,
-        name: &str,
-        state: BreakerState,
-        _reason: &str,
-    ) -> BackendResult<Breaker> {
-        let mut all = self.lock()?;
-        let b = all
-            .iter_mut()
-            .find(|b| b.name == name)
-            .ok_or_else(|| BackendError::Invalid(format!("no breaker named `{name}`")))?;
-        b.state = state;
-        Ok(b.clone())
-    }
-}
-
-/// Answers every URL with the same Statuspage indicator.
-pub struct MemoryProbe {
-    pub indicator: Indicator,
-}
-
-#[async_trait]
-impl ProbeBackend for MemoryProbe {
-    async fn get(&self, _url: &reqwest::Url) -> BackendResult<ProbeResponse> {
-        Ok(ProbeResponse {
-            status: 200,
-            body: String::new(),
-            truncated: false,
-            elapsed_ms: 0,
-            indicator: Some(self.indicator),
-            description: None,
-        })
     }
 }
 

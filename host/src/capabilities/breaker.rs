@@ -9,7 +9,7 @@ use crate::bindings::types::{Applied, Error};
 use crate::config::Capability;
 use crate::gate::{wit_error, Action, Target};
 
-use super::{unconfigured, HostCtx};
+use super::HostCtx;
 
 fn status(b: Breaker) -> BreakerStatus {
     BreakerStatus {
@@ -27,11 +27,12 @@ fn status(b: Breaker) -> BreakerStatus {
 
 impl HostCtx {
     fn breakers(&self) -> Result<Arc<dyn BreakerBackend>, Error> {
-        self.granted(Capability::Breaker)?;
-        self.backends
-            .breaker
-            .clone()
-            .ok_or_else(|| unconfigured("breaker", "breaker_url", "REMEDY_BREAKER_URL"))
+        self.backend(
+            Capability::Breaker,
+            &self.backends.breaker,
+            "breaker_url",
+            "REMEDY_BREAKER_URL",
+        )
     }
 }
 

@@ -9,15 +9,16 @@ use crate::bindings::types::{Applied, Error};
 use crate::config::Capability;
 use crate::gate::{wit_error, Action, Target};
 
-use super::{unconfigured, HostCtx};
+use super::HostCtx;
 
 impl HostCtx {
     fn cache(&self) -> Result<Arc<dyn CacheBackend>, Error> {
-        self.granted(Capability::Cache)?;
-        self.backends
-            .cache
-            .clone()
-            .ok_or_else(|| unconfigured("cache", "redis_url", "REMEDY_REDIS_URL"))
+        self.backend(
+            Capability::Cache,
+            &self.backends.cache,
+            "redis_url",
+            "REMEDY_REDIS_URL",
+        )
     }
 }
 

@@ -9,7 +9,7 @@ use crate::bindings::types::{Applied, Error};
 use crate::config::Capability;
 use crate::gate::{wit_error, Action, Target};
 
-use super::{unconfigured, HostCtx};
+use super::HostCtx;
 
 fn session(s: BackendSession) -> Session {
     Session {
@@ -26,11 +26,12 @@ fn session(s: BackendSession) -> Session {
 
 impl HostCtx {
     fn database(&self) -> Result<Arc<dyn DatabaseBackend>, Error> {
-        self.granted(Capability::Database)?;
-        self.backends
-            .database
-            .clone()
-            .ok_or_else(|| unconfigured("database", "database_url", "REMEDY_DATABASE_URL"))
+        self.backend(
+            Capability::Database,
+            &self.backends.database,
+            "database_url",
+            "REMEDY_DATABASE_URL",
+        )
     }
 
     /// Both signals: look the session up (its application decides the

@@ -5,15 +5,16 @@ use crate::bindings::types::Error;
 use crate::config::Capability;
 use crate::gate::wit_error;
 
-use super::{unconfigured, HostCtx};
+use super::HostCtx;
 
 impl Host for HostCtx {
     async fn query(&mut self, promql: String) -> Result<Vec<Sample>, Error> {
-        self.granted(Capability::Metrics)?;
-        let backend =
-            self.backends.metrics.clone().ok_or_else(|| {
-                unconfigured("metrics", "prometheus_url", "REMEDY_PROMETHEUS_URL")
-            })?;
+        let backend = self.backend(
+            Capability::Metrics,
+            &self.backends.metrics,
+            "prometheus_url",
+            "REMEDY_PROMETHEUS_URL",
+        )?;
         let samples = backend.query(&promql).await.map_err(wit_error)?;
         Ok(samples
             .into_iter()

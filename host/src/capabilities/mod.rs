@@ -43,6 +43,23 @@ impl HostCtx {
     }
 }
 
+impl HostCtx {
+    /// The backend of a granted capability, or `unavailable` naming the
+    /// setting that would configure it.
+    fn backend<T: ?Sized>(
+        &self,
+        cap: Capability,
+        backend: &Option<Arc<T>>,
+        key: &str,
+        env: &str,
+    ) -> Result<Arc<T>, WitError> {
+        self.granted(cap)?;
+        backend
+            .clone()
+            .ok_or_else(|| unconfigured(cap.as_str(), key, env))
+    }
+}
+
 /// `unavailable`, naming the setting that would configure the backend.
 fn unconfigured(what: &str, key: &str, env: &str) -> WitError {
     WitError::Unavailable(format!(
