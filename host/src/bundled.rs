@@ -35,7 +35,12 @@ pub const BUNDLED: &[Bundled] = &[
     Bundled {
         name: "circuit-breaker-open",
         wasm: wasm!("circuit_breaker_open.wasm"),
-        grants: &[Capability::Breaker, Capability::Probe, Capability::Log],
+        grants: &[
+            Capability::Breaker,
+            Capability::Probe,
+            Capability::Notify,
+            Capability::Log,
+        ],
         scope: || Scope {
             breakers: strings(&["stripe", "supabase", "openai"]),
             probe: strings(&[
@@ -43,6 +48,72 @@ pub const BUNDLED: &[Bundled] = &[
                 "https://status.supabase.com",
                 "https://status.openai.com",
             ]),
+            notify_channels: strings(&["*"]),
+            ..Scope::default()
+        },
+    },
+    Bundled {
+        name: "payment-processing-failure",
+        wasm: wasm!("payment_processing_failure.wasm"),
+        grants: &[
+            Capability::Metrics,
+            Capability::Breaker,
+            Capability::Probe,
+            Capability::Notify,
+            Capability::Log,
+        ],
+        scope: || Scope {
+            breakers: strings(&["stripe"]),
+            probe: strings(&["https://status.stripe.com"]),
+            notify_channels: strings(&["*"]),
+            ..Scope::default()
+        },
+    },
+    Bundled {
+        name: "webhook-security",
+        wasm: wasm!("webhook_security.wasm"),
+        grants: &[Capability::Metrics, Capability::Notify, Capability::Log],
+        scope: || Scope {
+            notify_channels: strings(&["*"]),
+            ..Scope::default()
+        },
+    },
+    Bundled {
+        name: "high-error-rate",
+        wasm: wasm!("high_error_rate.wasm"),
+        grants: &[Capability::Metrics, Capability::Notify, Capability::Log],
+        scope: || Scope {
+            notify_channels: strings(&["*"]),
+            ..Scope::default()
+        },
+    },
+    Bundled {
+        name: "high-latency",
+        wasm: wasm!("high_latency.wasm"),
+        grants: &[Capability::Metrics, Capability::Database, Capability::Log],
+        // Cancelling a query leaves its session alive: any application's
+        // query, minus `protected_applications`.
+        scope: || Scope {
+            database_applications: strings(&["*"]),
+            ..Scope::default()
+        },
+    },
+    Bundled {
+        name: "cache-health",
+        wasm: wasm!("cache_health.wasm"),
+        grants: &[Capability::Metrics, Capability::Cache, Capability::Log],
+        // The application's key space only; `cache_flush` stays off.
+        scope: || Scope {
+            cache_prefixes: strings(&["servio:"]),
+            ..Scope::default()
+        },
+    },
+    Bundled {
+        name: "idempotency-keys",
+        wasm: wasm!("idempotency_keys.wasm"),
+        grants: &[Capability::Cache, Capability::Log],
+        scope: || Scope {
+            cache_prefixes: strings(&["idem:"]),
             ..Scope::default()
         },
     },

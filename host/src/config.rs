@@ -37,6 +37,13 @@ pub struct Config {
     /// Settings per plugin, by plugin name.
     #[serde(default)]
     pub plugins: BTreeMap<String, PluginConfig>,
+    /// Overrides of the seed's escalation policy, by priority (`p0`..`p3`).
+    #[serde(default)]
+    pub escalation: BTreeMap<String, crate::escalation::PriorityConfig>,
+    /// Communication templates by name, beside the seed's `status-page-p0`
+    /// and `customer-p1` (a template of the same name replaces the seed's).
+    #[serde(default)]
+    pub templates: BTreeMap<String, crate::escalation::Template>,
     /// Where this config was read from (for error messages).
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -226,6 +233,9 @@ pub struct Scope {
     pub notify_channels: Option<Vec<String>>,
     /// `scheme://host[:port]` patterns `probe.get` may fetch.
     pub probe: Option<Vec<String>>,
+    /// Allows `cache.flush` (deleting everything under a granted prefix).
+    /// Never on by default, not even for bundled plugins.
+    pub cache_flush: Option<bool>,
 }
 
 /// Settings of one plugin. Every key is optional: bundled plugins bring
@@ -359,6 +369,30 @@ impl Config {
                 return Err(self.invalid("backends.database_url".into(), e.to_string()));
             }
         }
+        for (p, route) in &self.escalation {
+            if crate::escalation::Priority::parse(p).is_none() {
+                return Err(self.invalid(
+                    format!("escalation.{p}"),
+                    "priorities are p0, p1, p2 and p3",
+                ));
+            }
+            for c in route.channels.iter().flatten() {
+                if !self.backends.notify.contains_key(c) {
+                    return Err(self.invalid(
+                        format!("escalation.{p}.channels"),
+                        format!("no channel `{c}` under [backends.notify]"),
+                    ));
+                }
+            }
+        }
+        for (name, t) in &self.templates {
+            if t.title.trim().is_empty() || t.body.trim().is_empty() {
+                return Err(self.invalid(
+                    format!("templates.{name}"),
+                    "title and body must not be empty",
+                ));
+            }
+        }
         for (name, pc) in &self.plugins {
             let key = |k: &str| format!("plugins.{name}.{k}");
             if let Some(mb) = pc.memory_mb {
@@ -457,6 +491,31 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("mode"), "{err}");
+    }
+
+    #[test]
+    fn escalation_keys_are_checked() {
+        let err = parse("[escalation.p9]\nescalate_to = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("escalation.p9"), "{err}");
+        let err = parse("[escalation.p0]\nchannels = [\"nowhere\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("escalation.p0.channels") && err.contains("nowhere"),
+            "{err}"
+        );
+        let cfg = parse(
+            "[backends.notify.lead]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:1/\"\n\
+             [escalation.p1]\nchannels = [\"lead\"]\n[templates.x]\ntitle = \"t {a}\"\nbody = \"b\"\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.escalation["p1"].channels.as_deref().unwrap(), ["lead"]);
+        let err = parse("[templates.x]\ntitle = \"\"\nbody = \"b\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("templates.x"), "{err}");
     }
 
     #[test]

@@ -50,6 +50,8 @@ pub enum Target {
     DatabaseSession { pid: i32, application: String },
     /// A cache key.
     CacheKey(String),
+    /// Every cache key under a prefix (a flush).
+    CachePrefix(String),
     /// A notify channel.
     Channel(String),
 }
@@ -61,6 +63,7 @@ impl Target {
             Target::Breaker(n) => format!("breaker:{n}"),
             Target::DatabaseSession { pid, .. } => format!("pid:{pid}"),
             Target::CacheKey(k) => format!("key:{k}"),
+            Target::CachePrefix(p) => format!("prefix:{p}"),
             Target::Channel(c) => format!("channel:{c}"),
         }
     }
@@ -128,7 +131,7 @@ impl Gate {
             ),
             // Plain prefixes: `tenant:acme:` must not match `tenant:acmex:`
             // the way a glob without its colon would.
-            Target::CacheKey(key) => scope
+            Target::CacheKey(key) | Target::CachePrefix(key) => scope
                 .cache_prefixes
                 .iter()
                 .flatten()
@@ -158,6 +161,7 @@ impl Gate {
                     format!("session {pid} of application `{application}`")
                 }
                 Target::CacheKey(k) => format!("cache key `{k}`"),
+                Target::CachePrefix(p) => format!("cache prefix `{p}`"),
                 Target::Channel(c) => format!("notify channel `{c}`"),
             };
             return Err((
@@ -168,12 +172,35 @@ impl Gate {
                 )),
             ));
         }
+        if let Target::CachePrefix(p) = &action.target {
+            if self.grants.scope.cache_flush != Some(true) {
+                return Err((
+                    Applied::Denied,
+                    WitError::Denied(format!(
+                        "flushing `{p}*` needs `cache_flush = true` in the scope of {}",
+                        self.plugin
+                    )),
+                ));
+            }
+        }
         if self.phase != Phase::Mitigate {
             return Err((
                 Applied::Refused,
                 WitError::Refused(format!(
                     "{} is a mutation and is not allowed during {:?}",
                     action.kind, self.phase
+                )),
+            ));
+        }
+        if matches!(action.target, Target::CachePrefix(_)) && self.dry_run {
+            // A flush cannot be undone and its simulation says nothing about
+            // what it would hit a minute later: it runs only when an operator
+            // has put the plugin in `auto` on purpose.
+            return Err((
+                Applied::Refused,
+                WitError::Refused(format!(
+                    "a full cache flush runs only in mode `auto`, never in a dry run of {}",
+                    self.plugin
                 )),
             ));
         }

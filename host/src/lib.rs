@@ -10,6 +10,7 @@ pub mod bindings;
 pub mod bundled;
 pub mod capabilities;
 pub mod config;
+pub mod escalation;
 pub mod gate;
 pub mod record;
 pub mod remedy;

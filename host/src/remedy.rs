@@ -87,8 +87,12 @@ pub struct Remedy {
 
 impl Remedy {
     pub fn new(config: Config, overrides: Overrides) -> anyhow::Result<Remedy> {
-        let backends = Arc::new(Backends::from_config(&config.backends)?);
-        Self::with_backends(config, overrides, backends)
+        let mut backends = Backends::from_config(&config.backends)?;
+        backends.escalation = Arc::new(crate::escalation::Policy::new(
+            &config.escalation,
+            &config.templates,
+        ));
+        Self::with_backends(config, overrides, Arc::new(backends))
     }
 
     /// With given backends (tests and benchmarks use in-memory ones).
@@ -136,6 +140,8 @@ impl Remedy {
                 *field = value.clone();
             }
         }
+        // Only the config file can allow a flush: no bundled default does.
+        scope.cache_flush = pc.scope.cache_flush;
         for (cap, targets) in &self.overrides.grants {
             caps.insert(*cap);
             let field = match cap {

@@ -5,6 +5,7 @@ mod common;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use common::sink;
 use common::*;
 use remedy::record::Applied;
 use remedy::RunStatus;
@@ -143,4 +144,52 @@ async fn all_closed_is_healthy_and_takes_no_action() {
     assert!(rec.detection.unwrap().healthy);
     assert!(rec.actions.is_empty());
     assert!(rec.outcome.is_none(), "healthy detection must not mitigate");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn down_upstream_pages_the_p0_route_live_and_sends_nothing_in_dry_run() {
+    let sim = servio_sim().await;
+    sim.open_breaker("supabase");
+    sim.set_health("supabase", Health::Down);
+    let (sink, seen) = sink::start().await;
+    let cfg = format!(
+        r#"
+        [backends.notify.pagerduty]
+        kind = "webhook"
+        url = "{sink}/pagerduty"
+        {}
+        "#,
+        config(&sim, "")
+    );
+    let remedy = remedy(&cfg);
+    let plugin = remedy.load_named("circuit-breaker-open").await.unwrap();
+
+    let dry = remedy.run(&plugin, manual(true)).await;
+    assert_eq!(
+        actions_on(&dry, "channel:pagerduty")[0].applied,
+        Applied::Simulated
+    );
+    assert!(seen.lock().unwrap().is_empty(), "dry-run sends nothing");
+
+    let live = remedy.run(&plugin, manual(false)).await;
+    assert_eq!(
+        actions_on(&live, "channel:pagerduty")[0].applied,
+        Applied::Executed
+    );
+    let pages = sink::on(&seen, "pagerduty");
+    assert_eq!(pages.len(), 1);
+    assert!(pages[0]["title"]
+        .as_str()
+        .unwrap()
+        .starts_with("[P0] Upstream down"));
+    assert_eq!(pages[0]["evidence"]["breakers"], "supabase");
+    assert_eq!(sim.breaker_state("supabase").unwrap(), "OPEN");
+    // #alerts-critical is on the P0 route but not configured: noted, not fatal.
+    assert!(
+        live.logs
+            .iter()
+            .any(|l| l.contains("skips channel `alerts-critical`")),
+        "{:#?}",
+        live.logs
+    );
 }

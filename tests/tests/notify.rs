@@ -3,12 +3,9 @@
 //! channels.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
-use axum::routing::post;
-use axum::{Json, Router};
 use remedy::backends::notify_http::HttpNotify;
 use remedy::backends::Backends;
 use remedy::bindings::remedy::plugin::notify::{Host, Message};
@@ -16,31 +13,9 @@ use remedy::bindings::types::{Applied, Error, Severity};
 use remedy::capabilities::HostCtx;
 use remedy::config::{Capability, ChannelConfig, ChannelKind, Scope};
 use remedy::gate::{Gate, Grants, Journal, Phase};
-use serde_json::Value;
 
-type Seen = Arc<Mutex<Vec<(String, Value)>>>;
-
-async fn sink() -> (String, Seen) {
-    let seen: Seen = Arc::default();
-    let app =
-        Router::new()
-            .route(
-                "/{name}",
-                post(
-                    |State(seen): State<Seen>,
-                     Path(name): Path<String>,
-                     Json(body): Json<Value>| async move {
-                        seen.lock().unwrap().push((name, body));
-                        "ok"
-                    },
-                ),
-            )
-            .with_state(seen.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (base, seen)
-}
+mod common;
+use common::sink;
 
 fn host(base: &str, dry_run: bool) -> HostCtx {
     std::env::set_var("REMEDY_TEST_PD_KEY", "R0UTINGKEY");
@@ -118,7 +93,7 @@ fn msg(channel: &str) -> Message {
 
 #[tokio::test]
 async fn slack_and_pagerduty_payloads_match_their_formats() {
-    let (base, seen) = sink().await;
+    let (base, seen) = sink::start().await;
     let mut h = host(&base, false);
     assert_eq!(h.send(msg("critical")).await.unwrap(), Applied::Executed);
     assert_eq!(h.send(msg("pager")).await.unwrap(), Applied::Executed);
@@ -166,7 +141,7 @@ async fn slack_and_pagerduty_payloads_match_their_formats() {
 
 #[tokio::test]
 async fn dry_run_scope_and_unreachable_channels() {
-    let (base, seen) = sink().await;
+    let (base, seen) = sink::start().await;
     let mut dry = host(&base, true);
     assert_eq!(dry.send(msg("critical")).await.unwrap(), Applied::Simulated);
     assert!(seen.lock().unwrap().is_empty(), "dry-run sent something");

@@ -68,3 +68,72 @@ async fn timeout_body_cap_redirects_and_statuspage() {
     assert_eq!(status.indicator, Some(Indicator::Critical));
     assert_eq!(status.description.as_deref(), Some("Major outage"));
 }
+
+mod common;
+
+/// Probes inside real runbooks, many runs at once: the slow upstream costs
+/// each run its timeout, not the run's deadline; the huge body is cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_load_of_real_runbooks_slow_upstreams_time_out_and_big_bodies_are_cut() {
+    let sim = common::servio_sim().await;
+    sim.open_breaker("stripe");
+    sim.open_breaker("supabase");
+    let base = server().await;
+    let remedy = std::sync::Arc::new(common::remedy(&format!(
+        r#"
+        [backends]
+        breaker_url = "{sim}"
+        probe_timeout_ms = 1000
+        [plugins.circuit-breaker-open]
+        timeout_ms = 5000
+        config = {{ "status_url.stripe" = "{base}/slow", "status_url.supabase" = "{base}/big" }}
+        [plugins.circuit-breaker-open.scope]
+        probe = ["{base}"]
+        "#,
+        sim = sim.base_url()
+    )));
+    let plugin = std::sync::Arc::new(remedy.load_named("circuit-breaker-open").await.unwrap());
+
+    let started = Instant::now();
+    let runs: Vec<_> = (0..16)
+        .map(|_| {
+            let (remedy, plugin) = (remedy.clone(), plugin.clone());
+            tokio::spawn(async move { remedy.run(&plugin, common::manual(true)).await })
+        })
+        .collect();
+    for run in runs {
+        let rec = run.await.unwrap();
+        assert_eq!(rec.status, remedy::RunStatus::Succeeded, "{rec:#?}");
+        let findings = &rec.detection.as_ref().unwrap().findings;
+        let detail = |b: &str| {
+            findings
+                .iter()
+                .find(|f| f.evidence["breaker"] == b)
+                .map(|f| f.evidence["upstream_detail"].clone())
+                .unwrap()
+        };
+        assert!(detail("stripe").contains("timed out"), "{findings:#?}");
+        assert!(
+            detail("supabase").contains("not a Statuspage document"),
+            "{findings:#?}"
+        );
+        assert!(
+            rec.logs
+                .iter()
+                .any(|l| l.contains("/big: body cut at 65536 bytes")),
+            "{:#?}",
+            rec.logs
+        );
+        assert!(
+            rec.actions.is_empty(),
+            "unknown upstream health must not reset"
+        );
+    }
+    // 16 runs × (detect + mitigate) probes of a 10 s upstream: only the
+    // 1 s timeout keeps this short (the runs overlap).
+    assert!(
+        started.elapsed() < Duration::from_secs(9),
+        "took {:?}",
+        started.elapsed()
+    );
+}

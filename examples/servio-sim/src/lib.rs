@@ -1,8 +1,11 @@
 //! servio-sim: a small stand-in for the Servio platform that Remedy
 //! remediates. It exposes circuit breakers (stripe, supabase, openai) through
-//! the breaker admin API of docs/breaker-api.md, Prometheus metrics about
-//! them, a Statuspage-style status document per upstream, and endpoints to
-//! inject faults.
+//! the breaker admin API of docs/breaker-api.md, a Statuspage-style status
+//! document per upstream, the Prometheus metrics a real Servio exposes
+//! (breakers, HTTP traffic, latency, payments, webhooks, cache, build), and
+//! endpoints to inject the fault of each incident in the seed runbook.
+
+pub mod traffic;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -41,6 +44,18 @@ struct Inner {
     breakers: BTreeMap<String, Breaker>,
     upstreams: BTreeMap<String, Health>,
     transitions: u64,
+    traffic: traffic::Traffic,
+}
+
+impl Inner {
+    /// Traffic up to now under the faults in force until now.
+    fn advance(&mut self) {
+        let stripe_open = self
+            .breakers
+            .get("stripe")
+            .is_some_and(|b| b.state == "OPEN");
+        self.traffic.advance(stripe_open);
+    }
 }
 
 /// The simulated platform's state.
@@ -96,6 +111,7 @@ impl Sim {
     /// Opens a breaker as if its upstream had failed repeatedly.
     pub fn open_breaker(&self, name: &str) -> bool {
         let mut g = self.lock();
+        g.advance();
         let Some(b) = g.breakers.get_mut(name) else {
             return false;
         };
@@ -118,6 +134,7 @@ impl Sim {
 
     fn set_state(&self, name: &str, state: &str) -> Option<Breaker> {
         let mut g = self.lock();
+        g.advance();
         let b = g.breakers.get_mut(name)?;
         b.state = state.to_string();
         b.opened_at = if state == "OPEN" { Some(now()) } else { None };
@@ -129,12 +146,57 @@ impl Sim {
         Some(out)
     }
 
-    /// Back to all-closed, all-healthy.
+    /// Changes the faults, after accounting the traffic that ran under
+    /// the old ones.
+    pub fn faults(&self, change: impl FnOnce(&mut traffic::Traffic)) {
+        let mut g = self.lock();
+        g.advance();
+        change(&mut g.traffic);
+    }
+
+    /// `percent` of HTTP requests answer 500 (HighErrorRate).
+    pub fn set_error_percent(&self, percent: f64) {
+        self.faults(|t| t.faults.error_percent = percent);
+    }
+
+    /// `dependency` (`db`, `external`, `cache`) takes `ms` longer (HighLatency).
+    pub fn set_extra_latency(&self, dependency: &str, ms: f64) {
+        self.faults(|t| {
+            t.faults.extra_latency_ms.insert(dependency.to_string(), ms);
+        });
+    }
+
+    /// `percent` of payments fail (PaymentProcessingFailure).
+    pub fn set_payment_failures(&self, percent: f64) {
+        self.faults(|t| t.faults.payment_fail_percent = percent);
+    }
+
+    /// `percent` of webhooks fail verification for `reason` (webhook security).
+    pub fn set_webhook_failures(&self, reason: &str, percent: f64) {
+        self.faults(|t| {
+            t.faults
+                .webhook_fail_percent
+                .insert(reason.to_string(), percent);
+        });
+    }
+
+    /// Cache lookups hit `percent` of the time (LowCacheHitRate).
+    pub fn set_cache_hit_percent(&self, percent: f64) {
+        self.faults(|t| t.faults.cache_hit_percent = percent);
+    }
+
+    /// Build `version` goes live now (a deploy, for HighErrorRate).
+    pub fn deploy(&self, version: &str) {
+        self.faults(|t| t.deploy(version));
+    }
+
+    /// Back to all-closed, all-healthy, no faults (counters keep counting).
     pub fn reset(&self) {
         for name in UPSTREAMS {
             self.set_state(name, "CLOSED");
             self.set_health(name, Health::Healthy);
         }
+        self.faults(|t| t.faults = traffic::Faults::default());
     }
 }
 
@@ -222,7 +284,8 @@ async fn status_page(State(sim): State<Sim>, Path(upstream): Path<String>) -> Re
 }
 
 async fn metrics(State(sim): State<Sim>) -> String {
-    let g = sim.lock();
+    let mut g = sim.lock();
+    g.advance();
     let mut out = String::from(
         "# HELP servio_circuit_breaker_state Breaker state: 0 closed, 1 open, 2 half-open.\n# TYPE servio_circuit_breaker_state gauge\n",
     );
@@ -255,7 +318,101 @@ async fn metrics(State(sim): State<Sim>) -> String {
         "# HELP servio_breaker_transitions_total State changes of all breakers.\n# TYPE servio_breaker_transitions_total counter\nservio_breaker_transitions_total {}\n",
         g.transitions
     ));
+    g.traffic.render(&mut out);
     out
+}
+
+fn percent(raw: &str) -> Result<f64, Response> {
+    match raw.parse::<f64>() {
+        Ok(p) if (0.0..=100.0).contains(&p) => Ok(p),
+        _ => Err(error(
+            StatusCode::BAD_REQUEST,
+            "bad_percent",
+            format!("`{raw}` is not a percentage between 0 and 100"),
+        )),
+    }
+}
+
+async fn fault_errors(State(sim): State<Sim>, Path(p): Path<String>) -> Response {
+    match percent(&p) {
+        Ok(p) => {
+            sim.set_error_percent(p);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+async fn fault_latency(
+    State(sim): State<Sim>,
+    Path((dep, ms)): Path<(String, String)>,
+) -> Response {
+    if !traffic::DEPENDENCIES.iter().any(|(d, _)| *d == dep) {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no dependency `{dep}` (db, external, cache)"),
+        );
+    }
+    match ms.parse::<f64>() {
+        Ok(ms) if (0.0..=60_000.0).contains(&ms) => {
+            sim.set_extra_latency(&dep, ms);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        _ => error(
+            StatusCode::BAD_REQUEST,
+            "bad_latency",
+            format!("`{ms}` is not a latency between 0 and 60000 ms"),
+        ),
+    }
+}
+
+async fn fault_payments(State(sim): State<Sim>, Path(p): Path<String>) -> Response {
+    match percent(&p) {
+        Ok(p) => {
+            sim.set_payment_failures(p);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+async fn fault_webhooks(
+    State(sim): State<Sim>,
+    Path((reason, p)): Path<(String, String)>,
+) -> Response {
+    if !traffic::WEBHOOK_REASONS.contains(&reason.as_str()) {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!(
+                "no webhook failure reason `{reason}` ({})",
+                traffic::WEBHOOK_REASONS.join(", ")
+            ),
+        );
+    }
+    match percent(&p) {
+        Ok(p) => {
+            sim.set_webhook_failures(&reason, p);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+async fn fault_cache(State(sim): State<Sim>, Path(p): Path<String>) -> Response {
+    match percent(&p) {
+        Ok(p) => {
+            sim.set_cache_hit_percent(p);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+async fn fault_deploy(State(sim): State<Sim>, Path(version): Path<String>) -> StatusCode {
+    sim.deploy(&version);
+    StatusCode::NO_CONTENT
 }
 
 async fn fault_open(State(sim): State<Sim>, Path(name): Path<String>) -> Response {
@@ -311,6 +468,12 @@ pub fn router(sim: Sim) -> Router {
         .route("/metrics", get(metrics))
         .route("/faults/breakers/{name}/open", post(fault_open))
         .route("/faults/upstreams/{name}/{health}", post(fault_health))
+        .route("/faults/errors/{percent}", post(fault_errors))
+        .route("/faults/latency/{dependency}/{ms}", post(fault_latency))
+        .route("/faults/payments/{percent}", post(fault_payments))
+        .route("/faults/webhooks/{reason}/{percent}", post(fault_webhooks))
+        .route("/faults/cache/hit-rate/{percent}", post(fault_cache))
+        .route("/faults/deploy/{version}", post(fault_deploy))
         .route("/faults/reset", post(fault_reset))
         .with_state(sim)
 }

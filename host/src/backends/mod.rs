@@ -163,6 +163,8 @@ pub trait CacheBackend: Send + Sync {
     async fn delete(&self, key: &str) -> BackendResult<bool>;
     /// `false` when the key does not exist.
     async fn expire(&self, key: &str, ttl_ms: u64) -> BackendResult<bool>;
+    /// Deletes every key starting with `prefix`; answers how many.
+    async fn flush_prefix(&self, prefix: &str) -> BackendResult<u64>;
 }
 
 /// A message for a notify channel, with where it comes from.
@@ -198,6 +200,8 @@ pub struct Backends {
     pub cache: Option<Arc<dyn CacheBackend>>,
     pub notify: Option<Arc<dyn NotifyBackend>>,
     pub probe: Arc<dyn ProbeBackend>,
+    /// Where `notify.escalate` sends each priority, and the templates.
+    pub escalation: Arc<crate::escalation::Policy>,
 }
 
 impl Backends {
@@ -210,6 +214,7 @@ impl Backends {
             cache: None,
             notify: None,
             probe: Arc::new(memory::NoProbe),
+            escalation: Arc::default(),
         }
     }
 
@@ -258,6 +263,7 @@ impl Backends {
                 probe_timeout,
                 probe_http::BODY_CAP,
             )?),
+            escalation: Arc::default(),
         })
     }
 }

@@ -122,10 +122,56 @@ impl CacheBackend for Redis {
         let n: u64 = self.run(redis::cmd("PEXPIRE").arg(key).arg(ttl_ms)).await?;
         Ok(n == 1)
     }
+
+    async fn flush_prefix(&self, prefix: &str) -> BackendResult<u64> {
+        // SCAN in pages, UNLINK each page: the server never blocks on one
+        // huge command and memory is freed off the main thread.
+        let pattern = format!("{}*", glob_escape(prefix));
+        let mut cursor: u64 = 0;
+        let mut deleted = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = self
+                .run(
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(500),
+                )
+                .await?;
+            if !keys.is_empty() {
+                let n: u64 = self.run(redis::cmd("UNLINK").arg(&keys)).await?;
+                deleted += n;
+            }
+            if next == 0 {
+                return Ok(deleted);
+            }
+            cursor = next;
+        }
+    }
+}
+
+/// `prefix` as a literal inside a Redis glob.
+fn glob_escape(prefix: &str) -> String {
+    let mut out = String::with_capacity(prefix.len());
+    for c in prefix.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn glob_escape_makes_prefixes_literal() {
+        assert_eq!(super::glob_escape("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
+        assert_eq!(super::glob_escape("tenant:acme:"), "tenant:acme:");
+    }
+
     #[test]
     fn info_fields() {
         let info = "# Stats\r\nkeyspace_hits:42\r\nkeyspace_misses:7\r\nevicted_keys:0\r\n";

@@ -1,6 +1,7 @@
 //! `cache`: stats, scans and TTLs (read); delete and expire (through the
 //! gate, scoped by key prefix).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::backends::{BackendError, CacheBackend};
@@ -79,5 +80,30 @@ impl Host for HostCtx {
                 }
             })
             .await
+    }
+
+    async fn flush(&mut self, prefix: String, reason: String) -> Result<u64, Error> {
+        let cache = self.cache()?;
+        if prefix.is_empty() {
+            return Err(Error::Invalid(
+                "flush needs a non-empty prefix: Remedy never flushes a whole database".into(),
+            ));
+        }
+        let action = Action {
+            kind: "cache.flush",
+            capability: Capability::Cache,
+            target: Target::CachePrefix(prefix.clone()),
+            reason,
+        };
+        let deleted = Arc::new(AtomicU64::new(0));
+        let count = deleted.clone();
+        self.gate
+            .act(action, || async move {
+                let n = cache.flush_prefix(&prefix).await?;
+                count.store(n, Ordering::Relaxed);
+                Ok(())
+            })
+            .await?;
+        Ok(deleted.load(Ordering::Relaxed))
     }
 }

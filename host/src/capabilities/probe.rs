@@ -87,6 +87,12 @@ impl Host for HostCtx {
             return Err(Error::Denied(msg));
         }
         let r = self.backends.probe.get(&parsed).await.map_err(wit_error)?;
+        if r.truncated {
+            self.gate.note(format!(
+                "probe of {url}: body cut at {} bytes",
+                r.body.len()
+            ));
+        }
         Ok(Response {
             status: r.status,
             body: r.body,

@@ -3,8 +3,9 @@
 //! Detect: list the application's breakers; for each OPEN one, probe its
 //! upstream's Statuspage document. Mitigate: an OPEN breaker whose upstream is
 //! operational is probably stuck and is forced to HALF_OPEN; one whose
-//! upstream is degraded, down or unknown stays OPEN and a human gets the
-//! seed's steps (status page, fallback, monitoring).
+//! upstream is degraded, down or unknown stays OPEN, the P0 route of the
+//! escalation policy is notified, and a human gets the seed's steps (status
+//! page, fallback, monitoring).
 //!
 //! Config keys:
 //! - `breakers` (all): comma-separated breaker names to look at. An alert
@@ -14,6 +15,7 @@
 //!   and openai.
 
 use remedy_plugin_sdk::breaker::{self, BreakerStatus, State};
+use remedy_plugin_sdk::notify::{self, Message, Priority};
 use remedy_plugin_sdk::probe::{self, Indicator};
 use remedy_plugin_sdk::*;
 
@@ -67,7 +69,9 @@ fn check_upstream(ctx: &Context, b: &BreakerStatus) -> (Upstream, Option<String>
                 r.description.unwrap_or_default(),
                 indicator_name(i)
             )),
-            (None, status) => Upstream::Unknown(format!("HTTP {status}, not a Statuspage document")),
+            (None, status) => {
+                Upstream::Unknown(format!("HTTP {status}, not a Statuspage document"))
+            }
         },
     };
     (verdict, Some(url))
@@ -89,7 +93,9 @@ impl Guest for CircuitBreakerOpen {
         PluginInfo {
             name: "circuit-breaker-open".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            description: "Half-opens stuck circuit breakers whose upstream is healthy; escalates the rest".into(),
+            description:
+                "Half-opens stuck circuit breakers whose upstream is healthy; escalates the rest"
+                    .into(),
             alerts: vec!["CircuitBreakerOpen".into()],
         }
     }
@@ -118,7 +124,10 @@ impl Guest for CircuitBreakerOpen {
                 ],
             ));
         }
-        Ok(Detection { healthy: open.is_empty(), findings })
+        Ok(Detection {
+            healthy: open.is_empty(),
+            findings,
+        })
     }
 
     fn mitigate(ctx: Context, _detection: Detection) -> Result<Outcome, Error> {
@@ -128,9 +137,13 @@ impl Guest for CircuitBreakerOpen {
         for b in open_breakers(&ctx)? {
             match check_upstream(&ctx, &b).0 {
                 Upstream::Healthy(_) => {
-                    let reason = format!("upstream of {} is operational; breaker looks stuck", b.name);
+                    let reason =
+                        format!("upstream of {} is operational; breaker looks stuck", b.name);
                     if actions
-                        .record(&b.name, breaker::force_state(&b.name, State::HalfOpen, &reason))
+                        .record(
+                            &b.name,
+                            breaker::force_state(&b.name, State::HalfOpen, &reason),
+                        )
                         .is_err()
                     {
                         manual_steps.push(format!(
@@ -146,14 +159,42 @@ impl Guest for CircuitBreakerOpen {
             }
         }
         if !kept_open.is_empty() {
+            // Not in `actions`: those count breakers.
+            let escalated = notify::escalate(
+                Priority::P0,
+                &Message {
+                    channel: String::new(),
+                    severity: Severity::Critical,
+                    title: format!(
+                        "Upstream down, breaker(s) kept OPEN: {}",
+                        kept_open.join(", ")
+                    ),
+                    body: manual_steps.join("\n"),
+                    evidence: vec![("breakers".into(), kept_open.join(","))],
+                },
+            );
+            if let Err(e) = escalated {
+                manual_steps.push(format!(
+                    "Escalation failed ({}): page the P0 route by hand",
+                    error_text(&e)
+                ));
+            }
             manual_steps.extend([
                 format!("Document the outage of {} on the status page", kept_open.join(", ")),
                 "Enable fallback behaviour where implemented".to_string(),
                 "Monitor the upstream for recovery; reset the breaker to HALF_OPEN once it is healthy".to_string(),
             ]);
         }
-        let verb = if ctx.dry_run { "would half-open" } else { "half-opened" };
-        let n = if ctx.dry_run { actions.simulated } else { actions.executed };
+        let verb = if ctx.dry_run {
+            "would half-open"
+        } else {
+            "half-opened"
+        };
+        let n = if ctx.dry_run {
+            actions.simulated
+        } else {
+            actions.executed
+        };
         Ok(Outcome {
             summary: format!("{verb} {n} breaker(s); {} kept open", kept_open.len()),
             mitigated: actions.executed > 0 && kept_open.is_empty() && actions.not_done.is_empty(),

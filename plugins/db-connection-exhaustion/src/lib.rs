@@ -59,7 +59,9 @@ impl Guest for DbConnectionExhaustion {
         PluginInfo {
             name: "db-connection-exhaustion".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            description: "Finds leaking or runaway PostgreSQL sessions and terminates them within budget".into(),
+            description:
+                "Finds leaking or runaway PostgreSQL sessions and terminates them within budget"
+                    .into(),
             alerts: vec!["DatabaseConnectionExhaustion".into()],
         }
     }
@@ -75,7 +77,11 @@ impl Guest for DbConnectionExhaustion {
         };
         let at_capacity = ratio >= s.max_usage_ratio;
         let mut findings = vec![finding(
-            if at_capacity { Severity::Critical } else { Severity::Info },
+            if at_capacity {
+                Severity::Critical
+            } else {
+                Severity::Info
+            },
             format!(
                 "{} of {} connections in use ({:.0}%, threshold {:.0}%)",
                 pool.total,
@@ -96,11 +102,19 @@ impl Guest for DbConnectionExhaustion {
         for sess in &sessions {
             let protected = s.is_protected(sess);
             findings.push(finding(
-                if protected { Severity::Info } else { Severity::Warning },
+                if protected {
+                    Severity::Info
+                } else {
+                    Severity::Warning
+                },
                 format!(
                     "session {} ({}) {} for {} ms{}",
                     sess.pid,
-                    if sess.application_name.is_empty() { "no application_name" } else { &sess.application_name },
+                    if sess.application_name.is_empty() {
+                        "no application_name"
+                    } else {
+                        &sess.application_name
+                    },
                     sess.state,
                     sess.duration_ms,
                     if protected { " [protected]" } else { "" }
@@ -109,8 +123,14 @@ impl Guest for DbConnectionExhaustion {
             ));
         }
         let leaks = sessions.iter().filter(|x| !s.is_protected(x)).count();
-        info(&format!("usage {ratio:.3}, {} long-running sessions, {leaks} unprotected", sessions.len()));
-        Ok(Detection { healthy: !at_capacity && leaks == 0, findings })
+        info(&format!(
+            "usage {ratio:.3}, {} long-running sessions, {leaks} unprotected",
+            sessions.len()
+        ));
+        Ok(Detection {
+            healthy: !at_capacity && leaks == 0,
+            findings,
+        })
     }
 
     fn mitigate(ctx: Context, _detection: Detection) -> Result<Outcome, Error> {
@@ -154,13 +174,19 @@ impl Guest for DbConnectionExhaustion {
         for n in &actions.not_done {
             manual_steps.push(format!("Not terminated, handle by hand: {n}"));
         }
-        manual_steps.push("Monitor connection recovery in Grafana and verify error rates return to normal".to_string());
+        manual_steps.push(
+            "Monitor connection recovery in Grafana and verify error rates return to normal"
+                .to_string(),
+        );
         manual_steps.push("Document the root cause".to_string());
 
         let summary = if ctx.dry_run {
             format!("dry-run: would terminate {} session(s); {skipped_protected} protected session(s) skipped", actions.simulated)
         } else {
-            format!("terminated {} session(s); {skipped_protected} protected session(s) skipped", actions.executed)
+            format!(
+                "terminated {} session(s); {skipped_protected} protected session(s) skipped",
+                actions.executed
+            )
         };
         Ok(Outcome {
             summary,

@@ -31,10 +31,11 @@ pub mod bindings {
 pub use bindings::remedy::plugin::types::{
     Alert, Applied, Context, Detection, Error, Finding, Outcome, PluginInfo, Severity, Trigger,
 };
-pub use bindings::remedy::plugin::{breaker, database, log, metrics, probe};
+pub use bindings::remedy::plugin::{breaker, cache, database, log, metrics, notify, probe};
 pub use bindings::{export, Guest};
 
 mod config;
+pub mod query;
 mod report;
 
 pub use config::Config;
@@ -48,6 +49,11 @@ pub fn info(message: &str) {
 /// Writes a `warn` line to the run's log.
 pub fn warn(message: &str) {
     log::log(log::Level::Warn, message);
+}
+
+/// A finding's evidence value for a ratio, as a percentage.
+pub fn percent(ratio: f64) -> String {
+    format!("{:.1}%", ratio * 100.0)
 }
 
 /// `kind: message` for a host error, as operators read it in outcomes.

@@ -3,7 +3,11 @@
 use crate::{Applied, Error, Finding, Severity};
 
 /// A finding with evidence given as `(name, value)` pairs.
-pub fn finding(severity: Severity, summary: impl Into<String>, evidence: &[(&str, String)]) -> Finding {
+pub fn finding(
+    severity: Severity,
+    summary: impl Into<String>,
+    evidence: &[(&str, String)],
+) -> Finding {
     Finding {
         severity,
         summary: summary.into(),
@@ -24,11 +28,17 @@ pub struct Actions {
 
 impl Actions {
     /// Records the answer of one mutating host call about `target`.
-    pub fn record(&mut self, target: &str, answer: Result<Applied, Error>) -> Result<Applied, Error> {
+    pub fn record(
+        &mut self,
+        target: &str,
+        answer: Result<Applied, Error>,
+    ) -> Result<Applied, Error> {
         match &answer {
             Ok(Applied::Executed) => self.executed += 1,
             Ok(Applied::Simulated) => self.simulated += 1,
-            Err(e) => self.not_done.push(format!("{target}: {}", crate::error_text(e))),
+            Err(e) => self
+                .not_done
+                .push(format!("{target}: {}", crate::error_text(e))),
         }
         answer
     }

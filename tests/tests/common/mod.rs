@@ -5,6 +5,10 @@
 
 use std::path::Path;
 
+pub mod prom;
+pub mod sink;
+pub mod world;
+
 use remedy::config::Config;
 use remedy::remedy::Overrides;
 use remedy::{Remedy, RunRecord, RunRequest, Trigger};
