@@ -46,6 +46,8 @@ enum Command {
     },
     /// Run history from a running server (REMEDY_URL, REMEDY_TOKEN).
     Runs {
+        /// Show this run in full instead of listing.
+        id: Option<String>,
         #[arg(long, env = "REMEDY_URL", default_value = "http://127.0.0.1:8080")]
         server: String,
         #[arg(long)]
@@ -152,6 +154,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Runs {
+            id: Some(id),
+            server,
+            json,
+            ..
+        } => show_run(&server, &id, json).await,
+        Command::Runs {
+            id: None,
             server,
             plugin,
             status,
@@ -375,18 +384,15 @@ async fn inspect(file: &Path, json: bool) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn runs(
+/// GETs `path` of a running server as JSON; HTTP errors name the server.
+async fn get_json(
     server: &str,
-    plugin: Option<String>,
-    status: Option<String>,
-    limit: u32,
-    json: bool,
-) -> anyhow::Result<ExitCode> {
-    let mut req = reqwest::Client::new().get(format!("{}/v1/runs", server.trim_end_matches('/')));
-    let mut q = vec![("limit", limit.to_string())];
-    q.extend(plugin.map(|p| ("plugin", p)));
-    q.extend(status.map(|s| ("status", s)));
-    req = req.query(&q);
+    path: &str,
+    query: &[(&str, String)],
+) -> anyhow::Result<serde_json::Value> {
+    let mut req = reqwest::Client::new()
+        .get(format!("{}{path}", server.trim_end_matches('/')))
+        .query(query);
     if let Ok(token) = std::env::var("REMEDY_TOKEN") {
         req = req.bearer_auth(token);
     }
@@ -405,6 +411,31 @@ async fn runs(
             body["error"]["message"].as_str().unwrap_or("?")
         );
     }
+    Ok(body)
+}
+
+async fn show_run(server: &str, id: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let body = get_json(server, &format!("/v1/runs/{id}"), &[]).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&body)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let run: RunRecord = serde_json::from_value(body).context("unexpected run record")?;
+    print!("{}", output::run_text(&run));
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn runs(
+    server: &str,
+    plugin: Option<String>,
+    status: Option<String>,
+    limit: u32,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let mut q = vec![("limit", limit.to_string())];
+    q.extend(plugin.map(|p| ("plugin", p)));
+    q.extend(status.map(|s| ("status", s)));
+    let body = get_json(server, "/v1/runs", &q).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&body["runs"])?);
         return Ok(ExitCode::SUCCESS);

@@ -49,8 +49,11 @@ pub fn run_text(r: &RunRecord) -> String {
         for a in &r.actions {
             let _ = writeln!(
                 s,
-                "  {} {} → {:?}  ({})",
-                a.kind, a.target, a.applied, a.reason
+                "  {} {} → {}  ({})",
+                a.kind,
+                a.target,
+                name(&a.applied),
+                a.reason
             );
             if let Some(e) = &a.error {
                 let _ = writeln!(s, "      {e}");

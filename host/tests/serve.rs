@@ -623,4 +623,27 @@ async fn sigterm_drains_running_runs_and_remedy_runs_lists_them() {
         rec["status"], "succeeded",
         "the run was drained, not interrupted: {rec}"
     );
+
+    // `remedy runs ID` shows that one run in full; an unknown one is an error.
+    let show = |id: &str| {
+        Command::new(env!("CARGO_BIN_EXE_remedy"))
+            .args(["runs", id, "--server", &server.base])
+            .output()
+            .unwrap()
+    };
+    let o = show(&id);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        text.starts_with(&format!("run {id} · hostile")) && text.contains("detection: healthy"),
+        "{text}"
+    );
+    let o = show("no-such-run");
+    assert_ne!(o.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("404"), "{o:?}");
 }

@@ -101,6 +101,14 @@ fn observe(ctx: &Context, s: &Settings) -> Result<Observed, Error> {
     })
 }
 
+fn state_name(s: State) -> &'static str {
+    match s {
+        State::Closed => "CLOSED",
+        State::Open => "OPEN",
+        State::HalfOpen => "HALF_OPEN",
+    }
+}
+
 fn breaker_open(st: &Observed) -> bool {
     st.breaker.as_ref().is_some_and(|b| b.state == State::Open)
 }
@@ -128,7 +136,14 @@ fn evidence(st: &Observed, s: &Settings) -> Vec<(String, String)> {
             "breaker".into(),
             st.breaker
                 .as_ref()
-                .map(|b| format!("{} {:?} ({} failures)", b.name, b.state, b.failures))
+                .map(|b| {
+                    format!(
+                        "{} {} ({} failures)",
+                        b.name,
+                        state_name(b.state),
+                        b.failures
+                    )
+                })
                 .unwrap_or_else(|| format!("{} unknown", s.breaker)),
         ),
         ("upstream".into(), upstream),
