@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use remedy::backends::memory::{MemoryDatabase, NoProbe};
+use remedy::backends::memory::MemoryDatabase;
 use remedy::backends::{Backends, DatabaseBackend, Session};
 use remedy::bindings::types as wit;
 use remedy::config::Config;
@@ -55,12 +55,8 @@ fn bench(c: &mut Criterion) {
         .unwrap();
     let db = Arc::new(MemoryDatabase::new(100, sessions()));
     let backends = Arc::new(Backends {
-        metrics: None,
         database: Some(db.clone()),
-        breaker: None,
-        cache: None,
-        notify: None,
-        probe: Arc::new(NoProbe),
+        ..Backends::none()
     });
     let remedy = rt.block_on(async {
         Remedy::with_backends(Config::default(), Overrides::default(), backends.clone()).unwrap()

@@ -322,25 +322,23 @@ async fn metrics(State(sim): State<Sim>) -> String {
     out
 }
 
-fn percent(raw: &str) -> Result<f64, Response> {
+/// Applies a percentage from the path, or answers 400 naming it.
+fn with_percent(raw: &str, apply: impl FnOnce(f64)) -> Response {
     match raw.parse::<f64>() {
-        Ok(p) if (0.0..=100.0).contains(&p) => Ok(p),
-        _ => Err(error(
+        Ok(p) if (0.0..=100.0).contains(&p) => {
+            apply(p);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        _ => error(
             StatusCode::BAD_REQUEST,
             "bad_percent",
             format!("`{raw}` is not a percentage between 0 and 100"),
-        )),
+        ),
     }
 }
 
 async fn fault_errors(State(sim): State<Sim>, Path(p): Path<String>) -> Response {
-    match percent(&p) {
-        Ok(p) => {
-            sim.set_error_percent(p);
-            StatusCode::NO_CONTENT.into_response()
-        }
-        Err(r) => r,
-    }
+    with_percent(&p, |p| sim.set_error_percent(p))
 }
 
 async fn fault_latency(
@@ -368,13 +366,7 @@ async fn fault_latency(
 }
 
 async fn fault_payments(State(sim): State<Sim>, Path(p): Path<String>) -> Response {
-    match percent(&p) {
-        Ok(p) => {
-            sim.set_payment_failures(p);
-            StatusCode::NO_CONTENT.into_response()
-        }
-        Err(r) => r,
-    }
+    with_percent(&p, |p| sim.set_payment_failures(p))
 }
 
 async fn fault_webhooks(
@@ -391,23 +383,11 @@ async fn fault_webhooks(
             ),
         );
     }
-    match percent(&p) {
-        Ok(p) => {
-            sim.set_webhook_failures(&reason, p);
-            StatusCode::NO_CONTENT.into_response()
-        }
-        Err(r) => r,
-    }
+    with_percent(&p, |p| sim.set_webhook_failures(&reason, p))
 }
 
 async fn fault_cache(State(sim): State<Sim>, Path(p): Path<String>) -> Response {
-    match percent(&p) {
-        Ok(p) => {
-            sim.set_cache_hit_percent(p);
-            StatusCode::NO_CONTENT.into_response()
-        }
-        Err(r) => r,
-    }
+    with_percent(&p, |p| sim.set_cache_hit_percent(p))
 }
 
 async fn fault_deploy(State(sim): State<Sim>, Path(version): Path<String>) -> StatusCode {

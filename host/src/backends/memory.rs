@@ -66,7 +66,7 @@ impl DatabaseBackend for MemoryDatabase {
             .filter(|x| x.duration_ms >= min_duration_ms)
             .cloned()
             .collect();
-        v.sort_by(|a, b| b.duration_ms.cmp(&a.duration_ms));
+        v.sort_by_key(|s| std::cmp::Reverse(s.duration_ms));
         v.truncate(limit.min(500) as usize);
         Ok(v)
     }

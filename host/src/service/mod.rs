@@ -47,9 +47,12 @@ pub struct Service {
     permits: Arc<Semaphore>,
     running: AtomicUsize,
     idle: Notify,
-    /// plugins_dir file → (modified, length, plugin name it loaded as).
-    files: Mutex<HashMap<PathBuf, (SystemTime, u64, Option<String>)>>,
+    files: Mutex<HashMap<PathBuf, SeenFile>>,
 }
+
+/// A plugins_dir file as last seen: modified, length, the plugin name it
+/// loaded as.
+type SeenFile = (SystemTime, u64, Option<String>);
 
 /// Removes the (plugin, target) pair from the in-flight set however the run ends.
 struct FlightGuard {
