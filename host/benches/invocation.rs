@@ -83,6 +83,8 @@ fn bench(c: &mut Criterion) {
                 backends: &backends,
                 journal: &journal,
                 dry_run: true,
+                stage: &remedy::guardrails::Stage::Normal,
+                ledger: None,
             };
             let det = remedy
                 .runtime
@@ -102,6 +104,7 @@ fn bench(c: &mut Criterion) {
                         trigger: Trigger::Manual { by: "bench".into() },
                         dry_run: Some(true),
                         params: Default::default(),
+                        stage: remedy::guardrails::Stage::Normal,
                     },
                 )
                 .await;

@@ -67,6 +67,9 @@ pub struct ServerConfig {
     pub max_concurrent_runs: Option<usize>,
     /// How long shutdown waits for running runs, in ms (default 10000).
     pub drain_timeout_ms: Option<u64>,
+    /// The kill switch at start-up: every run is a dry run until
+    /// `POST /v1/admin/resume`.
+    pub paused: Option<bool>,
     /// Bearer tokens; with none, the API is open and only a loopback
     /// address may be used.
     #[serde(default)]
@@ -167,6 +170,9 @@ pub enum Mode {
     DryRun,
     /// Mitigations are executed.
     Auto,
+    /// Mitigation runs dry and its plan waits for a human's approval; the
+    /// approved plan then runs live, limited to the planned actions.
+    Approve,
 }
 
 impl Mode {
@@ -174,7 +180,14 @@ impl Mode {
         match self {
             Mode::DryRun => "dry-run",
             Mode::Auto => "auto",
+            Mode::Approve => "approve",
         }
+    }
+
+    pub fn parse(s: &str) -> Option<Mode> {
+        [Mode::DryRun, Mode::Auto, Mode::Approve]
+            .into_iter()
+            .find(|m| m.as_str() == s)
     }
 }
 
@@ -272,6 +285,20 @@ pub struct PluginConfig {
     pub target_labels: Option<Vec<String>>,
     #[serde(default)]
     pub schedules: Vec<ScheduleConfig>,
+    /// Budgets by action kind (`"database.terminate" = { max = 3, per = "1h" }`);
+    /// kinds not listed keep their conservative defaults.
+    #[serde(default)]
+    pub budgets: BTreeMap<String, crate::guardrails::BudgetConfig>,
+    /// Wait after a live action on a target before acting on it again
+    /// (default `5m`; `0s` turns it off).
+    pub cooldown: Option<String>,
+    /// How long a plan in `approve` mode waits (default `1h`).
+    pub approval_ttl: Option<String>,
+    /// When detect runs again after a live mitigation (default `30s`).
+    pub verify_after: Option<String>,
+    /// Escalation priority when verification fails and the alert carries
+    /// no `priority` label (default `p1`).
+    pub priority: Option<String>,
 }
 
 impl Config {
@@ -420,6 +447,33 @@ impl Config {
                 let k = key(&format!("schedules[{i}]"));
                 if let Err(e) = crate::triggers::schedule::Every::parse(sc) {
                     return Err(self.invalid(k, e));
+                }
+            }
+            for (kind, b) in &pc.budgets {
+                let k = key(&format!("budgets.{kind}"));
+                if b.max == 0 {
+                    return Err(
+                        self.invalid(k, "max must be at least 1 (remove the grant instead)")
+                    );
+                }
+                if let Err(e) = crate::guardrails::duration("per", &b.per) {
+                    return Err(self.invalid(k, e));
+                }
+            }
+            for (k, v) in [
+                ("cooldown", &pc.cooldown),
+                ("approval_ttl", &pc.approval_ttl),
+                ("verify_after", &pc.verify_after),
+            ] {
+                if let Some(v) = v {
+                    if let Err(e) = crate::guardrails::duration(k, v) {
+                        return Err(self.invalid(key(k), e));
+                    }
+                }
+            }
+            if let Some(p) = &pc.priority {
+                if crate::escalation::Priority::parse(p).is_none() {
+                    return Err(self.invalid(key("priority"), "one of p0, p1, p2, p3"));
                 }
             }
             if let Some(pin) = &pc.sha256 {

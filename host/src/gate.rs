@@ -1,10 +1,10 @@
 //! The action gate: every mutating host call passes here, in this order:
-//! grant + target scope (`denied`), phase (no actions during `detect`:
-//! `refused`), mode (dry-run records `simulated` and stops), then execution.
-//! Every action, whatever became of it, lands in the run's journal.
-//!
-//! Budgets, cooldowns, approvals and the durable audit slot in here too, so
-//! that there is exactly one place where an action can be allowed.
+//! grant + target scope (`denied`); phase (no actions during `detect`:
+//! `refused`); the approved plan (`refused` outside it); mode (dry-run
+//! records `simulated` and stops); budget and cooldown, checked by the
+//! ledger as it durably records the intent (`refused`); execution; the
+//! result, durably. Every action, whatever became of it, lands in the run's
+//! journal: this is the one place where an action can be allowed.
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -15,7 +15,8 @@ use chrono::Utc;
 use crate::backends::BackendError;
 use crate::bindings::types::{Applied as WitApplied, Error as WitError};
 use crate::config::{Capability, Scope};
-use crate::record::{ActionRecord, Applied};
+use crate::guardrails::{Intent, Ledger, Limits, Refusal, Stage};
+use crate::record::{ActionRecord, Applied, PlannedAction};
 use crate::runtime::logs::LogBuffer;
 use crate::scope::any_match;
 
@@ -117,6 +118,11 @@ pub struct Gate {
     pub dry_run: bool,
     pub phase: Phase,
     pub journal: Journal,
+    pub run_id: String,
+    pub limits: Arc<Limits>,
+    pub stage: Stage,
+    /// `None` for one-shot CLI runs: no budgets across runs there.
+    pub ledger: Option<Arc<dyn Ledger>>,
 }
 
 impl Gate {
@@ -192,14 +198,31 @@ impl Gate {
                 )),
             ));
         }
-        if matches!(action.target, Target::CachePrefix(_)) && self.dry_run {
+        if let Stage::Approved(plan) = &self.stage {
+            let planned = PlannedAction {
+                kind: action.kind.to_string(),
+                target: action.target.label(),
+            };
+            if !plan.contains(&planned) {
+                return Err((
+                    Applied::Refused,
+                    WitError::Refused(format!(
+                        "{} on {} was not in the approved plan",
+                        action.kind,
+                        action.target.label()
+                    )),
+                ));
+            }
+        }
+        let planning = matches!(self.stage, Stage::Plan);
+        if matches!(action.target, Target::CachePrefix(_)) && self.dry_run && !planning {
             // A flush cannot be undone and its simulation says nothing about
             // what it would hit a minute later: it runs only when an operator
             // has put the plugin in `auto` on purpose.
             return Err((
                 Applied::Refused,
                 WitError::Refused(format!(
-                    "a full cache flush runs only in mode `auto`, never in a dry run of {}",
+                    "a full cache flush runs only in mode `auto` or `approve`, never in a dry run of {}",
                     self.plugin
                 )),
             ));
@@ -241,16 +264,51 @@ impl Gate {
             self.record(&action, Applied::Simulated, None);
             return Ok(WitApplied::Simulated);
         }
-        match execute().await {
-            Ok(()) => {
-                self.record(&action, Applied::Executed, None);
-                Ok(WitApplied::Executed)
-            }
+        let intent = match &self.ledger {
+            None => None,
+            Some(ledger) => match ledger.intend(self.intent(&action)).await {
+                Ok(id) => Some((ledger, id)),
+                Err(refusal) => {
+                    let err = match refusal {
+                        Refusal::Guardrail(m) => WitError::Refused(m),
+                        Refusal::Unavailable(m) => WitError::Unavailable(format!(
+                            "the action was not run because its intent could not be recorded: {m}"
+                        )),
+                    };
+                    self.record(&action, Applied::Refused, Some(error_text(&err)));
+                    return Err(err);
+                }
+            },
+        };
+        if intent.is_some() && std::env::var_os(ABORT_AFTER_INTENT).is_some() {
+            tracing::error!("{ABORT_AFTER_INTENT} is set: aborting between intent and action");
+            std::process::abort();
+        }
+        let (applied, result) = match execute().await {
+            Ok(()) => (Applied::Executed, Ok(WitApplied::Executed)),
             Err(e) => {
                 let err = wit_error(e);
-                self.record(&action, Applied::Failed, Some(error_text(&err)));
-                Err(err)
+                (Applied::Failed, Err(err))
             }
+        };
+        let error = result.as_ref().err().map(error_text);
+        if let Some((ledger, id)) = intent {
+            ledger.settle(id, applied, error.clone()).await;
+        }
+        self.record(&action, applied, error);
+        result
+    }
+
+    fn intent(&self, action: &Action) -> Intent {
+        Intent {
+            run_id: self.run_id.clone(),
+            plugin: self.plugin.clone(),
+            kind: action.kind.to_string(),
+            target: action.target.label(),
+            reason: action.reason.clone(),
+            at: Utc::now(),
+            budget: self.limits.budget(action.kind),
+            cooldown: self.limits.cooldown_for(action.kind),
         }
     }
 
@@ -260,6 +318,11 @@ impl Gate {
         self.journal.logs.line(format!("[remedy] {line}"));
     }
 }
+
+/// Fault injection for the crash-safety test: with this variable set, the
+/// process aborts right after an action's intent is durable and before the
+/// action runs — the window the write-ahead audit exists for.
+pub const ABORT_AFTER_INTENT: &str = "REMEDY_FAULT_ABORT_AFTER_INTENT";
 
 /// A backend error as the plugin receives it.
 pub fn wit_error(e: BackendError) -> WitError {

@@ -59,6 +59,37 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Approve a plan waiting in `approve` mode: it runs live, limited to its actions.
+    Approve {
+        id: String,
+        #[arg(long, env = "REMEDY_URL", default_value = "http://127.0.0.1:8080")]
+        server: String,
+    },
+    /// Reject a plan waiting in `approve` mode: nothing runs.
+    Reject {
+        id: String,
+        #[arg(long, env = "REMEDY_URL", default_value = "http://127.0.0.1:8080")]
+        server: String,
+    },
+    /// The post-incident review of a run, as Markdown.
+    Report {
+        id: String,
+        #[arg(long, env = "REMEDY_URL", default_value = "http://127.0.0.1:8080")]
+        server: String,
+        /// Write it here instead of standard output.
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
+    /// Turn the kill switch on: every run of the server becomes a dry run.
+    Pause {
+        #[arg(long, env = "REMEDY_URL", default_value = "http://127.0.0.1:8080")]
+        server: String,
+    },
+    /// Turn the kill switch off.
+    Resume {
+        #[arg(long, env = "REMEDY_URL", default_value = "http://127.0.0.1:8080")]
+        server: String,
+    },
     /// Validate a component against the runbook world; print describe() and imports.
     Inspect {
         file: PathBuf,
@@ -153,6 +184,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             remedy::serve::serve(config, listen.as_deref()).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Approve { id, server } => decide(&server, &id, "approve").await,
+        Command::Reject { id, server } => decide(&server, &id, "reject").await,
+        Command::Report { id, server, out } => report(&server, &id, out.as_deref()).await,
+        Command::Pause { server } => admin(&server, "pause").await,
+        Command::Resume { server } => admin(&server, "resume").await,
         Command::Runs {
             id: Some(id),
             server,
@@ -236,6 +272,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 trigger,
                 dry_run,
                 params,
+                stage: remedy::guardrails::Stage::Normal,
             },
         )
         .await;
@@ -390,9 +427,22 @@ async fn get_json(
     path: &str,
     query: &[(&str, String)],
 ) -> anyhow::Result<serde_json::Value> {
-    let mut req = reqwest::Client::new()
+    let req = reqwest::Client::new()
         .get(format!("{}{path}", server.trim_end_matches('/')))
         .query(query);
+    send_json(server, req).await
+}
+
+/// POSTs to `path` of a running server; the answer is JSON.
+async fn post_json(server: &str, path: &str) -> anyhow::Result<serde_json::Value> {
+    let req = reqwest::Client::new().post(format!("{}{path}", server.trim_end_matches('/')));
+    send_json(server, req).await
+}
+
+async fn send_json(
+    server: &str,
+    mut req: reqwest::RequestBuilder,
+) -> anyhow::Result<serde_json::Value> {
     if let Ok(token) = std::env::var("REMEDY_TOKEN") {
         req = req.bearer_auth(token);
     }
@@ -412,6 +462,77 @@ async fn get_json(
         );
     }
     Ok(body)
+}
+
+async fn decide(server: &str, id: &str, verb: &str) -> anyhow::Result<ExitCode> {
+    let body = post_json(server, &format!("/v1/runs/{id}/{verb}")).await?;
+    let run = &body["run"];
+    let plan = run["approval"]["plan"]
+        .as_array()
+        .map(|p| {
+            p.iter()
+                .map(|a| {
+                    format!(
+                        "  {} {}",
+                        a["kind"].as_str().unwrap_or("?"),
+                        a["target"].as_str().unwrap_or("?")
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_default();
+    println!(
+        "run {id}: {} by {}\nplan:\n{plan}",
+        run["approval"]["decision"].as_str().unwrap_or("?"),
+        run["approval"]["decided_by"].as_str().unwrap_or("?")
+    );
+    if let Some(live) = body["live_run"].as_str() {
+        println!("live run: {live} (remedy runs {live})");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn admin(server: &str, verb: &str) -> anyhow::Result<ExitCode> {
+    let body = post_json(server, &format!("/v1/admin/{verb}")).await?;
+    match body["paused"].as_object() {
+        Some(p) => println!(
+            "paused by {} at {}: every run is a dry run",
+            p["by"].as_str().unwrap_or("?"),
+            p["at"].as_str().unwrap_or("?")
+        ),
+        None => println!("not paused: runs follow their plugins' modes"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn report(server: &str, id: &str, out: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let mut req = reqwest::Client::new().get(format!(
+        "{}/v1/runs/{id}/report",
+        server.trim_end_matches('/')
+    ));
+    if let Ok(token) = std::env::var("REMEDY_TOKEN") {
+        req = req.bearer_auth(token);
+    }
+    let resp = req
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {server}"))?;
+    let code = resp.status();
+    let text = resp.text().await.context("reading the report")?;
+    if !code.is_success() {
+        let msg = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v["error"]["message"].as_str().map(String::from))
+            .unwrap_or(text);
+        bail!("{server}: HTTP {code}: {msg}");
+    }
+    match out {
+        Some(path) => std::fs::write(path, &text)
+            .with_context(|| format!("cannot write {}", path.display()))?,
+        None => print!("{text}"),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn show_run(server: &str, id: &str, json: bool) -> anyhow::Result<ExitCode> {

@@ -108,6 +108,34 @@ pub enum Applied {
     Refused,
     /// Passed the gate; the backend failed to carry it out.
     Failed,
+    /// The intent was stored, then the process stopped before the result
+    /// was: whether it took effect is unknown.
+    Interrupted,
+}
+
+/// One action of a plan waiting for approval.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PlannedAction {
+    pub kind: String,
+    pub target: String,
+}
+
+/// The approval of a run in `approve` mode.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Approval {
+    /// What mitigation wanted to do (its simulated actions).
+    pub plan: Vec<PlannedAction>,
+    pub expires_at: DateTime<Utc>,
+    /// `approved`, `rejected` or `expired`; `None` while pending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_at: Option<DateTime<Utc>>,
+    /// The live run that carried the approved plan out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_run: Option<String>,
 }
 
 /// One mutating host call, whatever became of it.
@@ -132,7 +160,7 @@ pub struct RunRecord {
     pub plugin_version: String,
     pub plugin_digest: String,
     pub trigger: Trigger,
-    /// `dry-run` or `auto`.
+    /// `dry-run`, `auto` or `approve`.
     pub mode: String,
     pub dry_run: bool,
     pub status: RunStatus,
@@ -146,6 +174,18 @@ pub struct RunRecord {
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
     pub duration_ms: Option<u64>,
+    /// Why a run that would have acted ran dry (the kill switch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// For a run in `approve` mode: the plan and the decision on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<Approval>,
+    /// The plan this live run carries out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_of: Option<String>,
+    /// When verification decided `verification`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified_at: Option<DateTime<Utc>>,
 }
 
 impl RunRecord {
@@ -175,6 +215,10 @@ impl RunRecord {
             started_at: Utc::now(),
             finished_at: None,
             duration_ms: None,
+            note: None,
+            approval: None,
+            approval_of: None,
+            verified_at: None,
         }
     }
 }

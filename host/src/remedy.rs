@@ -74,6 +74,8 @@ pub struct RunRequest {
     pub dry_run: Option<bool>,
     /// Config keys for this run only, over the plugin's config.
     pub params: BTreeMap<String, String>,
+    /// Planning for approval, or carrying out an approved plan.
+    pub stage: crate::guardrails::Stage,
 }
 
 pub struct Remedy {
@@ -83,6 +85,9 @@ pub struct Remedy {
     pub overrides: Overrides,
     /// Compiled code is cached here, keyed by digest and engine config.
     cache_dir: Option<PathBuf>,
+    /// Budgets, cooldowns and the write-ahead record of live actions
+    /// (the service's store; one-shot CLI runs have none).
+    pub ledger: Option<Arc<dyn crate::guardrails::Ledger>>,
 }
 
 impl Remedy {
@@ -107,6 +112,7 @@ impl Remedy {
             config,
             overrides,
             cache_dir: None,
+            ledger: None,
         })
     }
 
@@ -201,12 +207,18 @@ impl Remedy {
                 .map(|mb| (mb as usize) << 20)
                 .unwrap_or(defaults.memory_bytes)
                 .min(crate::runtime::engine::MAX_MEMORY_BYTES),
+            limits: Arc::new(limits(pc)),
+            priority: pc
+                .priority
+                .as_deref()
+                .and_then(crate::escalation::Priority::parse)
+                .unwrap_or(crate::escalation::Priority::P1),
         }
     }
 
     /// Whether a request runs dry for this plugin.
     pub fn dry_run_for(plugin: &Plugin, req_dry_run: Option<bool>) -> bool {
-        req_dry_run.unwrap_or(plugin.settings.mode == Mode::DryRun)
+        req_dry_run.unwrap_or(plugin.settings.mode != Mode::Auto)
     }
 
     /// Every plugin Remedy knows: the bundled ones and the configured files.
@@ -319,6 +331,8 @@ impl Remedy {
             backends: &self.backends,
             journal: &journal,
             dry_run,
+            stage: &req.stage,
+            ledger: self.ledger.as_ref(),
         };
         let mut rec = RunRecord::begin(
             id.clone(),
@@ -334,7 +348,8 @@ impl Remedy {
             Ok(Ok(det)) => {
                 rec.detection = Some(conv::detection(&det));
                 let resolved = matches!(&req.trigger, Trigger::Alert { alert } if !alert.firing);
-                if det.healthy {
+                let verifying = matches!(req.stage, crate::guardrails::Stage::Verify);
+                if det.healthy || verifying {
                     (RunStatus::Succeeded, None)
                 } else if resolved {
                     journal
@@ -366,6 +381,36 @@ impl Remedy {
             "run finished"
         );
         rec
+    }
+}
+
+/// A plugin's guardrails; the config was validated, so a bad value here
+/// can only come from a hand-built config and falls back to the default.
+fn limits(pc: &PluginConfig) -> crate::guardrails::Limits {
+    use crate::guardrails::{duration, Budget, Limits};
+    let d = Limits::default();
+    let dur = |k: &str, v: &Option<String>, default| {
+        v.as_deref()
+            .and_then(|v| duration(k, v).ok())
+            .unwrap_or(default)
+    };
+    Limits {
+        budgets: pc
+            .budgets
+            .iter()
+            .filter_map(|(kind, b)| {
+                Some((
+                    kind.clone(),
+                    Budget {
+                        max: b.max,
+                        per: duration("per", &b.per).ok()?,
+                    },
+                ))
+            })
+            .collect(),
+        cooldown: dur("cooldown", &pc.cooldown, d.cooldown),
+        approval_ttl: dur("approval_ttl", &pc.approval_ttl, d.approval_ttl),
+        verify_after: dur("verify_after", &pc.verify_after, d.verify_after),
     }
 }
 

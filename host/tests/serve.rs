@@ -2,105 +2,15 @@
 //! restart after SIGKILL, hot loading, auth.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use remedy_e2e::pg;
 use remedy_e2e::test_plugin;
 use serde_json::{json, Value};
 
-/// A server process on a free port; killed on drop.
-struct Server {
-    child: Child,
-    base: String,
-    http: reqwest::Client,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(dir: &Path, config: &str, env: &[(&str, &str)]) -> Server {
-    let cfg = dir.join("remedy.toml");
-    std::fs::write(&cfg, config).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_remedy"))
-        .args([
-            "serve",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .envs(env.iter().copied())
-        .env_remove("REMEDY_LISTEN")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start remedy serve");
-    let stdout = child.stdout.take().unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("remedy listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
-    Server {
-        child,
-        base,
-        http: reqwest::Client::new(),
-    }
-}
-
-impl Server {
-    async fn get(&self, path: &str) -> Value {
-        self.http
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-
-    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let r = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
-    }
-
-    /// Polls a run until it leaves `running`.
-    async fn finished(&self, id: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let rec = self.get(&format!("/v1/runs/{id}")).await;
-            if rec["status"] != "running" {
-                return rec;
-            }
-            assert!(Instant::now() < deadline, "run {id} never finished");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-fn alert(name: &str, status: &str, labels: Value, fingerprint: &str, starts_at: &str) -> Value {
-    let mut l = labels;
-    l["alertname"] = json!(name);
-    json!({"status": status, "labels": l, "annotations": {"summary": "test"}, "startsAt": starts_at, "fingerprint": fingerprint})
-}
-
-fn payload(alerts: Vec<Value>) -> Value {
-    json!({"version": "4", "status": "firing", "receiver": "remedy", "groupKey": "{}", "alerts": alerts})
-}
+mod common;
+use common::*;
 
 fn hostile_config(dir: &Path, extra: &str) -> String {
     hostile_config_with(dir, "", extra)

@@ -15,6 +15,7 @@ fn request(behave: &str) -> RunRequest {
         trigger: Trigger::Manual { by: "test".into() },
         dry_run: Some(true),
         params: [("behave".to_string(), behave.to_string())].into(),
+        stage: remedy::guardrails::Stage::Normal,
     }
 }
 

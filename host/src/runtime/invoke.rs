@@ -45,6 +45,8 @@ pub struct CallSetup<'a> {
     pub backends: &'a Arc<crate::backends::Backends>,
     pub journal: &'a Journal,
     pub dry_run: bool,
+    pub stage: &'a crate::guardrails::Stage,
+    pub ledger: Option<&'a Arc<dyn crate::guardrails::Ledger>>,
 }
 
 /// The `panicked at` part of a Rust guest's stderr, if it panicked.
@@ -118,6 +120,10 @@ impl Runtime {
                 dry_run: setup.dry_run,
                 phase,
                 journal: setup.journal.clone(),
+                run_id: setup.run_id.to_string(),
+                limits: setup.settings.limits.clone(),
+                stage: setup.stage.clone(),
+                ledger: setup.ledger.cloned(),
             },
             probe_allow: setup.settings.probe_allow.clone(),
             run_id: setup.run_id.to_string(),
@@ -139,6 +145,8 @@ impl Runtime {
             backends: &backends,
             journal: &journal,
             dry_run: true,
+            stage: &crate::guardrails::Stage::Normal,
+            ledger: None,
         };
         let host = self.host(&setup, Phase::Describe);
         let info = self

@@ -64,6 +64,9 @@ pub struct PluginSettings {
     pub detect_timeout: Duration,
     pub mitigate_timeout: Duration,
     pub memory_bytes: usize,
+    pub limits: Arc<crate::guardrails::Limits>,
+    /// Escalation priority when verification fails (alert label first).
+    pub priority: crate::escalation::Priority,
 }
 
 impl Default for PluginSettings {
@@ -76,6 +79,8 @@ impl Default for PluginSettings {
             detect_timeout: Duration::from_millis(2_000),
             mitigate_timeout: Duration::from_millis(10_000),
             memory_bytes: 32 << 20,
+            limits: Arc::default(),
+            priority: crate::escalation::Priority::P1,
         }
     }
 }

@@ -24,6 +24,8 @@ struct Inner {
     skipped_ticks: BTreeMap<(String, String), u64>,
     alerts: BTreeMap<String, u64>,
     load_failures: BTreeMap<String, u64>,
+    verifications: BTreeMap<(String, String), u64>,
+    paused: bool,
 }
 
 #[derive(Default)]
@@ -78,6 +80,18 @@ impl Metrics {
 
     pub fn alert_received(&self, status: &str) {
         self.with(|m| *m.alerts.entry(status.to_string()).or_default() += 1);
+    }
+
+    pub fn verified(&self, plugin: &str, result: &str) {
+        self.with(|m| {
+            *m.verifications
+                .entry((plugin.to_string(), result.to_string()))
+                .or_default() += 1
+        });
+    }
+
+    pub fn set_paused(&self, paused: bool) {
+        self.with(|m| m.paused = paused);
     }
 
     pub fn load_failed(&self, source: &str) {
@@ -159,6 +173,20 @@ impl Metrics {
                 esc(src)
             );
         }
+        let _ = writeln!(s, "# HELP remedy_verifications_total Verifications after live mitigations, by result.\n# TYPE remedy_verifications_total counter");
+        for ((p, r), n) in &m.verifications {
+            let _ = writeln!(
+                s,
+                "remedy_verifications_total{{plugin=\"{}\",result=\"{}\"}} {n}",
+                esc(p),
+                esc(r)
+            );
+        }
+        let _ = writeln!(
+            s,
+            "# HELP remedy_paused 1 while the kill switch turns every run into a dry run.\n# TYPE remedy_paused gauge\nremedy_paused {}",
+            u8::from(m.paused)
+        );
         s
     }
 }

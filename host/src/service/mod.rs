@@ -11,14 +11,17 @@ use std::time::{Duration, SystemTime};
 use chrono::Utc;
 use tokio::sync::{Notify, Semaphore};
 
-use crate::config::Config;
-use crate::record::{RunRecord, RunStatus, Trigger};
+use crate::config::{Config, Mode};
+use crate::guardrails::Stage;
+use crate::record::{Applied, Approval, PlannedAction, RunRecord, RunStatus, Trigger};
 use crate::remedy::{Overrides, Remedy, RunRequest, Source};
 use crate::runtime::Plugin;
 use crate::store::{AuditEvent, SqliteStore, StoreError};
 
+pub mod approval;
 pub mod metrics;
 pub mod registry;
+pub mod verify;
 
 pub use metrics::Metrics;
 pub use registry::Registry;
@@ -48,6 +51,27 @@ pub struct Service {
     running: AtomicUsize,
     idle: Notify,
     files: Mutex<HashMap<PathBuf, SeenFile>>,
+    /// The kill switch: who turned it on and when.
+    paused: Mutex<Option<Pause>>,
+}
+
+/// The kill switch is on.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Pause {
+    pub by: String,
+    pub at: String,
+}
+
+/// How a run is to be started.
+pub struct Launch {
+    pub trigger: Trigger,
+    /// `None`: the plugin's mode.
+    pub mode: Option<Mode>,
+    pub params: BTreeMap<String, String>,
+    /// Single-flight key with the plugin name.
+    pub target: String,
+    /// Carrying out this approved plan (run id, plan).
+    pub approved: Option<(String, Arc<crate::guardrails::Plan>)>,
 }
 
 /// A plugins_dir file as last seen: modified, length, the plugin name it
@@ -89,8 +113,13 @@ impl Service {
             .unwrap_or_else(|| PathBuf::from("remedy-data"));
         let store = SqliteStore::open(&data_dir)?;
         let max_runs = config.server.max_concurrent_runs.unwrap_or(256);
+        let paused = config.server.paused.unwrap_or(false).then(|| Pause {
+            by: "config (server.paused)".into(),
+            at: now(),
+        });
         let mut remedy = Remedy::new(config, Overrides::default())?;
         remedy.set_cache_dir(data_dir.join("compiled"));
+        remedy.ledger = Some(Arc::new(store.clone()));
         let service = Arc::new(Service {
             remedy: Arc::new(remedy),
             store,
@@ -102,6 +131,7 @@ impl Service {
             running: AtomicUsize::new(0),
             idle: Notify::new(),
             files: Mutex::default(),
+            paused: Mutex::new(paused),
         });
         for (name, source) in service.remedy.sources() {
             service.load(&name, &source).await;
@@ -254,18 +284,77 @@ impl Service {
         }
     }
 
+    /// The kill switch, if on.
+    pub fn paused(&self) -> Option<Pause> {
+        self.paused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Turns the kill switch on (`Some(who)`) or off (`None`).
+    pub async fn set_paused(&self, by: Option<&str>, who: &str) {
+        let pause = by.map(|b| Pause {
+            by: b.to_string(),
+            at: now(),
+        });
+        *self.paused.lock().unwrap_or_else(|p| p.into_inner()) = pause.clone();
+        self.metrics.set_paused(pause.is_some());
+        let event = if pause.is_some() {
+            "admin.paused"
+        } else {
+            "admin.resumed"
+        };
+        tracing::warn!(by = who, event, "kill switch");
+        self.audit(None, None, event, serde_json::json!({"by": who}))
+            .await;
+    }
+
     /// Starts a run of `plugin` for `target` unless one is in flight: the
     /// record is stored (`running`, or `skipped`) before this returns.
     pub async fn start_run(
         self: &Arc<Self>,
         plugin: Arc<Plugin>,
         trigger: Trigger,
-        dry_run: Option<bool>,
+        mode: Option<Mode>,
         params: BTreeMap<String, String>,
         target: String,
     ) -> Result<Started, StoreError> {
-        let key = (plugin.name().to_string(), target);
-        let dry = Remedy::dry_run_for(&plugin, dry_run);
+        self.launch(
+            plugin,
+            Launch {
+                trigger,
+                mode,
+                params,
+                target,
+                approved: None,
+            },
+        )
+        .await
+    }
+
+    /// The one way a run starts in the service: mode, kill switch, single
+    /// flight, concurrency bound, then `Remedy::run_with_id`; afterwards the
+    /// plan (approve mode) or the verification (live mitigation).
+    pub async fn launch(
+        self: &Arc<Self>,
+        plugin: Arc<Plugin>,
+        l: Launch,
+    ) -> Result<Started, StoreError> {
+        let key = (plugin.name().to_string(), l.target);
+        let mode = l.mode.unwrap_or(plugin.settings.mode);
+        let planning = mode == Mode::Approve && l.approved.is_none();
+        let mut dry = mode != Mode::Auto && l.approved.is_none();
+        let mut note = None;
+        if let Some(p) = self.paused() {
+            if !dry {
+                dry = true;
+                note = Some(format!(
+                    "kill switch on since {} (by {}): this run was forced to dry-run",
+                    p.at, p.by
+                ));
+            }
+        }
         let id = uuid::Uuid::new_v4().to_string();
         let fresh = self
             .inflight
@@ -273,7 +362,7 @@ impl Service {
             .unwrap_or_else(|p| p.into_inner())
             .insert(key.clone());
         if !fresh {
-            let mut rec = RunRecord::begin(id, &plugin, trigger, dry, RunStatus::Skipped);
+            let mut rec = RunRecord::begin(id, &plugin, l.trigger, dry, RunStatus::Skipped);
             rec.error = Some(format!(
                 "a run of {} for target `{}` is already in flight",
                 key.0, key.1
@@ -291,25 +380,44 @@ impl Service {
         };
         // The semaphore is never closed, so this only waits.
         let permit = self.permits.clone().acquire_owned().await.ok();
-        let rec = RunRecord::begin(
+        let mut rec = RunRecord::begin(
             id.clone(),
             &plugin,
-            trigger.clone(),
+            l.trigger.clone(),
             dry,
             RunStatus::Running,
         );
+        rec.note = note.clone();
+        if planning {
+            rec.mode = Mode::Approve.as_str().into();
+        }
+        rec.approval_of = l.approved.as_ref().map(|(of, _)| of.clone());
         self.store.put_run(&rec).await?;
         let service = self.clone();
         let run_id = id.clone();
+        let stage = match (&l.approved, planning) {
+            (Some((_, plan)), _) => Stage::Approved(plan.clone()),
+            (None, true) => Stage::Plan,
+            (None, false) => Stage::Normal,
+        };
         let handle = tokio::spawn(async move {
             let _guard = guard;
             let _permit = permit;
             let req = RunRequest {
-                trigger,
+                trigger: l.trigger,
                 dry_run: Some(dry),
-                params,
+                params: l.params,
+                stage,
             };
-            let rec = service.remedy.run_with_id(&plugin, req, run_id).await;
+            let mut rec = service.remedy.run_with_id(&plugin, req, run_id).await;
+            rec.note = note;
+            rec.approval_of = l.approved.map(|(of, _)| of);
+            if planning {
+                service.plan_for_approval(&plugin, &mut rec);
+            }
+            if let Some(n) = &rec.note {
+                rec.logs.push(format!("[remedy] {n}"));
+            }
             if let Err(e) = service.store.put_run(&rec).await {
                 tracing::error!(run_id = %rec.id, error = %e, "run record not stored");
             }
@@ -324,9 +432,41 @@ impl Service {
                     .await;
             }
             service.metrics.run_finished(&rec);
+            if !rec.dry_run && rec.actions.iter().any(|a| a.applied == Applied::Executed) {
+                service.clone().verify_later(plugin.clone(), rec.clone());
+            }
             rec
         });
         Ok(Started::Running { id, handle })
+    }
+
+    /// Turns a finished planning run into a plan waiting for approval (or
+    /// leaves it finished when mitigation wanted nothing).
+    fn plan_for_approval(&self, plugin: &Plugin, rec: &mut RunRecord) {
+        rec.mode = Mode::Approve.as_str().into();
+        let plan: Vec<PlannedAction> = rec
+            .actions
+            .iter()
+            .filter(|a| a.applied == Applied::Simulated)
+            .map(|a| PlannedAction {
+                kind: a.kind.clone(),
+                target: a.target.clone(),
+            })
+            .collect();
+        if rec.status != RunStatus::Succeeded || plan.is_empty() {
+            return;
+        }
+        let ttl = chrono::Duration::from_std(plugin.settings.limits.approval_ttl)
+            .unwrap_or(chrono::Duration::hours(1));
+        rec.status = RunStatus::PendingApproval;
+        rec.approval = Some(Approval {
+            plan,
+            expires_at: Utc::now() + ttl,
+            decision: None,
+            decided_by: None,
+            decided_at: None,
+            live_run: None,
+        });
     }
 
     /// Waits until no run is in flight, at most `bound`; returns how many

@@ -8,7 +8,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
 
 use super::{AuditEvent, AuditFilter, RunFilter, StoreError, StoredAlert};
-use crate::record::{RunRecord, RunStatus};
+use crate::guardrails::{Intent, Ledger, Refusal};
+use crate::record::{ActionRecord, Applied, RunRecord, RunStatus};
 
 type Ack<T> = oneshot::Sender<Result<T, StoreError>>;
 
@@ -25,6 +26,23 @@ enum Op {
         event: AuditEvent,
         ack: Option<Ack<()>>,
     },
+    Intend {
+        intent: Box<Intent>,
+        ack: Ack<Result<i64, String>>,
+    },
+    Settle {
+        id: i64,
+        status: &'static str,
+        error: Option<String>,
+        ack: Ack<()>,
+    },
+}
+
+/// What one write came to.
+enum Done {
+    Nothing,
+    Inserted(bool),
+    Intended(Result<i64, String>),
 }
 
 /// Most writes committed in one transaction.
@@ -60,7 +78,29 @@ CREATE TABLE IF NOT EXISTS audit (
     detail TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_run ON audit(run_id);
+-- Live actions, written ahead: `intent` before the action runs, then
+-- `executed` / `failed`; an `intent` found at start-up became `interrupted`.
+-- Budgets and cooldowns are counted here, so they hold across restarts.
+CREATE TABLE IF NOT EXISTS actions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL,
+    plugin TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    target TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    status TEXT NOT NULL,
+    at TEXT NOT NULL,
+    settled_at TEXT,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS actions_budget ON actions(plugin, kind, at);
+CREATE INDEX IF NOT EXISTS actions_target ON actions(plugin, target, at);
+CREATE INDEX IF NOT EXISTS actions_status ON actions(status);
 ";
+
+fn ts(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
 
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -92,6 +132,7 @@ impl SqliteStore {
         let writer = connect(&path)?;
         writer.execute_batch(SCHEMA)?;
         mark_interrupted(&writer)?;
+        mark_interrupted_actions(&writer)?;
         let reader = connect(&path)?;
         let (tx, rx) = mpsc::sync_channel(8192);
         std::thread::Builder::new()
@@ -241,6 +282,57 @@ impl SqliteStore {
     }
 }
 
+#[async_trait::async_trait]
+impl Ledger for SqliteStore {
+    async fn intend(&self, intent: Intent) -> Result<i64, Refusal> {
+        let intent = Box::new(intent);
+        match self.send(|ack| Op::Intend { intent, ack }).await {
+            Ok(Ok(id)) => Ok(id),
+            Ok(Err(guardrail)) => Err(Refusal::Guardrail(guardrail)),
+            Err(e) => Err(Refusal::Unavailable(e.to_string())),
+        }
+    }
+
+    async fn settle(&self, id: i64, applied: Applied, error: Option<String>) {
+        let status = match applied {
+            Applied::Executed => "executed",
+            _ => "failed",
+        };
+        if let Err(e) = self
+            .send(|ack| Op::Settle {
+                id,
+                status,
+                error,
+                ack,
+            })
+            .await
+        {
+            // The intent stays: a restart will report the action as
+            // interrupted rather than lose it.
+            tracing::error!(action_id = id, error = %e, "action result not stored");
+        }
+    }
+}
+
+impl SqliteStore {
+    /// Live actions of a run, from the ledger (oldest first), as
+    /// `(kind, target, status)`.
+    pub async fn ledger_actions(
+        &self,
+        run_id: &str,
+    ) -> Result<Vec<(String, String, String)>, StoreError> {
+        let run_id = run_id.to_string();
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT kind, target, status FROM actions WHERE run_id = ?1 ORDER BY id",
+            )?;
+            let rows = stmt.query_map([run_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+}
+
 fn mark_interrupted(c: &Connection) -> Result<(), StoreError> {
     let mut stmt = c.prepare("SELECT record FROM runs WHERE status IN ('queued', 'running')")?;
     let stale: Vec<String> = stmt
@@ -259,7 +351,7 @@ fn mark_interrupted(c: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn apply(tx: &rusqlite::Transaction<'_>, op: &Op) -> Result<Option<bool>, StoreError> {
+fn apply(tx: &rusqlite::Transaction<'_>, op: &Op) -> Result<Done, StoreError> {
     match op {
         Op::Run { rec, .. } => {
             tx.prepare_cached("INSERT INTO runs (id, plugin, status, started_at, record) VALUES (?1, ?2, ?3, ?4, ?5) \
@@ -271,7 +363,7 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &Op) -> Result<Option<bool>, StoreE
                     rec.started_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
                     serde_json::to_string(rec)?
                 ])?;
-            Ok(None)
+            Ok(Done::Nothing)
         }
         Op::Alert { alert: a, .. } => {
             let n = tx
@@ -279,7 +371,7 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &Op) -> Result<Option<bool>, StoreE
                     "INSERT OR IGNORE INTO alerts (fingerprint, starts_at, status, name, received_at, alert) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )?
                 .execute(params![a.fingerprint, a.starts_at, a.status, a.name, a.received_at, a.alert.to_string()])?;
-            Ok(Some(n == 1))
+            Ok(Done::Inserted(n == 1))
         }
         Op::Audit { event: e, .. } => {
             tx.prepare_cached(
@@ -292,9 +384,135 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &Op) -> Result<Option<bool>, StoreE
                 e.event,
                 e.detail.to_string()
             ])?;
-            Ok(None)
+            Ok(Done::Nothing)
+        }
+        Op::Intend { intent, .. } => Ok(Done::Intended(intend(tx, intent)?)),
+        Op::Settle {
+            id, status, error, ..
+        } => {
+            tx.prepare_cached(
+                "UPDATE actions SET status = ?2, error = ?3, settled_at = ?4 WHERE id = ?1",
+            )?
+            .execute(params![id, status, error, ts(chrono::Utc::now())])?;
+            Ok(Done::Nothing)
         }
     }
+}
+
+/// Budget and cooldown, then the intent: one transaction on the one writer
+/// thread, so no two runs can take the last unit of a budget.
+fn intend(tx: &rusqlite::Transaction<'_>, i: &Intent) -> Result<Result<i64, String>, StoreError> {
+    let window = chrono::Duration::from_std(i.budget.per).unwrap_or(chrono::Duration::MAX);
+    let since = ts(i.at - window);
+    // Interrupted actions count: they may have taken effect.
+    let used: u32 = tx
+        .prepare_cached(
+            "SELECT count(*) FROM actions WHERE plugin = ?1 AND kind = ?2 AND at >= ?3 \
+             AND status IN ('intent', 'executed', 'interrupted')",
+        )?
+        .query_row(params![i.plugin, i.kind, since], |r| r.get(0))?;
+    if used >= i.budget.max {
+        return Ok(Err(format!(
+            "budget: {} already ran {used} time(s) in the last {}; at most {} (plugin {})",
+            i.kind,
+            human(i.budget.per),
+            i.budget.max,
+            i.plugin
+        )));
+    }
+    if let Some(cooldown) = i.cooldown {
+        let since =
+            ts(i.at - chrono::Duration::from_std(cooldown).unwrap_or(chrono::Duration::MAX));
+        let last: Option<String> = tx
+            .prepare_cached(
+                "SELECT max(at) FROM actions WHERE plugin = ?1 AND target = ?2 AND at >= ?3 \
+                 AND status IN ('intent', 'executed', 'interrupted') AND kind NOT LIKE 'notify.%'",
+            )?
+            .query_row(params![i.plugin, i.target, since], |r| r.get(0))?;
+        if let Some(last) = last {
+            return Ok(Err(format!(
+                "cooldown: {} acted on {} at {last}; wait {} after a live action (plugin {})",
+                i.plugin,
+                i.target,
+                human(cooldown),
+                i.plugin
+            )));
+        }
+    }
+    tx.prepare_cached(
+        "INSERT INTO actions (run_id, plugin, kind, target, reason, status, at) VALUES (?1, ?2, ?3, ?4, ?5, 'intent', ?6)",
+    )?
+    .execute(params![i.run_id, i.plugin, i.kind, i.target, i.reason, ts(i.at)])?;
+    Ok(Ok(tx.last_insert_rowid()))
+}
+
+fn human(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        s if s >= 3600 && s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s >= 60 && s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+/// Intents a previous process left behind: the action may or may not have
+/// happened. Each becomes `interrupted` in the table, in its run's record
+/// and in the audit log, so nobody is left believing nothing was done.
+fn mark_interrupted_actions(c: &Connection) -> Result<(), StoreError> {
+    let mut stmt = c.prepare(
+        "SELECT id, run_id, plugin, kind, target, reason, at FROM actions WHERE status = 'intent' ORDER BY id",
+    )?;
+    let rows: Vec<(i64, String, String, String, String, String, String)> = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+            ))
+        })?
+        .collect::<Result<_, _>>()?;
+    let now = ts(chrono::Utc::now());
+    let error = "the Remedy process stopped after recording the intent and before the result: whether the action took effect is unknown; check the target";
+    for (id, run_id, plugin, kind, target, reason, at) in rows {
+        c.execute(
+            "UPDATE actions SET status = 'interrupted', error = ?2, settled_at = ?3 WHERE id = ?1",
+            params![id, error, now],
+        )?;
+        let at_parsed = chrono::DateTime::parse_from_rfc3339(&at)
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .unwrap_or_else(|_| chrono::Utc::now());
+        let action = ActionRecord {
+            kind: kind.clone(),
+            target: target.clone(),
+            reason,
+            applied: Applied::Interrupted,
+            error: Some(error.into()),
+            at: at_parsed,
+        };
+        let json: Option<String> = c
+            .query_row("SELECT record FROM runs WHERE id = ?1", [&run_id], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if let Some(json) = json {
+            let mut rec: RunRecord = serde_json::from_str(&json)?;
+            rec.actions.push(action.clone());
+            c.execute(
+                "UPDATE runs SET record = ?2 WHERE id = ?1",
+                params![run_id, serde_json::to_string(&rec)?],
+            )?;
+        }
+        c.execute(
+            "INSERT INTO audit (at, run_id, plugin, event, detail) VALUES (?1, ?2, ?3, 'action.interrupted', ?4)",
+            params![now, run_id, plugin, serde_json::to_string(&action)?],
+        )?;
+        tracing::warn!(%run_id, %plugin, %kind, %target, "action interrupted by a previous stop");
+    }
+    Ok(())
 }
 
 fn write_loop(mut conn: Connection, rx: mpsc::Receiver<Op>) {
@@ -306,7 +524,7 @@ fn write_loop(mut conn: Connection, rx: mpsc::Receiver<Op>) {
                 Err(_) => break,
             }
         }
-        let results: Result<Vec<Result<Option<bool>, StoreError>>, StoreError> = (|| {
+        let results: Result<Vec<Result<Done, StoreError>>, StoreError> = (|| {
             let tx = conn.transaction()?;
             let results = batch.iter().map(|op| apply(&tx, op)).collect();
             tx.commit()?;
@@ -316,10 +534,18 @@ fn write_loop(mut conn: Connection, rx: mpsc::Receiver<Op>) {
             Ok(results) => {
                 for (op, res) in batch.into_iter().zip(results) {
                     match op {
-                        Op::Run { ack, .. } => drop(ack.send(res.map(|_| ()))),
-                        Op::Alert { ack, .. } => drop(ack.send(res.map(|n| n.unwrap_or(false)))),
+                        Op::Run { ack, .. } | Op::Settle { ack, .. } => {
+                            drop(ack.send(res.map(|_| ())))
+                        }
+                        Op::Alert { ack, .. } => {
+                            drop(ack.send(res.map(|d| matches!(d, Done::Inserted(true)))))
+                        }
                         Op::Audit { ack: Some(ack), .. } => drop(ack.send(res.map(|_| ()))),
                         Op::Audit { ack: None, .. } => {}
+                        Op::Intend { ack, .. } => drop(ack.send(res.map(|d| match d {
+                            Done::Intended(r) => r,
+                            _ => Err("no answer".into()),
+                        }))),
                     }
                 }
             }
@@ -329,10 +555,11 @@ fn write_loop(mut conn: Connection, rx: mpsc::Receiver<Op>) {
                 for op in batch {
                     let err = || StoreError::Failed(msg.clone());
                     match op {
-                        Op::Run { ack, .. } => drop(ack.send(Err(err()))),
+                        Op::Run { ack, .. } | Op::Settle { ack, .. } => drop(ack.send(Err(err()))),
                         Op::Alert { ack, .. } => drop(ack.send(Err(err()))),
                         Op::Audit { ack: Some(ack), .. } => drop(ack.send(Err(err()))),
                         Op::Audit { ack: None, .. } => {}
+                        Op::Intend { ack, .. } => drop(ack.send(Err(err()))),
                     }
                 }
             }

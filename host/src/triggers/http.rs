@@ -13,8 +13,9 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::config::Role;
+use crate::config::{Mode, Role};
 use crate::record::Trigger;
+use crate::service::approval::DecideError;
 use crate::service::{Service, Started};
 use crate::store::{AuditFilter, RunFilter};
 
@@ -156,6 +157,11 @@ pub fn router(state: Arc<AppState>, max_body: usize) -> Router {
         .route("/v1/plugins/{name}/runs", post(start_run))
         .route("/v1/runs", get(list_runs))
         .route("/v1/runs/{id}", get(get_run))
+        .route("/v1/runs/{id}/approve", post(approve))
+        .route("/v1/runs/{id}/reject", post(reject))
+        .route("/v1/runs/{id}/report", get(report))
+        .route("/v1/admin/pause", post(pause).get(pause_state))
+        .route("/v1/admin/resume", post(resume))
         .route("/v1/alerts", post(post_alerts).get(list_alerts))
         .route("/v1/audit", get(list_audit))
         .fallback(|| async {
@@ -201,6 +207,8 @@ fn body_error(e: axum::extract::rejection::BytesRejection) -> ApiError {
 #[serde(deny_unknown_fields)]
 struct RunBody {
     dry_run: Option<bool>,
+    /// `dry-run`, `auto` or `approve`, over the plugin's mode.
+    mode: Option<String>,
     #[serde(default)]
     config: BTreeMap<String, serde_json::Value>,
 }
@@ -247,13 +255,26 @@ async fn start_run(
         };
         params.insert(k, v);
     }
+    let mode = match (body.mode.as_deref(), body.dry_run) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request("give `mode` or `dry_run`, not both"))
+        }
+        (Some(m), None) => Some(Mode::parse(m).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "`mode`: `{m}` is not one of dry-run, auto, approve"
+            ))
+        })?),
+        (None, Some(true)) => Some(Mode::DryRun),
+        (None, Some(false)) => Some(Mode::Auto),
+        (None, None) => None,
+    };
     let id_target = format!("manual:{}", uuid::Uuid::new_v4());
     let trigger = Trigger::Manual {
         by: format!("http:{who}"),
     };
     match s
         .service
-        .start_run(plugin, trigger, body.dry_run, params, id_target)
+        .start_run(plugin, trigger, mode, params, id_target)
         .await
         .map_err(ApiError::unavailable)?
     {
@@ -361,4 +382,86 @@ async fn list_audit(
         .await
         .map_err(ApiError::unavailable)?;
     Ok(Json(json!({"events": events})))
+}
+
+async fn decide(s: &AppState, h: &HeaderMap, id: &str, approve: bool) -> AppResult<Response> {
+    let who = s.auth.check(h, Role::Approve)?;
+    match s.service.decide(id, approve, &who).await {
+        Ok(d) => Ok((
+            if approve {
+                StatusCode::ACCEPTED
+            } else {
+                StatusCode::OK
+            },
+            Json(json!({"run": d.plan, "live_run": d.live_run})),
+        )
+            .into_response()),
+        Err(e) => {
+            let (status, code) = match &e {
+                DecideError::NotFound(_) => (StatusCode::NOT_FOUND, "unknown_run"),
+                DecideError::NotPending { .. } => (StatusCode::CONFLICT, "not_pending"),
+                DecideError::Expired { .. } => (StatusCode::GONE, "plan_expired"),
+                DecideError::Paused { .. } => (StatusCode::CONFLICT, "paused"),
+                DecideError::PluginGone(_) => (StatusCode::CONFLICT, "plugin_gone"),
+                DecideError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
+            };
+            Err(ApiError::new(status, code, e.to_string()))
+        }
+    }
+}
+
+async fn approve(
+    State(s): State<Arc<AppState>>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+) -> AppResult<Response> {
+    decide(&s, &h, &id, true).await
+}
+
+async fn reject(
+    State(s): State<Arc<AppState>>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+) -> AppResult<Response> {
+    decide(&s, &h, &id, false).await
+}
+
+async fn pause_state(State(s): State<Arc<AppState>>, h: HeaderMap) -> AppResult<impl IntoResponse> {
+    s.auth.check(&h, Role::Read)?;
+    Ok(Json(json!({"paused": s.service.paused()})))
+}
+
+async fn pause(State(s): State<Arc<AppState>>, h: HeaderMap) -> AppResult<impl IntoResponse> {
+    let who = s.auth.check(&h, Role::Admin)?;
+    s.service.set_paused(Some(&who), &who).await;
+    Ok(Json(json!({"paused": s.service.paused()})))
+}
+
+async fn resume(State(s): State<Arc<AppState>>, h: HeaderMap) -> AppResult<impl IntoResponse> {
+    let who = s.auth.check(&h, Role::Admin)?;
+    s.service.set_paused(None, &who).await;
+    Ok(Json(json!({"paused": s.service.paused()})))
+}
+
+async fn report(
+    State(s): State<Arc<AppState>>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+) -> AppResult<Response> {
+    s.auth.check(&h, Role::Read)?;
+    let text = crate::report::for_run(&s.service.store, &id)
+        .await
+        .map_err(ApiError::unavailable)?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_run",
+                format!("no run with id `{id}`"),
+            )
+        })?;
+    Ok((
+        [(header::CONTENT_TYPE, "text/markdown; charset=utf-8")],
+        text,
+    )
+        .into_response())
 }

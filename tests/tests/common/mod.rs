@@ -25,6 +25,7 @@ pub fn manual(dry_run: bool) -> RunRequest {
         trigger: Trigger::Manual { by: "test".into() },
         dry_run: Some(dry_run),
         params: Default::default(),
+        stage: remedy::guardrails::Stage::Normal,
     }
 }
 

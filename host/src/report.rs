@@ -1,0 +1,253 @@
+//! The seed's post-incident review as Markdown, written from the store: a
+//! timeline of the alert, detection, every action, the approval and the
+//! verification; findings as root-cause evidence; the fixes applied; the
+//! manual steps as follow-ups. What only people know (impact in business
+//! terms, lessons learned) is left as headed blanks to fill in.
+
+use std::fmt::Write;
+
+use chrono::{DateTime, Utc};
+
+use crate::record::{Applied, RunRecord, Trigger};
+use crate::store::{AuditFilter, SqliteStore, StoreError};
+
+/// The report of run `id` (with the plan or live run it is linked to).
+pub async fn for_run(store: &SqliteStore, id: &str) -> Result<Option<String>, StoreError> {
+    let Some(rec) = store.get_run(id).await? else {
+        return Ok(None);
+    };
+    // A plan and its live run tell one story: report both, plan first.
+    let (plan, live) = match (&rec.approval, &rec.approval_of) {
+        (Some(a), _) => {
+            let live = match &a.live_run {
+                Some(l) => store.get_run(l).await?,
+                None => None,
+            };
+            (Some(rec.clone()), live)
+        }
+        (None, Some(of)) => (store.get_run(of).await?, Some(rec.clone())),
+        (None, None) => (None, Some(rec.clone())),
+    };
+    let mut runs: Vec<RunRecord> = plan.into_iter().chain(live).collect();
+    runs.sort_by_key(|r| r.started_at);
+    let mut audit = Vec::new();
+    for r in &runs {
+        audit.extend(
+            store
+                .list_audit(AuditFilter {
+                    run: Some(r.id.clone()),
+                    ..AuditFilter::default()
+                })
+                .await?,
+        );
+    }
+    Ok(Some(markdown(&runs, &audit)))
+}
+
+fn when(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// One line of the timeline.
+struct Step {
+    at: DateTime<Utc>,
+    text: String,
+}
+
+fn timeline(runs: &[RunRecord], audit: &[crate::store::AuditEvent]) -> Vec<Step> {
+    let mut steps = Vec::new();
+    for r in runs {
+        if let Trigger::Alert { alert } = &r.trigger {
+            if let Ok(t) = DateTime::parse_from_rfc3339(&alert.starts_at) {
+                let text = format!("Alert `{}` started firing", alert.name);
+                if !steps.iter().any(|s: &Step| s.text == text) {
+                    steps.push(Step {
+                        at: t.with_timezone(&Utc),
+                        text,
+                    });
+                }
+            }
+        }
+        steps.push(Step {
+            at: r.started_at,
+            text: format!(
+                "Run `{}` of {} {} started ({}); detection: {}",
+                r.id,
+                r.plugin,
+                r.plugin_version,
+                r.mode,
+                match &r.detection {
+                    Some(d) if d.healthy => "healthy".to_string(),
+                    Some(d) => format!("unhealthy, {} finding(s)", d.findings.len()),
+                    None => "none".to_string(),
+                }
+            ),
+        });
+        for a in &r.actions {
+            steps.push(Step {
+                at: a.at,
+                text: format!(
+                    "Action `{}` on `{}`: **{}**{}",
+                    a.kind,
+                    a.target,
+                    serde_json::to_value(a.applied)
+                        .ok()
+                        .and_then(|v| v.as_str().map(String::from))
+                        .unwrap_or_default(),
+                    a.error
+                        .as_ref()
+                        .map(|e| format!(" ({e})"))
+                        .unwrap_or_default()
+                ),
+            });
+        }
+        if let Some(t) = r.finished_at {
+            steps.push(Step {
+                at: t,
+                text: format!(
+                    "Run `{}` finished: {}{}",
+                    r.id,
+                    r.status.as_str(),
+                    r.outcome
+                        .as_ref()
+                        .map(|o| format!(" — {}", o.summary))
+                        .unwrap_or_default()
+                ),
+            });
+        }
+        if let Some(a) = &r.approval {
+            if let (Some(d), Some(t)) = (&a.decision, a.decided_at) {
+                steps.push(Step {
+                    at: t,
+                    text: format!(
+                        "Plan {d} by {}",
+                        a.decided_by.as_deref().unwrap_or("unknown")
+                    ),
+                });
+            }
+        }
+    }
+    for e in audit.iter().filter(|e| e.event == "verification") {
+        if let Ok(t) = DateTime::parse_from_rfc3339(&e.at) {
+            steps.push(Step {
+                at: t.with_timezone(&Utc),
+                text: format!(
+                    "Verification: **{}**",
+                    e.detail["result"].as_str().unwrap_or("?")
+                ),
+            });
+        }
+    }
+    steps.sort_by_key(|s| s.at);
+    steps
+}
+
+/// The review of `runs` (oldest first) with their audit events.
+pub fn markdown(runs: &[RunRecord], audit: &[crate::store::AuditEvent]) -> String {
+    let mut s = String::new();
+    let Some(first) = runs.first() else {
+        return s;
+    };
+    let title = match &first.trigger {
+        Trigger::Alert { alert } => alert.name.clone(),
+        _ => first.plugin.clone(),
+    };
+    let _ = writeln!(s, "# Post-incident review: {title}\n");
+    let _ = writeln!(
+        s,
+        "Plugin `{}` {} (`{}`); written by Remedy from its store.\n",
+        first.plugin, first.plugin_version, first.plugin_digest
+    );
+
+    let _ = writeln!(s, "## 1. Timeline\n");
+    let _ = writeln!(s, "| time (UTC) | event |\n|---|---|");
+    for step in timeline(runs, audit) {
+        let _ = writeln!(
+            s,
+            "| {} | {} |",
+            when(step.at),
+            step.text.replace('|', "\\|")
+        );
+    }
+
+    let _ = writeln!(s, "\n## 2. Root cause (evidence)\n");
+    let findings: Vec<_> = runs
+        .iter()
+        .filter_map(|r| r.detection.as_ref())
+        .flat_map(|d| d.findings.iter())
+        .collect();
+    if findings.is_empty() {
+        let _ = writeln!(s, "No findings were recorded.");
+    }
+    for f in findings {
+        let sev = serde_json::to_value(f.severity)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default();
+        let _ = writeln!(s, "- **{sev}**: {}", f.summary);
+        for (k, v) in &f.evidence {
+            let _ = writeln!(s, "  - {k}: `{v}`");
+        }
+    }
+
+    let _ = writeln!(
+        s,
+        "\n## 3. Impact\n\n_To be filled in: users and business affected._"
+    );
+
+    let _ = writeln!(s, "\n## 4. Fixes applied\n");
+    let fixes: Vec<_> = runs
+        .iter()
+        .flat_map(|r| r.actions.iter())
+        .filter(|a| a.applied == Applied::Executed)
+        .collect();
+    if fixes.is_empty() {
+        let _ = writeln!(s, "None by Remedy.");
+    }
+    for a in fixes {
+        let _ = writeln!(
+            s,
+            "- `{}` on `{}` at {}: {}",
+            a.kind,
+            a.target,
+            when(a.at),
+            a.reason
+        );
+    }
+    let verification = runs.iter().rev().find_map(|r| r.verification.clone());
+    if let Some(v) = verification {
+        let _ = writeln!(s, "\nVerification after mitigation: **{v}**.");
+    }
+
+    let _ = writeln!(s, "\n## 5. Long-term fixes (follow-ups)\n");
+    let steps: Vec<&String> = runs
+        .iter()
+        .filter_map(|r| r.outcome.as_ref())
+        .flat_map(|o| o.manual_steps.iter())
+        .collect();
+    let mut seen = std::collections::BTreeSet::new();
+    for m in steps.into_iter().filter(|m| seen.insert(m.as_str())) {
+        let _ = writeln!(s, "- [ ] {m}");
+    }
+    for a in runs.iter().flat_map(|r| r.actions.iter()) {
+        if matches!(a.applied, Applied::Failed | Applied::Interrupted) {
+            let _ = writeln!(
+                s,
+                "- [ ] Check `{}` on `{}` by hand: it {}",
+                a.kind,
+                a.target,
+                if a.applied == Applied::Failed {
+                    "failed"
+                } else {
+                    "was interrupted"
+                }
+            );
+        }
+    }
+
+    let _ = writeln!(
+        s,
+        "\n## 6. Lessons learned\n\n_To be filled in: what went well, what could improve._"
+    );
+    s
+}

@@ -1,0 +1,142 @@
+//! Deciding on a plan waiting for approval: reject it, let it expire, or
+//! approve it, which runs detect + mitigate again live with the gate limited
+//! to the planned actions.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+
+use super::{Launch, Service, Started};
+use crate::guardrails::Plan;
+use crate::record::{RunRecord, RunStatus};
+use crate::store::StoreError;
+
+/// Why a decision could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum DecideError {
+    #[error("no run `{0}`")]
+    NotFound(String),
+    #[error("run {id} is {status}, not pending_approval")]
+    NotPending { id: String, status: &'static str },
+    #[error("the plan of run {id} expired at {at}")]
+    Expired { id: String, at: String },
+    #[error("the kill switch is on (since {at}, by {by}): nothing is approved until it is off")]
+    Paused { at: String, by: String },
+    #[error("plugin `{0}` is not loaded any more")]
+    PluginGone(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a decision came to.
+pub struct Decided {
+    /// The plan's record, with the decision.
+    pub plan: RunRecord,
+    /// The live run carrying the plan out (approval only).
+    pub live_run: Option<String>,
+}
+
+impl Service {
+    /// Approves (`approve`) or rejects a pending plan on behalf of `by`.
+    pub async fn decide(
+        self: &Arc<Self>,
+        id: &str,
+        approve: bool,
+        by: &str,
+    ) -> Result<Decided, DecideError> {
+        let mut rec = self
+            .store
+            .get_run(id)
+            .await?
+            .ok_or_else(|| DecideError::NotFound(id.to_string()))?;
+        let Some(approval) = rec
+            .approval
+            .clone()
+            .filter(|_| rec.status == RunStatus::PendingApproval)
+        else {
+            return Err(DecideError::NotPending {
+                id: id.to_string(),
+                status: rec.status.as_str(),
+            });
+        };
+        let now = Utc::now();
+        if now > approval.expires_at {
+            self.close(&mut rec, RunStatus::Expired, "expired", "remedy")
+                .await?;
+            return Err(DecideError::Expired {
+                id: id.to_string(),
+                at: approval.expires_at.to_rfc3339(),
+            });
+        }
+        if !approve {
+            self.close(&mut rec, RunStatus::Rejected, "rejected", by)
+                .await?;
+            return Ok(Decided {
+                plan: rec,
+                live_run: None,
+            });
+        }
+        if let Some(p) = self.paused() {
+            return Err(DecideError::Paused { at: p.at, by: p.by });
+        }
+        let plugin = self
+            .registry
+            .get(&rec.plugin)
+            .ok_or_else(|| DecideError::PluginGone(rec.plugin.clone()))?;
+        let plan: Plan = approval.plan.iter().cloned().collect();
+        let started = self
+            .launch(
+                plugin,
+                Launch {
+                    trigger: rec.trigger.clone(),
+                    mode: None,
+                    params: Default::default(),
+                    target: format!("approval:{id}"),
+                    approved: Some((id.to_string(), Arc::new(plan))),
+                },
+            )
+            .await?;
+        let live = match started {
+            Started::Running { id, .. } => id,
+            Started::Skipped(r) => r.id,
+        };
+        if let Some(a) = rec.approval.as_mut() {
+            a.live_run = Some(live.clone());
+        }
+        self.close(&mut rec, RunStatus::Succeeded, "approved", by)
+            .await?;
+        Ok(Decided {
+            plan: rec,
+            live_run: Some(live),
+        })
+    }
+
+    /// Records the decision on the plan and in the audit log.
+    async fn close(
+        &self,
+        rec: &mut RunRecord,
+        status: RunStatus,
+        decision: &str,
+        by: &str,
+    ) -> Result<(), StoreError> {
+        rec.status = status;
+        if let Some(a) = rec.approval.as_mut() {
+            a.decision = Some(decision.to_string());
+            a.decided_by = Some(by.to_string());
+            a.decided_at = Some(Utc::now());
+        }
+        self.store.put_run(rec).await?;
+        self.audit(
+            Some(&rec.id),
+            Some(&rec.plugin),
+            &format!("approval.{decision}"),
+            serde_json::json!({
+                "by": by,
+                "plan": rec.approval.as_ref().map(|a| &a.plan),
+                "live_run": rec.approval.as_ref().and_then(|a| a.live_run.clone()),
+            }),
+        )
+        .await;
+        Ok(())
+    }
+}
