@@ -504,3 +504,62 @@ async fn verification_records_resolved_or_escalates_not_resolved_to_the_priority
         .expect("verification");
     assert!(started < action && action < verification, "{report}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeat_of_a_mitigated_alert_escalates_instead_of_mitigating_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = sim().await;
+    let (sink, seen) = sink().await;
+    let config = format!(
+        "{}\n[backends.notify.alerts-warning]\nkind = \"webhook\"\nurl = \"{sink}/alerts-warning\"\n",
+        breaker_config(
+            dir.path(),
+            &sim,
+            "",
+            "mode = \"auto\"\nverify_after = \"300ms\"\npriority = \"p2\"\ncooldown = \"0s\""
+        )
+    );
+    let server = start(dir.path(), &config, &[]);
+    let firing = payload(vec![alert(
+        "CircuitBreakerOpen",
+        "firing",
+        json!({"breaker": "stripe"}),
+        "fp-repeat",
+        "2026-11-27T03:10:00Z",
+    )]);
+    sim.open_breaker("stripe");
+    let (_, r) = server.post("/v1/alerts", firing.clone()).await;
+    let id = r["runs"][0]["run_id"].as_str().unwrap().to_string();
+    let rec = server.finished(&id).await;
+    assert_eq!(actions_on(&rec, "breaker:stripe")[0]["applied"], "executed");
+
+    // The breaker opens again and Alertmanager repeats the same alert.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    sim.open_breaker("stripe");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while server.get(&format!("/v1/runs/{id}")).await["verification"].is_null() {
+        assert!(Instant::now() < deadline, "never verified");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, r) = server.post("/v1/alerts", firing).await;
+    assert_eq!(r["duplicates"], 1, "{r}");
+    assert_eq!(r["runs"][0]["status"], "escalated", "{r}");
+    assert_eq!(r["runs"][0]["run_id"], id.as_str());
+    assert_eq!(
+        sim.breaker_state("stripe").unwrap(),
+        "OPEN",
+        "not mitigated again"
+    );
+    let titles: Vec<String> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, b)| b["title"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        titles
+            .iter()
+            .any(|t| t.starts_with("[P2] Still firing after mitigation")),
+        "{titles:?}"
+    );
+}

@@ -40,7 +40,23 @@ impl Service {
         tracing::info!(run_id = %rec.id, plugin = %rec.plugin, result, "verification");
         let mut escalations = Vec::new();
         if !resolved {
-            escalations = self.escalate_unresolved(plugin, rec, &check).await;
+            let findings: Vec<String> = check
+                .detection
+                .iter()
+                .flat_map(|d| d.findings.iter().map(|f| format!("• {}", f.summary)))
+                .collect();
+            escalations = self
+                .escalate(
+                    plugin,
+                    rec,
+                    "Not resolved after mitigation",
+                    format!(
+                        "Run {} mitigated live, but detect still finds a problem:\n{}",
+                        rec.id,
+                        findings.join("\n")
+                    ),
+                )
+                .await;
         }
         let mut latest = match self.store.get_run(&rec.id).await {
             Ok(Some(r)) => r,
@@ -76,12 +92,14 @@ impl Service {
         self.metrics.verified(&rec.plugin, result);
     }
 
-    /// Sends "not resolved" to the priority's route, through the gate.
-    async fn escalate_unresolved(
+    /// Tells the route of the alert's priority (its `priority` label, else
+    /// the plugin's) about `rec`, through the gate; answers the actions.
+    pub(crate) async fn escalate(
         &self,
         plugin: &Plugin,
         rec: &RunRecord,
-        check: &RunRecord,
+        what: &str,
+        body: String,
     ) -> Vec<record::ActionRecord> {
         let priority = match &rec.trigger {
             Trigger::Alert { alert } => alert
@@ -95,7 +113,7 @@ impl Service {
         let route = backends.escalation.route(priority).clone();
         let journal = Journal::new(4096);
         let Some(notify) = backends.notify.clone() else {
-            tracing::error!(run_id = %rec.id, "not resolved, and no notify channel is configured to escalate to");
+            tracing::error!(run_id = %rec.id, what, "no notify channel is configured to escalate to");
             return Vec::new();
         };
         // The host escalates on the plugin's behalf, through the same gate
@@ -117,21 +135,7 @@ impl Service {
             stage: Stage::Normal,
             ledger: self.remedy.ledger.clone(),
         };
-        let findings: Vec<String> = check
-            .detection
-            .iter()
-            .flat_map(|d| d.findings.iter().map(|f| format!("• {}", f.summary)))
-            .collect();
-        let title = format!(
-            "[{}] Not resolved after mitigation: {}",
-            priority.as_str(),
-            rec.plugin
-        );
-        let body = format!(
-            "Run {} mitigated live, but detect still finds a problem:\n{}",
-            rec.id,
-            findings.join("\n")
-        );
+        let title = format!("[{}] {what}: {}", priority.as_str(), rec.plugin);
         for channel in route.channels.iter().filter(|c| notify.has_channel(c)) {
             let message = NotifyMessage {
                 channel: channel.clone(),
@@ -159,5 +163,72 @@ impl Service {
                 .await;
         }
         journal.actions()
+    }
+}
+
+impl Service {
+    /// A repeat notification of a firing alert (same fingerprint and start)
+    /// whose last run already mitigated live and was not verified as
+    /// resolved: mitigating again would repeat what did not work, so a human
+    /// hears about it instead. Answers the run escalated about, if any.
+    pub async fn escalate_repeat(
+        &self,
+        plugin: &Plugin,
+        fingerprint: &str,
+        starts_at: &str,
+    ) -> Option<String> {
+        let runs = self
+            .store
+            .list_runs(crate::store::RunFilter {
+                plugin: Some(plugin.name().to_string()),
+                limit: Some(200),
+                ..Default::default()
+            })
+            .await
+            .ok()?;
+        let mut rec = runs.into_iter().find(|r| {
+            matches!(&r.trigger, Trigger::Alert { alert } if alert.fingerprint == fingerprint && alert.starts_at == starts_at)
+                && !r.dry_run
+                && r.actions.iter().any(|a| a.applied == record::Applied::Executed)
+        })?;
+        if rec.verification.as_deref() == Some("resolved") {
+            return None;
+        }
+        // Before verification had its chance this is most likely the other
+        // replica of an HA Alertmanager pair, not a repeat.
+        let settle = chrono::Duration::from_std(plugin.settings.limits.verify_after)
+            .unwrap_or(chrono::Duration::zero());
+        if rec.verification.is_none()
+            && rec
+                .finished_at
+                .is_none_or(|t| chrono::Utc::now() < t + settle)
+        {
+            return None;
+        }
+        let actions = self
+            .escalate(
+                plugin,
+                &rec,
+                "Still firing after mitigation",
+                format!(
+                    "Alertmanager repeats the alert that run {} mitigated at {}; Remedy will not repeat the mitigation.\nVerification: {}",
+                    rec.id,
+                    rec.finished_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
+                    rec.verification.as_deref().unwrap_or("pending")
+                ),
+            )
+            .await;
+        self.audit(
+            Some(&rec.id),
+            Some(&rec.plugin),
+            "alert.repeat_escalated",
+            serde_json::json!({"fingerprint": fingerprint, "actions": actions}),
+        )
+        .await;
+        rec.actions.extend(actions);
+        if let Err(e) = self.store.put_run(&rec).await {
+            tracing::error!(run_id = %rec.id, error = %e, "escalation not stored");
+        }
+        Some(rec.id)
     }
 }

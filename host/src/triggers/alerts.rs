@@ -170,6 +170,20 @@ pub async fn receive(service: &Arc<Service>, hook: Webhook) -> Result<Receipt, A
         service.metrics.alert_received(&a.status);
         if !new {
             receipt.duplicates += 1;
+            if a.status == "firing" {
+                for p in service.registry.loaded() {
+                    if !routes_to(service, &p, &name, &a.labels) {
+                        continue;
+                    }
+                    if let Some(run_id) = service.escalate_repeat(&p, &fp, &a.starts_at).await {
+                        receipt.runs.push(StartedRun {
+                            plugin: p.name().to_string(),
+                            run_id,
+                            status: "escalated",
+                        });
+                    }
+                }
+            }
             continue;
         }
         receipt.new += 1;
