@@ -61,6 +61,7 @@ pub async fn serve(config: Config, listen: Option<&str>) -> anyhow::Result<()> {
     let service = Service::start(config).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     schedule::spawn_all(&service, stop_rx.clone());
+    spawn_expiry_sweeper(service.clone(), stop_rx.clone());
     spawn_plugin_watcher(service.clone(), stop_rx);
 
     let listener = tokio::net::TcpListener::bind(addr)
@@ -86,6 +87,23 @@ pub async fn serve(config: Config, listen: Option<&str>) -> anyhow::Result<()> {
         tracing::warn!(left, "runs still in flight at the drain bound; they will read `interrupted` at the next start");
     }
     Ok(())
+}
+
+/// Plans past their `approval_ttl` become `expired` within this long, so
+/// that listings of `pending_approval` show only what can still be approved.
+const EXPIRY_SWEEP: Duration = Duration::from_secs(5);
+
+fn spawn_expiry_sweeper(service: Arc<Service>, mut stop: watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(EXPIRY_SWEEP);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => service.expire_stale_plans().await,
+                _ = stop.changed() => return,
+            }
+        }
+    });
 }
 
 fn spawn_plugin_watcher(service: Arc<Service>, mut stop: watch::Receiver<bool>) {

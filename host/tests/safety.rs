@@ -351,6 +351,22 @@ async fn an_expired_plan_runs_nothing() {
         "expired"
     );
     assert_eq!(sim.breaker_state("stripe").unwrap(), "OPEN");
+
+    // Untouched, a plan past its time still leaves `pending_approval`.
+    let (_, plan) = server
+        .post("/v1/plugins/circuit-breaker-open/runs?wait=true", json!({}))
+        .await;
+    let id = plan["id"].as_str().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(12);
+    loop {
+        let rec = server.get(&format!("/v1/runs/{id}")).await;
+        if rec["status"] == "expired" {
+            assert_eq!(rec["approval"]["decided_by"], "remedy");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never swept: {rec}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -166,7 +166,10 @@ async fn down_upstream_pages_the_p0_route_live_and_sends_nothing_in_dry_run() {
 
     let dry = remedy.run(&plugin, manual(true)).await;
     assert_eq!(
-        actions_on(&dry, "channel:pagerduty")[0].applied,
+        actions_on(&dry, "channel:pagerduty")
+            .first()
+            .map(|a| a.applied)
+            .unwrap_or_else(|| panic!("{dry:#?}")),
         Applied::Simulated
     );
     assert!(seen.lock().unwrap().is_empty(), "dry-run sends nothing");

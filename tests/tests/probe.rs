@@ -112,7 +112,12 @@ async fn under_load_of_real_runbooks_slow_upstreams_time_out_and_big_bodies_are_
                 .map(|f| f.evidence["upstream_detail"].clone())
                 .unwrap()
         };
-        assert!(detail("stripe").contains("timed out"), "{findings:#?}");
+        // reqwest's own timeout or the probe's overall bound, whichever fires first.
+        let stripe = detail("stripe");
+        assert!(
+            stripe.contains("timed out") || stripe.contains("no answer within 1000 ms"),
+            "{findings:#?}"
+        );
         assert!(
             detail("supabase").contains("not a Statuspage document"),
             "{findings:#?}"

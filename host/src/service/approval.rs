@@ -111,6 +111,37 @@ impl Service {
         })
     }
 
+    /// Marks plans whose time ran out as `expired` (decisions check the
+    /// time themselves; this keeps listings honest).
+    pub async fn expire_stale_plans(&self) {
+        let pending = match self
+            .store
+            .list_runs(crate::store::RunFilter {
+                status: Some(RunStatus::PendingApproval.as_str().into()),
+                limit: Some(1000),
+                ..Default::default()
+            })
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list plans to expire");
+                return;
+            }
+        };
+        let now = Utc::now();
+        for mut rec in pending {
+            if rec.approval.as_ref().is_some_and(|a| now > a.expires_at) {
+                if let Err(e) = self
+                    .close(&mut rec, RunStatus::Expired, "expired", "remedy")
+                    .await
+                {
+                    tracing::warn!(run_id = %rec.id, error = %e, "plan not expired");
+                }
+            }
+        }
+    }
+
     /// Records the decision on the plan and in the audit log.
     async fn close(
         &self,
