@@ -29,6 +29,12 @@ pub fn run_text(r: &RunRecord) -> String {
         r.status.as_str(),
         r.duration_ms.unwrap_or(0)
     );
+    if let Some(n) = &r.note {
+        let _ = writeln!(s, "note: {n}");
+    }
+    if let Some(of) = &r.approval_of {
+        let _ = writeln!(s, "carries out the approved plan of run {of}");
+    }
     if let Some(d) = &r.detection {
         let _ = writeln!(
             s,
@@ -73,6 +79,27 @@ pub fn run_text(r: &RunRecord) -> String {
                 let _ = writeln!(s, "  {}. {m}", i + 1);
             }
         }
+    }
+    if let Some(a) = &r.approval {
+        let _ = writeln!(s, "\nplan (expires {}):", a.expires_at.to_rfc3339());
+        for p in &a.plan {
+            let _ = writeln!(s, "  {} {}", p.kind, p.target);
+        }
+        match (&a.decision, &a.decided_by) {
+            (Some(d), Some(by)) => {
+                let _ = writeln!(s, "decision: {d} by {by}");
+            }
+            _ => {
+                let _ = writeln!(s, "waiting: remedy approve {0} | remedy reject {0}", r.id);
+            }
+        }
+        if let Some(live) = &a.live_run {
+            let _ = writeln!(s, "live run: {live}");
+        }
+    }
+    if let Some(v) = &r.verification {
+        let at = r.verified_at.map(|t| t.to_rfc3339()).unwrap_or_default();
+        let _ = writeln!(s, "\nverification: {v} ({at})");
     }
     if let Some(e) = &r.error {
         let _ = writeln!(s, "\nerror: {e}");

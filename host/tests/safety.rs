@@ -244,6 +244,17 @@ async fn approved_plan_runs_only_its_actions_reject_runs_nothing_wrong_role_is_4
         "planning acts on nothing"
     );
     let id = plan["id"].as_str().unwrap().to_string();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_remedy"))
+        .args(["runs", &id, "--server", &server.base])
+        .env("REMEDY_TOKEN", "run-token")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("breaker.force-state breaker:stripe")
+            && text.contains(&format!("waiting: remedy approve {id}")),
+        "{text}"
+    );
 
     // Detect will now also find supabase: not in the plan.
     sim.open_breaker("supabase");
