@@ -174,3 +174,29 @@ async fn mutation_during_detect_is_refused_even_live_and_in_scope() {
     );
     terminate(&[pid]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_leak_and_room_to_spare_is_healthy_and_takes_no_action() {
+    // The shared PostgreSQL always has other tests' sessions: "healthy" here
+    // means none has run for an hour and the pool is far from its limit.
+    let app = unique("remedy-test-db-healthy");
+    let pid = sleeper(&app, Duration::from_millis(100)).await;
+    let remedy = remedy(&format!(
+        r#"
+        [backends]
+        database_url = "{url}"
+        [plugins.db-connection-exhaustion]
+        mode = "auto"
+        config = {{ long_query_ms = 3600000, max_usage_ratio = 0.99 }}
+        "#,
+        url = pg_url()
+    ));
+    let plugin = remedy.load_named("db-connection-exhaustion").await.unwrap();
+    let rec = remedy.run(&plugin, manual(false)).await;
+    assert_eq!(rec.status, RunStatus::Succeeded, "{rec:#?}");
+    assert!(rec.detection.as_ref().unwrap().healthy, "{rec:#?}");
+    assert!(rec.actions.is_empty());
+    assert!(rec.outcome.is_none(), "healthy detection must not mitigate");
+    assert!(alive(pid, false).await);
+    terminate(&[pid]).await;
+}
