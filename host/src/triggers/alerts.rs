@@ -149,26 +149,45 @@ fn target(service: &Service, p: &Plugin, labels: &BTreeMap<String, String>) -> S
 /// Stores every alert of the payload, then starts runs for the new firing
 /// ones. A store failure is an error (the caller answers 503 and
 /// Alertmanager retries; what was stored deduplicates the retry).
+///
+/// The alerts of one payload are stored together and their runs started
+/// together: the store's writer commits them in shared transactions, so a
+/// storm costs a few commits per payload, not two per alert in a row.
 pub async fn receive(service: &Arc<Service>, hook: Webhook) -> Result<Receipt, AlertError> {
     let mut receipt = Receipt {
         received: hook.alerts.len(),
         ..Receipt::default()
     };
     let received_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-    for a in hook.alerts {
-        let fp = fingerprint(&a);
-        let name = a.labels.get("alertname").cloned().unwrap_or_default();
+    let mut stores = tokio::task::JoinSet::new();
+    for (i, a) in hook.alerts.iter().enumerate() {
         let stored = StoredAlert {
-            fingerprint: fp.clone(),
+            fingerprint: fingerprint(a),
             starts_at: a.starts_at.clone(),
             status: a.status.clone(),
-            name: name.clone(),
+            name: a.labels.get("alertname").cloned().unwrap_or_default(),
             received_at: received_at.clone(),
-            alert: serde_json::to_value(&a).unwrap_or_default(),
+            alert: serde_json::to_value(a).unwrap_or_default(),
         };
-        let new = service.store.put_alert(stored).await?;
+        let store = service.store.clone();
+        stores.spawn(async move { (i, store.put_alert(stored).await) });
+    }
+    let mut new = vec![false; hook.alerts.len()];
+    while let Some(done) = stores.join_next().await {
+        let (i, stored) = done.map_err(|e| {
+            AlertError::Store(crate::store::StoreError::Failed(format!(
+                "storing an alert: {e}"
+            )))
+        })?;
+        new[i] = stored?;
+    }
+
+    let mut starts = tokio::task::JoinSet::new();
+    for (i, a) in hook.alerts.into_iter().enumerate() {
+        let fp = fingerprint(&a);
+        let name = a.labels.get("alertname").cloned().unwrap_or_default();
         service.metrics.alert_received(&a.status);
-        if !new {
+        if !new[i] {
             receipt.duplicates += 1;
             if a.status == "firing" {
                 for p in service.registry.loaded() {
@@ -191,7 +210,7 @@ pub async fn receive(service: &Arc<Service>, hook: Webhook) -> Result<Receipt, A
             receipt.resolved += 1;
             continue;
         }
-        for p in service.registry.loaded() {
+        for (k, p) in service.registry.loaded().into_iter().enumerate() {
             if !routes_to(service, &p, &name, &a.labels) {
                 continue;
             }
@@ -206,24 +225,40 @@ pub async fn receive(service: &Arc<Service>, hook: Webhook) -> Result<Receipt, A
                 },
             };
             let tgt = target(service, &p, &a.labels);
-            let plugin = p.name().to_string();
-            match service
-                .start_run(p, trigger, None, BTreeMap::new(), tgt)
-                .await?
-            {
-                Started::Running { id, .. } => receipt.runs.push(StartedRun {
-                    plugin,
-                    run_id: id,
-                    status: "running",
-                }),
-                Started::Skipped(rec) => receipt.runs.push(StartedRun {
-                    plugin,
-                    run_id: rec.id,
-                    status: "skipped",
-                }),
-            }
+            let service = service.clone();
+            starts.spawn(async move {
+                let plugin = p.name().to_string();
+                let started = service
+                    .start_run(p, trigger, None, BTreeMap::new(), tgt)
+                    .await;
+                ((i, k), plugin, started)
+            });
         }
     }
+    let mut runs = Vec::new();
+    while let Some(done) = starts.join_next().await {
+        let (order, plugin, started) = done.map_err(|e| {
+            AlertError::Store(crate::store::StoreError::Failed(format!(
+                "starting a run: {e}"
+            )))
+        })?;
+        let run = match started? {
+            Started::Running { id, .. } => StartedRun {
+                plugin,
+                run_id: id,
+                status: "running",
+            },
+            Started::Skipped(rec) => StartedRun {
+                plugin,
+                run_id: rec.id,
+                status: "skipped",
+            },
+        };
+        runs.push((order, run));
+    }
+    // Alerts in payload order, then plugins in registry order.
+    runs.sort_by_key(|(order, _)| *order);
+    receipt.runs.extend(runs.into_iter().map(|(_, r)| r));
     Ok(receipt)
 }
 

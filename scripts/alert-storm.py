@@ -1,0 +1,98 @@
+#!/usr/bin/env python3
+"""Alert storm (DESIGN §12): 10,000 alerts in 100 Alertmanager posts against a
+release `remedy serve`, every tenth alert a repeat. Checks that every alert
+was stored once, that every new one started (or skipped) a run, and reports
+receipt → run start latency from the store.
+
+    cargo build --release -p remedy && cargo test -p remedy-e2e --no-run
+    scripts/alert-storm.py [POSTS] [ALERTS_PER_POST]
+"""
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from datetime import datetime
+
+posts = int(sys.argv[1]) if len(sys.argv) > 1 else 100
+per_post = int(sys.argv[2]) if len(sys.argv) > 2 else 100
+port = int(os.environ.get("REMEDY_STORM_PORT", "18383"))
+root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+wasm = os.path.join(root, "target/wasm-test-plugins/wasm32-wasip2/release/hostile.wasm")
+binary = os.path.join(root, "target/release/remedy")
+
+tmp = tempfile.mkdtemp()
+with open(os.path.join(tmp, "remedy.toml"), "w") as f:
+    f.write(f"""[server]
+data_dir = "{tmp}/data"
+[plugins.hostile]
+path = "{wasm}"
+config = {{ behave = "ok" }}
+alerts = ["StormAlert"]
+""")
+server = subprocess.Popen(
+    [binary, "serve", "--config", f"{tmp}/remedy.toml", "--listen", f"127.0.0.1:{port}"],
+    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+base = f"http://127.0.0.1:{port}"
+for _ in range(100):
+    try:
+        urllib.request.urlopen(base + "/healthz")
+        break
+    except Exception:
+        time.sleep(0.1)
+
+
+def alert(i):
+    # Every tenth alert repeats the one before it (same fingerprint, start).
+    n = i - 1 if i % 10 == 9 else i
+    return {"status": "firing", "labels": {"alertname": "StormAlert", "instance": f"host-{n}"},
+            "annotations": {}, "startsAt": "2026-11-27T03:10:00Z", "fingerprint": f"storm-{n}"}
+
+
+statuses = []
+
+
+def post(p):
+    body = {"version": "4", "status": "firing", "receiver": "remedy",
+            "alerts": [alert(p * per_post + j) for j in range(per_post)]}
+    req = urllib.request.Request(base + "/v1/alerts", data=json.dumps(body).encode(),
+                                 headers={"content-type": "application/json"})
+    with urllib.request.urlopen(req) as r:
+        statuses.append((r.status, json.load(r)))
+
+
+started = time.time()
+threads = [threading.Thread(target=post, args=(p,)) for p in range(posts)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+elapsed = time.time() - started
+time.sleep(2)
+server.terminate()
+server.wait()
+
+db = sqlite3.connect(os.path.join(tmp, "data/remedy.db"))
+total = posts * per_post
+unique = len({alert(i)["fingerprint"] for i in range(total)})
+stored = db.execute("select count(*) from alerts").fetchone()[0]
+received = {fp: at for fp, at in db.execute("select fingerprint, received_at from alerts")}
+lat = []
+for (rec,) in db.execute("select record from runs"):
+    r = json.loads(rec)
+    fp = r["trigger"]["alert"]["fingerprint"]
+    t0 = datetime.fromisoformat(received[fp].replace("Z", "+00:00"))
+    t1 = datetime.fromisoformat(r["started_at"].replace("Z", "+00:00"))
+    lat.append((t1 - t0).total_seconds() * 1000)
+lat.sort()
+dups = sum(s[1]["duplicates"] for s in statuses)
+print(f"posts: {len(statuses)} (all 202: {all(s[0] == 202 for s in statuses)}) in {elapsed:.2f} s")
+print(f"alerts sent: {total}, distinct: {unique}, stored: {stored}, answered duplicate: {dups}")
+print(f"runs recorded: {len(lat)} (one per distinct alert: {len(lat) == unique})")
+if lat:
+    q = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))]
+    print(f"receipt -> run start: p50 {q(0.5):.1f} ms, p99 {q(0.99):.1f} ms, max {lat[-1]:.1f} ms")
