@@ -3,10 +3,9 @@
 //! the kill switch, verification with escalation, the post-incident report.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use remedy_e2e::pg;
+use remedy_e2e::{pg, sink};
 use serde_json::{json, Value};
 
 mod common;
@@ -425,67 +424,47 @@ async fn kill_switch_turns_auto_runs_dry_and_says_why() {
     assert_eq!(sim.breaker_state("stripe").unwrap(), "HALF_OPEN");
 }
 
-type Seen = Arc<Mutex<Vec<(String, Value)>>>;
-
-/// A local sink recording every JSON body posted to `/{name}`.
-async fn sink() -> (String, Seen) {
-    use axum::extract::{Path, State};
-    let seen: Seen = Arc::default();
-    let app = axum::Router::new()
-        .route(
-            "/{name}",
-            axum::routing::post(
-                |State(seen): State<Seen>,
-                 Path(name): Path<String>,
-                 axum::Json(body): axum::Json<Value>| async move {
-                    seen.lock().unwrap().push((name, body));
-                    "ok"
-                },
-            ),
+/// `circuit-breaker-open` live, verifying after 300 ms, escalating on the
+/// P2 route (`alerts-warning`, the sink's channel of that name).
+fn verifying_config(dir: &Path, sim: &servio_sim::Sim, sink: &str) -> String {
+    format!(
+        "{}\n[backends.notify.alerts-warning]\nkind = \"webhook\"\nurl = \"{sink}/alerts-warning\"\n",
+        breaker_config(
+            dir,
+            sim,
+            "",
+            "mode = \"auto\"\nverify_after = \"300ms\"\npriority = \"p2\"\ncooldown = \"0s\""
         )
-        .with_state(seen.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (base, seen)
+    )
+}
+
+/// Polls run `id` until verification has decided.
+async fn verified(server: &Server, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let rec = server.get(&format!("/v1/runs/{id}")).await;
+        if !rec["verification"].is_null() {
+            return rec;
+        }
+        assert!(Instant::now() < deadline, "never verified: {rec}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verification_records_resolved_or_escalates_not_resolved_to_the_priority_route() {
     let dir = tempfile::tempdir().unwrap();
     let sim = sim().await;
-    let (sink, seen) = sink().await;
-    let config = format!(
-        "{}\n[backends.notify.alerts-warning]\nkind = \"webhook\"\nurl = \"{sink}/alerts-warning\"\n",
-        breaker_config(
-            dir.path(),
-            &sim,
-            "",
-            "mode = \"auto\"\nverify_after = \"300ms\"\npriority = \"p2\"\ncooldown = \"0s\""
-        )
-    );
+    let (sink, seen) = sink::start().await;
+    let config = verifying_config(dir.path(), &sim, &sink);
     let server = start(dir.path(), &config, &[]);
-    let verified = |id: String| {
-        let server = &server;
-        async move {
-            let deadline = Instant::now() + Duration::from_secs(15);
-            loop {
-                let rec = server.get(&format!("/v1/runs/{id}")).await;
-                if !rec["verification"].is_null() {
-                    return rec;
-                }
-                assert!(Instant::now() < deadline, "never verified: {rec}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    };
 
     // Stripe stuck, upstream fine: half-opening fixes it.
     sim.open_breaker("stripe");
     let (_, rec) = server
         .post("/v1/plugins/circuit-breaker-open/runs?wait=true", json!({}))
         .await;
-    let rec = verified(rec["id"].as_str().unwrap().to_string()).await;
+    let rec = verified(&server, rec["id"].as_str().unwrap()).await;
     assert_eq!(rec["verification"], "resolved", "{rec}");
     assert!(seen.lock().unwrap().is_empty());
 
@@ -498,7 +477,7 @@ async fn verification_records_resolved_or_escalates_not_resolved_to_the_priority
         .post("/v1/plugins/circuit-breaker-open/runs?wait=true", json!({}))
         .await;
     let id = rec["id"].as_str().unwrap().to_string();
-    let rec = verified(id.clone()).await;
+    let rec = verified(&server, &id).await;
     assert_eq!(rec["verification"], "not_resolved", "{rec}");
     let sent: Vec<Value> = seen
         .lock()
@@ -536,16 +515,8 @@ async fn verification_records_resolved_or_escalates_not_resolved_to_the_priority
 async fn a_repeat_of_a_mitigated_alert_escalates_instead_of_mitigating_again() {
     let dir = tempfile::tempdir().unwrap();
     let sim = sim().await;
-    let (sink, seen) = sink().await;
-    let config = format!(
-        "{}\n[backends.notify.alerts-warning]\nkind = \"webhook\"\nurl = \"{sink}/alerts-warning\"\n",
-        breaker_config(
-            dir.path(),
-            &sim,
-            "",
-            "mode = \"auto\"\nverify_after = \"300ms\"\npriority = \"p2\"\ncooldown = \"0s\""
-        )
-    );
+    let (sink, seen) = sink::start().await;
+    let config = verifying_config(dir.path(), &sim, &sink);
     let server = start(dir.path(), &config, &[]);
     let firing = payload(vec![alert(
         "CircuitBreakerOpen",
@@ -563,11 +534,7 @@ async fn a_repeat_of_a_mitigated_alert_escalates_instead_of_mitigating_again() {
     // The breaker opens again and Alertmanager repeats the same alert.
     tokio::time::sleep(Duration::from_millis(100)).await;
     sim.open_breaker("stripe");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while server.get(&format!("/v1/runs/{id}")).await["verification"].is_null() {
-        assert!(Instant::now() < deadline, "never verified");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    verified(&server, &id).await;
     let (_, r) = server.post("/v1/alerts", firing).await;
     assert_eq!(r["duplicates"], 1, "{r}");
     assert_eq!(r["runs"][0]["status"], "escalated", "{r}");
