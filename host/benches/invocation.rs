@@ -85,6 +85,7 @@ fn bench(c: &mut Criterion) {
                 dry_run: true,
                 stage: &remedy::guardrails::Stage::Normal,
                 ledger: None,
+                kill: None,
             };
             let det = remedy
                 .runtime

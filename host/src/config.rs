@@ -296,6 +296,10 @@ pub struct PluginConfig {
     pub approval_ttl: Option<String>,
     /// When detect runs again after a live mitigation (default `30s`).
     pub verify_after: Option<String>,
+    /// After a run for an alert fails (or is interrupted or skipped), a
+    /// repeat of the alert retries it once this long has passed, doubling
+    /// per attempt (default `30s`; at most 30 min between attempts).
+    pub retry_after: Option<String>,
     /// Escalation priority when verification fails and the alert carries
     /// no `priority` label (default `p1`).
     pub priority: Option<String>,
@@ -356,6 +360,21 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        for (k, v) in [
+            ("server.drain_timeout_ms", self.server.drain_timeout_ms),
+            ("backends.probe_timeout_ms", self.backends.probe_timeout_ms),
+            (
+                "backends.request_timeout_ms",
+                self.backends.request_timeout_ms,
+            ),
+        ] {
+            if v.is_some_and(|v| v == 0 || v > MAX_TIMEOUT_MS) {
+                return Err(self.invalid(
+                    k.into(),
+                    format!("between 1 and {MAX_TIMEOUT_MS} (10 minutes)"),
+                ));
+            }
+        }
         for (i, t) in self.server.tokens.iter().enumerate() {
             if t.roles.is_empty() {
                 return Err(self.invalid(
@@ -378,6 +397,12 @@ impl Config {
         ] {
             if let Some(u) = url {
                 match reqwest::Url::parse(u) {
+                    Ok(parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
+                        return Err(self.invalid(
+                            key.into(),
+                            "credentials in the URL (`user:pass@`) are not supported: they would travel into errors and records",
+                        ))
+                    }
                     Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {}
                     Ok(_) => {
                         return Err(self.invalid(key.into(), format!("`{u}` is not an http(s) URL")))
@@ -434,6 +459,19 @@ impl Config {
                 if v == Some(0) {
                     return Err(self.invalid(key(k), "must be greater than 0"));
                 }
+                if v.is_some_and(|v| v > MAX_TIMEOUT_MS) {
+                    return Err(
+                        self.invalid(key(k), format!("at most {MAX_TIMEOUT_MS} (10 minutes)"))
+                    );
+                }
+            }
+            for (i, prefix) in pc.scope.cache_prefixes.iter().flatten().enumerate() {
+                if prefix.is_empty() {
+                    return Err(self.invalid(
+                        key(&format!("scope.cache_prefixes[{i}]")),
+                        "an empty prefix would grant every key; name a prefix such as `tenant:acme:`",
+                    ));
+                }
             }
             for (k, v) in &pc.config {
                 if config_value_string(v).is_none() {
@@ -451,6 +489,15 @@ impl Config {
             }
             for (kind, b) in &pc.budgets {
                 let k = key(&format!("budgets.{kind}"));
+                if !crate::guardrails::ACTION_KINDS.contains(&kind.as_str()) {
+                    return Err(self.invalid(
+                        k,
+                        format!(
+                            "`{kind}` is not an action kind; one of {}",
+                            crate::guardrails::ACTION_KINDS.join(", ")
+                        ),
+                    ));
+                }
                 if b.max == 0 {
                     return Err(
                         self.invalid(k, "max must be at least 1 (remove the grant instead)")
@@ -464,6 +511,7 @@ impl Config {
                 ("cooldown", &pc.cooldown),
                 ("approval_ttl", &pc.approval_ttl),
                 ("verify_after", &pc.verify_after),
+                ("retry_after", &pc.retry_after),
             ] {
                 if let Some(v) = v {
                     if let Err(e) = crate::guardrails::duration(k, v) {
@@ -494,6 +542,9 @@ impl Config {
         Ok(())
     }
 }
+
+/// The longest timeout any `*_ms` key takes: ten minutes.
+pub const MAX_TIMEOUT_MS: u64 = 600_000;
 
 /// A config value as the string a plugin receives; arrays become
 /// comma-separated lists.
@@ -545,6 +596,48 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("mode"), "{err}");
+    }
+
+    /// Each of these validated once and then did nothing, or panicked the
+    /// store's writer at the first live action (issue 9, items 8 and 18).
+    #[test]
+    fn silent_or_dangerous_values_are_refused_naming_the_key() {
+        let cases = [
+            (
+                "[plugins.x]\nbudgets = { \"database.terminat\" = { max = 1, per = \"1h\" } }\n",
+                "plugins.x.budgets.database.terminat",
+                "not an action kind",
+            ),
+            (
+                "[plugins.x]\nbudgets = { \"database.terminate\" = { max = 1, per = \"3000000000000h\" } }\n",
+                "plugins.x.budgets.database.terminate",
+                "longer than a year",
+            ),
+            (
+                "[plugins.x]\nbudgets = { \"database.terminate\" = { max = 1, per = \"99999999999999999h\" } }\n",
+                "plugins.x.budgets.database.terminate",
+                "too long",
+            ),
+            ("[plugins.x]\napproval_ttl = \"9000000h\"\n", "plugins.x.approval_ttl", "longer than a year"),
+            ("[plugins.x]\ntimeout_ms = 9223372036854775807\n", "plugins.x.timeout_ms", "at most"),
+            ("[plugins.x.scope]\ncache_prefixes = [\"\"]\n", "plugins.x.scope.cache_prefixes[0]", "empty prefix"),
+            ("[plugins.x.scope]\nprobe = [\"http://*:*\"]\n", "plugins.x.scope.probe", "every address"),
+            ("[backends]\nprometheus_url = \"http://u:secret@127.0.0.1:9090\"\n", "backends.prometheus_url", "credentials"),
+            ("[server]\ndrain_timeout_ms = 0\n", "server.drain_timeout_ms", "between"),
+        ];
+        for (text, key, why) in cases {
+            let err = parse(text).map(|_| ()).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains(why), "{text}: {err}");
+            assert!(
+                !err.contains("secret"),
+                "the error repeats a credential: {err}"
+            );
+        }
+        assert!(parse("[plugins.x.scope]\nprobe = [\"http://*.example.com:*\"]\n").is_ok());
+        assert!(parse(
+            "[plugins.x]\nbudgets = { \"cache.flush\" = { max = 1, per = \"8784h\" } }\n"
+        )
+        .is_ok());
     }
 
     #[test]

@@ -16,6 +16,7 @@ use crate::backends::BackendError;
 use crate::bindings::types::{Applied as WitApplied, Error as WitError};
 use crate::config::{Capability, Scope};
 use crate::guardrails::{Intent, Ledger, Limits, Refusal, Stage};
+use crate::killswitch::KillSwitch;
 use crate::record::{ActionRecord, Applied, PlannedAction};
 use crate::runtime::logs::LogBuffer;
 use crate::scope::any_match;
@@ -123,6 +124,9 @@ pub struct Gate {
     pub stage: Stage,
     /// `None` for one-shot CLI runs: no budgets across runs there.
     pub ledger: Option<Arc<dyn Ledger>>,
+    /// The service's kill switch, read at the moment of each live action
+    /// (`None` for one-shot CLI runs, which have no switch).
+    pub kill: Option<KillSwitch>,
 }
 
 impl Gate {
@@ -264,6 +268,28 @@ impl Gate {
             self.record(&action, Applied::Simulated, None);
             return Ok(WitApplied::Simulated);
         }
+        // The run may have decided to act live before the switch was pulled
+        // (queued behind the concurrency bound, or mid-mitigation): the
+        // switch as it is now is what counts.
+        if let Some(pause) = self.kill.as_ref().and_then(KillSwitch::get) {
+            if action.capability == Capability::Notify {
+                // Telling humans is not remediation: while automation is
+                // paused they need to hear more, not less.
+                self.note(format!(
+                    "{}; {} to {} sent anyway: notifications are not paused",
+                    pause.describe(),
+                    action.kind,
+                    action.target.label()
+                ));
+            } else {
+                let err = WitError::Refused(format!(
+                    "{}: live actions are not run while automation is paused",
+                    pause.describe()
+                ));
+                self.record(&action, Applied::Refused, Some(error_text(&err)));
+                return Err(err);
+            }
+        }
         let intent = match &self.ledger {
             None => None,
             Some(ledger) => match ledger.intend(self.intent(&action)).await {
@@ -341,5 +367,100 @@ pub fn error_text(e: &WitError) -> String {
         WitError::Invalid(m) => format!("invalid: {m}"),
         WitError::Refused(m) => format!("refused: {m}"),
         WitError::Failed(m) => format!("failed: {m}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::killswitch::Pause;
+
+    fn gate(kill: &KillSwitch) -> Gate {
+        Gate {
+            plugin: "p".into(),
+            grants: Arc::new(Grants {
+                capabilities: [Capability::Breaker, Capability::Notify].into(),
+                scope: Scope {
+                    breakers: Some(vec!["*".into()]),
+                    notify_channels: Some(vec!["*".into()]),
+                    ..Scope::default()
+                },
+            }),
+            dry_run: false,
+            phase: Phase::Mitigate,
+            journal: Journal::new(4096),
+            run_id: "r".into(),
+            limits: Arc::default(),
+            stage: Stage::Normal,
+            ledger: None,
+            kill: Some(kill.clone()),
+        }
+    }
+
+    fn action(capability: Capability, target: Target) -> Action {
+        Action {
+            kind: if capability == Capability::Notify {
+                "notify.send"
+            } else {
+                "breaker.force-state"
+            },
+            capability,
+            target,
+            reason: "test".into(),
+        }
+    }
+
+    /// A run that decided to act live before the switch was pulled must not
+    /// act after it (issue 9, item 2): the gate reads the switch as it is.
+    #[tokio::test]
+    async fn the_kill_switch_is_read_at_the_moment_of_the_action() {
+        let kill = KillSwitch::default();
+        let g = gate(&kill);
+        let calls = Arc::new(AtomicUsize::new(0));
+        let run = |g: Gate, a: Action| {
+            let calls = calls.clone();
+            async move {
+                g.act(a, || async move {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    Ok(())
+                })
+                .await
+            }
+        };
+        let breaker = || action(Capability::Breaker, Target::Breaker("stripe".into()));
+        assert!(matches!(
+            run(g.clone(), breaker()).await,
+            Ok(WitApplied::Executed)
+        ));
+        kill.set(Some(Pause {
+            by: "alice".into(),
+            at: "2026-11-27T03:00:00Z".into(),
+            reason: Some("bad deploy".into()),
+        }));
+        let err = run(g.clone(), breaker()).await.unwrap_err();
+        assert!(
+            matches!(&err, WitError::Refused(m) if m.contains("kill switch") && m.contains("alice") && m.contains("bad deploy")),
+            "{err:?}"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "nothing ran while paused");
+        // Telling humans goes on, and the run says so.
+        let notify = action(Capability::Notify, Target::Channel("oncall".into()));
+        assert!(matches!(
+            run(g.clone(), notify).await,
+            Ok(WitApplied::Executed)
+        ));
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        let actions = g.journal.actions();
+        assert_eq!(actions[1].applied, Applied::Refused);
+        assert!(g
+            .journal
+            .logs
+            .lines()
+            .iter()
+            .any(|l| l.contains("notifications are not paused")));
+        kill.set(None);
+        assert!(matches!(run(g, breaker()).await, Ok(WitApplied::Executed)));
     }
 }

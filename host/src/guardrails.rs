@@ -61,6 +61,8 @@ pub struct Limits {
     pub approval_ttl: Duration,
     /// When verification re-runs detect after a live mitigation.
     pub verify_after: Duration,
+    /// The first wait before a repeat of an alert retries a failed run.
+    pub retry_after: Duration,
 }
 
 impl Default for Limits {
@@ -70,6 +72,7 @@ impl Default for Limits {
             cooldown: Duration::from_secs(300),
             approval_ttl: HOUR,
             verify_after: Duration::from_secs(30),
+            retry_after: Duration::from_secs(30),
         }
     }
 }
@@ -136,14 +139,36 @@ pub trait Ledger: Send + Sync {
     async fn settle(&self, id: i64, applied: Applied, error: Option<String>);
 }
 
+/// The longest guardrail duration (budget window, cooldown, approval TTL,
+/// verification delay): a year. Longer is a typo, and would overflow the
+/// time arithmetic downstream.
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
+
 /// Parses config durations such as `30s`, `5m`, `1h`.
 /// `0s` (or `0`) is zero: a guardrail turned off on purpose.
 pub fn duration(key: &str, v: &str) -> Result<Duration, String> {
     if matches!(v.trim(), "0" | "0s" | "0m" | "0h" | "0ms") {
         return Ok(Duration::ZERO);
     }
-    crate::triggers::schedule::parse_duration(v).map_err(|e| format!("{key}: {e}"))
+    let d = crate::triggers::schedule::parse_duration(v).map_err(|e| format!("{key}: {e}"))?;
+    if d > MAX_DURATION {
+        return Err(format!("{key}: `{v}` is longer than a year (8784h)"));
+    }
+    Ok(d)
 }
+
+/// Every action kind the gate knows (`interface.function`): budget keys
+/// must be one of these.
+pub const ACTION_KINDS: &[&str] = &[
+    "database.cancel",
+    "database.terminate",
+    "breaker.force-state",
+    "cache.delete",
+    "cache.expire",
+    "cache.flush",
+    "notify.send",
+    "notify.escalate",
+];
 
 #[cfg(test)]
 mod tests {

@@ -13,6 +13,7 @@ pub mod config;
 pub mod escalation;
 pub mod gate;
 pub mod guardrails;
+pub mod killswitch;
 pub mod record;
 pub mod remedy;
 pub mod report;

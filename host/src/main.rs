@@ -84,6 +84,9 @@ enum Command {
     Pause {
         #[arg(long, env = "REMEDY_URL", default_value = "http://127.0.0.1:8080")]
         server: String,
+        /// Why (stored with the pause, shown wherever it is).
+        #[arg(long)]
+        reason: Option<String>,
     },
     /// Turn the kill switch off.
     Resume {
@@ -184,17 +187,21 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             remedy::serve::serve(config, listen.as_deref()).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Approve { id, server } => decide(&server, &id, "approve").await,
-        Command::Reject { id, server } => decide(&server, &id, "reject").await,
-        Command::Report { id, server, out } => report(&server, &id, out.as_deref()).await,
-        Command::Pause { server } => admin(&server, "pause").await,
-        Command::Resume { server } => admin(&server, "resume").await,
+        Command::Approve { id, server } => decide(&server, &usage(run_id(&id))?, "approve").await,
+        Command::Reject { id, server } => decide(&server, &usage(run_id(&id))?, "reject").await,
+        Command::Report { id, server, out } => {
+            report(&server, &usage(run_id(&id))?, out.as_deref()).await
+        }
+        Command::Pause { server, reason } => {
+            admin(&server, "pause", serde_json::json!({ "reason": reason })).await
+        }
+        Command::Resume { server } => admin(&server, "resume", serde_json::json!({})).await,
         Command::Runs {
             id: Some(id),
             server,
             json,
             ..
-        } => show_run(&server, &id, json).await,
+        } => show_run(&server, &usage(run_id(&id))?, json).await,
         Command::Runs {
             id: None,
             server,
@@ -421,6 +428,19 @@ async fn inspect(file: &Path, json: bool) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// A run id as the server hands them out (a UUID), in its canonical
+/// form: anything else would be spliced into a URL path, and
+/// `x/../../admin/resume?` is not an id.
+fn run_id(id: &str) -> anyhow::Result<String> {
+    uuid::Uuid::parse_str(id.trim())
+        .map(|u| u.hyphenated().to_string())
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "`{id}` is not a run id (run ids are UUIDs, as `remedy runs` shows them)"
+            )
+        })
+}
+
 /// GETs `path` of a running server as JSON; HTTP errors name the server.
 async fn get_json(
     server: &str,
@@ -433,9 +453,15 @@ async fn get_json(
     send_json(server, req).await
 }
 
-/// POSTs to `path` of a running server; the answer is JSON.
-async fn post_json(server: &str, path: &str) -> anyhow::Result<serde_json::Value> {
-    let req = reqwest::Client::new().post(format!("{}{path}", server.trim_end_matches('/')));
+/// POSTs `body` to `path` of a running server; the answer is JSON.
+async fn post_json(
+    server: &str,
+    path: &str,
+    body: serde_json::Value,
+) -> anyhow::Result<serde_json::Value> {
+    let req = reqwest::Client::new()
+        .post(format!("{}{path}", server.trim_end_matches('/')))
+        .json(&body);
     send_json(server, req).await
 }
 
@@ -465,7 +491,12 @@ async fn send_json(
 }
 
 async fn decide(server: &str, id: &str, verb: &str) -> anyhow::Result<ExitCode> {
-    let body = post_json(server, &format!("/v1/runs/{id}/{verb}")).await?;
+    let body = post_json(
+        server,
+        &format!("/v1/runs/{id}/{verb}"),
+        serde_json::json!({}),
+    )
+    .await?;
     let run = &body["run"];
     let plan = run["approval"]["plan"]
         .as_array()
@@ -493,15 +524,22 @@ async fn decide(server: &str, id: &str, verb: &str) -> anyhow::Result<ExitCode> 
     Ok(ExitCode::SUCCESS)
 }
 
-async fn admin(server: &str, verb: &str) -> anyhow::Result<ExitCode> {
-    let body = post_json(server, &format!("/v1/admin/{verb}")).await?;
+async fn admin(server: &str, verb: &str, body: serde_json::Value) -> anyhow::Result<ExitCode> {
+    let body = post_json(server, &format!("/v1/admin/{verb}"), body).await?;
     match body["paused"].as_object() {
         Some(p) => println!(
-            "paused by {} at {}: every run is a dry run",
+            "paused by {} at {}{}: every run is a dry run",
             p["by"].as_str().unwrap_or("?"),
-            p["at"].as_str().unwrap_or("?")
+            p["at"].as_str().unwrap_or("?"),
+            p["reason"]
+                .as_str()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
         ),
         None => println!("not paused: runs follow their plugins' modes"),
+    }
+    if let Some(w) = body["warning"].as_str() {
+        eprintln!("warning: {w}");
     }
     Ok(ExitCode::SUCCESS)
 }

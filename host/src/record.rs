@@ -186,6 +186,14 @@ pub struct RunRecord {
     /// When verification decided `verification`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verified_at: Option<DateTime<Utc>>,
+    /// Config keys given for this run only (a manual or scheduled run's).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub params: BTreeMap<String, String>,
+    /// What the run acts for, as single flight keys it (e.g.
+    /// `alertname=X,instance=db-1`, `schedule:nightly`): one run at a time
+    /// per plugin and target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
 }
 
 impl RunRecord {
@@ -219,6 +227,8 @@ impl RunRecord {
             approval: None,
             approval_of: None,
             verified_at: None,
+            params: BTreeMap::new(),
+            target: None,
         }
     }
 }

@@ -88,6 +88,8 @@ pub struct Remedy {
     /// Budgets, cooldowns and the write-ahead record of live actions
     /// (the service's store; one-shot CLI runs have none).
     pub ledger: Option<Arc<dyn crate::guardrails::Ledger>>,
+    /// The service's kill switch, consulted by the gate at each live action.
+    pub kill: Option<crate::killswitch::KillSwitch>,
 }
 
 impl Remedy {
@@ -113,6 +115,7 @@ impl Remedy {
             overrides,
             cache_dir: None,
             ledger: None,
+            kill: None,
         })
     }
 
@@ -333,6 +336,7 @@ impl Remedy {
             dry_run,
             stage: &req.stage,
             ledger: self.ledger.as_ref(),
+            kill: self.kill.as_ref(),
         };
         let mut rec = RunRecord::begin(
             id.clone(),
@@ -411,6 +415,7 @@ fn limits(pc: &PluginConfig) -> crate::guardrails::Limits {
         cooldown: dur("cooldown", &pc.cooldown, d.cooldown),
         approval_ttl: dur("approval_ttl", &pc.approval_ttl, d.approval_ttl),
         verify_after: dur("verify_after", &pc.verify_after, d.verify_after),
+        retry_after: dur("retry_after", &pc.retry_after, d.retry_after),
     }
 }
 

@@ -78,11 +78,34 @@ pub async fn serve(config: Config, listen: Option<&str>) -> anyhow::Result<()> {
     tracing::info!(%local, "remedy listening");
     println!("remedy listening on http://{local}");
     let _ = std::io::stdout().flush();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    // Graceful shutdown waits for open connections; a client that never
+    // finishes its request must not hold the process past the drain bound.
+    let (signalled_tx, signalled_rx) = watch::channel(None);
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        let _ = signalled_tx.send(Some(tokio::time::Instant::now()));
+    });
+    let mut signalled = signalled_rx.clone();
+    let bound = async move {
+        let at = loop {
+            if let Some(at) = *signalled.borrow_and_update() {
+                break at;
+            }
+            if signalled.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::time::sleep_until(at + drain).await;
+    };
+    tokio::select! {
+        r = server => r?,
+        _ = bound => tracing::warn!("connections still open at the drain bound: closed"),
+    }
     let _ = stop_tx.send(true);
-    let left = service.drain(drain).await;
+    let since = (*signalled_rx.borrow())
+        .map(|at| at.elapsed())
+        .unwrap_or_default();
+    let left = service.drain(drain.saturating_sub(since)).await;
     if left > 0 {
         tracing::warn!(left, "runs still in flight at the drain bound; they will read `interrupted` at the next start");
     }

@@ -291,3 +291,24 @@ fn a_sha256_pin_refuses_other_bytes() {
     let o = remedy(&["plugins", "--config", cfg.to_str().unwrap(), "--json"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 }
+
+/// `remedy approve 'x/../../admin/resume?'` once sent `POST
+/// /v1/admin/resume` (issue 9, item 15): ids are checked before any
+/// request is made.
+#[test]
+fn run_ids_that_are_not_uuids_send_no_request() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let server = format!("http://{}", listener.local_addr().unwrap());
+    for verb in ["approve", "reject", "report", "runs"] {
+        for id in ["x/../../admin/resume?", "../admin/pause", "1234"] {
+            let o = remedy(&[verb, id, "--server", &server]);
+            assert_eq!(o.status.code(), Some(2), "{verb} {id}: {}", text(&o));
+            assert!(text(&o).contains("is not a run id"), "{}", text(&o));
+        }
+    }
+    assert!(
+        matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "a request reached the server"
+    );
+}

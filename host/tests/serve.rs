@@ -12,6 +12,11 @@ use serde_json::{json, Value};
 mod common;
 use common::*;
 
+/// A well-formed run id that no run has.
+fn uuid_like() -> String {
+    "00000000-0000-4000-8000-000000000000".into()
+}
+
 fn hostile_config(dir: &Path, extra: &str) -> String {
     hostile_config_with(dir, "", extra)
 }
@@ -126,7 +131,7 @@ async fn three_targets_start_three_runs_and_a_busy_target_skips() {
     assert_eq!(code, 202);
     let runs = r["runs"].as_array().unwrap();
     assert_eq!(runs.len(), 3, "{r}");
-    assert!(runs.iter().all(|x| x["status"] == "running"), "{r}");
+    assert!(runs.iter().all(|x| x["status"] == "queued"), "{r}");
 
     let one = payload(vec![alert(
         "SlowThing",
@@ -144,7 +149,7 @@ async fn three_targets_start_three_runs_and_a_busy_target_skips() {
     )]);
     let (_, r1) = server.post("/v1/alerts", one).await;
     let (_, r2) = server.post("/v1/alerts", two).await;
-    assert_eq!(r1["runs"][0]["status"], "running", "{r1}");
+    assert_eq!(r1["runs"][0]["status"], "queued", "{r1}");
     assert_eq!(r2["runs"][0]["status"], "skipped", "{r2}");
     let skipped = server
         .get(&format!(
@@ -554,6 +559,12 @@ async fn sigterm_drains_running_runs_and_remedy_runs_lists_them() {
         "{text}"
     );
     let o = show("no-such-run");
-    assert_ne!(o.status.code(), Some(0));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("not a run id"),
+        "{o:?}"
+    );
+    let o = show(&uuid_like());
+    assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("404"), "{o:?}");
 }

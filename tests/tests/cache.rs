@@ -37,6 +37,7 @@ fn host(allowed_prefix: &str, dry_run: bool) -> HostCtx {
             limits: Arc::default(),
             stage: Default::default(),
             ledger: None,
+            kill: None,
         },
         probe_allow: Arc::default(),
         run_id: "cache-test".into(),

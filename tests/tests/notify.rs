@@ -76,6 +76,7 @@ fn host(base: &str, dry_run: bool) -> HostCtx {
             limits: Arc::default(),
             stage: Default::default(),
             ledger: None,
+            kill: None,
         },
         probe_allow: Arc::default(),
         run_id: "run-42".into(),

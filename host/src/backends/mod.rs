@@ -271,15 +271,31 @@ impl Backends {
 /// A request that never got an answer: the backend is unreachable or slow.
 /// reqwest's own message hides the cause, so the whole chain is spelled out.
 pub(crate) fn transport_error(what: &str, e: reqwest::Error) -> BackendError {
+    // A URL can carry secrets (a Slack webhook's path, `user:pass@`, a
+    // token in the query): errors name only scheme, host and port, and the
+    // error chain is printed without the URL reqwest would add.
+    let at = e
+        .url()
+        .map(|u| format!(" ({})", origin(u)))
+        .unwrap_or_default();
+    let e = e.without_url();
     if e.is_timeout() {
-        let url = e.url().map(|u| format!(" {u}")).unwrap_or_default();
-        return BackendError::Unavailable(format!("{what}:{url}: timed out"));
+        return BackendError::Unavailable(format!("{what}{at}: timed out"));
     }
-    let mut msg = format!("{what}: {e}");
+    let mut msg = format!("{what}{at}: {e}");
     let mut source = std::error::Error::source(&e);
     while let Some(s) = source {
         msg.push_str(&format!(": {s}"));
         source = s.source();
     }
     BackendError::Unavailable(msg)
+}
+
+/// `scheme://host:port` of a URL: what an error may show of it.
+pub fn origin(u: &reqwest::Url) -> String {
+    match (u.host_str(), u.port_or_known_default()) {
+        (Some(h), Some(p)) => format!("{}://{h}:{p}", u.scheme()),
+        (Some(h), None) => format!("{}://{h}", u.scheme()),
+        _ => u.scheme().to_string(),
+    }
 }

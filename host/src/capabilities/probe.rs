@@ -48,6 +48,11 @@ impl AllowPattern {
         if host.is_empty() {
             return Err(bad("empty host"));
         }
+        if host.trim_start_matches("*.") == "*" || host == "*" {
+            return Err(bad(
+                "a host of only `*` would allow every address; name the hosts",
+            ));
+        }
         Ok(AllowPattern {
             scheme: scheme.into(),
             host: host.to_ascii_lowercase(),

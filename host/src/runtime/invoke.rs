@@ -47,6 +47,7 @@ pub struct CallSetup<'a> {
     pub dry_run: bool,
     pub stage: &'a crate::guardrails::Stage,
     pub ledger: Option<&'a Arc<dyn crate::guardrails::Ledger>>,
+    pub kill: Option<&'a crate::killswitch::KillSwitch>,
 }
 
 /// The `panicked at` part of a Rust guest's stderr, if it panicked.
@@ -124,6 +125,7 @@ impl Runtime {
                 limits: setup.settings.limits.clone(),
                 stage: setup.stage.clone(),
                 ledger: setup.ledger.cloned(),
+                kill: setup.kill.cloned(),
             },
             probe_allow: setup.settings.probe_allow.clone(),
             run_id: setup.run_id.to_string(),
@@ -147,6 +149,7 @@ impl Runtime {
             dry_run: true,
             stage: &crate::guardrails::Stage::Normal,
             ledger: None,
+            kill: None,
         };
         let host = self.host(&setup, Phase::Describe);
         let info = self

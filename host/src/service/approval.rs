@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 
-use super::{Launch, Service, Started};
+use super::{Launch, Service};
 use crate::guardrails::Plan;
 use crate::record::{RunRecord, RunStatus};
 use crate::store::StoreError;
@@ -69,8 +69,12 @@ impl Service {
             });
         }
         if !approve {
-            self.close(&mut rec, RunStatus::Rejected, "rejected", by)
-                .await?;
+            if !self
+                .close(&mut rec, RunStatus::Rejected, "rejected", by)
+                .await?
+            {
+                return Err(self.lost(id).await);
+            }
             return Ok(Decided {
                 plan: rec,
                 live_run: None,
@@ -83,32 +87,49 @@ impl Service {
             .registry
             .get(&rec.plugin)
             .ok_or_else(|| DecideError::PluginGone(rec.plugin.clone()))?;
-        let plan: Plan = approval.plan.iter().cloned().collect();
-        let started = self
-            .launch(
-                plugin,
-                Launch {
-                    trigger: rec.trigger.clone(),
-                    mode: None,
-                    params: Default::default(),
-                    target: format!("approval:{id}"),
-                    approved: Some((id.to_string(), Arc::new(plan))),
-                },
-            )
-            .await?;
-        let live = match started {
-            Started::Running { id, .. } => id,
-            Started::Skipped(r) => r.id,
-        };
+        // The decision is taken by one conditional update in the store; the
+        // live run's id is named in it, so it is launched only by the winner
+        // and at most once.
+        let live = uuid::Uuid::new_v4().to_string();
         if let Some(a) = rec.approval.as_mut() {
             a.live_run = Some(live.clone());
         }
-        self.close(&mut rec, RunStatus::Succeeded, "approved", by)
-            .await?;
+        if !self
+            .close(&mut rec, RunStatus::Succeeded, "approved", by)
+            .await?
+        {
+            return Err(self.lost(id).await);
+        }
+        let plan: Plan = approval.plan.iter().cloned().collect();
+        self.launch(
+            plugin,
+            Launch {
+                id: Some(live.clone()),
+                trigger: rec.trigger.clone(),
+                mode: None,
+                params: Default::default(),
+                target: format!("approval:{id}"),
+                approved: Some((id.to_string(), Arc::new(plan))),
+            },
+        )
+        .await?;
         Ok(Decided {
             plan: rec,
             live_run: Some(live),
         })
+    }
+
+    /// The answer to a decision that lost the race to another one.
+    async fn lost(&self, id: &str) -> DecideError {
+        let status = match self.store.get_run(id).await {
+            Ok(Some(r)) => r.status.as_str(),
+            Ok(None) => return DecideError::NotFound(id.to_string()),
+            Err(e) => return DecideError::Store(e),
+        };
+        DecideError::NotPending {
+            id: id.to_string(),
+            status,
+        }
     }
 
     /// Marks plans whose time ran out as `expired` (decisions check the
@@ -142,21 +163,25 @@ impl Service {
         }
     }
 
-    /// Records the decision on the plan and in the audit log.
+    /// Records the decision on the plan, if it is still pending, and then in
+    /// the audit log; `false` when another decision came first (then
+    /// nothing is recorded).
     async fn close(
         &self,
         rec: &mut RunRecord,
         status: RunStatus,
         decision: &str,
         by: &str,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         rec.status = status;
         if let Some(a) = rec.approval.as_mut() {
             a.decision = Some(decision.to_string());
             a.decided_by = Some(by.to_string());
             a.decided_at = Some(Utc::now());
         }
-        self.store.put_run(rec).await?;
+        if !self.store.decide(rec).await? {
+            return Ok(false);
+        }
         self.audit(
             Some(&rec.id),
             Some(&rec.plugin),
@@ -168,6 +193,6 @@ impl Service {
             }),
         )
         .await;
-        Ok(())
+        Ok(true)
     }
 }

@@ -2,7 +2,7 @@
 //! registry and the per-target single flight, and hands every trigger (HTTP,
 //! Alertmanager, schedule) to the one invocation path, `Remedy::run`.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -11,34 +11,24 @@ use std::time::{Duration, SystemTime};
 use chrono::Utc;
 use tokio::sync::{Notify, Semaphore};
 
-use crate::config::{Config, Mode};
-use crate::guardrails::Stage;
-use crate::record::{Applied, Approval, PlannedAction, RunRecord, RunStatus, Trigger};
-use crate::remedy::{Overrides, Remedy, RunRequest, Source};
+use crate::config::Config;
+use crate::killswitch::{KillSwitch, Pause};
+use crate::remedy::{Overrides, Remedy, Source};
 use crate::runtime::Plugin;
 use crate::store::{AuditEvent, SqliteStore, StoreError};
 
 pub mod approval;
+mod launch;
 pub mod metrics;
 pub mod registry;
 pub mod verify;
 
+pub use launch::{Launch, Started};
 pub use metrics::Metrics;
 pub use registry::Registry;
 
 /// How often the plugins directory is scanned for new or changed files.
 pub const PLUGIN_SCAN_INTERVAL: Duration = Duration::from_secs(1);
-
-/// What starting a run came to.
-pub enum Started {
-    /// Running; the handle yields the final (stored) record.
-    Running {
-        id: String,
-        handle: tokio::task::JoinHandle<RunRecord>,
-    },
-    /// Another run of the plugin for the same target is in flight.
-    Skipped(RunRecord),
-}
 
 pub struct Service {
     pub remedy: Arc<Remedy>,
@@ -51,60 +41,23 @@ pub struct Service {
     running: AtomicUsize,
     idle: Notify,
     files: Mutex<HashMap<PathBuf, SeenFile>>,
-    /// The kill switch: who turned it on and when.
-    paused: Mutex<Option<Pause>>,
-}
-
-/// The kill switch is on.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Pause {
-    pub by: String,
-    pub at: String,
-}
-
-/// How a run is to be started.
-pub struct Launch {
-    pub trigger: Trigger,
-    /// `None`: the plugin's mode.
-    pub mode: Option<Mode>,
-    pub params: BTreeMap<String, String>,
-    /// Single-flight key with the plugin name.
-    pub target: String,
-    /// Carrying out this approved plan (run id, plan).
-    pub approved: Option<(String, Arc<crate::guardrails::Plan>)>,
+    /// The kill switch, shared with every gate; persisted in the store.
+    pub kill: KillSwitch,
 }
 
 /// A plugins_dir file as last seen: modified, length, the plugin name it
 /// loaded as.
 type SeenFile = (SystemTime, u64, Option<String>);
 
-/// Removes the (plugin, target) pair from the in-flight set however the run ends.
-struct FlightGuard {
-    service: Arc<Service>,
-    key: (String, String),
-}
-
-impl Drop for FlightGuard {
-    fn drop(&mut self) {
-        self.service
-            .inflight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.key);
-        if self.service.running.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.service.idle.notify_waiters();
-        }
-    }
-}
-
-fn now() -> String {
+pub(crate) fn now() -> String {
     Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
 impl Service {
-    /// Opens the store (marking runs a previous process left in flight as
-    /// `interrupted`) and loads every plugin. Plugins that fail to load are
-    /// reported; the others serve.
+    /// Opens the store (marking runs a previous process left running as
+    /// `interrupted`), restores the kill switch, loads every plugin and
+    /// resumes the runs that were still queued. Plugins that fail to load
+    /// are reported; the others serve.
     pub async fn start(config: Config) -> anyhow::Result<Arc<Service>> {
         let data_dir = config
             .server
@@ -113,30 +66,49 @@ impl Service {
             .unwrap_or_else(|| PathBuf::from("remedy-data"));
         let store = SqliteStore::open(&data_dir)?;
         let max_runs = config.server.max_concurrent_runs.unwrap_or(256);
-        let paused = config.server.paused.unwrap_or(false).then(|| Pause {
-            by: "config (server.paused)".into(),
-            at: now(),
-        });
+        // The switch as the last process left it; the config can only add
+        // a pause, never lift a stored one.
+        let stored = store.pause().await?;
+        let paused = match (config.server.paused.unwrap_or(false), stored) {
+            (_, Some(p)) => Some(p),
+            (true, None) => Some(Pause {
+                by: "config (server.paused)".into(),
+                at: now(),
+                reason: None,
+            }),
+            (false, None) => None,
+        };
+        if let Some(p) = &paused {
+            tracing::warn!(
+                "{}: every run is a dry run until it is resumed",
+                p.describe()
+            );
+        }
+        let kill = KillSwitch::new(paused);
         let mut remedy = Remedy::new(config, Overrides::default())?;
         remedy.set_cache_dir(data_dir.join("compiled"));
         remedy.ledger = Some(Arc::new(store.clone()));
+        remedy.kill = Some(kill.clone());
+        let metrics = Metrics::default();
+        metrics.set_paused(kill.get().is_some());
         let service = Arc::new(Service {
             remedy: Arc::new(remedy),
             store,
             registry: Registry::default(),
-            metrics: Metrics::default(),
+            metrics,
             data_dir,
             inflight: Mutex::default(),
             permits: Arc::new(Semaphore::new(max_runs.max(1))),
             running: AtomicUsize::new(0),
             idle: Notify::new(),
             files: Mutex::default(),
-            paused: Mutex::new(paused),
+            kill,
         });
         for (name, source) in service.remedy.sources() {
             service.load(&name, &source).await;
         }
         service.scan_plugins_dir().await;
+        service.resume_queued().await;
         Ok(service)
     }
 
@@ -286,187 +258,52 @@ impl Service {
 
     /// The kill switch, if on.
     pub fn paused(&self) -> Option<Pause> {
-        self.paused
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.kill.get()
     }
 
-    /// Turns the kill switch on (`Some(who)`) or off (`None`).
-    pub async fn set_paused(&self, by: Option<&str>, who: &str) {
-        let pause = by.map(|b| Pause {
-            by: b.to_string(),
+    /// Turns the kill switch on (`pause = true`) or off, on behalf of
+    /// `who`. It is stored before it takes effect, so an answer never
+    /// reports a pause that a restart would forget; a pause that cannot be
+    /// stored still takes effect here (stopping automation is never refused)
+    /// and the error is returned.
+    pub async fn set_paused(
+        &self,
+        pause: bool,
+        who: &str,
+        reason: Option<String>,
+    ) -> Result<Option<Pause>, StoreError> {
+        let new = pause.then(|| Pause {
+            by: who.to_string(),
             at: now(),
+            reason: reason.clone(),
         });
-        *self.paused.lock().unwrap_or_else(|p| p.into_inner()) = pause.clone();
-        self.metrics.set_paused(pause.is_some());
-        let event = if pause.is_some() {
+        let stored = self.store.set_pause(new.clone()).await;
+        if stored.is_err() && !pause {
+            // Resuming must not happen in memory only: the next restart
+            // would pause again with nobody knowing why.
+            return stored.map(|_| self.kill.get());
+        }
+        self.kill.set(new.clone());
+        self.metrics.set_paused(new.is_some());
+        let event = if pause {
             "admin.paused"
         } else {
             "admin.resumed"
         };
-        tracing::warn!(by = who, event, "kill switch");
-        self.audit(None, None, event, serde_json::json!({"by": who}))
-            .await;
-    }
-
-    /// Starts a run of `plugin` for `target` unless one is in flight: the
-    /// record is stored (`running`, or `skipped`) before this returns.
-    pub async fn start_run(
-        self: &Arc<Self>,
-        plugin: Arc<Plugin>,
-        trigger: Trigger,
-        mode: Option<Mode>,
-        params: BTreeMap<String, String>,
-        target: String,
-    ) -> Result<Started, StoreError> {
-        self.launch(
-            plugin,
-            Launch {
-                trigger,
-                mode,
-                params,
-                target,
-                approved: None,
-            },
-        )
-        .await
-    }
-
-    /// The one way a run starts in the service: mode, kill switch, single
-    /// flight, concurrency bound, then `Remedy::run_with_id`; afterwards the
-    /// plan (approve mode) or the verification (live mitigation).
-    pub async fn launch(
-        self: &Arc<Self>,
-        plugin: Arc<Plugin>,
-        l: Launch,
-    ) -> Result<Started, StoreError> {
-        let key = (plugin.name().to_string(), l.target);
-        let mode = l.mode.unwrap_or(plugin.settings.mode);
-        let planning = mode == Mode::Approve && l.approved.is_none();
-        let mut dry = mode != Mode::Auto && l.approved.is_none();
-        let mut note = None;
-        if let Some(p) = self.paused() {
-            if !dry {
-                dry = true;
-                note = Some(format!(
-                    "kill switch on since {} (by {}): this run was forced to dry-run",
-                    p.at, p.by
-                ));
-            }
-        }
-        let id = uuid::Uuid::new_v4().to_string();
-        let fresh = self
-            .inflight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key.clone());
-        if !fresh {
-            let mut rec = RunRecord::begin(id, &plugin, l.trigger, dry, RunStatus::Skipped);
-            rec.error = Some(format!(
-                "a run of {} for target `{}` is already in flight",
-                key.0, key.1
-            ));
-            rec.finished_at = Some(rec.started_at);
-            rec.duration_ms = Some(0);
-            self.store.put_run(&rec).await?;
-            self.metrics.run_finished(&rec);
-            return Ok(Started::Skipped(rec));
-        }
-        self.running.fetch_add(1, Ordering::SeqCst);
-        let guard = FlightGuard {
-            service: self.clone(),
-            key,
-        };
-        // The semaphore is never closed, so this only waits.
-        let permit = self.permits.clone().acquire_owned().await.ok();
-        let mut rec = RunRecord::begin(
-            id.clone(),
-            &plugin,
-            l.trigger.clone(),
-            dry,
-            RunStatus::Running,
+        tracing::warn!(
+            by = who,
+            event,
+            reason = reason.as_deref().unwrap_or(""),
+            "kill switch"
         );
-        rec.note = note.clone();
-        if planning {
-            rec.mode = Mode::Approve.as_str().into();
-        }
-        rec.approval_of = l.approved.as_ref().map(|(of, _)| of.clone());
-        self.store.put_run(&rec).await?;
-        let service = self.clone();
-        let run_id = id.clone();
-        let stage = match (&l.approved, planning) {
-            (Some((_, plan)), _) => Stage::Approved(plan.clone()),
-            (None, true) => Stage::Plan,
-            (None, false) => Stage::Normal,
-        };
-        let handle = tokio::spawn(async move {
-            let _guard = guard;
-            let _permit = permit;
-            let req = RunRequest {
-                trigger: l.trigger,
-                dry_run: Some(dry),
-                params: l.params,
-                stage,
-            };
-            let mut rec = service.remedy.run_with_id(&plugin, req, run_id).await;
-            rec.note = note;
-            rec.approval_of = l.approved.map(|(of, _)| of);
-            if planning {
-                service.plan_for_approval(&plugin, &mut rec);
-            }
-            if let Some(n) = &rec.note {
-                rec.logs.push(format!("[remedy] {n}"));
-            }
-            if let Err(e) = service.store.put_run(&rec).await {
-                tracing::error!(run_id = %rec.id, error = %e, "run record not stored");
-            }
-            for a in &rec.actions {
-                service
-                    .audit(
-                        Some(&rec.id),
-                        Some(&rec.plugin),
-                        "action",
-                        serde_json::to_value(a).unwrap_or_default(),
-                    )
-                    .await;
-            }
-            service.metrics.run_finished(&rec);
-            if !rec.dry_run && rec.actions.iter().any(|a| a.applied == Applied::Executed) {
-                service.clone().verify_later(plugin.clone(), rec.clone());
-            }
-            rec
-        });
-        Ok(Started::Running { id, handle })
-    }
-
-    /// Turns a finished planning run into a plan waiting for approval (or
-    /// leaves it finished when mitigation wanted nothing).
-    fn plan_for_approval(&self, plugin: &Plugin, rec: &mut RunRecord) {
-        rec.mode = Mode::Approve.as_str().into();
-        let plan: Vec<PlannedAction> = rec
-            .actions
-            .iter()
-            .filter(|a| a.applied == Applied::Simulated)
-            .map(|a| PlannedAction {
-                kind: a.kind.clone(),
-                target: a.target.clone(),
-            })
-            .collect();
-        if rec.status != RunStatus::Succeeded || plan.is_empty() {
-            return;
-        }
-        let ttl = chrono::Duration::from_std(plugin.settings.limits.approval_ttl)
-            .unwrap_or(chrono::Duration::hours(1));
-        rec.status = RunStatus::PendingApproval;
-        rec.approval = Some(Approval {
-            plan,
-            expires_at: Utc::now() + ttl,
-            decision: None,
-            decided_by: None,
-            decided_at: None,
-            live_run: None,
-        });
+        self.audit(
+            None,
+            None,
+            event,
+            serde_json::json!({"by": who, "reason": reason}),
+        )
+        .await;
+        stored.map(|_| new)
     }
 
     /// Waits until no run is in flight, at most `bound`; returns how many

@@ -39,13 +39,14 @@ impl Service {
         let result = if resolved { "resolved" } else { "not_resolved" };
         tracing::info!(run_id = %rec.id, plugin = %rec.plugin, result, "verification");
         let mut escalations = Vec::new();
+        let mut notes = Vec::new();
         if !resolved {
             let findings: Vec<String> = check
                 .detection
                 .iter()
                 .flat_map(|d| d.findings.iter().map(|f| format!("• {}", f.summary)))
                 .collect();
-            escalations = self
+            (escalations, notes) = self
                 .escalate(
                     plugin,
                     rec,
@@ -65,6 +66,7 @@ impl Service {
         latest.verification = Some(result.to_string());
         latest.verified_at = Some(Utc::now());
         latest.actions.extend(escalations.iter().cloned());
+        latest.logs.extend(notes);
         if let Err(e) = self.store.put_run(&latest).await {
             tracing::error!(run_id = %rec.id, error = %e, "verification not stored");
         }
@@ -93,14 +95,15 @@ impl Service {
     }
 
     /// Tells the route of the alert's priority (its `priority` label, else
-    /// the plugin's) about `rec`, through the gate; answers the actions.
+    /// the plugin's) about `rec`, through the gate; answers the actions and
+    /// the gate's notes (e.g. that the kill switch let them through).
     pub(crate) async fn escalate(
         &self,
         plugin: &Plugin,
         rec: &RunRecord,
         what: &str,
         body: String,
-    ) -> Vec<record::ActionRecord> {
+    ) -> (Vec<record::ActionRecord>, Vec<String>) {
         let priority = match &rec.trigger {
             Trigger::Alert { alert } => alert
                 .labels
@@ -114,7 +117,12 @@ impl Service {
         let journal = Journal::new(4096);
         let Some(notify) = backends.notify.clone() else {
             tracing::error!(run_id = %rec.id, what, "no notify channel is configured to escalate to");
-            return Vec::new();
+            return (
+                Vec::new(),
+                vec![format!(
+                    "[remedy] {what}: no notify channel is configured to escalate to"
+                )],
+            );
         };
         // The host escalates on the plugin's behalf, through the same gate
         // (budget included) as any plugin action.
@@ -134,6 +142,7 @@ impl Service {
             limits: plugin.settings.limits.clone(),
             stage: Stage::Normal,
             ledger: self.remedy.ledger.clone(),
+            kill: self.remedy.kill.clone(),
         };
         let title = format!("[{}] {what}: {}", priority.as_str(), rec.plugin);
         for channel in route.channels.iter().filter(|c| notify.has_channel(c)) {
@@ -162,37 +171,155 @@ impl Service {
                 .act(action, || async move { notify.send(&message).await })
                 .await;
         }
-        journal.actions()
+        (journal.actions(), journal.logs.lines())
     }
 }
 
+/// What a repeat notification of a firing alert comes to for one plugin.
+#[derive(Debug, PartialEq)]
+pub enum Repeat {
+    /// Its run is going, waiting for a human, or did what it could.
+    Nothing,
+    /// The last attempt did not succeed and its backoff has passed: run again.
+    Retry,
+    /// A human was told (the run named here records the escalation).
+    Escalated(String),
+}
+
+/// Attempts at one alert before Remedy stops retrying and escalates.
+pub const MAX_ATTEMPTS: usize = 4;
+
+/// Wait after the n-th failed attempt (1-based) before the next: `first`
+/// (the plugin's `retry_after`), doubling, at most 30 min. Alertmanager's
+/// repeats (every `repeat_interval`) are what drive retries; this only
+/// keeps a flapping backend from being hammered by a short one.
+pub fn retry_backoff(first: std::time::Duration, attempts: usize) -> chrono::Duration {
+    let ms = (first.as_millis() as i64).saturating_mul(1i64 << attempts.saturating_sub(1).min(16));
+    chrono::Duration::milliseconds(ms.min(30 * 60 * 1000))
+}
+
 impl Service {
-    /// A repeat notification of a firing alert (same fingerprint and start)
-    /// whose last run already mitigated live and was not verified as
-    /// resolved: mitigating again would repeat what did not work, so a human
-    /// hears about it instead. Answers the run escalated about, if any.
-    pub async fn escalate_repeat(
+    /// Decides what a repeat of a firing alert (same fingerprint and start)
+    /// does for `plugin`:
+    /// - the last run is queued, running or waiting for approval, or the
+    ///   alert's run succeeded without acting live: nothing;
+    /// - the last run mitigated live and was not verified as resolved:
+    ///   mitigating again would repeat what did not work, so a human hears
+    ///   about it instead (once verification had its chance);
+    /// - the last attempt failed, timed out, was interrupted or skipped (or
+    ///   there is no run at all): retry, after a backoff; after
+    ///   [`MAX_ATTEMPTS`] a human is told instead, once.
+    pub async fn on_repeat(&self, plugin: &Plugin, fingerprint: &str, starts_at: &str) -> Repeat {
+        let runs = match self
+            .store
+            .runs_for_alert(plugin.name(), fingerprint, starts_at)
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "runs of a repeated alert could not be read");
+                return Repeat::Nothing;
+            }
+        };
+        let Some(latest) = runs.first().cloned() else {
+            return Repeat::Retry;
+        };
+        use crate::record::RunStatus as S;
+        match latest.status {
+            S::Queued | S::Running | S::PendingApproval | S::Rejected | S::Expired => {
+                Repeat::Nothing
+            }
+            S::Succeeded => self.escalate_unresolved(plugin, latest, fingerprint).await,
+            S::Failed
+            | S::Denied
+            | S::Trapped
+            | S::TimedOut
+            | S::OutOfMemory
+            | S::Interrupted
+            | S::Skipped => self.retry_or_give_up(plugin, runs, fingerprint).await,
+        }
+    }
+
+    async fn retry_or_give_up(
         &self,
         plugin: &Plugin,
+        runs: Vec<RunRecord>,
         fingerprint: &str,
-        starts_at: &str,
-    ) -> Option<String> {
-        let runs = self
-            .store
-            .list_runs(crate::store::RunFilter {
-                plugin: Some(plugin.name().to_string()),
-                limit: Some(200),
-                ..Default::default()
-            })
-            .await
-            .ok()?;
-        let mut rec = runs.into_iter().find(|r| {
-            matches!(&r.trigger, Trigger::Alert { alert } if alert.fingerprint == fingerprint && alert.starts_at == starts_at)
-                && !r.dry_run
-                && r.actions.iter().any(|a| a.applied == record::Applied::Executed)
-        })?;
-        if rec.verification.as_deref() == Some("resolved") {
-            return None;
+    ) -> Repeat {
+        // Attempts since the alert's last success (there is none: the
+        // latest did not succeed, and a success ends the streak).
+        let attempts = runs
+            .iter()
+            .take_while(|r| r.status != record::RunStatus::Succeeded)
+            .count();
+        let mut latest = runs.into_iter().next().expect("caller checked");
+        if latest
+            .actions
+            .iter()
+            .any(|a| a.kind == "notify.escalate" && a.reason.contains("Remedy gave up"))
+        {
+            return Repeat::Nothing;
+        }
+        if attempts < MAX_ATTEMPTS {
+            let last = latest.finished_at.unwrap_or(latest.started_at);
+            if chrono::Utc::now()
+                < last + retry_backoff(plugin.settings.limits.retry_after, attempts)
+            {
+                return Repeat::Nothing;
+            }
+            self.audit(
+                Some(&latest.id),
+                Some(&latest.plugin),
+                "alert.retry",
+                serde_json::json!({"fingerprint": fingerprint, "attempts": attempts, "last_status": latest.status.as_str()}),
+            )
+            .await;
+            return Repeat::Retry;
+        }
+        let (actions, notes) = self
+            .escalate(
+                plugin,
+                &latest,
+                "Remedy gave up",
+                format!(
+                    "Alertmanager still fires the alert, and {attempts} attempt(s) of {} did not succeed; Remedy will not retry it.\nLast run {}: {}{}",
+                    latest.plugin,
+                    latest.id,
+                    latest.status.as_str(),
+                    latest.error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default(),
+                ),
+            )
+            .await;
+        self.audit(
+            Some(&latest.id),
+            Some(&latest.plugin),
+            "alert.gave_up",
+            serde_json::json!({"fingerprint": fingerprint, "attempts": attempts, "actions": actions}),
+        )
+        .await;
+        latest.actions.extend(actions);
+        latest.logs.extend(notes);
+        if let Err(e) = self.store.put_run(&latest).await {
+            tracing::error!(run_id = %latest.id, error = %e, "escalation not stored");
+        }
+        Repeat::Escalated(latest.id)
+    }
+
+    /// The last run succeeded; if it acted live and verification did not
+    /// find the problem resolved, a human hears about it.
+    async fn escalate_unresolved(
+        &self,
+        plugin: &Plugin,
+        mut rec: RunRecord,
+        fingerprint: &str,
+    ) -> Repeat {
+        let acted = !rec.dry_run
+            && rec
+                .actions
+                .iter()
+                .any(|a| a.applied == record::Applied::Executed);
+        if !acted || rec.verification.as_deref() == Some("resolved") {
+            return Repeat::Nothing;
         }
         // Before verification had its chance this is most likely the other
         // replica of an HA Alertmanager pair, not a repeat.
@@ -203,9 +330,9 @@ impl Service {
                 .finished_at
                 .is_none_or(|t| chrono::Utc::now() < t + settle)
         {
-            return None;
+            return Repeat::Nothing;
         }
-        let actions = self
+        let (actions, notes) = self
             .escalate(
                 plugin,
                 &rec,
@@ -226,9 +353,10 @@ impl Service {
         )
         .await;
         rec.actions.extend(actions);
+        rec.logs.extend(notes);
         if let Err(e) = self.store.put_run(&rec).await {
             tracing::error!(run_id = %rec.id, error = %e, "escalation not stored");
         }
-        Some(rec.id)
+        Repeat::Escalated(rec.id)
     }
 }

@@ -36,6 +36,22 @@ enum Op {
         error: Option<String>,
         ack: Ack<()>,
     },
+    /// Alerts and the runs each new one starts, in one transaction: the
+    /// runs of an alert are stored only if the alert itself is new.
+    Receive {
+        items: Vec<(StoredAlert, Vec<RunRecord>)>,
+        ack: Ack<Vec<bool>>,
+    },
+    /// Replaces a record only while it is still `pending_approval`.
+    Decide {
+        rec: Box<RunRecord>,
+        ack: Ack<bool>,
+    },
+    Setting {
+        key: &'static str,
+        value: Option<String>,
+        ack: Ack<()>,
+    },
 }
 
 /// What one write came to.
@@ -43,6 +59,7 @@ enum Done {
     Nothing,
     Inserted(bool),
     Intended(Result<i64, String>),
+    Received(Vec<bool>),
 }
 
 /// Most writes committed in one transaction.
@@ -96,7 +113,18 @@ CREATE TABLE IF NOT EXISTS actions (
 CREATE INDEX IF NOT EXISTS actions_budget ON actions(plugin, kind, at);
 CREATE INDEX IF NOT EXISTS actions_target ON actions(plugin, target, at);
 CREATE INDEX IF NOT EXISTS actions_status ON actions(status);
+CREATE INDEX IF NOT EXISTS runs_status ON runs(status);
+-- The runs of one alert (a repeat looks them up).
+CREATE INDEX IF NOT EXISTS runs_alert ON runs(plugin, json_extract(record, '$.trigger.alert.fingerprint'));
+-- Service state that must survive a restart (the kill switch).
+CREATE TABLE IF NOT EXISTS settings (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 ";
+
+/// The `settings` key of the kill switch.
+const KILL_SWITCH: &str = "kill_switch";
 
 fn ts(t: chrono::DateTime<chrono::Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
@@ -106,6 +134,18 @@ fn ts(t: chrono::DateTime<chrono::Utc>) -> String {
 pub struct SqliteStore {
     writer: mpsc::SyncSender<Op>,
     reader: Arc<Mutex<Connection>>,
+    /// Cleared when the writer thread ends, however it ends.
+    alive: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Clears `alive` when the writer thread exits, even by a panic.
+struct AliveGuard(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for AliveGuard {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::SeqCst);
+        tracing::error!("the store's writer thread stopped: every write will fail until restart");
+    }
 }
 
 fn connect(path: &Path) -> Result<Connection, StoreError> {
@@ -122,7 +162,8 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
 
 impl SqliteStore {
     /// Opens (or creates) `dir/remedy.db`, and marks runs that were
-    /// `queued`/`running` when the previous process died as `interrupted`.
+    /// `running` when the previous process died as `interrupted` (`queued`
+    /// ones never started: the service resumes them).
     pub fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
             path: dir.display().to_string(),
@@ -135,9 +176,14 @@ impl SqliteStore {
         mark_interrupted_actions(&writer)?;
         let reader = connect(&path)?;
         let (tx, rx) = mpsc::sync_channel(8192);
+        let alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let guard = AliveGuard(alive.clone());
         std::thread::Builder::new()
             .name("remedy-store".into())
-            .spawn(move || write_loop(writer, rx))
+            .spawn(move || {
+                let _guard = guard;
+                write_loop(writer, rx)
+            })
             .map_err(|source| StoreError::Dir {
                 path: "store writer thread".into(),
                 source,
@@ -145,7 +191,13 @@ impl SqliteStore {
         Ok(SqliteStore {
             writer: tx,
             reader: Arc::new(Mutex::new(reader)),
+            alive,
         })
+    }
+
+    /// Whether the writer thread still runs (`/healthz` reports it).
+    pub fn writer_alive(&self) -> bool {
+        self.alive.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     async fn send<T>(&self, make: impl FnOnce(Ack<T>) -> Op) -> Result<T, StoreError> {
@@ -184,6 +236,91 @@ impl SqliteStore {
         self.send(|ack| Op::Audit {
             event,
             ack: Some(ack),
+        })
+        .await
+    }
+
+    /// Stores the alerts of one payload and, for each that is new, its
+    /// queued runs, in one transaction; answers which alerts were new.
+    pub async fn receive(
+        &self,
+        items: Vec<(StoredAlert, Vec<RunRecord>)>,
+    ) -> Result<Vec<bool>, StoreError> {
+        self.send(|ack| Op::Receive { items, ack }).await
+    }
+
+    /// Stores a decided plan if it is still `pending_approval`; `false`
+    /// when another decision got there first.
+    pub async fn decide(&self, rec: &RunRecord) -> Result<bool, StoreError> {
+        let rec = Box::new(rec.clone());
+        self.send(|ack| Op::Decide { rec, ack }).await
+    }
+
+    /// Stores the kill switch (`None`: off).
+    pub async fn set_pause(
+        &self,
+        pause: Option<crate::killswitch::Pause>,
+    ) -> Result<(), StoreError> {
+        let value = pause.map(|p| serde_json::to_string(&p)).transpose()?;
+        self.send(|ack| Op::Setting {
+            key: KILL_SWITCH,
+            value,
+            ack,
+        })
+        .await
+    }
+
+    /// The kill switch as last stored.
+    pub async fn pause(&self) -> Result<Option<crate::killswitch::Pause>, StoreError> {
+        self.read(|c| {
+            let v: Option<String> = c
+                .query_row(
+                    "SELECT value FROM settings WHERE key = ?1",
+                    [KILL_SWITCH],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            Ok(v.map(|v| serde_json::from_str(&v)).transpose()?)
+        })
+        .await
+    }
+
+    /// The runs `plugin` made for one alert (fingerprint and start), newest
+    /// first, at most 50.
+    pub async fn runs_for_alert(
+        &self,
+        plugin: &str,
+        fingerprint: &str,
+        starts_at: &str,
+    ) -> Result<Vec<RunRecord>, StoreError> {
+        let (plugin, fingerprint, starts_at) = (
+            plugin.to_string(),
+            fingerprint.to_string(),
+            starts_at.to_string(),
+        );
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT record FROM runs WHERE plugin = ?1 \
+                 AND json_extract(record, '$.trigger.alert.fingerprint') = ?2 \
+                 AND json_extract(record, '$.trigger.alert.starts_at') = ?3 \
+                 ORDER BY started_at DESC, id LIMIT 50",
+            )?;
+            let rows = stmt.query_map(params![plugin, fingerprint, starts_at], |r| {
+                r.get::<_, String>(0)
+            })?;
+            rows.map(|j| Ok(serde_json::from_str(&j?)?)).collect()
+        })
+        .await
+    }
+
+    /// Runs stored as `queued` that never started, oldest first.
+    pub async fn queued_runs(&self) -> Result<Vec<RunRecord>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c.prepare(
+                "SELECT record FROM runs WHERE status = 'queued' ORDER BY started_at, id",
+            )?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            rows.map(|j| Ok(serde_json::from_str(&j?)?)).collect()
         })
         .await
     }
@@ -334,7 +471,7 @@ impl SqliteStore {
 }
 
 fn mark_interrupted(c: &Connection) -> Result<(), StoreError> {
-    let mut stmt = c.prepare("SELECT record FROM runs WHERE status IN ('queued', 'running')")?;
+    let mut stmt = c.prepare("SELECT record FROM runs WHERE status = 'running'")?;
     let stale: Vec<String> = stmt
         .query_map([], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
@@ -351,28 +488,37 @@ fn mark_interrupted(c: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn apply(tx: &rusqlite::Transaction<'_>, op: &Op) -> Result<Done, StoreError> {
+/// One op inside the batch's transaction, all or nothing: a savepoint that
+/// an error rolls back, so a failed op leaves no half of itself behind and
+/// costs the others nothing. A panic is caught the same way: the writer
+/// thread is the store, and it must outlive any one bad write.
+fn apply_alone(tx: &mut rusqlite::Transaction<'_>, op: &Op) -> Result<Done, StoreError> {
+    let sp = tx.savepoint()?;
+    let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| apply(&sp, op)))
+        .unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(panic = %what, "store write panicked; rolled back");
+            Err(StoreError::Failed(format!(
+                "internal error in a store write: {what}"
+            )))
+        });
+    if res.is_ok() {
+        sp.commit()?;
+    }
+    res
+}
+
+fn apply(tx: &Connection, op: &Op) -> Result<Done, StoreError> {
     match op {
         Op::Run { rec, .. } => {
-            tx.prepare_cached("INSERT INTO runs (id, plugin, status, started_at, record) VALUES (?1, ?2, ?3, ?4, ?5) \
-                 ON CONFLICT(id) DO UPDATE SET status = excluded.status, record = excluded.record")?
-                .execute(params![
-                    rec.id,
-                    rec.plugin,
-                    rec.status.as_str(),
-                    rec.started_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-                    serde_json::to_string(rec)?
-                ])?;
+            put_run(tx, rec)?;
             Ok(Done::Nothing)
         }
-        Op::Alert { alert: a, .. } => {
-            let n = tx
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO alerts (fingerprint, starts_at, status, name, received_at, alert) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )?
-                .execute(params![a.fingerprint, a.starts_at, a.status, a.name, a.received_at, a.alert.to_string()])?;
-            Ok(Done::Inserted(n == 1))
-        }
+        Op::Alert { alert: a, .. } => Ok(Done::Inserted(insert_alert(tx, a)?)),
         Op::Audit { event: e, .. } => {
             tx.prepare_cached(
                 "INSERT INTO audit (at, run_id, plugin, event, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -387,6 +533,38 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &Op) -> Result<Done, StoreError> {
             Ok(Done::Nothing)
         }
         Op::Intend { intent, .. } => Ok(Done::Intended(intend(tx, intent)?)),
+        Op::Receive { items, .. } => {
+            let mut new = Vec::with_capacity(items.len());
+            for (alert, runs) in items {
+                let inserted = insert_alert(tx, alert)?;
+                if inserted {
+                    for rec in runs {
+                        put_run(tx, rec)?;
+                    }
+                }
+                new.push(inserted);
+            }
+            Ok(Done::Received(new))
+        }
+        Op::Decide { rec, .. } => {
+            let n = tx
+                .prepare_cached(
+                    "UPDATE runs SET status = ?2, record = ?3 WHERE id = ?1 AND status = 'pending_approval'",
+                )?
+                .execute(params![rec.id, rec.status.as_str(), serde_json::to_string(rec)?])?;
+            Ok(Done::Inserted(n == 1))
+        }
+        Op::Setting { key, value, .. } => {
+            match value {
+                Some(v) => tx
+                    .prepare_cached("INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value")?
+                    .execute(params![key, v])?,
+                None => tx
+                    .prepare_cached("DELETE FROM settings WHERE key = ?1")?
+                    .execute([key])?,
+            };
+            Ok(Done::Nothing)
+        }
         Op::Settle {
             id, status, error, ..
         } => {
@@ -399,11 +577,35 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &Op) -> Result<Done, StoreError> {
     }
 }
 
+fn put_run(tx: &Connection, rec: &RunRecord) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO runs (id, plugin, status, started_at, record) VALUES (?1, ?2, ?3, ?4, ?5) \
+         ON CONFLICT(id) DO UPDATE SET status = excluded.status, record = excluded.record",
+    )?
+    .execute(params![
+        rec.id,
+        rec.plugin,
+        rec.status.as_str(),
+        rec.started_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        serde_json::to_string(rec)?
+    ])?;
+    Ok(())
+}
+
+fn insert_alert(tx: &Connection, a: &StoredAlert) -> Result<bool, StoreError> {
+    let n = tx
+        .prepare_cached(
+            "INSERT OR IGNORE INTO alerts (fingerprint, starts_at, status, name, received_at, alert) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(params![a.fingerprint, a.starts_at, a.status, a.name, a.received_at, a.alert.to_string()])?;
+    Ok(n == 1)
+}
+
 /// Budget and cooldown, then the intent: one transaction on the one writer
 /// thread, so no two runs can take the last unit of a budget.
-fn intend(tx: &rusqlite::Transaction<'_>, i: &Intent) -> Result<Result<i64, String>, StoreError> {
-    let window = chrono::Duration::from_std(i.budget.per).unwrap_or(chrono::Duration::MAX);
-    let since = ts(i.at - window);
+fn intend(tx: &Connection, i: &Intent) -> Result<Result<i64, String>, StoreError> {
+    let since = ts(window_start(i.at, i.budget.per));
     // Interrupted actions count: they may have taken effect.
     let used: u32 = tx
         .prepare_cached(
@@ -421,8 +623,7 @@ fn intend(tx: &rusqlite::Transaction<'_>, i: &Intent) -> Result<Result<i64, Stri
         )));
     }
     if let Some(cooldown) = i.cooldown {
-        let since =
-            ts(i.at - chrono::Duration::from_std(cooldown).unwrap_or(chrono::Duration::MAX));
+        let since = ts(window_start(i.at, cooldown));
         let last: Option<String> = tx
             .prepare_cached(
                 "SELECT max(at) FROM actions WHERE plugin = ?1 AND target = ?2 AND at >= ?3 \
@@ -444,6 +645,18 @@ fn intend(tx: &rusqlite::Transaction<'_>, i: &Intent) -> Result<Result<i64, Stri
     )?
     .execute(params![i.run_id, i.plugin, i.kind, i.target, i.reason, ts(i.at)])?;
     Ok(Ok(tx.last_insert_rowid()))
+}
+
+/// `at - window`, saturating at the earliest time chrono knows: a window
+/// longer than history counts everything, it never overflows.
+fn window_start(
+    at: chrono::DateTime<chrono::Utc>,
+    window: std::time::Duration,
+) -> chrono::DateTime<chrono::Utc> {
+    chrono::Duration::from_std(window)
+        .ok()
+        .and_then(|w| at.checked_sub_signed(w))
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC)
 }
 
 fn human(d: std::time::Duration) -> String {
@@ -525,8 +738,11 @@ fn write_loop(mut conn: Connection, rx: mpsc::Receiver<Op>) {
             }
         }
         let results: Result<Vec<Result<Done, StoreError>>, StoreError> = (|| {
-            let tx = conn.transaction()?;
-            let results = batch.iter().map(|op| apply(&tx, op)).collect();
+            let mut tx = conn.transaction()?;
+            let mut results = Vec::with_capacity(batch.len());
+            for op in &batch {
+                results.push(apply_alone(&mut tx, op));
+            }
             tx.commit()?;
             Ok(results)
         })();
@@ -537,9 +753,14 @@ fn write_loop(mut conn: Connection, rx: mpsc::Receiver<Op>) {
                         Op::Run { ack, .. } | Op::Settle { ack, .. } => {
                             drop(ack.send(res.map(|_| ())))
                         }
-                        Op::Alert { ack, .. } => {
+                        Op::Alert { ack, .. } | Op::Decide { ack, .. } => {
                             drop(ack.send(res.map(|d| matches!(d, Done::Inserted(true)))))
                         }
+                        Op::Setting { ack, .. } => drop(ack.send(res.map(|_| ()))),
+                        Op::Receive { ack, .. } => drop(ack.send(res.map(|d| match d {
+                            Done::Received(v) => v,
+                            _ => Vec::new(),
+                        }))),
                         Op::Audit { ack: Some(ack), .. } => drop(ack.send(res.map(|_| ()))),
                         Op::Audit { ack: None, .. } => {}
                         Op::Intend { ack, .. } => drop(ack.send(res.map(|d| match d {
@@ -556,7 +777,11 @@ fn write_loop(mut conn: Connection, rx: mpsc::Receiver<Op>) {
                     let err = || StoreError::Failed(msg.clone());
                     match op {
                         Op::Run { ack, .. } | Op::Settle { ack, .. } => drop(ack.send(Err(err()))),
-                        Op::Alert { ack, .. } => drop(ack.send(Err(err()))),
+                        Op::Alert { ack, .. } | Op::Decide { ack, .. } => {
+                            drop(ack.send(Err(err())))
+                        }
+                        Op::Setting { ack, .. } => drop(ack.send(Err(err()))),
+                        Op::Receive { ack, .. } => drop(ack.send(Err(err()))),
                         Op::Audit { ack: Some(ack), .. } => drop(ack.send(Err(err()))),
                         Op::Audit { ack: None, .. } => {}
                         Op::Intend { ack, .. } => drop(ack.send(Err(err()))),

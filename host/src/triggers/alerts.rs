@@ -9,7 +9,8 @@ use sha2::{Digest, Sha256};
 
 use crate::record::{AlertInfo, Trigger};
 use crate::runtime::Plugin;
-use crate::service::{Service, Started};
+use crate::service::verify::Repeat;
+use crate::service::{Launch, Service, Started};
 use crate::store::StoredAlert;
 
 /// Why a payload was refused; names the field.
@@ -128,7 +129,8 @@ fn routes_to(service: &Service, p: &Plugin, name: &str, labels: &BTreeMap<String
 }
 
 /// The target of an alert for single flight: the values of the plugin's
-/// `target_labels` (default `alertname`, `service`, `instance`).
+/// `target_labels` (default `alertname`, `service`, `instance`), as JSON so
+/// that values containing `,` or `=` cannot make two targets one.
 fn target(service: &Service, p: &Plugin, labels: &BTreeMap<String, String>) -> String {
     let default = ["alertname", "service", "instance"]
         .map(String::from)
@@ -140,126 +142,172 @@ fn target(service: &Service, p: &Plugin, labels: &BTreeMap<String, String>) -> S
         .get(p.name())
         .and_then(|c| c.target_labels.clone())
         .unwrap_or(default);
-    keys.iter()
-        .filter_map(|k| labels.get(k).map(|v| format!("{k}={v}")))
-        .collect::<Vec<_>>()
-        .join(",")
+    let picked: BTreeMap<&String, &String> = keys
+        .iter()
+        .filter_map(|k| labels.get_key_value(k))
+        .collect();
+    serde_json::to_string(&picked).unwrap_or_default()
 }
 
-/// Stores every alert of the payload, then starts runs for the new firing
-/// ones. A store failure is an error (the caller answers 503 and
-/// Alertmanager retries; what was stored deduplicates the retry).
-///
-/// The alerts of one payload are stored together and their runs started
-/// together: the store's writer commits them in shared transactions, so a
-/// storm costs a few commits per payload, not two per alert in a row.
+/// Stores every alert of the payload together with the runs each new
+/// firing one starts (`queued`), in one transaction, and only then answers;
+/// the runs go on in their own tasks, so nothing depends on the sender
+/// waiting, and a restart resumes whatever was still queued. A store
+/// failure is an error (the caller answers 503, Alertmanager retries, and
+/// since nothing of the payload was stored the retry is not a duplicate).
 pub async fn receive(service: &Arc<Service>, hook: Webhook) -> Result<Receipt, AlertError> {
     let mut receipt = Receipt {
         received: hook.alerts.len(),
         ..Receipt::default()
     };
     let received_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-    let mut stores = tokio::task::JoinSet::new();
-    for (i, a) in hook.alerts.iter().enumerate() {
-        let stored = StoredAlert {
-            fingerprint: fingerprint(a),
-            starts_at: a.starts_at.clone(),
-            status: a.status.clone(),
-            name: a.labels.get("alertname").cloned().unwrap_or_default(),
-            received_at: received_at.clone(),
-            alert: serde_json::to_value(a).unwrap_or_default(),
-        };
-        let store = service.store.clone();
-        stores.spawn(async move { (i, store.put_alert(stored).await) });
-    }
-    let mut new = vec![false; hook.alerts.len()];
-    while let Some(done) = stores.join_next().await {
-        let (i, stored) = done.map_err(|e| {
-            AlertError::Store(crate::store::StoreError::Failed(format!(
-                "storing an alert: {e}"
-            )))
-        })?;
-        new[i] = stored?;
-    }
-
-    let mut starts = tokio::task::JoinSet::new();
-    for (i, a) in hook.alerts.into_iter().enumerate() {
-        let fp = fingerprint(&a);
+    let loaded = service.registry.loaded();
+    // Claims are taken before the commit (single flight decides `queued` or
+    // `skipped`); those of alerts that turn out to be repeats are dropped.
+    let mut items = Vec::with_capacity(hook.alerts.len());
+    let mut claims = Vec::with_capacity(hook.alerts.len());
+    for a in &hook.alerts {
+        let fp = fingerprint(a);
         let name = a.labels.get("alertname").cloned().unwrap_or_default();
+        let mut records = Vec::new();
+        let mut mine = Vec::new();
+        if a.status == "firing" {
+            for p in loaded
+                .iter()
+                .filter(|p| routes_to(service, p, &name, &a.labels))
+            {
+                let launch = Launch {
+                    id: None,
+                    trigger: alert_trigger(a, &name, &fp),
+                    mode: None,
+                    params: BTreeMap::new(),
+                    target: target(service, p, &a.labels),
+                    approved: None,
+                };
+                let claim = service.claim(p.clone(), launch);
+                records.push(match &claim {
+                    Ok(c) => c.rec.clone(),
+                    Err(skipped) => skipped.clone(),
+                });
+                mine.push(claim);
+            }
+        }
+        items.push((
+            StoredAlert {
+                fingerprint: fp,
+                starts_at: a.starts_at.clone(),
+                status: a.status.clone(),
+                name,
+                received_at: received_at.clone(),
+                alert: serde_json::to_value(a).unwrap_or_default(),
+            },
+            records,
+        ));
+        claims.push(mine);
+    }
+    let new = service.store.receive(items).await?;
+
+    for ((a, is_new), mine) in hook.alerts.iter().zip(new).zip(claims) {
         service.metrics.alert_received(&a.status);
-        if !new[i] {
+        if !is_new {
+            drop(mine);
             receipt.duplicates += 1;
             if a.status == "firing" {
-                for p in service.registry.loaded() {
-                    if !routes_to(service, &p, &name, &a.labels) {
-                        continue;
-                    }
-                    if let Some(run_id) = service.escalate_repeat(&p, &fp, &a.starts_at).await {
-                        receipt.runs.push(StartedRun {
-                            plugin: p.name().to_string(),
-                            run_id,
-                            status: "escalated",
-                        });
-                    }
-                }
+                repeat(service, &loaded, a, &mut receipt).await?;
             }
             continue;
         }
         receipt.new += 1;
         if a.status == "resolved" {
             receipt.resolved += 1;
-            continue;
         }
-        for (k, p) in service.registry.loaded().into_iter().enumerate() {
-            if !routes_to(service, &p, &name, &a.labels) {
-                continue;
-            }
-            let trigger = Trigger::Alert {
-                alert: AlertInfo {
-                    name: name.clone(),
-                    firing: true,
-                    labels: a.labels.clone(),
-                    annotations: a.annotations.clone(),
-                    starts_at: a.starts_at.clone(),
-                    fingerprint: fp.clone(),
-                },
-            };
-            let tgt = target(service, &p, &a.labels);
-            let service = service.clone();
-            starts.spawn(async move {
-                let plugin = p.name().to_string();
-                let started = service
-                    .start_run(p, trigger, None, BTreeMap::new(), tgt)
-                    .await;
-                ((i, k), plugin, started)
+        for claim in mine {
+            receipt.runs.push(match claim {
+                Ok(c) => {
+                    let run = StartedRun {
+                        plugin: c.rec.plugin.clone(),
+                        run_id: c.rec.id.clone(),
+                        status: "queued",
+                    };
+                    drop(service.spawn_run(c, None));
+                    run
+                }
+                Err(skipped) => {
+                    service.metrics.run_finished(&skipped);
+                    StartedRun {
+                        plugin: skipped.plugin,
+                        run_id: skipped.id,
+                        status: "skipped",
+                    }
+                }
             });
         }
     }
-    let mut runs = Vec::new();
-    while let Some(done) = starts.join_next().await {
-        let (order, plugin, started) = done.map_err(|e| {
-            AlertError::Store(crate::store::StoreError::Failed(format!(
-                "starting a run: {e}"
-            )))
-        })?;
-        let run = match started? {
-            Started::Running { id, .. } => StartedRun {
-                plugin,
-                run_id: id,
-                status: "running",
-            },
-            Started::Skipped(rec) => StartedRun {
-                plugin,
-                run_id: rec.id,
-                status: "skipped",
-            },
-        };
-        runs.push((order, run));
-    }
-    // Alerts in payload order, then plugins in registry order.
-    runs.sort_by_key(|(order, _)| *order);
-    receipt.runs.extend(runs.into_iter().map(|(_, r)| r));
     Ok(receipt)
+}
+
+fn alert_trigger(a: &WebhookAlert, name: &str, fp: &str) -> Trigger {
+    Trigger::Alert {
+        alert: AlertInfo {
+            name: name.to_string(),
+            firing: true,
+            labels: a.labels.clone(),
+            annotations: a.annotations.clone(),
+            starts_at: a.starts_at.clone(),
+            fingerprint: fp.to_string(),
+        },
+    }
+}
+
+/// A repeat notification of a firing alert: each plugin it routes to
+/// decides between nothing (its run is fine or still going), a retry (its
+/// last attempt did not succeed) and an escalation (it mitigated and the
+/// alert still fires).
+async fn repeat(
+    service: &Arc<Service>,
+    loaded: &[Arc<Plugin>],
+    a: &WebhookAlert,
+    receipt: &mut Receipt,
+) -> Result<(), AlertError> {
+    let fp = fingerprint(a);
+    let name = a.labels.get("alertname").cloned().unwrap_or_default();
+    for p in loaded
+        .iter()
+        .filter(|p| routes_to(service, p, &name, &a.labels))
+    {
+        let launch = || Launch {
+            id: None,
+            trigger: alert_trigger(a, &name, &fp),
+            mode: None,
+            params: BTreeMap::new(),
+            target: target(service, p, &a.labels),
+            approved: None,
+        };
+        match service.on_repeat(p, &fp, &a.starts_at).await {
+            Repeat::Nothing => {}
+            Repeat::Escalated(run_id) => receipt.runs.push(StartedRun {
+                plugin: p.name().to_string(),
+                run_id,
+                status: "escalated",
+            }),
+            Repeat::Retry => {
+                let run = match service.launch(p.clone(), launch()).await? {
+                    Started::Running { id, .. } => StartedRun {
+                        plugin: p.name().to_string(),
+                        run_id: id,
+                        status: "retried",
+                    },
+                    Started::Skipped(rec) => StartedRun {
+                        plugin: p.name().to_string(),
+                        run_id: rec.id,
+                        status: "skipped",
+                    },
+                };
+                receipt.runs.push(run);
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -92,6 +92,12 @@ impl Auth {
         self.tokens.is_empty()
     }
 
+    /// Whether the caller also holds `role` (admin holds every role; an
+    /// open API has no roles to hold back).
+    fn may(&self, headers: &HeaderMap, role: Role) -> bool {
+        self.check(headers, role).is_ok()
+    }
+
     /// Who is asking, if they may `role`.
     fn check(&self, headers: &HeaderMap, role: Role) -> Result<String, ApiError> {
         if self.tokens.is_empty() {
@@ -150,7 +156,7 @@ type AppResult<T> = Result<T, ApiError>;
 
 pub fn router(state: Arc<AppState>, max_body: usize) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/v1/plugins", get(plugins))
         .route("/v1/plugins/reload", post(reload))
@@ -167,8 +173,113 @@ pub fn router(state: Arc<AppState>, max_body: usize) -> Router {
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
         })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this endpoint does not take that method",
+            )
+        })
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            local_only,
+        ))
         .with_state(state)
+}
+
+/// With no tokens configured the API is open, so it must be reachable only
+/// from this machine *as this machine*: a web page in a local browser can
+/// send requests to 127.0.0.1 (cross-site) or, by DNS rebinding, under a
+/// name of its own. Both are refused: the `Host` must be a loopback name or
+/// address, and an `Origin`, when the browser sends one, too.
+async fn local_only(
+    State(s): State<Arc<AppState>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if s.auth.is_open() {
+        if let Err(e) = loopback_request(req.headers()) {
+            return e.into_response();
+        }
+    }
+    next.run(req).await
+}
+
+fn loopback_request(h: &HeaderMap) -> Result<(), ApiError> {
+    let host = h
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !is_loopback_authority(host) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden_host",
+            format!("with no [[server.tokens]] configured, only requests addressed to a loopback name or address are answered (Host: `{host}`)"),
+        ));
+    }
+    if let Some(origin) = h.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("");
+        let authority = origin
+            .split_once("://")
+            .map(|(_, a)| a.trim_end_matches('/'))
+            .unwrap_or("");
+        if !is_loopback_authority(authority) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden_origin",
+                format!("with no [[server.tokens]] configured, cross-site requests are refused (Origin: `{origin}`)"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `localhost`, `127.0.0.1:8080`, `[::1]:8080` and the like.
+fn is_loopback_authority(authority: &str) -> bool {
+    let host = match authority.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => authority
+            .rsplit_once(':')
+            .map(|(h, _)| h)
+            .unwrap_or(authority),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// `Query` whose rejection is an error in the API's shape.
+struct Q<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for Q<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(t)| Q(t))
+            .map_err(|e| ApiError::bad_request(e.body_text()))
+    }
+}
+
+/// Fails when the store cannot write any more: nothing the service
+/// acknowledged from then on would be durable.
+async fn healthz(State(s): State<Arc<AppState>>) -> Response {
+    if s.service.store.writer_alive() {
+        Json(json!({"status": "ok"})).into_response()
+    } else {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            "the store's writer has stopped; restart the service",
+        )
+        .into_response()
+    }
 }
 
 async fn metrics(State(s): State<Arc<AppState>>) -> impl IntoResponse {
@@ -230,7 +341,7 @@ async fn start_run(
     State(s): State<Arc<AppState>>,
     h: HeaderMap,
     Path(name): Path<String>,
-    Query(q): Query<WaitQuery>,
+    Q(q): Q<WaitQuery>,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> AppResult<Response> {
     let who = s.auth.check(&h, Role::Run)?;
@@ -244,6 +355,13 @@ async fn start_run(
     })?;
     let mut params = BTreeMap::new();
     for (k, v) in body.config {
+        if k.starts_with("protected") {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("`config.{k}`: protected lists come from the config file only; a run cannot change them"),
+            ));
+        }
         let v = match v {
             serde_json::Value::String(s) => s,
             serde_json::Value::Number(_) | serde_json::Value::Bool(_) => v.to_string(),
@@ -268,6 +386,28 @@ async fn start_run(
         (None, Some(false)) => Some(Mode::Auto),
         (None, None) => None,
     };
+    // A request may make a run safer than the plugin's mode, never less safe:
+    // running an approve-mode or dry-run plugin live, or changing the limits
+    // of a run that may act, is an approver's decision.
+    let configured = plugin.settings.mode;
+    let effective = mode.unwrap_or(configured);
+    let unsafer = effective == Mode::Auto && configured != Mode::Auto;
+    let acts = effective != Mode::DryRun;
+    if (unsafer || (acts && !params.is_empty())) && !s.auth.may(&h, Role::Approve) {
+        let what = if unsafer {
+            format!(
+                "running {name} live (it is configured `{}`)",
+                configured.as_str()
+            )
+        } else {
+            format!("changing the config of a run of {name} that may act")
+        };
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("{what} needs the `approve` role; a dry run needs only `run`"),
+        ));
+    }
     let id_target = format!("manual:{}", uuid::Uuid::new_v4());
     let trigger = Trigger::Manual {
         by: format!("http:{who}"),
@@ -300,7 +440,7 @@ async fn start_run(
 async fn list_runs(
     State(s): State<Arc<AppState>>,
     h: HeaderMap,
-    Query(f): Query<RunFilter>,
+    Q(f): Q<RunFilter>,
 ) -> AppResult<impl IntoResponse> {
     s.auth.check(&h, Role::Read)?;
     let runs = s
@@ -357,7 +497,7 @@ struct LimitQuery {
 async fn list_alerts(
     State(s): State<Arc<AppState>>,
     h: HeaderMap,
-    Query(q): Query<LimitQuery>,
+    Q(q): Q<LimitQuery>,
 ) -> AppResult<impl IntoResponse> {
     s.auth.check(&h, Role::Read)?;
     let alerts = s
@@ -372,7 +512,7 @@ async fn list_alerts(
 async fn list_audit(
     State(s): State<Arc<AppState>>,
     h: HeaderMap,
-    Query(f): Query<AuditFilter>,
+    Q(f): Q<AuditFilter>,
 ) -> AppResult<impl IntoResponse> {
     s.auth.check(&h, Role::Read)?;
     let events = s
@@ -431,16 +571,42 @@ async fn pause_state(State(s): State<Arc<AppState>>, h: HeaderMap) -> AppResult<
     Ok(Json(json!({"paused": s.service.paused()})))
 }
 
-async fn pause(State(s): State<Arc<AppState>>, h: HeaderMap) -> AppResult<impl IntoResponse> {
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct PauseBody {
+    /// Why automation is paused (shown wherever the pause is).
+    reason: Option<String>,
+}
+
+async fn pause(
+    State(s): State<Arc<AppState>>,
+    h: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> AppResult<impl IntoResponse> {
     let who = s.auth.check(&h, Role::Admin)?;
-    s.service.set_paused(Some(&who), &who).await;
-    Ok(Json(json!({"paused": s.service.paused()})))
+    let body: PauseBody = json_body(&body.map_err(body_error)?)?;
+    let reason = body
+        .reason
+        .map(|r| r.chars().take(500).collect::<String>())
+        .filter(|r| !r.trim().is_empty());
+    // Stopping automation is never refused: if the store cannot keep the
+    // pause, it holds in this process and the answer says it was not stored.
+    match s.service.set_paused(true, &who, reason).await {
+        Ok(p) => Ok(Json(json!({"paused": p, "stored": true}))),
+        Err(e) => Ok(Json(
+            json!({"paused": s.service.paused(), "stored": false, "warning": format!("the pause holds in this process but was not stored and a restart will forget it: {e}")}),
+        )),
+    }
 }
 
 async fn resume(State(s): State<Arc<AppState>>, h: HeaderMap) -> AppResult<impl IntoResponse> {
     let who = s.auth.check(&h, Role::Admin)?;
-    s.service.set_paused(None, &who).await;
-    Ok(Json(json!({"paused": s.service.paused()})))
+    let p = s
+        .service
+        .set_paused(false, &who, None)
+        .await
+        .map_err(ApiError::unavailable)?;
+    Ok(Json(json!({"paused": p})))
 }
 
 async fn report(

@@ -28,11 +28,12 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let n: u64 = n
         .parse()
         .map_err(|_| format!("`{s}`: expected a number and a unit (500ms, 30s, 5m, 1h)"))?;
+    let too_long = || format!("`{s}`: too long");
     let d = match unit {
         "ms" => Duration::from_millis(n),
         "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
+        "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(too_long)?),
+        "h" => Duration::from_secs(n.checked_mul(3600).ok_or_else(too_long)?),
         _ => return Err(format!("`{s}`: unknown unit `{unit}` (ms, s, m, h)")),
     };
     if d < Duration::from_millis(100) {

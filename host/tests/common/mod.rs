@@ -25,6 +25,22 @@ impl Drop for Server {
 }
 
 pub fn start(dir: &Path, config: &str, env: &[(&str, &str)]) -> Server {
+    spawn(dir, config, env, Stdio::inherit())
+}
+
+/// `start`, with the server's log (at `info`) appended to `dir/remedy.log`.
+pub fn start_logged(dir: &Path, config: &str, env: &[(&str, &str)]) -> Server {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("remedy.log"))
+        .unwrap();
+    let mut env = env.to_vec();
+    env.push(("RUST_LOG", "info"));
+    spawn(dir, config, &env, Stdio::from(log))
+}
+
+fn spawn(dir: &Path, config: &str, env: &[(&str, &str)], stderr: Stdio) -> Server {
     let cfg = dir.join("remedy.toml");
     std::fs::write(&cfg, config).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_remedy"))
@@ -38,7 +54,7 @@ pub fn start(dir: &Path, config: &str, env: &[(&str, &str)]) -> Server {
         .envs(env.iter().copied())
         .env_remove("REMEDY_LISTEN")
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(stderr)
         .spawn()
         .expect("start remedy serve");
     let stdout = child.stdout.take().unwrap();
@@ -110,12 +126,12 @@ impl Server {
         (r.status().as_u16(), r.text().await.unwrap())
     }
 
-    /// Polls a run until it leaves `running`.
+    /// Polls a run until it leaves `queued` and `running`.
     pub async fn finished(&self, id: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             let rec = self.get(&format!("/v1/runs/{id}")).await;
-            if rec["status"] != "running" {
+            if rec["status"] != "running" && rec["status"] != "queued" {
                 return rec;
             }
             assert!(Instant::now() < deadline, "run {id} never finished");

@@ -1,0 +1,421 @@
+//! Starting runs: single flight per (plugin, target), the concurrency bound,
+//! and queued runs that outlive the request that asked for them.
+//!
+//! A run is first *claimed* (single flight), then stored — `running` when a
+//! run slot is free at once, else `queued` — before the caller is answered,
+//! and only then spawned. Whether it acts live is decided when it actually
+//! starts, so a run queued before the kill switch was pulled runs dry. A
+//! `queued` record found at start-up (the process stopped before its turn)
+//! is resumed, never forgotten.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use chrono::Utc;
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::Service;
+use crate::config::Mode;
+use crate::guardrails::{Plan, Stage};
+use crate::record::{Applied, Approval, PlannedAction, RunRecord, RunStatus, Trigger};
+use crate::remedy::RunRequest;
+use crate::runtime::Plugin;
+use crate::store::StoreError;
+
+/// What starting a run came to.
+pub enum Started {
+    /// Stored (`running` or `queued`) and spawned; the handle yields the
+    /// final (stored) record.
+    Running {
+        id: String,
+        handle: tokio::task::JoinHandle<RunRecord>,
+    },
+    /// Another run of the plugin for the same target is in flight.
+    Skipped(RunRecord),
+}
+
+/// How a run is to be started.
+pub struct Launch {
+    /// The run's id when the caller already named it (an approval records
+    /// its live run before launching it; a resumed run keeps its own).
+    pub id: Option<String>,
+    pub trigger: Trigger,
+    /// `None`: the plugin's mode.
+    pub mode: Option<Mode>,
+    pub params: BTreeMap<String, String>,
+    /// Single-flight key with the plugin name.
+    pub target: String,
+    /// Carrying out this approved plan (run id, plan).
+    pub approved: Option<(String, Arc<Plan>)>,
+}
+
+/// Removes the (plugin, target) pair from the in-flight set however the run
+/// ends (or if it never starts).
+pub(crate) struct FlightGuard {
+    service: Arc<Service>,
+    key: (String, String),
+}
+
+impl Drop for FlightGuard {
+    fn drop(&mut self) {
+        self.service
+            .inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.key);
+        if self.service.running.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.service.idle.notify_waiters();
+        }
+    }
+}
+
+/// A run that holds its single-flight claim and has a `queued` record,
+/// not yet stored or spawned.
+pub(crate) struct Claimed {
+    guard: FlightGuard,
+    plugin: Arc<Plugin>,
+    launch: Launch,
+    /// Its record as stored while it waits (`queued`).
+    pub rec: RunRecord,
+}
+
+/// How a run starts once it has a slot: decided then, not when queued.
+pub(crate) struct Start {
+    dry: bool,
+    note: Option<String>,
+    planning: bool,
+    stage: Stage,
+}
+
+impl Service {
+    /// Starts a run of `plugin` for `target` unless one is in flight: the
+    /// record is stored (`running`, `queued` or `skipped`) before this
+    /// returns.
+    pub async fn start_run(
+        self: &Arc<Self>,
+        plugin: Arc<Plugin>,
+        trigger: Trigger,
+        mode: Option<Mode>,
+        params: BTreeMap<String, String>,
+        target: String,
+    ) -> Result<Started, StoreError> {
+        self.launch(
+            plugin,
+            Launch {
+                id: None,
+                trigger,
+                mode,
+                params,
+                target,
+                approved: None,
+            },
+        )
+        .await
+    }
+
+    /// The one way a run starts in the service: single flight, concurrency
+    /// bound, then `Remedy::run_with_id`; afterwards the plan (approve
+    /// mode) or the verification (live mitigation).
+    pub async fn launch(
+        self: &Arc<Self>,
+        plugin: Arc<Plugin>,
+        l: Launch,
+    ) -> Result<Started, StoreError> {
+        let claimed = match self.claim(plugin, l) {
+            Ok(c) => c,
+            Err(skipped) => {
+                self.store.put_run(&skipped).await?;
+                self.metrics.run_finished(&skipped);
+                return Ok(Started::Skipped(skipped));
+            }
+        };
+        let id = claimed.rec.id.clone();
+        let handle = match self.permits.clone().try_acquire_owned() {
+            // A slot is free: straight to `running`, one write fewer.
+            Ok(permit) => {
+                let start = self.decide_start(&claimed);
+                let running = self.running_record(&claimed, &start);
+                self.store.put_run(&running).await?;
+                self.spawn_run(claimed, Some((permit, start)))
+            }
+            Err(_) => {
+                self.store.put_run(&claimed.rec).await?;
+                self.spawn_run(claimed, None)
+            }
+        };
+        Ok(Started::Running { id, handle })
+    }
+
+    /// Takes the single-flight claim of the run and builds its `queued`
+    /// record; `Err` is the `skipped` record when a run of the plugin for
+    /// the same target is in flight.
+    #[allow(clippy::result_large_err)] // built once per run, moved once
+    pub(crate) fn claim(
+        self: &Arc<Self>,
+        plugin: Arc<Plugin>,
+        l: Launch,
+    ) -> Result<Claimed, RunRecord> {
+        let id =
+            l.id.clone()
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let key = (plugin.name().to_string(), l.target.clone());
+        let mode = l.mode.unwrap_or(plugin.settings.mode);
+        let dry = mode != Mode::Auto && l.approved.is_none();
+        let mut rec = RunRecord::begin(id, &plugin, l.trigger.clone(), dry, RunStatus::Queued);
+        rec.mode = mode.as_str().into();
+        rec.params = l.params.clone();
+        rec.target = Some(l.target.clone());
+        rec.approval_of = l.approved.as_ref().map(|(of, _)| of.clone());
+        let fresh = self
+            .inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone());
+        if !fresh {
+            rec.status = RunStatus::Skipped;
+            rec.error = Some(format!(
+                "a run of {} for target `{}` is already in flight",
+                key.0, key.1
+            ));
+            rec.finished_at = Some(rec.started_at);
+            rec.duration_ms = Some(0);
+            return Err(rec);
+        }
+        self.running.fetch_add(1, Ordering::SeqCst);
+        Ok(Claimed {
+            guard: FlightGuard {
+                service: self.clone(),
+                key,
+            },
+            plugin,
+            launch: l,
+            rec,
+        })
+    }
+
+    /// Mode, kill switch and stage as they are now.
+    fn decide_start(&self, c: &Claimed) -> Start {
+        let l = &c.launch;
+        let mode = l.mode.unwrap_or(c.plugin.settings.mode);
+        let planning = mode == Mode::Approve && l.approved.is_none();
+        let mut dry = mode != Mode::Auto && l.approved.is_none();
+        let mut note = None;
+        if let Some(p) = self.paused() {
+            if !dry {
+                dry = true;
+                note = Some(format!("{}: this run was forced to dry-run", p.describe()));
+            }
+        }
+        let stage = match (&l.approved, planning) {
+            (Some((_, plan)), _) => Stage::Approved(plan.clone()),
+            (None, true) => Stage::Plan,
+            (None, false) => Stage::Normal,
+        };
+        Start {
+            dry,
+            note,
+            planning,
+            stage,
+        }
+    }
+
+    fn running_record(&self, c: &Claimed, start: &Start) -> RunRecord {
+        let mut rec = c.rec.clone();
+        rec.status = RunStatus::Running;
+        rec.dry_run = start.dry;
+        rec.started_at = Utc::now();
+        rec.note = start.note.clone();
+        if !start.planning {
+            rec.mode = if start.dry { "dry-run" } else { "auto" }.into();
+        }
+        rec
+    }
+
+    /// Runs a claimed run in its own task: waits for a run slot unless it
+    /// has one, then runs, stores the result, audits its actions and
+    /// schedules verification. Nothing here depends on the request that
+    /// asked for the run.
+    pub(crate) fn spawn_run(
+        self: &Arc<Self>,
+        c: Claimed,
+        slot: Option<(OwnedSemaphorePermit, Start)>,
+    ) -> tokio::task::JoinHandle<RunRecord> {
+        let service = self.clone();
+        tokio::spawn(async move {
+            let (_permit, start) = match slot {
+                Some(s) => s,
+                None => {
+                    // The semaphore is never closed, so this only waits.
+                    let Ok(permit) = service.permits.clone().acquire_owned().await else {
+                        return c.rec;
+                    };
+                    let start = service.decide_start(&c);
+                    let running = service.running_record(&c, &start);
+                    if let Err(e) = service.store.put_run(&running).await {
+                        // The run goes on: its live actions need the ledger,
+                        // which refuses them while the store is down.
+                        tracing::error!(run_id = %running.id, error = %e, "`running` not stored");
+                    }
+                    (permit, start)
+                }
+            };
+            let Claimed {
+                guard: _guard,
+                plugin,
+                launch: l,
+                rec: queued,
+            } = c;
+            let req = RunRequest {
+                trigger: l.trigger,
+                dry_run: Some(start.dry),
+                params: l.params,
+                stage: start.stage,
+            };
+            let mut rec = service
+                .remedy
+                .run_with_id(&plugin, req, queued.id.clone())
+                .await;
+            rec.note = start.note;
+            rec.approval_of = queued.approval_of;
+            rec.params = queued.params;
+            rec.target = queued.target;
+            if start.planning {
+                service.plan_for_approval(&plugin, &mut rec);
+            }
+            if let Some(n) = &rec.note {
+                rec.logs.push(format!("[remedy] {n}"));
+            }
+            if let Err(e) = service.store.put_run(&rec).await {
+                tracing::error!(run_id = %rec.id, error = %e, "run record not stored");
+            }
+            for a in &rec.actions {
+                service
+                    .audit(
+                        Some(&rec.id),
+                        Some(&rec.plugin),
+                        "action",
+                        serde_json::to_value(a).unwrap_or_default(),
+                    )
+                    .await;
+            }
+            service.metrics.run_finished(&rec);
+            if !rec.dry_run && rec.actions.iter().any(|a| a.applied == Applied::Executed) {
+                service.clone().verify_later(plugin.clone(), rec.clone());
+            }
+            rec
+        })
+    }
+
+    /// Turns a finished planning run into a plan waiting for approval (or
+    /// leaves it finished when mitigation wanted nothing).
+    fn plan_for_approval(&self, plugin: &Plugin, rec: &mut RunRecord) {
+        rec.mode = Mode::Approve.as_str().into();
+        let plan: Vec<PlannedAction> = rec
+            .actions
+            .iter()
+            .filter(|a| a.applied == Applied::Simulated)
+            .map(|a| PlannedAction {
+                kind: a.kind.clone(),
+                target: a.target.clone(),
+            })
+            .collect();
+        if rec.status != RunStatus::Succeeded || plan.is_empty() {
+            return;
+        }
+        let expires_at = chrono::Duration::from_std(plugin.settings.limits.approval_ttl)
+            .ok()
+            .and_then(|ttl| Utc::now().checked_add_signed(ttl))
+            .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC);
+        rec.status = RunStatus::PendingApproval;
+        rec.approval = Some(Approval {
+            plan,
+            expires_at,
+            decision: None,
+            decided_by: None,
+            decided_at: None,
+            live_run: None,
+        });
+    }
+
+    /// Starts the runs a previous process stored as `queued` and never got
+    /// to: each resumes under its own id, or is marked `interrupted` when it
+    /// cannot (its plugin is gone, its plan is missing).
+    pub(crate) async fn resume_queued(self: &Arc<Self>) {
+        let queued = match self.store.queued_runs().await {
+            Ok(q) => q,
+            Err(e) => {
+                tracing::error!(error = %e, "queued runs could not be read; they stay queued");
+                return;
+            }
+        };
+        for rec in queued {
+            match self.resumable(&rec).await {
+                Ok((plugin, l)) => match self.claim(plugin, l) {
+                    Ok(c) => {
+                        tracing::info!(run_id = %rec.id, plugin = %rec.plugin, "queued run resumed");
+                        self.audit(
+                            Some(&rec.id),
+                            Some(&rec.plugin),
+                            "run.resumed",
+                            serde_json::json!({"queued_at": rec.started_at}),
+                        )
+                        .await;
+                        // Detached: the run stores its own result.
+                        drop(self.spawn_run(c, None));
+                    }
+                    Err(skipped) => {
+                        if let Err(e) = self.store.put_run(&skipped).await {
+                            tracing::error!(run_id = %rec.id, error = %e, "skipped not stored");
+                        }
+                    }
+                },
+                Err(why) => {
+                    let mut rec = rec;
+                    rec.status = RunStatus::Interrupted;
+                    rec.error = Some(format!(
+                        "queued when the previous Remedy process stopped, and not resumed: {why}"
+                    ));
+                    rec.finished_at = Some(Utc::now());
+                    tracing::warn!(run_id = %rec.id, plugin = %rec.plugin, %why, "queued run not resumed");
+                    if let Err(e) = self.store.put_run(&rec).await {
+                        tracing::error!(run_id = %rec.id, error = %e, "interrupted not stored");
+                    }
+                    self.metrics.run_finished(&rec);
+                }
+            }
+        }
+    }
+
+    async fn resumable(&self, rec: &RunRecord) -> Result<(Arc<Plugin>, Launch), String> {
+        let plugin = self
+            .registry
+            .get(&rec.plugin)
+            .ok_or_else(|| format!("plugin `{}` is not loaded", rec.plugin))?;
+        let approved = match &rec.approval_of {
+            None => None,
+            Some(of) => {
+                let plan = self
+                    .store
+                    .get_run(of)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .and_then(|p| p.approval)
+                    .ok_or_else(|| format!("the approved plan {of} is missing"))?;
+                Some((of.clone(), Arc::new(plan.plan.into_iter().collect())))
+            }
+        };
+        let l = Launch {
+            id: Some(rec.id.clone()),
+            trigger: rec.trigger.clone(),
+            mode: Mode::parse(&rec.mode),
+            params: rec.params.clone(),
+            target: rec
+                .target
+                .clone()
+                .unwrap_or_else(|| format!("run:{}", rec.id)),
+            approved,
+        };
+        Ok((plugin, l))
+    }
+}

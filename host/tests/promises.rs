@@ -1,0 +1,557 @@
+//! The safety promises under faults, races and hostile input (issue 9): no
+//! secret in any record or log, a kill switch that catches queued runs and
+//! survives a restart, one decision per plan, alerts that outlive the
+//! request and the process, retries of failed first attempts, and an API a
+//! web page cannot drive.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use remedy_e2e::{sink, test_plugin};
+use serde_json::{json, Value};
+
+mod common;
+use common::*;
+
+async fn sim() -> servio_sim::Sim {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    servio_sim::spawn(listener).unwrap()
+}
+
+/// `[server]` lines, then circuit-breaker-open against `sim` with `extra`
+/// lines in its section, then `tail` (more sections).
+fn config(dir: &Path, sim: &servio_sim::Sim, server: &str, extra: &str, tail: &str) -> String {
+    format!(
+        r#"
+        [server]
+        data_dir = "{data}"
+        {server}
+        [backends]
+        breaker_url = "{base}"
+        [plugins.circuit-breaker-open]
+        {extra}
+        [plugins.circuit-breaker-open.scope]
+        breakers = ["stripe", "supabase", "openai"]
+        probe = ["{base}"]
+        {tail}
+        "#,
+        data = dir.join("data").display(),
+        base = sim.base_url()
+    )
+}
+
+/// A `[plugins.hostile]` section serving tests/plugins/hostile.
+fn hostile(dir: &Path, extra: &str) -> String {
+    let wasm = dir.join("hostile.wasm");
+    std::fs::copy(test_plugin("hostile"), &wasm).unwrap();
+    format!(
+        "[plugins.hostile]\npath = \"{}\"\ntimeout_ms = 10000\n{extra}\n",
+        wasm.display()
+    )
+}
+
+async fn text(server: &Server, path: &str) -> String {
+    server
+        .http
+        .get(format!("{}{path}", server.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Polls until `done` holds for run `id`.
+async fn until(server: &Server, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let rec = server.get(&format!("/v1/runs/{id}")).await;
+        if done(&rec) {
+            return rec;
+        }
+        assert!(Instant::now() < deadline, "never {what}: {rec}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_webhook_url_appears_in_no_record_report_api_answer_log_or_store_file() {
+    const SECRET: &str = "T0SECRET/B0SECRET/xoxbSECRET42";
+    let dir = tempfile::tempdir().unwrap();
+    let sim = sim().await;
+    // Both routes the run reaches (the plugin's own P0 escalation and the
+    // host's P2 one after verification) lead to an unreachable Slack
+    // webhook whose path is the secret.
+    let channels = "
+        [backends.notify.alerts-warning]
+        kind = \"slack\"
+        url_env = \"T_SLACK_URL\"
+        [backends.notify.alerts-critical]
+        kind = \"slack\"
+        url_env = \"T_SLACK_URL\"
+    ";
+    let cfg = config(
+        dir.path(),
+        &sim,
+        "",
+        "mode = \"auto\"\nverify_after = \"300ms\"\npriority = \"p2\"\ncooldown = \"0s\"",
+        channels,
+    );
+    let url = format!("http://127.0.0.1:1/services/{SECRET}");
+    let server = start_logged(dir.path(), &cfg, &[("T_SLACK_URL", &url)]);
+    sim.open_breaker("stripe");
+    sim.open_breaker("supabase");
+    sim.set_health("supabase", servio_sim::Health::Down);
+    let (code, rec) = server
+        .post("/v1/plugins/circuit-breaker-open/runs?wait=true", json!({}))
+        .await;
+    assert_eq!(code, 200, "{rec}");
+    let id = rec["id"].as_str().unwrap().to_string();
+    let rec = until(&server, &id, "verified", |r| !r["verification"].is_null()).await;
+    // The failures are there, and name the channel and where it is.
+    let failed: Vec<&Value> = rec["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["applied"] == "failed")
+        .collect();
+    assert!(!failed.is_empty(), "{rec}");
+    for a in &failed {
+        let e = a["error"].as_str().unwrap();
+        assert!(
+            e.contains("notify alerts-") && e.contains("127.0.0.1:1"),
+            "{e}"
+        );
+    }
+    let mut seen = vec![
+        ("run", text(&server, &format!("/v1/runs/{id}")).await),
+        ("runs", text(&server, "/v1/runs").await),
+        ("audit", text(&server, "/v1/audit").await),
+        (
+            "report",
+            text(&server, &format!("/v1/runs/{id}/report")).await,
+        ),
+    ];
+    drop(server);
+    seen.push((
+        "log",
+        std::fs::read_to_string(dir.path().join("remedy.log")).unwrap(),
+    ));
+    assert!(seen[4].1.contains("action"), "the log has the actions");
+    for f in std::fs::read_dir(dir.path().join("data")).unwrap() {
+        let path = f.unwrap().path();
+        if path.is_file() {
+            let bytes = std::fs::read(&path).unwrap();
+            seen.push(("store", String::from_utf8_lossy(&bytes).into_owned()));
+        }
+    }
+    for (what, body) in &seen {
+        assert!(
+            !body.contains("SECRET"),
+            "the secret is in the {what}: {}",
+            &body[body.find("SECRET").unwrap().saturating_sub(200)..]
+                .chars()
+                .take(400)
+                .collect::<String>()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_queued_before_the_pause_runs_dry_and_the_pause_survives_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = sim().await;
+    sim.open_breaker("stripe");
+    let cfg = config(
+        dir.path(),
+        &sim,
+        "max_concurrent_runs = 1",
+        "mode = \"auto\"\nverify_after = \"1h\"\ncooldown = \"0s\"",
+        &hostile(
+            dir.path(),
+            "config = { behave = \"sleep\", sleep_ms = 1500 }",
+        ),
+    );
+    let mut server = start(dir.path(), &cfg, &[]);
+    // The one run slot is busy; the live run queues behind it.
+    let (code, r) = server
+        .post("/v1/plugins/hostile/runs", json!({"dry_run": true}))
+        .await;
+    assert_eq!(code, 202, "{r}");
+    let slow = r["run_id"].as_str().unwrap().to_string();
+    until(&server, &slow, "running", |r| r["status"] == "running").await;
+    let (code, r) = server
+        .post("/v1/plugins/circuit-breaker-open/runs", json!({}))
+        .await;
+    assert_eq!(code, 202, "{r}");
+    let queued = r["run_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        server.get(&format!("/v1/runs/{queued}")).await["status"],
+        "queued"
+    );
+    let (code, p) = server
+        .post("/v1/admin/pause", json!({"reason": "bad deploy"}))
+        .await;
+    assert_eq!(code, 200, "{p}");
+    assert_eq!(p["paused"]["reason"], "bad deploy");
+
+    let rec = server.finished(&queued).await;
+    assert_eq!(rec["dry_run"], true, "{rec}");
+    assert!(
+        rec["note"].as_str().unwrap().contains("kill switch")
+            && rec["note"].as_str().unwrap().contains("bad deploy"),
+        "{rec}"
+    );
+    assert_eq!(rec["actions"][0]["applied"], "simulated", "{rec}");
+    assert_eq!(sim.breaker_state("stripe").unwrap(), "OPEN");
+
+    // A crash does not turn automation back on.
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    drop(server);
+    let server = start(dir.path(), &cfg, &[]);
+    let state = server.get("/v1/admin/pause").await;
+    assert_eq!(state["paused"]["by"], "anonymous", "{state}");
+    assert_eq!(state["paused"]["reason"], "bad deploy", "{state}");
+    assert!(text(&server, "/metrics").await.contains("remedy_paused 1"));
+    let (_, rec) = server
+        .post("/v1/plugins/circuit-breaker-open/runs?wait=true", json!({}))
+        .await;
+    assert_eq!(rec["dry_run"], true, "{rec}");
+    assert_eq!(sim.breaker_state("stripe").unwrap(), "OPEN");
+
+    // Resumed is remembered too.
+    let (code, _) = server.post("/v1/admin/resume", json!({})).await;
+    assert_eq!(code, 200);
+    drop(server);
+    let server = start(dir.path(), &cfg, &[]);
+    assert!(server.get("/v1/admin/pause").await["paused"].is_null());
+    assert!(text(&server, "/metrics").await.contains("remedy_paused 0"));
+    let (_, rec) = server
+        .post("/v1/plugins/circuit-breaker-open/runs?wait=true", json!({}))
+        .await;
+    assert_eq!(rec["dry_run"], false, "{rec}");
+    assert_eq!(sim.breaker_state("stripe").unwrap(), "HALF_OPEN");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_approvals_and_rejections_decide_a_plan_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = sim().await;
+    let cfg = config(
+        dir.path(),
+        &sim,
+        "",
+        "mode = \"approve\"\nverify_after = \"1h\"\ncooldown = \"0s\"",
+        "",
+    );
+    let server = start(dir.path(), &cfg, &[]);
+    for round in 0..3 {
+        sim.open_breaker("stripe");
+        let (_, plan) = server
+            .post("/v1/plugins/circuit-breaker-open/runs?wait=true", json!({}))
+            .await;
+        assert_eq!(plan["status"], "pending_approval", "{plan}");
+        let id = plan["id"].as_str().unwrap().to_string();
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..16 {
+            let (http, url) = (
+                server.http.clone(),
+                format!(
+                    "{}/v1/runs/{id}/{}",
+                    server.base,
+                    if i % 2 == 0 { "approve" } else { "reject" }
+                ),
+            );
+            tasks.spawn(async move {
+                let r = http.post(url).json(&json!({})).send().await.unwrap();
+                let code = r.status().as_u16();
+                (i % 2 == 0, code, r.json::<Value>().await.unwrap())
+            });
+        }
+        let mut won = Vec::new();
+        while let Some(done) = tasks.join_next().await {
+            let (approve, code, body) = done.unwrap();
+            match code {
+                200 | 202 => won.push((approve, body)),
+                409 => assert_eq!(body["error"]["code"], "not_pending", "{body}"),
+                _ => panic!("round {round}: unexpected {code}: {body}"),
+            }
+        }
+        assert_eq!(won.len(), 1, "round {round}: {won:?}");
+        let (approved, body) = &won[0];
+        let rec = server.get(&format!("/v1/runs/{id}")).await;
+        let decision = if *approved { "approved" } else { "rejected" };
+        assert_eq!(rec["approval"]["decision"], decision, "{rec} vs {body}");
+        let audit = server.get(&format!("/v1/audit?run={id}")).await;
+        let decisions: Vec<&Value> = audit["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["event"].as_str().unwrap().starts_with("approval."))
+            .collect();
+        assert_eq!(decisions.len(), 1, "{audit}");
+        let runs = server.get("/v1/runs?limit=1000").await;
+        let live: Vec<&Value> = runs["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["approval_of"] == id.as_str())
+            .collect();
+        assert_eq!(live.len(), usize::from(*approved), "{runs}");
+        if *approved {
+            let live = server.finished(live[0]["id"].as_str().unwrap()).await;
+            assert_eq!(live["actions"][0]["applied"], "executed", "{live}");
+            assert_eq!(sim.breaker_state("stripe").unwrap(), "HALF_OPEN");
+        } else {
+            assert_eq!(sim.breaker_state("stripe").unwrap(), "OPEN");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_acknowledged_while_the_run_slots_are_busy_is_run_after_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = format!(
+        "[server]\ndata_dir = \"{}\"\nmax_concurrent_runs = 1\n{}",
+        dir.path().join("data").display(),
+        hostile(
+            dir.path(),
+            "alerts = [\"Slow\"]\nconfig = { behave = \"sleep\", sleep_ms = 4000 }"
+        )
+    );
+    let mut server = start(dir.path(), &cfg, &[]);
+    let post = |service: &str| {
+        payload(vec![alert(
+            "Slow",
+            "firing",
+            json!({"service": service}),
+            &format!("fp-{service}"),
+            "2026-11-27T03:00:00Z",
+        )])
+    };
+    let (code, a) = server.post("/v1/alerts", post("a")).await;
+    assert_eq!(code, 202, "{a}");
+    assert_eq!(a["runs"][0]["status"], "queued", "{a}");
+    let first = a["runs"][0]["run_id"].as_str().unwrap().to_string();
+    until(&server, &first, "running", |r| r["status"] == "running").await;
+    // Answered at once although no slot is free: the run is stored, queued.
+    let (code, b) = server.post("/v1/alerts", post("b")).await;
+    assert_eq!(code, 202, "{b}");
+    let second = b["runs"][0]["run_id"].as_str().unwrap().to_string();
+    let rec = server.get(&format!("/v1/runs/{second}")).await;
+    assert_eq!(rec["status"], "queued", "{rec}");
+    assert_eq!(rec["trigger"]["alert"]["fingerprint"], "fp-b");
+
+    server.child.kill().unwrap(); // SIGKILL, before the queued run's turn
+    server.child.wait().unwrap();
+    drop(server);
+
+    let server = start(dir.path(), &cfg, &[]);
+    let rec = server.get(&format!("/v1/runs/{first}")).await;
+    assert_eq!(rec["status"], "interrupted", "{rec}");
+    let rec = server.finished(&second).await;
+    assert_eq!(rec["status"], "succeeded", "resumed and run: {rec}");
+    let audit = server.get(&format!("/v1/audit?run={second}")).await;
+    assert!(
+        audit["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["event"] == "run.resumed"),
+        "{audit}"
+    );
+    // The retry Alertmanager sends after a lost answer is a duplicate, and
+    // starts nothing while the run it duplicates is fine.
+    let (_, again) = server.post("/v1/alerts", post("b")).await;
+    assert_eq!(again["duplicates"], 1, "{again}");
+    assert_eq!(again["runs"], json!([]), "{again}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeat_of_an_alert_whose_run_failed_retries_with_backoff_then_escalates_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sink, seen) = sink::start().await;
+    let cfg = format!(
+        "[server]\ndata_dir = \"{data}\"\n[backends.notify.alerts-warning]\nkind = \"webhook\"\nurl = \"{sink}/alerts-warning\"\n{}",
+        hostile(
+            dir.path(),
+            "alerts = [\"Flaky\"]\nconfig = { behave = \"panic\" }\npriority = \"p2\"\nretry_after = \"300ms\""
+        ),
+        data = dir.path().join("data").display(),
+    );
+    let server = start(dir.path(), &cfg, &[]);
+    let firing = payload(vec![alert(
+        "Flaky",
+        "firing",
+        json!({"service": "api"}),
+        "fp-flaky",
+        "2026-11-27T03:00:00Z",
+    )]);
+    let (_, r) = server.post("/v1/alerts", firing.clone()).await;
+    let mut ids = vec![r["runs"][0]["run_id"].as_str().unwrap().to_string()];
+    assert_eq!(server.finished(&ids[0]).await["status"], "trapped");
+
+    // Within the backoff a repeat (or the HA twin) starts nothing.
+    let (_, r) = server.post("/v1/alerts", firing.clone()).await;
+    assert_eq!(r["runs"], json!([]), "{r}");
+
+    // Attempts 2..=4 are retries, each after a longer wait.
+    for attempt in 2..=4u32 {
+        tokio::time::sleep(Duration::from_millis(300 * 2u64.pow(attempt - 2) + 100)).await;
+        let (_, r) = server.post("/v1/alerts", firing.clone()).await;
+        assert_eq!(r["runs"][0]["status"], "retried", "attempt {attempt}: {r}");
+        let id = r["runs"][0]["run_id"].as_str().unwrap().to_string();
+        assert!(!ids.contains(&id), "a new run each time");
+        assert_eq!(server.finished(&id).await["status"], "trapped");
+        ids.push(id);
+    }
+    // Then a human hears, once.
+    let (_, r) = server.post("/v1/alerts", firing.clone()).await;
+    assert_eq!(r["runs"][0]["status"], "escalated", "{r}");
+    assert_eq!(r["runs"][0]["run_id"], ids[3].as_str());
+    let (_, r) = server.post("/v1/alerts", firing.clone()).await;
+    assert_eq!(r["runs"], json!([]), "{r}");
+    let sent = sink::on(&seen, "alerts-warning");
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let title = sent[0]["title"].as_str().unwrap();
+    assert!(title.starts_with("[P2] Remedy gave up: hostile"), "{title}");
+    assert!(sent[0]["body"].as_str().unwrap().contains("4 attempt(s)"));
+    let rec = server.get(&format!("/v1/runs/{}", ids[3])).await;
+    assert!(
+        rec["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["kind"] == "notify.escalate" && a["applied"] == "executed"),
+        "{rec}"
+    );
+}
+
+const TOKENS: &str = r#"
+tokens = [
+  { name = "ops-runner", env = "T_RUN", roles = ["run", "read"] },
+  { name = "lead-alice", env = "T_APPROVE", roles = ["approve", "run", "read"] },
+]"#;
+const ENV: [(&str, &str); 2] = [("T_RUN", "run-token"), ("T_APPROVE", "approve-token")];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_run_role_can_make_a_run_safer_never_less_safe() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = sim().await;
+    sim.open_breaker("stripe");
+    let cfg = config(
+        dir.path(),
+        &sim,
+        TOKENS,
+        "mode = \"approve\"\nverify_after = \"1h\"",
+        "",
+    );
+    let server = start(dir.path(), &cfg, &ENV);
+    let path = "/v1/plugins/circuit-breaker-open/runs?wait=true";
+    for body in [
+        json!({"dry_run": false}),
+        json!({"mode": "auto"}),
+        json!({"config": {"protected_breakers": ""}}),
+        json!({"dry_run": true, "config": {"protected_breakers": ""}}),
+        json!({"config": {"max_changes": 50}}),
+    ] {
+        let (code, r) = server.post_as("run-token", path, body.clone()).await;
+        assert_eq!(code, 403, "{body}: {r}");
+        assert_eq!(r["error"]["code"], "forbidden", "{r}");
+    }
+    assert_eq!(sim.breaker_state("stripe").unwrap(), "OPEN");
+    // Safer is fine, with per-run config.
+    let (code, r) = server
+        .post_as(
+            "run-token",
+            path,
+            json!({"dry_run": true, "config": {"max_changes": 50}}),
+        )
+        .await;
+    assert_eq!(code, 200, "{r}");
+    assert_eq!(r["dry_run"], true);
+    assert_eq!(r["params"]["max_changes"], "50");
+    // An approver may run it live; protected lists stay the config file's.
+    let (code, r) = server
+        .post_as("approve-token", path, json!({"mode": "auto"}))
+        .await;
+    assert_eq!(code, 200, "{r}");
+    assert_eq!(sim.breaker_state("stripe").unwrap(), "HALF_OPEN");
+    let (code, _) = server
+        .post_as(
+            "approve-token",
+            path,
+            json!({"config": {"protected_breakers": ""}}),
+        )
+        .await;
+    assert_eq!(code, 403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_tokens_foreign_hosts_and_origins_are_refused_and_every_error_is_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(
+        dir.path(),
+        &format!(
+            "[server]\ndata_dir = \"{}\"\n",
+            dir.path().join("data").display()
+        ),
+        &[],
+    );
+    let url = |p: &str| format!("{}{p}", server.base);
+    let port = server.base.rsplit(':').next().unwrap().to_string();
+    // DNS rebinding: the page's own name, resolved to 127.0.0.1.
+    let r = server
+        .http
+        .get(url("/v1/runs"))
+        .header("host", format!("evil.example:{port}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "forbidden_host", "{body}");
+    // Cross-site: a page elsewhere posting to the loopback API.
+    for path in ["/v1/admin/resume", "/v1/alerts", "/v1/plugins/hostile/runs"] {
+        let r = server
+            .http
+            .post(url(path))
+            .header("origin", "https://evil.example")
+            .header("content-type", "text/plain")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{path}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "forbidden_origin", "{body}");
+    }
+    for host in ["localhost", "127.0.0.1", "[::1]"] {
+        let r = server
+            .http
+            .get(url("/v1/admin/pause"))
+            .header("host", format!("{host}:{port}"))
+            .header("origin", format!("http://{host}:{port}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{host}");
+    }
+    // Error shapes: a bad query string and a wrong method.
+    let r = server
+        .http
+        .get(url("/v1/runs?limit=lots"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "bad_request", "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("limit"));
+    let r = server.http.delete(url("/v1/runs")).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "method_not_allowed", "{body}");
+}
