@@ -127,6 +127,42 @@ pub struct Gate {
     /// The service's kill switch, read at the moment of each live action
     /// (`None` for one-shot CLI runs, which have no switch).
     pub kill: Option<KillSwitch>,
+    /// When the guest call this gate serves must end: a backend that has
+    /// not answered by then is abandoned, so the run records the outcome
+    /// itself instead of the deadline cutting it off unrecorded.
+    pub deadline: Option<tokio::time::Instant>,
+}
+
+/// How long before the call's deadline the gate stops waiting for a
+/// backend, so that the result is still recorded inside the deadline.
+pub const DEADLINE_MARGIN: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// An action whose intent is durable and whose result is not yet recorded.
+/// If the future running it is dropped (the run's deadline fired while the
+/// backend had not answered), the drop records it as `interrupted` in the
+/// run and settles the intent, so the record shows it at once, not after a
+/// restart.
+struct InFlight<'a> {
+    gate: &'a Gate,
+    action: &'a Action,
+    intent: Option<(Arc<dyn Ledger>, i64)>,
+    open: bool,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if !self.open {
+            return;
+        }
+        let error = "the run's deadline fired while this action was in flight: whether it took effect is unknown; check the target".to_string();
+        self.gate
+            .record(self.action, Applied::Interrupted, Some(error.clone()));
+        if let Some((ledger, id)) = self.intent.take() {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move { ledger.settle(id, Applied::Interrupted, Some(error)).await });
+            }
+        }
+    }
 }
 
 impl Gate {
@@ -293,7 +329,7 @@ impl Gate {
         let intent = match &self.ledger {
             None => None,
             Some(ledger) => match ledger.intend(self.intent(&action)).await {
-                Ok(id) => Some((ledger, id)),
+                Ok(id) => Some((ledger.clone(), id)),
                 Err(refusal) => {
                     let err = match refusal {
                         Refusal::Guardrail(m) => WitError::Refused(m),
@@ -310,17 +346,41 @@ impl Gate {
             tracing::error!("{ABORT_AFTER_INTENT} is set: aborting between intent and action");
             std::process::abort();
         }
-        let (applied, result) = match execute().await {
-            Ok(()) => (Applied::Executed, Ok(WitApplied::Executed)),
-            Err(e) => {
-                let err = wit_error(e);
-                (Applied::Failed, Err(err))
+        let mut flight = InFlight {
+            gate: self,
+            action: &action,
+            intent,
+            open: true,
+        };
+        let outcome = match self.deadline {
+            Some(deadline) => {
+                let by = deadline.checked_sub(DEADLINE_MARGIN).unwrap_or(deadline);
+                match tokio::time::timeout_at(by, execute()).await {
+                    Ok(r) => r,
+                    Err(_) => Err(BackendError::Unknown(format!(
+                        "no answer before the run's deadline ({} was still waiting for its backend)",
+                        action.kind
+                    ))),
+                }
             }
+            None => execute().await,
+        };
+        let (applied, result) = match outcome {
+            Ok(()) => (Applied::Executed, Ok(WitApplied::Executed)),
+            Err(BackendError::Unknown(m)) => (
+                Applied::Unknown,
+                Err(WitError::Unavailable(format!(
+                    "{m}: the request was sent, whether it took effect is unknown"
+                ))),
+            ),
+            Err(e) => (Applied::Failed, Err(wit_error(e))),
         };
         let error = result.as_ref().err().map(error_text);
-        if let Some((ledger, id)) = intent {
+        if let Some((ledger, id)) = flight.intent.take() {
             ledger.settle(id, applied, error.clone()).await;
         }
+        flight.open = false;
+        drop(flight);
         self.record(&action, applied, error);
         result
     }
@@ -353,7 +413,7 @@ pub const ABORT_AFTER_INTENT: &str = "REMEDY_FAULT_ABORT_AFTER_INTENT";
 /// A backend error as the plugin receives it.
 pub fn wit_error(e: BackendError) -> WitError {
     match e {
-        BackendError::Unavailable(m) => WitError::Unavailable(m),
+        BackendError::Unavailable(m) | BackendError::Unknown(m) => WitError::Unavailable(m),
         BackendError::Invalid(m) => WitError::Invalid(m),
         BackendError::Failed(m) => WitError::Failed(m),
     }
@@ -396,6 +456,7 @@ mod tests {
             stage: Stage::Normal,
             ledger: None,
             kill: Some(kill.clone()),
+            deadline: None,
         }
     }
 
@@ -462,5 +523,51 @@ mod tests {
             .any(|l| l.contains("notifications are not paused")));
         kill.set(None);
         assert!(matches!(run(g, breaker()).await, Ok(WitApplied::Executed)));
+    }
+
+    /// A backend that does not answer before the call's deadline leaves an
+    /// `unknown` action in the run at once (issue 9, items 9 and 20).
+    #[tokio::test]
+    async fn a_backend_silent_past_the_deadline_is_recorded_unknown_in_time() {
+        let mut g = gate(&KillSwitch::default());
+        g.deadline = Some(tokio::time::Instant::now() + std::time::Duration::from_millis(200));
+        let started = std::time::Instant::now();
+        let r = g
+            .act(
+                action(Capability::Breaker, Target::Breaker("stripe".into())),
+                || async {
+                    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                    Ok(())
+                },
+            )
+            .await;
+        assert!(started.elapsed() < std::time::Duration::from_millis(1000));
+        assert!(
+            matches!(&r, Err(WitError::Unavailable(m)) if m.contains("unknown")),
+            "{r:?}"
+        );
+        let a = g.journal.actions();
+        assert_eq!(a[0].applied, Applied::Unknown, "{a:?}");
+        assert!(a[0].error.as_deref().unwrap().contains("deadline"));
+    }
+
+    /// If the call is abandoned anyway (its future dropped mid-action), the
+    /// action is recorded `interrupted` by the drop, not lost.
+    #[tokio::test]
+    async fn an_action_abandoned_mid_flight_is_recorded_interrupted() {
+        let g = gate(&KillSwitch::default());
+        let act = g.act(
+            action(Capability::Breaker, Target::Breaker("stripe".into())),
+            std::future::pending::<Result<(), BackendError>>,
+        );
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(100), act)
+                .await
+                .is_err()
+        );
+        let a = g.journal.actions();
+        assert_eq!(a.len(), 1, "{a:?}");
+        assert_eq!(a[0].applied, Applied::Interrupted);
+        assert!(a[0].error.as_deref().unwrap().contains("unknown"));
     }
 }

@@ -108,9 +108,13 @@ pub enum Applied {
     Refused,
     /// Passed the gate; the backend failed to carry it out.
     Failed,
-    /// The intent was stored, then the process stopped before the result
-    /// was: whether it took effect is unknown.
+    /// The intent was stored, then the process stopped (or the run's
+    /// deadline fired) before the result was: whether it took effect is
+    /// unknown.
     Interrupted,
+    /// The request was sent and never answered (a timeout): whether it took
+    /// effect is unknown. Counts against budgets and cooldowns.
+    Unknown,
 }
 
 /// One action of a plan waiting for approval.

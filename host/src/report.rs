@@ -230,19 +230,17 @@ pub fn markdown(runs: &[RunRecord], audit: &[crate::store::AuditEvent]) -> Strin
         let _ = writeln!(s, "- [ ] {m}");
     }
     for a in runs.iter().flat_map(|r| r.actions.iter()) {
-        if matches!(a.applied, Applied::Failed | Applied::Interrupted) {
-            let _ = writeln!(
-                s,
-                "- [ ] Check `{}` on `{}` by hand: it {}",
-                a.kind,
-                a.target,
-                if a.applied == Applied::Failed {
-                    "failed"
-                } else {
-                    "was interrupted"
-                }
-            );
-        }
+        let what = match a.applied {
+            Applied::Failed => "failed",
+            Applied::Interrupted => "was interrupted",
+            Applied::Unknown => "was sent and never answered",
+            _ => continue,
+        };
+        let _ = writeln!(
+            s,
+            "- [ ] Check `{}` on `{}` by hand: it {what}",
+            a.kind, a.target
+        );
     }
 
     let _ = writeln!(

@@ -555,3 +555,62 @@ async fn without_tokens_foreign_hosts_and_origins_are_refused_and_every_error_is
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "method_not_allowed", "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_backend_is_named_and_a_change_answered_too_late_counts_against_the_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = sim().await;
+    let cfg = config(
+        dir.path(),
+        &sim,
+        "",
+        "mode = \"auto\"\ntimeout_ms = 1000\nmitigate_timeout_ms = 1000\nverify_after = \"1h\"\ncooldown = \"0s\"\nbudgets = { \"breaker.force-state\" = { max = 1, per = \"1h\" } }",
+        "",
+    );
+    let server = start(dir.path(), &cfg, &[]);
+    let path = "/v1/plugins/circuit-breaker-open/runs?wait=true";
+    sim.open_breaker("stripe");
+
+    // Reads hang (3 s > the 1 s deadline; the backend's own timeout is 5 s):
+    // the plugin hears `unavailable` naming the backend in time, and the run
+    // says so instead of a bare `timed_out`.
+    sim.set_admin_delay(3000, 0);
+    let (_, rec) = server.post(path, json!({})).await;
+    assert_ne!(rec["status"], "timed_out", "{rec}");
+    assert!(
+        rec.to_string()
+            .contains("breaker api did not answer before the run's deadline"),
+        "{rec}"
+    );
+
+    // The change is applied but answered after the deadline: the action is
+    // in the record at once as `unknown`, and it counts.
+    sim.set_admin_delay(0, 3000);
+    let (_, rec) = server.post(path, json!({})).await;
+    let unknown = rec["id"].as_str().unwrap().to_string();
+    let a = &rec["actions"][0];
+    assert_eq!(a["applied"], "unknown", "{rec}");
+    assert!(a["error"]
+        .as_str()
+        .unwrap()
+        .contains("whether it took effect is unknown"));
+    assert_eq!(
+        sim.breaker_state("stripe").unwrap(),
+        "HALF_OPEN",
+        "it did happen"
+    );
+    sim.set_admin_delay(0, 0);
+    sim.open_breaker("stripe");
+    let (_, rec) = server.post(path, json!({})).await;
+    let a = &rec["actions"][0];
+    assert_eq!(a["applied"], "refused", "{rec}");
+    assert!(a["error"].as_str().unwrap().contains("budget"), "{rec}");
+    assert_eq!(sim.breaker_state("stripe").unwrap(), "OPEN");
+    let (_, report) = server
+        .get_as("", &format!("/v1/runs/{unknown}/report"))
+        .await;
+    assert!(
+        report.contains("by hand: it was sent and never answered"),
+        "{report}"
+    );
+}

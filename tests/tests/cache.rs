@@ -38,6 +38,7 @@ fn host(allowed_prefix: &str, dry_run: bool) -> HostCtx {
             stage: Default::default(),
             ledger: None,
             kill: None,
+            deadline: None,
         },
         probe_allow: Arc::default(),
         run_id: "cache-test".into(),

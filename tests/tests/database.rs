@@ -200,3 +200,26 @@ async fn no_leak_and_room_to_spare_is_healthy_and_takes_no_action() {
     assert!(alive(pid, false).await);
     terminate(&[pid]).await;
 }
+
+/// The pid the gate checked can belong to another application's session by
+/// the time the signal is sent (pids are reused): the backend re-checks the
+/// application in the statement that signals, so the other session lives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_for_another_application_never_reaches_the_session() {
+    use remedy::backends::DatabaseBackend;
+    let app = remedy_e2e::pg::unique("remedy-test-pidreuse");
+    let pid = remedy_e2e::pg::sleeper(&app, std::time::Duration::from_millis(100)).await;
+    let db = remedy::backends::postgres::Postgres::new(
+        &remedy_e2e::pg::pg_url(),
+        std::time::Duration::from_secs(5),
+    )
+    .unwrap();
+    assert!(!db.terminate(pid, "someone-else").await.unwrap());
+    assert!(!db.cancel(pid, "someone-else").await.unwrap());
+    assert!(
+        remedy_e2e::pg::alive(pid, false).await,
+        "the other application's session lives"
+    );
+    assert!(db.terminate(pid, &app).await.unwrap());
+    assert!(!remedy_e2e::pg::alive(pid, true).await);
+}

@@ -77,6 +77,7 @@ fn host(base: &str, dry_run: bool) -> HostCtx {
             stage: Default::default(),
             ledger: None,
             kill: None,
+            deadline: None,
         },
         probe_allow: Arc::default(),
         run_id: "run-42".into(),

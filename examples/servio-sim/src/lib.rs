@@ -45,6 +45,11 @@ struct Inner {
     upstreams: BTreeMap<String, Health>,
     transitions: u64,
     traffic: traffic::Traffic,
+    /// The breaker admin API answers reads this much later.
+    slow_reads_ms: u64,
+    /// The breaker admin API applies a state change at once and answers
+    /// this much later (the "did it happen?" fault).
+    slow_writes_ms: u64,
 }
 
 impl Inner {
@@ -190,8 +195,31 @@ impl Sim {
         self.faults(|t| t.deploy(version));
     }
 
+    /// The breaker admin API answers reads `reads_ms` late, and answers
+    /// state changes `writes_ms` after applying them.
+    pub fn set_admin_delay(&self, reads_ms: u64, writes_ms: u64) {
+        let mut g = self.lock();
+        g.slow_reads_ms = reads_ms;
+        g.slow_writes_ms = writes_ms;
+    }
+
+    async fn delay(&self, write: bool) {
+        let ms = {
+            let g = self.lock();
+            if write {
+                g.slow_writes_ms
+            } else {
+                g.slow_reads_ms
+            }
+        };
+        if ms > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        }
+    }
+
     /// Back to all-closed, all-healthy, no faults (counters keep counting).
     pub fn reset(&self) {
+        self.set_admin_delay(0, 0);
         for name in UPSTREAMS {
             self.set_state(name, "CLOSED");
             self.set_health(name, Health::Healthy);
@@ -209,13 +237,16 @@ fn error(status: StatusCode, code: &str, message: String) -> Response {
 }
 
 async fn list(State(sim): State<Sim>) -> Json<serde_json::Value> {
+    sim.delay(false).await;
     let g = sim.lock();
     Json(json!({"breakers": g.breakers.values().collect::<Vec<_>>()}))
 }
 
 async fn get_one(State(sim): State<Sim>, Path(name): Path<String>) -> Response {
-    match sim.lock().breakers.get(&name) {
-        Some(b) => Json(b.clone()).into_response(),
+    sim.delay(false).await;
+    let found = sim.lock().breakers.get(&name).cloned();
+    match found {
+        Some(b) => Json(b).into_response(),
         None => error(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -250,7 +281,9 @@ async fn force_state(
             ),
         );
     }
-    match sim.set_state(&name, &req.state) {
+    let changed = sim.set_state(&name, &req.state);
+    sim.delay(true).await;
+    match changed {
         Some(b) => {
             tracing::info!(breaker = %name, state = %req.state, reason = %req.reason, "breaker forced");
             Json(b).into_response()
@@ -434,6 +467,27 @@ async fn fault_health(
     }
 }
 
+async fn fault_admin_delay(
+    State(sim): State<Sim>,
+    Path((kind, ms)): Path<(String, u64)>,
+) -> Response {
+    let g = sim.lock();
+    let (reads, writes) = (g.slow_reads_ms, g.slow_writes_ms);
+    drop(g);
+    match kind.as_str() {
+        "reads" => sim.set_admin_delay(ms, writes),
+        "writes" => sim.set_admin_delay(reads, ms),
+        _ => {
+            return error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("`{kind}` is neither reads nor writes"),
+            )
+        }
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
 async fn fault_reset(State(sim): State<Sim>) -> StatusCode {
     sim.reset();
     StatusCode::NO_CONTENT
@@ -454,6 +508,7 @@ pub fn router(sim: Sim) -> Router {
         .route("/faults/webhooks/{reason}/{percent}", post(fault_webhooks))
         .route("/faults/cache/hit-rate/{percent}", post(fault_cache))
         .route("/faults/deploy/{version}", post(fault_deploy))
+        .route("/faults/admin/{kind}/{ms}", post(fault_admin_delay))
         .route("/faults/reset", post(fault_reset))
         .with_state(sim)
 }

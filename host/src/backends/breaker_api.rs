@@ -6,7 +6,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use super::{transport_error, BackendError, BackendResult, Breaker, BreakerBackend, BreakerState};
+use super::{
+    transport_error, write_error, BackendError, BackendResult, Breaker, BreakerBackend,
+    BreakerState,
+};
 
 pub struct BreakerApi {
     client: reqwest::Client,
@@ -151,7 +154,7 @@ impl BreakerBackend for BreakerApi {
             .json(&serde_json::json!({ "state": state.as_str(), "reason": reason }))
             .send()
             .await
-            .map_err(|e| transport_error("breaker api", e))?;
+            .map_err(|e| write_error("breaker api", e))?;
         match self.read::<WireBreaker>(resp).await? {
             Some(b) => to_breaker(b),
             None => Err(BackendError::Invalid(format!("no breaker named `{name}`"))),

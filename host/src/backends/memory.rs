@@ -75,11 +75,17 @@ impl DatabaseBackend for MemoryDatabase {
         Ok(self.lock()?.iter().find(|x| x.pid == pid).cloned())
     }
 
-    async fn cancel(&self, pid: i32) -> BackendResult<bool> {
-        Ok(self.lock()?.iter().any(|x| x.pid == pid))
+    async fn cancel(&self, pid: i32, application: &str) -> BackendResult<bool> {
+        Ok(self
+            .lock()?
+            .iter()
+            .any(|x| x.pid == pid && x.application_name == application))
     }
 
-    async fn terminate(&self, pid: i32) -> BackendResult<bool> {
+    async fn terminate(&self, pid: i32, application: &str) -> BackendResult<bool> {
+        if !self.cancel(pid, application).await? {
+            return Ok(false);
+        }
         self.remove(pid)
     }
 }

@@ -22,6 +22,10 @@ pub mod redis;
 pub enum BackendError {
     #[error("{0}")]
     Unavailable(String),
+    /// The request was sent and no answer came: a change may or may not
+    /// have taken effect (a timeout after sending).
+    #[error("{0}")]
+    Unknown(String),
     #[error("{0}")]
     Invalid(String),
     #[error("{0}")]
@@ -125,10 +129,11 @@ pub trait DatabaseBackend: Send + Sync {
     async fn long_running(&self, min_duration_ms: u64, limit: u32) -> BackendResult<Vec<Session>>;
     /// The client session `pid` (never Remedy's own), if it exists.
     async fn session(&self, pid: i32) -> BackendResult<Option<Session>>;
-    /// `pg_cancel_backend`; `false` when the session was gone.
-    async fn cancel(&self, pid: i32) -> BackendResult<bool>;
-    /// `pg_terminate_backend`; `false` when the session was gone.
-    async fn terminate(&self, pid: i32) -> BackendResult<bool>;
+    /// `pg_cancel_backend`; `false` when the session was gone or is no
+    /// longer `application`'s (a reused pid is never signalled).
+    async fn cancel(&self, pid: i32, application: &str) -> BackendResult<bool>;
+    /// `pg_terminate_backend`; `false` as for `cancel`.
+    async fn terminate(&self, pid: i32, application: &str) -> BackendResult<bool>;
 }
 
 #[async_trait]
@@ -289,6 +294,16 @@ pub(crate) fn transport_error(what: &str, e: reqwest::Error) -> BackendError {
         source = s.source();
     }
     BackendError::Unavailable(msg)
+}
+
+/// `transport_error` for a request that changes something: a timeout other
+/// than a connect timeout may have been applied, so its outcome is unknown.
+pub(crate) fn write_error(what: &str, e: reqwest::Error) -> BackendError {
+    let unknown = e.is_timeout() && !e.is_connect();
+    match transport_error(what, e) {
+        BackendError::Unavailable(m) if unknown => BackendError::Unknown(m),
+        other => other,
+    }
 }
 
 /// `scheme://host:port` of a URL: what an error may show of it.

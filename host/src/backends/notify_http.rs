@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
-use super::{transport_error, BackendError, BackendResult, NotifyBackend, NotifyMessage};
+use super::{write_error, BackendError, BackendResult, NotifyBackend, NotifyMessage};
 use crate::config::{ChannelConfig, ChannelKind};
 use crate::record::Severity;
 
@@ -170,7 +170,7 @@ impl NotifyBackend for HttpNotify {
             .json(&body)
             .send()
             .await
-            .map_err(|e| transport_error(&what, e))?;
+            .map_err(|e| write_error(&what, e))?;
         let status = resp.status();
         if status.is_success() {
             Ok(())

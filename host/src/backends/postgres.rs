@@ -97,19 +97,24 @@ impl Postgres {
         let client = self.client().await?;
         match tokio::time::timeout(self.timeout, client.query(sql, params)).await {
             Ok(r) => r.map_err(failed),
-            Err(_) => Err(BackendError::Unavailable(format!(
+            // Sent, unanswered: a signal may have been delivered.
+            Err(_) => Err(BackendError::Unknown(format!(
                 "postgres: no answer within {} ms",
                 self.timeout.as_millis()
             ))),
         }
     }
 
-    async fn signal(&self, function: &str, pid: i32) -> BackendResult<bool> {
-        // Re-checked in SQL so that a pid that stopped being a client
-        // session between the gate and here is never signalled.
-        let sql =
-            format!("SELECT {function}(pid) FROM pg_stat_activity WHERE pid = $1 AND {OTHERS}");
-        let rows = self.query(&sql, &[&pid]).await?;
+    async fn signal(&self, function: &str, pid: i32, application: &str) -> BackendResult<bool> {
+        // Re-checked in SQL, in the statement that signals: a pid that
+        // stopped being a client session, or was reused by another
+        // application's session since the gate checked the scope, is never
+        // signalled.
+        let sql = format!(
+            "SELECT {function}(pid) FROM pg_stat_activity WHERE pid = $1 \
+             AND coalesce(application_name, '') = $2 AND {OTHERS}"
+        );
+        let rows = self.query(&sql, &[&pid, &application]).await?;
         Ok(rows.first().map(|r| r.get::<_, bool>(0)).unwrap_or(false))
     }
 }
@@ -169,11 +174,11 @@ impl DatabaseBackend for Postgres {
         Ok(self.query(&sql, &[&pid]).await?.first().map(session))
     }
 
-    async fn cancel(&self, pid: i32) -> BackendResult<bool> {
-        self.signal("pg_cancel_backend", pid).await
+    async fn cancel(&self, pid: i32, application: &str) -> BackendResult<bool> {
+        self.signal("pg_cancel_backend", pid, application).await
     }
 
-    async fn terminate(&self, pid: i32) -> BackendResult<bool> {
-        self.signal("pg_terminate_backend", pid).await
+    async fn terminate(&self, pid: i32, application: &str) -> BackendResult<bool> {
+        self.signal("pg_terminate_backend", pid, application).await
     }
 }

@@ -7,7 +7,7 @@ use crate::backends::{Breaker, BreakerBackend, BreakerState};
 use crate::bindings::remedy::plugin::breaker::{BreakerStatus, Host, State};
 use crate::bindings::types::{Applied, Error};
 use crate::config::Capability;
-use crate::gate::{wit_error, Action, Target};
+use crate::gate::{Action, Target};
 
 use super::HostCtx;
 
@@ -38,16 +38,14 @@ impl HostCtx {
 
 impl Host for HostCtx {
     async fn list(&mut self) -> Result<Vec<BreakerStatus>, Error> {
-        let all = self.breakers()?.list().await.map_err(wit_error)?;
+        let all = self.read("breaker api", self.breakers()?.list()).await?;
         Ok(all.into_iter().map(status).collect())
     }
 
     async fn get(&mut self, name: String) -> Result<Option<BreakerStatus>, Error> {
         Ok(self
-            .breakers()?
-            .get(&name)
-            .await
-            .map_err(wit_error)?
+            .read("breaker api", self.breakers()?.get(&name))
+            .await?
             .map(status))
     }
 

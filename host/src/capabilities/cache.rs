@@ -8,7 +8,7 @@ use crate::backends::{BackendError, CacheBackend};
 use crate::bindings::remedy::plugin::cache::{CacheStats, Host};
 use crate::bindings::types::{Applied, Error};
 use crate::config::Capability;
-use crate::gate::{wit_error, Action, Target};
+use crate::gate::{Action, Target};
 
 use super::HostCtx;
 
@@ -25,7 +25,7 @@ impl HostCtx {
 
 impl Host for HostCtx {
     async fn stats(&mut self) -> Result<CacheStats, Error> {
-        let s = self.cache()?.stats().await.map_err(wit_error)?;
+        let s = self.read("redis", self.cache()?.stats()).await?;
         Ok(CacheStats {
             hits: s.hits,
             misses: s.misses,
@@ -37,14 +37,13 @@ impl Host for HostCtx {
     }
 
     async fn scan(&mut self, pattern: String, limit: u32) -> Result<Vec<String>, Error> {
-        self.cache()?.scan(&pattern, limit).await.map_err(wit_error)
+        self.read("redis", self.cache()?.scan(&pattern, limit))
+            .await
     }
 
     async fn ttl(&mut self, key: String) -> Result<Option<u64>, Error> {
-        self.cache()?
-            .ttl(&key)
-            .await
-            .map_err(wit_error)?
+        self.read("redis", self.cache()?.ttl(&key))
+            .await?
             .ok_or_else(|| Error::Invalid(format!("no key `{key}`")))
     }
 

@@ -7,7 +7,7 @@ use crate::backends::{DatabaseBackend, Session as BackendSession};
 use crate::bindings::remedy::plugin::database::{Host, PoolStats, Session};
 use crate::bindings::types::{Applied, Error};
 use crate::config::Capability;
-use crate::gate::{wit_error, Action, Target};
+use crate::gate::{Action, Target};
 
 use super::HostCtx;
 
@@ -43,32 +43,32 @@ impl HostCtx {
         reason: String,
     ) -> Result<Applied, Error> {
         let db = self.database()?;
-        let target = db
-            .session(pid)
-            .await
-            .map_err(wit_error)?
+        let target = self
+            .read("postgres", db.session(pid))
+            .await?
             .ok_or_else(|| Error::Invalid(format!("no client session with pid {pid}")))?;
+        let application = target.application_name;
         let action = Action {
             kind,
             capability: Capability::Database,
             target: Target::DatabaseSession {
                 pid,
-                application: target.application_name,
+                application: application.clone(),
             },
             reason,
         };
         self.gate
             .act(action, || async move {
                 let done = if kind == "database.cancel" {
-                    db.cancel(pid).await?
+                    db.cancel(pid, &application).await?
                 } else {
-                    db.terminate(pid).await?
+                    db.terminate(pid, &application).await?
                 };
                 if done {
                     Ok(())
                 } else {
                     Err(crate::backends::BackendError::Failed(format!(
-                        "session {pid} was gone before it could be signalled"
+                        "session {pid} of `{application}` was gone (or its pid reused) before it could be signalled"
                     )))
                 }
             })
@@ -78,7 +78,7 @@ impl HostCtx {
 
 impl Host for HostCtx {
     async fn stats(&mut self) -> Result<PoolStats, Error> {
-        let s = self.database()?.stats().await.map_err(wit_error)?;
+        let s = self.read("postgres", self.database()?.stats()).await?;
         Ok(PoolStats {
             total: s.total,
             active: s.active,
@@ -95,10 +95,11 @@ impl Host for HostCtx {
         limit: u32,
     ) -> Result<Vec<Session>, Error> {
         let rows = self
-            .database()?
-            .long_running(min_duration_ms, limit)
-            .await
-            .map_err(wit_error)?;
+            .read(
+                "postgres",
+                self.database()?.long_running(min_duration_ms, limit),
+            )
+            .await?;
         Ok(rows.into_iter().map(session).collect())
     }
 

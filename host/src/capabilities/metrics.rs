@@ -3,7 +3,6 @@
 use crate::bindings::remedy::plugin::metrics::{Host, Sample};
 use crate::bindings::types::Error;
 use crate::config::Capability;
-use crate::gate::wit_error;
 
 use super::HostCtx;
 
@@ -15,7 +14,7 @@ impl Host for HostCtx {
             "prometheus_url",
             "REMEDY_PROMETHEUS_URL",
         )?;
-        let samples = backend.query(&promql).await.map_err(wit_error)?;
+        let samples = self.read("prometheus", backend.query(&promql)).await?;
         Ok(samples
             .into_iter()
             .map(|s| Sample {

@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
-use crate::backends::Backends;
+use crate::backends::{BackendResult, Backends};
 use crate::bindings::types::Error as WitError;
 use crate::config::Capability;
-use crate::gate::Gate;
+use crate::gate::{wit_error, Gate};
 
 pub mod breaker;
 pub mod cache;
@@ -57,6 +57,31 @@ impl HostCtx {
         backend
             .clone()
             .ok_or_else(|| unconfigured(cap.as_str(), key, env))
+    }
+}
+
+impl HostCtx {
+    /// A backend read, bounded by the guest call's deadline: a backend that
+    /// hangs answers the plugin `unavailable`, naming it, while the plugin
+    /// still has time to say so — instead of the whole run reading
+    /// `timed_out` with nobody told why.
+    async fn read<T>(
+        &self,
+        what: &str,
+        fut: impl std::future::Future<Output = BackendResult<T>>,
+    ) -> Result<T, WitError> {
+        let Some(deadline) = self.gate.deadline else {
+            return fut.await.map_err(wit_error);
+        };
+        let by = deadline
+            .checked_sub(crate::gate::DEADLINE_MARGIN)
+            .unwrap_or(deadline);
+        match tokio::time::timeout_at(by, fut).await {
+            Ok(r) => r.map_err(wit_error),
+            Err(_) => Err(WitError::Unavailable(format!(
+                "{what} did not answer before the run's deadline"
+            ))),
+        }
     }
 }
 

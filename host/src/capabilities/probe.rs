@@ -4,7 +4,6 @@
 use crate::bindings::remedy::plugin::probe::{Host, Indicator, Response};
 use crate::bindings::types::Error;
 use crate::config::Capability;
-use crate::gate::wit_error;
 use crate::scope::glob_match;
 
 use super::HostCtx;
@@ -91,7 +90,7 @@ impl Host for HostCtx {
             self.gate.note(msg.clone());
             return Err(Error::Denied(msg));
         }
-        let r = self.backends.probe.get(&parsed).await.map_err(wit_error)?;
+        let r = self.read("probe", self.backends.probe.get(&parsed)).await?;
         if r.truncated {
             self.gate.note(format!(
                 "probe of {url}: body cut at {} bytes",

@@ -112,7 +112,7 @@ impl Runtime {
         Err(CallError::Trapped(msg))
     }
 
-    fn host(&self, setup: &CallSetup<'_>, phase: Phase) -> HostCtx {
+    fn host(&self, setup: &CallSetup<'_>, phase: Phase, timeout: Duration) -> HostCtx {
         HostCtx {
             backends: setup.backends.clone(),
             gate: Gate {
@@ -126,6 +126,7 @@ impl Runtime {
                 stage: setup.stage.clone(),
                 ledger: setup.ledger.cloned(),
                 kill: setup.kill.cloned(),
+                deadline: Some(tokio::time::Instant::now() + timeout),
             },
             probe_allow: setup.settings.probe_allow.clone(),
             run_id: setup.run_id.to_string(),
@@ -151,7 +152,7 @@ impl Runtime {
             ledger: None,
             kill: None,
         };
-        let host = self.host(&setup, Phase::Describe);
+        let host = self.host(&setup, Phase::Describe, DESCRIBE_TIMEOUT);
         let info = self
             .call(
                 pre,
@@ -187,7 +188,7 @@ impl Runtime {
         setup: CallSetup<'_>,
         ctx: wit::Context,
     ) -> Result<Result<wit::Detection, wit::Error>, CallError> {
-        let host = self.host(&setup, Phase::Detect);
+        let host = self.host(&setup, Phase::Detect, setup.settings.detect_timeout);
         self.call(
             &plugin.pre,
             host,
@@ -205,7 +206,7 @@ impl Runtime {
         ctx: wit::Context,
         detection: wit::Detection,
     ) -> Result<Result<wit::Outcome, wit::Error>, CallError> {
-        let host = self.host(&setup, Phase::Mitigate);
+        let host = self.host(&setup, Phase::Mitigate, setup.settings.mitigate_timeout);
         self.call(
             &plugin.pre,
             host,

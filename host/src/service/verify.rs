@@ -143,6 +143,9 @@ impl Service {
             stage: Stage::Normal,
             ledger: self.remedy.ledger.clone(),
             kill: self.remedy.kill.clone(),
+            // No guest call to outlive: the notify backend's own request
+            // timeout bounds each escalation.
+            deadline: None,
         };
         let title = format!("[{}] {what}: {}", priority.as_str(), rec.plugin);
         for channel in route.channels.iter().filter(|c| notify.has_channel(c)) {

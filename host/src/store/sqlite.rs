@@ -96,7 +96,8 @@ CREATE TABLE IF NOT EXISTS audit (
 );
 CREATE INDEX IF NOT EXISTS audit_run ON audit(run_id);
 -- Live actions, written ahead: `intent` before the action runs, then
--- `executed` / `failed`; an `intent` found at start-up became `interrupted`.
+-- `executed` / `failed` / `unknown` (sent, never answered) / `interrupted`
+-- (the run's deadline fired, or an `intent` found at start-up).
 -- Budgets and cooldowns are counted here, so they hold across restarts.
 CREATE TABLE IF NOT EXISTS actions (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -433,6 +434,8 @@ impl Ledger for SqliteStore {
     async fn settle(&self, id: i64, applied: Applied, error: Option<String>) {
         let status = match applied {
             Applied::Executed => "executed",
+            Applied::Unknown => "unknown",
+            Applied::Interrupted => "interrupted",
             _ => "failed",
         };
         if let Err(e) = self
@@ -606,11 +609,11 @@ fn insert_alert(tx: &Connection, a: &StoredAlert) -> Result<bool, StoreError> {
 /// thread, so no two runs can take the last unit of a budget.
 fn intend(tx: &Connection, i: &Intent) -> Result<Result<i64, String>, StoreError> {
     let since = ts(window_start(i.at, i.budget.per));
-    // Interrupted actions count: they may have taken effect.
+    // Interrupted and unknown actions count: they may have taken effect.
     let used: u32 = tx
         .prepare_cached(
             "SELECT count(*) FROM actions WHERE plugin = ?1 AND kind = ?2 AND at >= ?3 \
-             AND status IN ('intent', 'executed', 'interrupted')",
+             AND status IN ('intent', 'executed', 'interrupted', 'unknown')",
         )?
         .query_row(params![i.plugin, i.kind, since], |r| r.get(0))?;
     if used >= i.budget.max {
@@ -627,7 +630,7 @@ fn intend(tx: &Connection, i: &Intent) -> Result<Result<i64, String>, StoreError
         let last: Option<String> = tx
             .prepare_cached(
                 "SELECT max(at) FROM actions WHERE plugin = ?1 AND target = ?2 AND at >= ?3 \
-                 AND status IN ('intent', 'executed', 'interrupted') AND kind NOT LIKE 'notify.%'",
+                 AND status IN ('intent', 'executed', 'interrupted', 'unknown') AND kind NOT LIKE 'notify.%'",
             )?
             .query_row(params![i.plugin, i.target, since], |r| r.get(0))?;
         if let Some(last) = last {
