@@ -81,10 +81,16 @@ pub struct Action {
     pub reason: String,
 }
 
+/// Most actions one run's record keeps. Live ones are bounded by budgets
+/// anyway; this bounds what a plugin calling denied or refused functions in
+/// a loop can make the host hold.
+pub const MAX_ACTIONS: usize = 256;
+
 /// What one run did and logged; shared by the stores of its calls.
 #[derive(Clone)]
 pub struct Journal {
-    actions: Arc<Mutex<Vec<ActionRecord>>>,
+    /// The actions kept, and how many more were dropped at the cap.
+    actions: Arc<Mutex<(Vec<ActionRecord>, usize)>>,
     pub logs: LogBuffer,
 }
 
@@ -100,14 +106,29 @@ impl Journal {
         self.actions
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+            .0
             .clone()
     }
 
-    fn push(&self, a: ActionRecord) {
-        self.actions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(a);
+    /// Actions dropped at [`MAX_ACTIONS`].
+    pub fn dropped_actions(&self) -> usize {
+        self.actions.lock().unwrap_or_else(|p| p.into_inner()).1
+    }
+
+    /// `false` when the cap dropped it. An action that ran (or may have)
+    /// is always kept: only refusals and simulations can be dropped.
+    fn push(&self, a: ActionRecord) -> bool {
+        let mut g = self.actions.lock().unwrap_or_else(|p| p.into_inner());
+        let consequential = matches!(
+            a.applied,
+            Applied::Executed | Applied::Failed | Applied::Unknown | Applied::Interrupted
+        );
+        if g.0.len() >= MAX_ACTIONS && !consequential {
+            g.1 += 1;
+            return false;
+        }
+        g.0.push(a);
+        true
     }
 }
 
@@ -271,22 +292,26 @@ impl Gate {
     }
 
     fn record(&self, action: &Action, applied: Applied, error: Option<String>) {
-        tracing::info!(
-            plugin = %self.plugin,
-            kind = action.kind,
-            target = %action.target.label(),
-            applied = ?applied,
-            error = error.as_deref().unwrap_or(""),
-            "action"
-        );
-        self.journal.push(ActionRecord {
+        use crate::capabilities::types::{caps, cut};
+        let error = error.map(|e| cut(&e, caps::MESSAGE));
+        let kept = self.journal.push(ActionRecord {
             kind: action.kind.to_string(),
-            target: action.target.label(),
-            reason: action.reason.clone(),
+            target: cut(&action.target.label(), caps::LINE),
+            reason: cut(&action.reason, caps::MESSAGE),
             applied,
-            error,
+            error: error.clone(),
             at: Utc::now(),
         });
+        if kept {
+            tracing::info!(
+                plugin = %self.plugin,
+                kind = action.kind,
+                target = %action.target.label(),
+                applied = ?applied,
+                error = error.as_deref().unwrap_or(""),
+                "action"
+            );
+        }
     }
 
     /// Passes `action` through the gate and, when it may run live, runs
@@ -549,6 +574,26 @@ mod tests {
         let a = g.journal.actions();
         assert_eq!(a[0].applied, Applied::Unknown, "{a:?}");
         assert!(a[0].error.as_deref().unwrap().contains("deadline"));
+    }
+
+    /// A plugin calling what it may not in a loop cannot grow its record
+    /// without bound (issue 9, item 13).
+    #[tokio::test]
+    async fn refusals_past_the_cap_are_counted_not_kept() {
+        let mut g = gate(&KillSwitch::default());
+        g.phase = Phase::Detect;
+        for _ in 0..(MAX_ACTIONS + 1000) {
+            let _ = g
+                .act(
+                    action(Capability::Breaker, Target::Breaker("x".repeat(10_000))),
+                    || async { Ok(()) },
+                )
+                .await;
+        }
+        let a = g.journal.actions();
+        assert_eq!(a.len(), MAX_ACTIONS);
+        assert_eq!(g.journal.dropped_actions(), 1000);
+        assert!(a[0].target.len() <= 1100, "{}", a[0].target.len());
     }
 
     /// If the call is abandoned anyway (its future dropped mid-action), the

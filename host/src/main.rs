@@ -377,7 +377,7 @@ async fn plugins(config: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> 
         rows.push(output::plugin_row(
             &name,
             &source,
-            &remedy.settings(&name),
+            &remedy.settings_for(&name, matches!(source, remedy::remedy::Source::Bundled(_))),
             loaded,
         ));
     }

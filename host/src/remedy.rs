@@ -58,6 +58,12 @@ pub enum PluginError {
     },
     #[error("{origin}: {error}")]
     Load { origin: String, error: LoadError },
+    #[error("{origin} reports the name `{reported}`, but is configured as [plugins.{configured}]: a plugin's name and its config section must agree")]
+    Misnamed {
+        origin: String,
+        reported: String,
+        configured: String,
+    },
     #[error("{origin}: digest {digest} does not match the sha256 pinned for plugin `{name}`")]
     Pin {
         origin: String,
@@ -126,7 +132,14 @@ impl Remedy {
 
     /// Bundled defaults, then the config file, then command-line overrides.
     pub fn settings(&self, name: &str) -> PluginSettings {
-        let bundled = bundled::find(name);
+        self.settings_for(name, true)
+    }
+
+    /// Settings of plugin `name`; the bundled defaults (grants and scope)
+    /// apply only to the bundled plugin itself (`bundled`), never to a file
+    /// that merely reports the same name.
+    pub fn settings_for(&self, name: &str, bundled: bool) -> PluginSettings {
+        let bundled = bundled.then(|| bundled::find(name)).flatten();
         let empty = PluginConfig::default();
         let pc = self.config.plugins.get(name).unwrap_or(&empty);
         let mut caps: BTreeSet<Capability> = match (&pc.grants, bundled) {
@@ -276,12 +289,31 @@ impl Remedy {
     async fn load_bytes(&self, bytes: &[u8], source: &Source) -> Result<Plugin, PluginError> {
         let plugin = self
             .runtime
-            .load(bytes, self.cache_dir.as_deref(), |name| self.settings(name))
+            .load(bytes, self.cache_dir.as_deref(), |name| {
+                self.settings_for(name, matches!(source, Source::Bundled(_)))
+            })
             .await
             .map_err(|error| PluginError::Load {
                 origin: source.to_string(),
                 error,
             })?;
+        // A configured file serves under its section's name, or not at all:
+        // otherwise `[plugins.a] path = …` could load as `b`, with b's grants.
+        if let Source::File(path) = source {
+            let configured = self
+                .config
+                .plugins
+                .iter()
+                .find(|(_, pc)| pc.path.as_deref() == Some(path.as_path()))
+                .map(|(n, _)| n.clone());
+            if let Some(configured) = configured.filter(|c| c != plugin.name()) {
+                return Err(PluginError::Misnamed {
+                    origin: source.to_string(),
+                    reported: plugin.name().to_string(),
+                    configured,
+                });
+            }
+        }
         let pin = self
             .config
             .plugins
@@ -350,7 +382,9 @@ impl Remedy {
             Err(e) => call_failed("detect", e),
             Ok(Err(e)) => plugin_failed("detect", &e),
             Ok(Ok(det)) => {
-                rec.detection = Some(conv::detection(&det));
+                let (detection, notes) = conv::detection(&det);
+                rec.detection = Some(detection);
+                notes.into_iter().for_each(|n| journal.logs.host_line(n));
                 let resolved = matches!(&req.trigger, Trigger::Alert { alert } if !alert.firing);
                 let verifying = matches!(req.stage, crate::guardrails::Stage::Verify);
                 if det.healthy || verifying {
@@ -365,7 +399,9 @@ impl Remedy {
                         Err(e) => call_failed("mitigate", e),
                         Ok(Err(e)) => plugin_failed("mitigate", &e),
                         Ok(Ok(outcome)) => {
-                            rec.outcome = Some(conv::outcome(outcome));
+                            let (outcome, notes) = conv::outcome(outcome);
+                            rec.outcome = Some(outcome);
+                            notes.into_iter().for_each(|n| journal.logs.host_line(n));
                             (RunStatus::Succeeded, None)
                         }
                     }
@@ -375,6 +411,13 @@ impl Remedy {
         rec.status = status;
         rec.error = error;
         rec.actions = journal.actions();
+        let dropped = journal.dropped_actions();
+        if dropped > 0 {
+            journal.logs.host_line(format!(
+                "[remedy] {dropped} more refused or simulated actions were not kept (at most {} per run)",
+                crate::gate::MAX_ACTIONS
+            ));
+        }
         rec.logs = journal.logs.lines();
         rec.finished_at = Some(Utc::now());
         rec.duration_ms = Some(clock.elapsed().as_millis() as u64);
@@ -433,5 +476,6 @@ fn plugin_failed(phase: &str, e: &crate::bindings::types::Error) -> (RunStatus, 
         crate::bindings::types::Error::Denied(_) => RunStatus::Denied,
         _ => RunStatus::Failed,
     };
-    (status, Some(format!("{phase}: {}", error_text(e))))
+    let text = conv::cut(&error_text(e), conv::caps::MESSAGE);
+    (status, Some(format!("{phase}: {text}")))
 }

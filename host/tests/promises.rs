@@ -614,3 +614,110 @@ async fn a_hung_backend_is_named_and_a_change_answered_too_late_counts_against_t
         "{report}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_cannot_make_its_record_or_the_hosts_log_large() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = format!(
+        "[server]\ndata_dir = \"{}\"\n{}",
+        dir.path().join("data").display(),
+        hostile(dir.path(), "memory_mb = 512")
+    );
+    let server = start_logged(dir.path(), &cfg, &[]);
+    let path = "/v1/plugins/hostile/runs?wait=true";
+    // ~60 MB of findings and evidence, 20 MB of manual steps.
+    let r = server
+        .http
+        .post(format!("{}{path}", server.base))
+        .json(&json!({"config": {"behave": "findings"}}))
+        .send()
+        .await
+        .unwrap();
+    let body = r.bytes().await.unwrap();
+    assert!(body.len() < 1_500_000, "record of {} bytes", body.len());
+    let rec: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(rec["status"], "succeeded", "{}", rec["error"]);
+    assert_eq!(rec["detection"]["findings"].as_array().unwrap().len(), 100);
+    assert_eq!(rec["outcome"]["manual_steps"].as_array().unwrap().len(), 50);
+    let logs = rec["logs"].to_string();
+    assert!(
+        logs.contains("500 findings returned; the first 100 kept"),
+        "{logs}"
+    );
+    assert!(logs.contains("10000 manual steps returned"), "{logs}");
+    assert!(logs.contains("evidence cut"), "{logs}");
+
+    // 5 MB through `log`, stdout and stderr each: the host's own log gets
+    // no more than the run keeps.
+    let before = std::fs::metadata(dir.path().join("remedy.log"))
+        .unwrap()
+        .len();
+    let (code, rec) = server
+        .post(path, json!({"config": {"behave": "flood"}}))
+        .await;
+    assert_eq!(code, 200, "{rec}");
+    drop(server);
+    let grown = std::fs::metadata(dir.path().join("remedy.log"))
+        .unwrap()
+        .len()
+        - before;
+    assert!(grown < 256 * 1024, "the host log grew by {grown} bytes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_cannot_take_over_a_bundled_name_or_another_sections_grants() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    // The bundled circuit-breaker-open's own bytes, dropped in plugins_dir
+    // (its section grants what it imports, so only the name clash stops it).
+    let bundled = remedy::bundled::find("circuit-breaker-open").unwrap();
+    std::fs::write(plugins.join("evil.wasm"), bundled.wasm).unwrap();
+    let wasm = dir.path().join("hostile.wasm");
+    std::fs::copy(test_plugin("hostile"), &wasm).unwrap();
+    let cfg = format!(
+        "[server]\ndata_dir = \"{}\"\nplugins_dir = \"{}\"\n[plugins.mine]\npath = \"{}\"\ngrants = [\"breaker\"]\n[plugins.circuit-breaker-open]\ngrants = [\"breaker\", \"probe\", \"notify\", \"log\"]\n",
+        dir.path().join("data").display(),
+        plugins.display(),
+        wasm.display()
+    );
+    let server = start(dir.path(), &cfg, &[]);
+    let views = server.get("/v1/plugins").await;
+    let entry = |name: &str| {
+        views["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} in {views}"))
+    };
+    let cbo = entry("circuit-breaker-open");
+    assert_eq!(cbo["source"], "bundled", "{cbo}");
+    assert_eq!(cbo["status"], "loaded", "{cbo}");
+    let evil = entry("file:evil.wasm");
+    assert_eq!(evil["status"], "error", "{evil}");
+    let e = evil["error"].as_str().unwrap();
+    assert!(e.contains("evil.wasm") && e.contains("bundled"), "{e}");
+    let mine = entry("mine");
+    assert_eq!(mine["status"], "error", "{mine}");
+    assert!(
+        mine["error"]
+            .as_str()
+            .unwrap()
+            .contains("reports the name `hostile`"),
+        "{mine}"
+    );
+    // Removing the file takes nothing bundled with it.
+    std::fs::remove_file(plugins.join("evil.wasm")).unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let views = server.get("/v1/plugins").await;
+    assert!(
+        views["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "circuit-breaker-open" && p["status"] == "loaded"),
+        "{views}"
+    );
+}

@@ -25,12 +25,16 @@ impl Host for HostCtx {
             Level::Warn => "warn",
             Level::Error => "error",
         };
+        // Only what the run keeps reaches the host's own log: the run's log
+        // cap bounds both, so a plugin cannot flood the host's stderr.
+        if !self.gate.journal.logs.line(format!("[{tag}] {message}")) {
+            return;
+        }
         match level {
             Level::Trace | Level::Debug => tracing::debug!(%plugin, "{message}"),
             Level::Info => tracing::info!(%plugin, "{message}"),
             Level::Warn => tracing::warn!(%plugin, "{message}"),
             Level::Error => tracing::error!(%plugin, "{message}"),
         }
-        self.gate.journal.logs.line(format!("[{tag}] {message}"));
     }
 }

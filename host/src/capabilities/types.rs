@@ -33,29 +33,118 @@ pub fn context(
     }
 }
 
-pub fn detection(d: &wit::Detection) -> record::Detection {
-    record::Detection {
-        healthy: d.healthy,
-        findings: d
-            .findings
-            .iter()
-            .map(|f| record::Finding {
+/// How much of what a plugin returns a run record keeps: a hostile plugin
+/// must not be able to make a record (or the host holding it) as large as
+/// it likes. With the log cap and the journal's, a record stays under about
+/// 1.5 MB whatever the plugin does; what was cut is said in the run's log.
+pub mod caps {
+    pub const FINDINGS: usize = 100;
+    /// A finding's summary, an outcome's manual step.
+    pub const LINE: usize = 1024;
+    pub const EVIDENCE_ENTRIES: usize = 32;
+    pub const EVIDENCE_KEY: usize = 128;
+    pub const EVIDENCE_VALUE: usize = 2048;
+    /// All evidence values of one detection together.
+    pub const EVIDENCE_TOTAL: usize = 256 * 1024;
+    pub const OUTCOME_SUMMARY: usize = 4096;
+    pub const MANUAL_STEPS: usize = 50;
+    /// A plugin's error message, an action's reason.
+    pub const MESSAGE: usize = 2048;
+}
+
+/// `s` cut to at most `max` bytes (at a char boundary), marked with `…`.
+pub fn cut(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// The detection as the record keeps it, and notes on what was cut.
+pub fn detection(d: &wit::Detection) -> (record::Detection, Vec<String>) {
+    let mut notes = Vec::new();
+    let mut budget = caps::EVIDENCE_TOTAL;
+    let mut cut_values = 0usize;
+    let mut cut_entries = 0usize;
+    let findings = d
+        .findings
+        .iter()
+        .take(caps::FINDINGS)
+        .map(|f| {
+            cut_entries += f.evidence.len().saturating_sub(caps::EVIDENCE_ENTRIES);
+            let evidence = f
+                .evidence
+                .iter()
+                .take(caps::EVIDENCE_ENTRIES)
+                .map(|(k, v)| {
+                    let v = cut(v, caps::EVIDENCE_VALUE.min(budget));
+                    if v.ends_with('…') {
+                        cut_values += 1;
+                    }
+                    budget = budget.saturating_sub(v.len());
+                    (cut(k, caps::EVIDENCE_KEY), v)
+                })
+                .collect();
+            record::Finding {
                 severity: match f.severity {
                     wit::Severity::Info => record::Severity::Info,
                     wit::Severity::Warning => record::Severity::Warning,
                     wit::Severity::Critical => record::Severity::Critical,
                 },
-                summary: f.summary.clone(),
-                evidence: f.evidence.iter().cloned().collect(),
-            })
-            .collect(),
+                summary: cut(&f.summary, caps::LINE),
+                evidence,
+            }
+        })
+        .collect();
+    if d.findings.len() > caps::FINDINGS {
+        notes.push(format!(
+            "[remedy] {} findings returned; the first {} kept",
+            d.findings.len(),
+            caps::FINDINGS
+        ));
     }
+    if cut_entries > 0 || cut_values > 0 {
+        notes.push(format!(
+            "[remedy] evidence cut: {cut_entries} entries past {} per finding dropped, {cut_values} values shortened (at most {} bytes each, {} in all)",
+            caps::EVIDENCE_ENTRIES,
+            caps::EVIDENCE_VALUE,
+            caps::EVIDENCE_TOTAL
+        ));
+    }
+    (
+        record::Detection {
+            healthy: d.healthy,
+            findings,
+        },
+        notes,
+    )
 }
 
-pub fn outcome(o: wit::Outcome) -> record::Outcome {
-    record::Outcome {
-        summary: o.summary,
-        mitigated: o.mitigated,
-        manual_steps: o.manual_steps,
+/// The outcome as the record keeps it, and notes on what was cut.
+pub fn outcome(o: wit::Outcome) -> (record::Outcome, Vec<String>) {
+    let mut notes = Vec::new();
+    if o.manual_steps.len() > caps::MANUAL_STEPS {
+        notes.push(format!(
+            "[remedy] {} manual steps returned; the first {} kept",
+            o.manual_steps.len(),
+            caps::MANUAL_STEPS
+        ));
     }
+    (
+        record::Outcome {
+            summary: cut(&o.summary, caps::OUTCOME_SUMMARY),
+            mitigated: o.mitigated,
+            manual_steps: o
+                .manual_steps
+                .iter()
+                .take(caps::MANUAL_STEPS)
+                .map(|m| cut(m, caps::LINE))
+                .collect(),
+        },
+        notes,
+    )
 }

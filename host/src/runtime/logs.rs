@@ -49,17 +49,27 @@ impl LogBuffer {
         f(&mut g, self.cap)
     }
 
-    /// Appends one line from the `log` interface or the host.
-    pub fn line(&self, line: String) {
+    /// Appends one line from the `log` interface or the host; `false` when
+    /// the cap dropped it.
+    pub fn line(&self, line: String) -> bool {
         self.with(|i, cap| {
             let room = cap.saturating_sub(i.used);
             if line.len() <= room {
                 i.used += line.len();
                 i.lines.push(line);
+                true
             } else {
                 i.dropped += line.len();
+                false
             }
-        });
+        })
+    }
+
+    /// Appends a line of the host's own about the run (what was cut, why it
+    /// ran dry): kept even past the cap, since a plugin that filled its log
+    /// must not hide them. Only a bounded number of these exist per run.
+    pub fn host_line(&self, line: String) {
+        self.with(|i, _| i.lines.push(line));
     }
 
     fn bytes(&self, stream: Stream, data: &[u8]) {

@@ -242,6 +242,23 @@ impl Service {
         match self.remedy.load_file(path).await {
             Ok(p) => {
                 let name = p.name().to_string();
+                // A file in plugins_dir may not take over a name another
+                // source serves (a bundled runbook, a configured file,
+                // another file): it would inherit that name's place in
+                // routing and config.
+                let owner = self.registry.source_of(&name);
+                let file = path.display().to_string();
+                if let Some(owner) = owner.filter(|o| *o != file) {
+                    self.load_failed(
+                        &key,
+                        file.clone(),
+                        format!(
+                            "{file} reports the plugin name `{name}`, which {owner} already serves; give the plugin a name of its own"
+                        ),
+                    )
+                    .await;
+                    return None;
+                }
                 if old_name.is_none() {
                     self.registry.remove(&file_key(path));
                 }

@@ -50,6 +50,14 @@ impl Registry {
         self.read().get(name).and_then(|e| e.plugin.clone())
     }
 
+    /// Where the plugin serving as `name` came from, if one does.
+    pub fn source_of(&self, name: &str) -> Option<String> {
+        self.read()
+            .get(name)
+            .filter(|e| e.plugin.is_some())
+            .map(|e| e.source.clone())
+    }
+
     pub fn loaded(&self) -> Vec<Arc<Plugin>> {
         self.read()
             .values()

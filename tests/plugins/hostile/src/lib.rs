@@ -4,6 +4,8 @@
 //! - `panic`: panics with a recognisable message.
 //! - `flood`: writes megabytes to stdout, stderr and the log, then succeeds.
 //! - `sleep`: sleeps `sleep_ms` (default 1000) through WASI, then is healthy.
+//! - `findings`: returns ~60 MB of findings and evidence, then an outcome
+//!   with 10,000 manual steps.
 //! - anything else: healthy.
 
 use remedy_plugin_sdk::*;
@@ -41,6 +43,18 @@ impl Guest for Hostile {
                 std::thread::sleep(std::time::Duration::from_millis(ms));
                 Ok(Detection { healthy: true, findings: vec![] })
             }
+            "findings" => Ok(Detection {
+                healthy: false,
+                findings: (0..500)
+                    .map(|i| Finding {
+                        severity: Severity::Critical,
+                        summary: format!("{i} {}", "s".repeat(2048)),
+                        evidence: (0..40)
+                            .map(|k| (format!("k{k}{}", "k".repeat(300)), "v".repeat(3000)))
+                            .collect(),
+                    })
+                    .collect(),
+            }),
             "flood" => {
                 let line = "x".repeat(1000);
                 for _ in 0..5_000 {
@@ -54,7 +68,14 @@ impl Guest for Hostile {
         }
     }
 
-    fn mitigate(_ctx: Context, _d: Detection) -> Result<Outcome, Error> {
+    fn mitigate(ctx: Context, _d: Detection) -> Result<Outcome, Error> {
+        if ctx.cfg().get("behave") == Some("findings") {
+            return Ok(Outcome {
+                summary: "o".repeat(1 << 20),
+                mitigated: false,
+                manual_steps: (0..10_000).map(|i| format!("{i} {}", "m".repeat(2000))).collect(),
+            });
+        }
         Ok(Outcome { summary: "nothing".into(), mitigated: false, manual_steps: vec![] })
     }
 }
