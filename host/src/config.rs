@@ -133,6 +133,22 @@ pub struct BackendsConfig {
     pub probe_timeout_ms: Option<u64>,
     /// Timeout of one backend request in ms (default 5000).
     pub request_timeout_ms: Option<u64>,
+    /// What of a session's query text (from `pg_stat_activity`, which can
+    /// carry passwords and personal data) reaches plugins and so records,
+    /// reports and notifications: `redacted` (the default: string literals
+    /// and numbers replaced by `?`, at most 256 characters), `full` (at most
+    /// 1024 characters) or `off`.
+    pub query_text: Option<QueryText>,
+}
+
+/// See [`BackendsConfig::query_text`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueryText {
+    #[default]
+    Redacted,
+    Full,
+    Off,
 }
 
 /// What a notify channel speaks.

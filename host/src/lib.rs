@@ -14,6 +14,7 @@ pub mod escalation;
 pub mod gate;
 pub mod guardrails;
 pub mod killswitch;
+pub mod private_fs;
 pub mod record;
 pub mod remedy;
 pub mod report;

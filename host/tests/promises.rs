@@ -721,3 +721,44 @@ async fn a_file_cannot_take_over_a_bundled_name_or_another_sections_grants() {
         "{views}"
     );
 }
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_and_cache_are_private_and_a_cache_entry_others_could_write_is_not_run() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = format!("[server]\ndata_dir = \"{}\"\n", data.display());
+    let server = start(dir.path(), &cfg, &[]);
+    drop(server);
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&data.join("remedy.db")), 0o600);
+    assert_eq!(mode(&data.join("compiled")), 0o700);
+    let entries: Vec<_> = std::fs::read_dir(data.join("compiled"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(!entries.is_empty());
+    for e in &entries {
+        assert_eq!(mode(e), 0o600, "{}", e.display());
+    }
+    // Someone else could have written this one: it is recompiled, not run.
+    std::fs::set_permissions(&entries[0], std::fs::Permissions::from_mode(0o666)).unwrap();
+    let server = start_logged(dir.path(), &cfg, &[]);
+    let views = server.get("/v1/plugins").await;
+    assert!(
+        views["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["status"] == "loaded"),
+        "{views}"
+    );
+    drop(server);
+    let log = std::fs::read_to_string(dir.path().join("remedy.log")).unwrap();
+    assert!(
+        log.contains("ignoring a compiled-code cache entry others could have written"),
+        "{log}"
+    );
+}

@@ -223,3 +223,58 @@ async fn a_signal_for_another_application_never_reaches_the_session() {
     assert!(db.terminate(pid, &app).await.unwrap());
     assert!(!remedy_e2e::pg::alive(pid, true).await);
 }
+
+/// Query text can carry passwords: by default plugins (and so records,
+/// reports and notifications) see it with literals redacted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_text_is_redacted_unless_configured_otherwise() {
+    use remedy::backends::postgres::Postgres;
+    use remedy::backends::DatabaseBackend;
+    use remedy::config::QueryText;
+    let app = remedy_e2e::pg::unique("remedy-test-redact");
+    let client = remedy_e2e::pg::connect(&app).await;
+    let pid: i32 = client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    tokio::spawn(async move {
+        let _ = client
+            .simple_query("SELECT 'hunter2-secret' AS password, pg_sleep(20)")
+            .await;
+    });
+    let url = remedy_e2e::pg::pg_url();
+    let timeout = Duration::from_secs(5);
+    let find = |db: Postgres| async move {
+        for _ in 0..100 {
+            let s = db.long_running(0, 500).await.unwrap();
+            if let Some(s) = s
+                .into_iter()
+                .find(|s| s.pid == pid && s.query.contains("pg_sleep"))
+            {
+                return s.query;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("session {pid} never showed up");
+    };
+    let redacted = find(Postgres::new(&url, timeout).unwrap()).await;
+    assert!(!redacted.contains("hunter2"), "{redacted}");
+    assert!(
+        redacted.contains("SELECT ? AS password, pg_sleep(?)"),
+        "{redacted}"
+    );
+    let full = find(
+        Postgres::new(&url, timeout)
+            .unwrap()
+            .with_query_text(QueryText::Full),
+    )
+    .await;
+    assert!(full.contains("hunter2-secret"), "{full}");
+    let off = Postgres::new(&url, timeout)
+        .unwrap()
+        .with_query_text(QueryText::Off);
+    let s = off.session(pid).await.unwrap().unwrap();
+    assert_eq!(s.query, "");
+    remedy_e2e::pg::terminate(&[pid]).await;
+}

@@ -240,9 +240,10 @@ impl Backends {
             None => None,
         };
         let database = match &cfg.database_url {
-            Some(u) => {
-                Some(Arc::new(postgres::Postgres::new(u, timeout)?) as Arc<dyn DatabaseBackend>)
-            }
+            Some(u) => Some(Arc::new(
+                postgres::Postgres::new(u, timeout)?
+                    .with_query_text(cfg.query_text.unwrap_or_default()),
+            ) as Arc<dyn DatabaseBackend>),
             None => None,
         };
         let cache = match &cfg.redis_url {

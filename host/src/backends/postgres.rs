@@ -12,11 +12,95 @@ use async_trait::async_trait;
 use tokio_postgres::{Client, NoTls, Row};
 
 use super::{BackendError, BackendResult, DatabaseBackend, PoolStats, Session};
+use crate::config::QueryText;
 
 pub struct Postgres {
     config: tokio_postgres::Config,
     timeout: Duration,
     client: Mutex<Option<Arc<Client>>>,
+    query_text: QueryText,
+}
+
+/// Longest redacted query text kept.
+const REDACTED_CHARS: usize = 256;
+
+/// `q` with every string literal (`'…'`, `E'…'`, `$tag$…$tag$`) and every
+/// number replaced by `?`: the shape of the query stays, the values —
+/// passwords, emails, ids — go. Cut to [`REDACTED_CHARS`].
+pub fn redact_query(q: &str) -> String {
+    let mut out = String::with_capacity(q.len().min(REDACTED_CHARS + 8));
+    let mut chars = q.char_indices().peekable();
+    let mut prev_word = false;
+    while let Some((i, c)) = chars.next() {
+        if out.chars().count() >= REDACTED_CHARS {
+            out.push('…');
+            return out;
+        }
+        match c {
+            '\'' => {
+                // To the closing quote; `''` is an escaped quote inside.
+                loop {
+                    match chars.next() {
+                        None => break,
+                        Some((_, '\'')) if chars.peek().map(|p| p.1) == Some('\'') => {
+                            chars.next();
+                        }
+                        Some((_, '\'')) => break,
+                        Some(_) => {}
+                    }
+                }
+                out.push('?');
+                prev_word = false;
+            }
+            '$' if !prev_word => {
+                // `$tag$ … $tag$` (or `$n` parameters, kept as they are).
+                let rest = &q[i + 1..];
+                match rest.find('$') {
+                    Some(end)
+                        if rest[..end]
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+                            && !rest[..end]
+                                .chars()
+                                .next()
+                                .is_some_and(|c| c.is_ascii_digit()) =>
+                    {
+                        let tag = format!("${}$", &rest[..end]);
+                        let body_start = i + 1 + end + 1;
+                        let close = q[body_start..]
+                            .find(&tag)
+                            .map(|p| body_start + p + tag.len());
+                        let stop = close.unwrap_or(q.len());
+                        while chars.peek().is_some_and(|(j, _)| *j < stop) {
+                            chars.next();
+                        }
+                        out.push('?');
+                        prev_word = false;
+                    }
+                    _ => {
+                        // `$1`: a parameter's number is no secret.
+                        out.push(c);
+                        prev_word = true;
+                    }
+                }
+            }
+            c if c.is_ascii_digit() && !prev_word => {
+                while chars
+                    .peek()
+                    .is_some_and(|(_, d)| d.is_ascii_digit() || *d == '.')
+                {
+                    chars.next();
+                }
+                out.push('?');
+                prev_word = false;
+            }
+            c => {
+                out.push(c);
+                prev_word = c.is_alphanumeric() || c == '_';
+            }
+        }
+    }
+    out
 }
 
 const SESSION_COLUMNS: &str = "pid, coalesce(application_name, ''), coalesce(usename::text, ''), \
@@ -65,7 +149,23 @@ impl Postgres {
             config,
             timeout,
             client: Mutex::new(None),
+            query_text: QueryText::default(),
         })
+    }
+
+    /// What of a session's query text plugins see (default: redacted).
+    pub fn with_query_text(mut self, q: QueryText) -> Self {
+        self.query_text = q;
+        self
+    }
+
+    fn shown(&self, mut s: Session) -> Session {
+        s.query = match self.query_text {
+            QueryText::Full => s.query,
+            QueryText::Redacted => redact_query(&s.query),
+            QueryText::Off => String::new(),
+        };
+        s
     }
 
     async fn client(&self) -> BackendResult<Arc<Client>> {
@@ -164,14 +264,18 @@ impl DatabaseBackend for Postgres {
             .query(&sql, &[&min, &limit])
             .await?
             .iter()
-            .map(session)
+            .map(|r| self.shown(session(r)))
             .collect())
     }
 
     async fn session(&self, pid: i32) -> BackendResult<Option<Session>> {
         let sql =
             format!("SELECT {SESSION_COLUMNS} FROM pg_stat_activity WHERE pid = $1 AND {OTHERS}");
-        Ok(self.query(&sql, &[&pid]).await?.first().map(session))
+        Ok(self
+            .query(&sql, &[&pid])
+            .await?
+            .first()
+            .map(|r| self.shown(session(r))))
     }
 
     async fn cancel(&self, pid: i32, application: &str) -> BackendResult<bool> {
@@ -180,5 +284,33 @@ impl DatabaseBackend for Postgres {
 
     async fn terminate(&self, pid: i32, application: &str) -> BackendResult<bool> {
         self.signal("pg_terminate_backend", pid, application).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_query;
+
+    #[test]
+    fn literals_and_numbers_go_the_shape_stays() {
+        let cases = [
+            (
+                "ALTER USER app PASSWORD 'hunter2'",
+                "ALTER USER app PASSWORD ?",
+            ),
+            (
+                "SELECT * FROM users WHERE email = 'a@b.c' AND id = 42 AND t1.x > 3.5",
+                "SELECT * FROM users WHERE email = ? AND id = ? AND t1.x > ?",
+            ),
+            ("SELECT 'it''s secret', $1, col2", "SELECT ?, $1, col2"),
+            ("DO $body$ secret $body$; SELECT $$x$$", "DO ?; SELECT ?"),
+            ("SELECT E'\\x41'", "SELECT E?"),
+            ("SELECT 'unterminated secret", "SELECT ?"),
+        ];
+        for (q, want) in cases {
+            assert_eq!(redact_query(q), want, "{q}");
+        }
+        let long = format!("SELECT {}", "a, ".repeat(500));
+        assert!(redact_query(&long).chars().count() <= 257);
     }
 }

@@ -199,10 +199,21 @@ impl Runtime {
             digest.trim_start_matches("sha256:"),
             h.finish()
         ));
-        if file.exists() {
+        let trusted = file.exists()
+            && {
+                match crate::private_fs::written_only_by_us(dir, &file) {
+                    Ok(()) => true,
+                    Err(why) => {
+                        tracing::warn!(file = %file.display(), %why, "ignoring a compiled-code cache entry others could have written; recompiling");
+                        false
+                    }
+                }
+            };
+        if trusted {
             // SAFETY: the file was written by `serialize` below for the same
-            // digest and engine configuration, inside Remedy's own data
-            // directory; wasmtime still checks its header and compatibility.
+            // digest and engine configuration, in a directory and file only
+            // this user can write (checked just above); wasmtime still checks
+            // its header and compatibility.
             match unsafe { Component::deserialize_file(&self.engine, &file) } {
                 Ok(c) => return Ok(c),
                 Err(e) => {
@@ -212,12 +223,13 @@ impl Runtime {
         }
         let component = compile()?;
         let write = || -> std::io::Result<()> {
-            std::fs::create_dir_all(dir)?;
+            crate::private_fs::create_dir(dir)?;
             let bytes = component
                 .serialize()
                 .map_err(|e| std::io::Error::other(e.to_string()))?;
             let tmp = file.with_extension(format!("tmp{}", std::process::id()));
-            std::fs::write(&tmp, bytes)?;
+            let _ = std::fs::remove_file(&tmp);
+            crate::private_fs::write_new(&tmp, &bytes)?;
             std::fs::rename(&tmp, &file)
         };
         if let Err(e) = write() {

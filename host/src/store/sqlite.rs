@@ -166,7 +166,9 @@ impl SqliteStore {
     /// `running` when the previous process died as `interrupted` (`queued`
     /// ones never started: the service resumes them).
     pub fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
+        // Records can hold query text and alert labels: only Remedy's user
+        // may read them.
+        crate::private_fs::create_dir(dir).map_err(|source| StoreError::Dir {
             path: dir.display().to_string(),
             source,
         })?;
@@ -176,6 +178,12 @@ impl SqliteStore {
         mark_interrupted(&writer)?;
         mark_interrupted_actions(&writer)?;
         let reader = connect(&path)?;
+        for f in ["remedy.db", "remedy.db-wal", "remedy.db-shm"] {
+            crate::private_fs::restrict_file(&dir.join(f)).map_err(|source| StoreError::Dir {
+                path: dir.join(f).display().to_string(),
+                source,
+            })?;
+        }
         let (tx, rx) = mpsc::sync_channel(8192);
         let alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let guard = AliveGuard(alive.clone());
