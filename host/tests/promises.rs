@@ -762,3 +762,84 @@ async fn the_store_and_cache_are_private_and_a_cache_entry_others_could_write_is
         "{log}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_runs_only_the_code_that_made_the_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = sim().await;
+    sim.open_breaker("stripe");
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let bytes = std::fs::read(test_plugin("planner")).unwrap();
+    std::fs::write(plugins.join("planner.wasm"), &bytes).unwrap();
+    let cfg = format!(
+        "[server]\ndata_dir = \"{}\"\nplugins_dir = \"{}\"\n[backends]\nbreaker_url = \"{}\"\n[plugins.planner]\nmode = \"approve\"\ngrants = [\"breaker\"]\nverify_after = \"1h\"\n[plugins.planner.scope]\nbreakers = [\"stripe\"]\n",
+        dir.path().join("data").display(),
+        plugins.display(),
+        sim.base_url()
+    );
+    let server = start(dir.path(), &cfg, &[]);
+    let (_, plan) = server
+        .post("/v1/plugins/planner/runs?wait=true", json!({}))
+        .await;
+    assert_eq!(plan["status"], "pending_approval", "{plan}");
+    let id = plan["id"].as_str().unwrap();
+    // Replaced in place: same name, same kinds and targets, other bytes (a
+    // custom section appended keeps it a valid component).
+    let mut other = bytes.clone();
+    other.extend_from_slice(&[0, 6, 5, b'x', b'-', b'n', b'e', b'w']);
+    std::fs::write(plugins.join("planner.wasm"), &other).unwrap();
+    let (code, r) = server.post("/v1/plugins/reload", json!({})).await;
+    assert_eq!(code, 200, "{r}");
+    let now = server.get("/v1/plugins").await;
+    let digest = now["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "planner")
+        .unwrap()["digest"]
+        .clone();
+    assert_ne!(digest, plan["plugin_digest"], "the new bytes serve");
+    let (code, r) = server
+        .post(&format!("/v1/runs/{id}/approve"), json!({}))
+        .await;
+    assert_eq!(code, 409, "{r}");
+    assert_eq!(r["error"]["code"], "plugin_changed", "{r}");
+    assert_eq!(sim.breaker_state("stripe").unwrap(), "OPEN");
+    assert_eq!(
+        server.get(&format!("/v1/runs/{id}")).await["status"],
+        "pending_approval",
+        "still up to a human (to reject, or let expire)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_tokens_an_unknown_caller_is_refused_before_its_body_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = format!(
+        "[server]\ndata_dir = \"{}\"\n{TOKENS}\n",
+        dir.path().join("data").display()
+    );
+    let server = start(dir.path(), &cfg, &ENV);
+    // Headers promising a 900 KB body that never comes: answered at once.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = server.base.trim_start_matches("http://").to_string();
+    let mut sock = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    sock.write_all(
+        format!("POST /v1/alerts HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: 900000\r\n\r\n{{").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf))
+        .await
+        .expect("answered without the body")
+        .unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]);
+    assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+    assert!(head.contains("unauthorized"), "{head}");
+    // Open endpoints stay open; a known token gets through.
+    assert_eq!(text(&server, "/healthz").await, r#"{"status":"ok"}"#);
+    let (code, _) = server.get_as("run-token", "/v1/runs").await;
+    assert_eq!(code, 200);
+}

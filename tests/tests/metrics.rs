@@ -72,3 +72,36 @@ async fn real_prometheus_vectors_scalars_and_invalid_queries() {
         Err(BackendError::Unavailable(_))
     ));
 }
+
+/// A query API that redirects or answers without end is refused, not
+/// followed or buffered (issue 9: the Prometheus client followed redirects
+/// and read any body whole).
+#[tokio::test]
+async fn redirects_are_not_followed_and_huge_answers_are_refused() {
+    use axum::routing::post;
+    let ok = r#"{"status":"success","data":{"resultType":"scalar","result":[1,"1"]}}"#;
+    let app = axum::Router::new()
+        .route(
+            "/moved/api/v1/query",
+            post(|| async { axum::response::Redirect::temporary("/fine/api/v1/query") }),
+        )
+        .route("/fine/api/v1/query", post(move || async move { ok }))
+        .route(
+            "/huge/api/v1/query",
+            post(|| async { format!("{{\"pad\":\"{}\"}}", "x".repeat(17 << 20)) }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let q = |path: &str| {
+        let p = Prometheus::new(&format!("{base}/{path}"), Duration::from_secs(5)).unwrap();
+        async move { p.query("1").await }
+    };
+    assert!(q("fine").await.is_ok());
+    let moved = q("moved").await;
+    assert!(moved.is_err(), "followed a redirect: {moved:?}");
+    match q("huge").await {
+        Err(BackendError::Failed(m)) => assert!(m.contains("larger than"), "{m}"),
+        other => panic!("a 17 MiB answer was read: {other:?}"),
+    }
+}

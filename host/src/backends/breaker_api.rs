@@ -60,6 +60,9 @@ fn to_breaker(w: WireBreaker) -> BackendResult<Breaker> {
     })
 }
 
+/// Largest answer read from the breaker admin API.
+pub const MAX_BODY: usize = 1 << 20;
+
 impl BreakerApi {
     pub fn new(base: &str, timeout: Duration) -> anyhow::Result<Self> {
         reqwest::Url::parse(base)?;
@@ -83,10 +86,7 @@ impl BreakerApi {
         resp: reqwest::Response,
     ) -> BackendResult<Option<T>> {
         let status = resp.status();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| transport_error("breaker api", e))?;
+        let body = super::read_capped("breaker api", resp, MAX_BODY).await?;
         if status == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);
         }

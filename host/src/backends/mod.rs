@@ -307,6 +307,25 @@ pub(crate) fn write_error(what: &str, e: reqwest::Error) -> BackendError {
     }
 }
 
+/// The body of `resp`, refused past `max` bytes: a backend answering
+/// without end must not exhaust the host.
+pub(crate) async fn read_capped(
+    what: &str,
+    mut resp: reqwest::Response,
+    max: usize,
+) -> BackendResult<Vec<u8>> {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| transport_error(what, e))? {
+        if body.len() + chunk.len() > max {
+            return Err(BackendError::Failed(format!(
+                "{what}: answer larger than {max} bytes"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 /// `scheme://host:port` of a URL: what an error may show of it.
 pub fn origin(u: &reqwest::Url) -> String {
     match (u.host_str(), u.port_or_known_default()) {

@@ -6,10 +6,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::Deserialize;
 
-use super::{transport_error, BackendError, BackendResult, MetricsBackend, Sample};
+use super::{read_capped, transport_error, BackendError, BackendResult, MetricsBackend, Sample};
 
 /// Most samples one query may return to a plugin.
 pub const MAX_SAMPLES: usize = 1000;
+
+/// Largest answer read from the query API.
+pub const MAX_BODY: usize = 16 << 20;
 
 pub struct Prometheus {
     client: reqwest::Client,
@@ -24,7 +27,11 @@ impl Prometheus {
             base.as_str().trim_end_matches('/')
         ))?;
         Ok(Self {
-            client: reqwest::Client::builder().timeout(timeout).build()?,
+            // A redirect could take the query (and its answer) elsewhere.
+            client: reqwest::Client::builder()
+                .timeout(timeout)
+                .redirect(reqwest::redirect::Policy::none())
+                .build()?,
             query_url,
         })
     }
@@ -127,10 +134,7 @@ impl MetricsBackend for Prometheus {
             .await
             .map_err(|e| transport_error("prometheus", e))?;
         let status = resp.status().as_u16();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| transport_error("prometheus", e))?;
+        let body = read_capped("prometheus", resp, MAX_BODY).await?;
         parse_response(status, &body)
     }
 }

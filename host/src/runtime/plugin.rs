@@ -136,7 +136,18 @@ impl Runtime {
     ) -> Result<Plugin, LoadError> {
         check_header(bytes)?;
         let digest = digest(bytes);
-        let component = self.compile(bytes, &digest, cache_dir)?;
+        // Compiling takes seconds for a large plugin: off the async workers,
+        // so a hot reload never stalls the runs and requests being served.
+        let engine = self.engine.clone();
+        let (owned, d, dir) = (
+            bytes.to_vec(),
+            digest.clone(),
+            cache_dir.map(Path::to_path_buf),
+        );
+        let component =
+            tokio::task::spawn_blocking(move || compile(&engine, &owned, &d, dir.as_deref()))
+                .await
+                .map_err(|e| LoadError::Compile(format!("the compile task failed: {e}")))??;
         let imports: Vec<String> = component
             .component_type()
             .imports(&self.engine)
@@ -177,66 +188,65 @@ impl Runtime {
             pre,
         })
     }
+}
 
-    /// Compiles `bytes`, or reads the code compiled for the same digest and
-    /// engine configuration from `cache_dir`.
-    fn compile(
-        &self,
-        bytes: &[u8],
-        digest: &str,
-        cache_dir: Option<&Path>,
-    ) -> Result<Component, LoadError> {
-        let compile = || {
-            Component::new(&self.engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))
-        };
-        let Some(dir) = cache_dir else {
-            return compile();
-        };
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        self.engine.precompile_compatibility_hash().hash(&mut h);
-        let file = dir.join(format!(
-            "{}-{:016x}.cwasm",
-            digest.trim_start_matches("sha256:"),
-            h.finish()
-        ));
-        let trusted = file.exists()
-            && {
-                match crate::private_fs::written_only_by_us(dir, &file) {
-                    Ok(()) => true,
-                    Err(why) => {
-                        tracing::warn!(file = %file.display(), %why, "ignoring a compiled-code cache entry others could have written; recompiling");
-                        false
-                    }
-                }
-            };
-        if trusted {
-            // SAFETY: the file was written by `serialize` below for the same
-            // digest and engine configuration, in a directory and file only
-            // this user can write (checked just above); wasmtime still checks
-            // its header and compatibility.
-            match unsafe { Component::deserialize_file(&self.engine, &file) } {
-                Ok(c) => return Ok(c),
-                Err(e) => {
-                    tracing::warn!(file = %file.display(), error = %e, "ignoring unusable compiled-code cache entry")
+/// Compiles `bytes`, or reads the code compiled for the same digest and
+/// engine configuration from `cache_dir`.
+fn compile(
+    engine: &wasmtime::Engine,
+    bytes: &[u8],
+    digest: &str,
+    cache_dir: Option<&Path>,
+) -> Result<Component, LoadError> {
+    let compile =
+        || Component::new(engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")));
+    let Some(dir) = cache_dir else {
+        return compile();
+    };
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut h);
+    let file = dir.join(format!(
+        "{}-{:016x}.cwasm",
+        digest.trim_start_matches("sha256:"),
+        h.finish()
+    ));
+    let trusted = file.exists()
+        && {
+            match crate::private_fs::written_only_by_us(dir, &file) {
+                Ok(()) => true,
+                Err(why) => {
+                    tracing::warn!(file = %file.display(), %why, "ignoring a compiled-code cache entry others could have written; recompiling");
+                    false
                 }
             }
-        }
-        let component = compile()?;
-        let write = || -> std::io::Result<()> {
-            crate::private_fs::create_dir(dir)?;
-            let bytes = component
-                .serialize()
-                .map_err(|e| std::io::Error::other(e.to_string()))?;
-            let tmp = file.with_extension(format!("tmp{}", std::process::id()));
-            let _ = std::fs::remove_file(&tmp);
-            crate::private_fs::write_new(&tmp, &bytes)?;
-            std::fs::rename(&tmp, &file)
         };
-        if let Err(e) = write() {
-            tracing::warn!(dir = %dir.display(), error = %e, "cannot write the compiled-code cache");
+    if trusted {
+        // SAFETY: the file was written by `serialize` below for the same
+        // digest and engine configuration, in a directory and file only
+        // this user can write (checked just above); wasmtime still checks
+        // its header and compatibility.
+        match unsafe { Component::deserialize_file(engine, &file) } {
+            Ok(c) => return Ok(c),
+            Err(e) => {
+                tracing::warn!(file = %file.display(), error = %e, "ignoring unusable compiled-code cache entry")
+            }
         }
-        Ok(component)
     }
+    let component = compile()?;
+    let write = || -> std::io::Result<()> {
+        crate::private_fs::create_dir(dir)?;
+        let bytes = component
+            .serialize()
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let tmp = file.with_extension(format!("tmp{}", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        crate::private_fs::write_new(&tmp, &bytes)?;
+        std::fs::rename(&tmp, &file)
+    };
+    if let Err(e) = write() {
+        tracing::warn!(dir = %dir.display(), error = %e, "cannot write the compiled-code cache");
+    }
+    Ok(component)
 }
 
 #[cfg(test)]

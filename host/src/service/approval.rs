@@ -24,6 +24,12 @@ pub enum DecideError {
     Paused { at: String, by: String },
     #[error("plugin `{0}` is not loaded any more")]
     PluginGone(String),
+    #[error("plugin `{plugin}` changed since the plan was made ({planned} then, {now} now): the plan was made by other code; start a new run to plan again")]
+    PluginChanged {
+        plugin: String,
+        planned: String,
+        now: String,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -87,6 +93,15 @@ impl Service {
             .registry
             .get(&rec.plugin)
             .ok_or_else(|| DecideError::PluginGone(rec.plugin.clone()))?;
+        // What was approved is what this code planned: a plugin replaced in
+        // between could do anything with the same kinds and targets.
+        if plugin.digest != rec.plugin_digest {
+            return Err(DecideError::PluginChanged {
+                plugin: rec.plugin.clone(),
+                planned: rec.plugin_digest.clone(),
+                now: plugin.digest.clone(),
+            });
+        }
         // The decision is taken by one conditional update in the store; the
         // live run's id is named in it, so it is launched only by the winner
         // and at most once.

@@ -98,6 +98,14 @@ impl Auth {
         self.check(headers, role).is_ok()
     }
 
+    /// The caller's token, if it is one of ours (any role).
+    fn known(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        match self.check(headers, Role::Admin) {
+            Err(e) if e.status == StatusCode::FORBIDDEN => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+
     /// Who is asking, if they may `role`.
     fn check(&self, headers: &HeaderMap, role: Role) -> Result<String, ApiError> {
         if self.tokens.is_empty() {
@@ -188,7 +196,9 @@ pub fn router(state: Arc<AppState>, max_body: usize) -> Router {
         .with_state(state)
 }
 
-/// With no tokens configured the API is open, so it must be reachable only
+/// The front door, before any handler reads a body. With tokens, a request
+/// without a known one is answered `401` here. With no tokens configured the
+/// API is open, so it must be reachable only
 /// from this machine *as this machine*: a web page in a local browser can
 /// send requests to 127.0.0.1 (cross-site) or, by DNS rebinding, under a
 /// name of its own. Both are refused: the `Host` must be a loopback name or
@@ -200,6 +210,12 @@ async fn local_only(
 ) -> Response {
     if s.auth.is_open() {
         if let Err(e) = loopback_request(req.headers()) {
+            return e.into_response();
+        }
+    } else if !matches!(req.uri().path(), "/healthz" | "/metrics") {
+        // Who is asking is settled before any body is read: an unknown
+        // caller cannot make the server buffer a megabyte per request.
+        if let Err(e) = s.auth.known(req.headers()) {
             return e.into_response();
         }
     }
@@ -543,6 +559,7 @@ async fn decide(s: &AppState, h: &HeaderMap, id: &str, approve: bool) -> AppResu
                 DecideError::Expired { .. } => (StatusCode::GONE, "plan_expired"),
                 DecideError::Paused { .. } => (StatusCode::CONFLICT, "paused"),
                 DecideError::PluginGone(_) => (StatusCode::CONFLICT, "plugin_gone"),
+                DecideError::PluginChanged { .. } => (StatusCode::CONFLICT, "plugin_changed"),
                 DecideError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
             };
             Err(ApiError::new(status, code, e.to_string()))
