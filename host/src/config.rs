@@ -67,6 +67,10 @@ pub struct ServerConfig {
     pub max_concurrent_runs: Option<usize>,
     /// How long shutdown waits for running runs, in ms (default 10000).
     pub drain_timeout_ms: Option<u64>,
+    /// How long a client may take to send a request's headers, and then its
+    /// body, in ms (default 10000): a half-sent request is dropped, it
+    /// neither holds a connection open nor delays shutdown.
+    pub read_timeout_ms: Option<u64>,
     /// The kill switch at start-up: every run is a dry run until
     /// `POST /v1/admin/resume`.
     pub paused: Option<bool>,
@@ -378,6 +382,7 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         for (k, v) in [
             ("server.drain_timeout_ms", self.server.drain_timeout_ms),
+            ("server.read_timeout_ms", self.server.read_timeout_ms),
             ("backends.probe_timeout_ms", self.backends.probe_timeout_ms),
             (
                 "backends.request_timeout_ms",

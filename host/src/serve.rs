@@ -58,6 +58,7 @@ pub async fn serve(config: Config, listen: Option<&str>) -> anyhow::Result<()> {
     }
     let max_body = config.server.max_body_bytes.unwrap_or(MAX_BODY);
     let drain = Duration::from_millis(config.server.drain_timeout_ms.unwrap_or(10_000));
+    let read_timeout = Duration::from_millis(config.server.read_timeout_ms.unwrap_or(10_000));
     let service = Service::start(config).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     schedule::spawn_all(&service, stop_rx.clone());
@@ -74,6 +75,7 @@ pub async fn serve(config: Config, listen: Option<&str>) -> anyhow::Result<()> {
             auth,
         }),
         max_body,
+        read_timeout,
     );
     tracing::info!(%local, "remedy listening");
     println!("remedy listening on http://{local}");
@@ -81,7 +83,7 @@ pub async fn serve(config: Config, listen: Option<&str>) -> anyhow::Result<()> {
     // Graceful shutdown waits for open connections; a client that never
     // finishes its request must not hold the process past the drain bound.
     let (signalled_tx, signalled_rx) = watch::channel(None);
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let server = serve_http(listener, app, read_timeout, async move {
         shutdown_signal().await;
         let _ = signalled_tx.send(Some(tokio::time::Instant::now()));
     });
@@ -109,6 +111,56 @@ pub async fn serve(config: Config, listen: Option<&str>) -> anyhow::Result<()> {
     if left > 0 {
         tracing::warn!(left, "runs still in flight at the drain bound; they will read `interrupted` at the next start");
     }
+    Ok(())
+}
+
+/// Serves `app` on `listener` until `shutdown` completes, then waits for the
+/// open connections to finish (the caller bounds that wait). Unlike
+/// `axum::serve`, a connection must send its request headers within
+/// `read_timeout`, so a client that opens connections and sends nothing
+/// cannot hold them (the body has the same bound, in the router).
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    read_timeout: Duration,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(read_timeout);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let io = match accepted {
+                    Ok((io, _)) => io,
+                    Err(e) => {
+                        // Out of file descriptors and the like: wait, go on.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let service = hyper_util::service::TowerToHyperService::new(app.clone());
+                let conn = builder
+                    .serve_connection_with_upgrades(TokioIo::new(io), service)
+                    .into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            _ = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    graceful.shutdown().await;
     Ok(())
 }
 

@@ -843,3 +843,85 @@ async fn with_tokens_an_unknown_caller_is_refused_before_its_body_is_read() {
     let (code, _) = server.get_as("run-token", "/v1/runs").await;
     assert_eq!(code, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verification_due_when_the_process_died_runs_after_the_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = sim().await;
+    sim.open_breaker("stripe");
+    let cfg = config(
+        dir.path(),
+        &sim,
+        "",
+        "mode = \"auto\"\nverify_after = \"1500ms\"\ncooldown = \"0s\"",
+        "",
+    );
+    let mut server = start(dir.path(), &cfg, &[]);
+    let (_, rec) = server
+        .post("/v1/plugins/circuit-breaker-open/runs?wait=true", json!({}))
+        .await;
+    assert_eq!(rec["actions"][0]["applied"], "executed", "{rec}");
+    let id = rec["id"].as_str().unwrap().to_string();
+    server.child.kill().unwrap(); // before verify_after
+    server.child.wait().unwrap();
+    drop(server);
+    let server = start(dir.path(), &cfg, &[]);
+    let rec = until(&server, &id, "verified", |r| !r["verification"].is_null()).await;
+    assert_eq!(rec["verification"], "resolved", "{rec}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_sent_requests_are_dropped_and_do_not_hold_shutdown() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = format!(
+        "[server]\ndata_dir = \"{}\"\nread_timeout_ms = 500\ndrain_timeout_ms = 1000\n",
+        dir.path().join("data").display()
+    );
+    let mut server = start(dir.path(), &cfg, &[]);
+    let addr = server.base.trim_start_matches("http://").to_string();
+    // Headers that never end: the connection is closed.
+    let mut headers = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    headers
+        .write_all(b"POST /v1/alerts HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), headers.read(&mut buf))
+        .await
+        .expect("closed by the server")
+        .unwrap_or(0);
+    let head = String::from_utf8_lossy(&buf[..n]);
+    assert!(n == 0 || head.starts_with("HTTP/1.1 408"), "{head}");
+    // A body that never ends: 408.
+    let mut body = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    body.write_all(
+        format!("POST /v1/alerts HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"alerts\"").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(5), body.read(&mut buf))
+        .await
+        .expect("answered")
+        .unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]);
+    assert!(head.starts_with("HTTP/1.1 408"), "{head}");
+    assert!(head.contains("request_timeout"), "{head}");
+    // Shutdown is not held by a client that stalls.
+    let mut stalled = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    stalled.write_all(b"GET /v1/ru").await.unwrap();
+    let pid = server.child.id().to_string();
+    let started = Instant::now();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+}

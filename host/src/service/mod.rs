@@ -109,6 +109,7 @@ impl Service {
         }
         service.scan_plugins_dir().await;
         service.resume_queued().await;
+        service.resume_verifications().await;
         Ok(service)
     }
 

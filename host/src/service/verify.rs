@@ -18,13 +18,43 @@ use crate::remedy::RunRequest;
 use crate::runtime::Plugin;
 
 impl Service {
-    /// Schedules the verification of `rec`, a run that executed actions.
+    /// Schedules the verification of `rec`, a run that executed actions,
+    /// `verify_after` after it finished.
     pub fn verify_later(self: Arc<Self>, plugin: Arc<Plugin>, rec: RunRecord) {
         let after = plugin.settings.limits.verify_after;
+        let finished = rec.finished_at.unwrap_or(rec.started_at);
+        let due = chrono::Duration::from_std(after)
+            .ok()
+            .and_then(|a| finished.checked_add_signed(a))
+            .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC);
+        let wait = (due - Utc::now()).to_std().unwrap_or_default();
         tokio::spawn(async move {
-            tokio::time::sleep(after).await;
+            tokio::time::sleep(wait).await;
             self.verify(&plugin, &rec).await;
         });
+    }
+
+    /// Verifications a previous process had scheduled and never ran: each
+    /// live run of the last day that acted and has no verification gets
+    /// one, due when it would have been (at once if that has passed).
+    pub(crate) async fn resume_verifications(self: &Arc<Self>) {
+        let since = (Utc::now() - chrono::Duration::days(1))
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        let runs = match self.store.unverified_runs(&since).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "unverified runs could not be read");
+                return;
+            }
+        };
+        for rec in runs {
+            let Some(plugin) = self.registry.get(&rec.plugin) else {
+                tracing::warn!(run_id = %rec.id, plugin = %rec.plugin, "not verified: plugin not loaded");
+                continue;
+            };
+            tracing::info!(run_id = %rec.id, plugin = %rec.plugin, "verification rescheduled after a restart");
+            self.clone().verify_later(plugin, rec);
+        }
     }
 
     async fn verify(&self, plugin: &Plugin, rec: &RunRecord) {

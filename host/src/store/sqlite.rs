@@ -322,6 +322,28 @@ impl SqliteStore {
         .await
     }
 
+    /// Live runs that executed something, finished after `since`, and have
+    /// no verification yet (a restart reschedules it).
+    pub async fn unverified_runs(&self, since: &str) -> Result<Vec<RunRecord>, StoreError> {
+        let since = since.to_string();
+        self.read(move |c| {
+            let mut stmt = c.prepare(
+                "SELECT record FROM runs WHERE status = 'succeeded' AND started_at >= ?1 \
+                 AND json_extract(record, '$.dry_run') = 0 \
+                 AND json_extract(record, '$.verification') IS NULL",
+            )?;
+            let rows = stmt.query_map([since], |r| r.get::<_, String>(0))?;
+            let recs: Vec<RunRecord> = rows
+                .map(|j| Ok(serde_json::from_str(&j?)?))
+                .collect::<Result<_, StoreError>>()?;
+            Ok(recs
+                .into_iter()
+                .filter(|r| r.actions.iter().any(|a| a.applied == Applied::Executed))
+                .collect())
+        })
+        .await
+    }
+
     /// Runs stored as `queued` that never started, oldest first.
     pub async fn queued_runs(&self) -> Result<Vec<RunRecord>, StoreError> {
         self.read(|c| {

@@ -162,7 +162,7 @@ pub struct AppState {
 
 type AppResult<T> = Result<T, ApiError>;
 
-pub fn router(state: Arc<AppState>, max_body: usize) -> Router {
+pub fn router(state: Arc<AppState>, max_body: usize, read_timeout: std::time::Duration) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
@@ -190,8 +190,8 @@ pub fn router(state: Arc<AppState>, max_body: usize) -> Router {
         })
         .layer(DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            local_only,
+            (state.clone(), max_body, read_timeout),
+            front_door,
         ))
         .with_state(state)
 }
@@ -203,8 +203,8 @@ pub fn router(state: Arc<AppState>, max_body: usize) -> Router {
 /// send requests to 127.0.0.1 (cross-site) or, by DNS rebinding, under a
 /// name of its own. Both are refused: the `Host` must be a loopback name or
 /// address, and an `Origin`, when the browser sends one, too.
-async fn local_only(
-    State(s): State<Arc<AppState>>,
+async fn front_door(
+    State((s, max_body, read_timeout)): State<(Arc<AppState>, usize, std::time::Duration)>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
@@ -219,7 +219,42 @@ async fn local_only(
             return e.into_response();
         }
     }
-    next.run(req).await
+    // The body, read here within `read_timeout` and `max_body`: a client
+    // trickling a body holds nothing for long.
+    let (parts, body) = req.into_parts();
+    let bytes = match tokio::time::timeout(read_timeout, axum::body::to_bytes(body, max_body)).await
+    {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => {
+            let too_large = e.to_string().contains("length limit");
+            return if too_large {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    format!("the body is larger than {max_body} bytes"),
+                )
+            } else {
+                ApiError::bad_request(format!("reading the body failed: {e}"))
+            }
+            .into_response();
+        }
+        Err(_) => {
+            return ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!(
+                    "the body did not arrive within {} ms",
+                    read_timeout.as_millis()
+                ),
+            )
+            .into_response()
+        }
+    };
+    next.run(axum::extract::Request::from_parts(
+        parts,
+        axum::body::Body::from(bytes),
+    ))
+    .await
 }
 
 fn loopback_request(h: &HeaderMap) -> Result<(), ApiError> {
