@@ -293,6 +293,9 @@ pub struct PluginConfig {
     pub mitigate_timeout_ms: Option<u64>,
     /// Memory of one instance in MiB (default 32).
     pub memory_mb: Option<u64>,
+    /// A directory the plugin may read (and nothing else of the host's
+    /// filesystem): it appears to the plugin as `/data`, read-only.
+    pub files: Option<PathBuf>,
     /// Refuse any bytes but these (`sha256:<hex>` or `<hex>`).
     pub sha256: Option<String>,
     /// Alert names routed to this plugin (replaces what it describes).
@@ -538,6 +541,14 @@ impl Config {
                     if let Err(e) = crate::guardrails::duration(k, v) {
                         return Err(self.invalid(key(k), e));
                     }
+                }
+            }
+            if let Some(f) = &pc.files {
+                if !f.is_dir() {
+                    return Err(self.invalid(
+                        key("files"),
+                        format!("`{}` is not a directory", f.display()),
+                    ));
                 }
             }
             if let Some(p) = &pc.priority {

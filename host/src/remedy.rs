@@ -229,6 +229,7 @@ impl Remedy {
                 .as_deref()
                 .and_then(crate::escalation::Priority::parse)
                 .unwrap_or(crate::escalation::Priority::P1),
+            files: pc.files.clone(),
         }
     }
 
@@ -283,6 +284,13 @@ impl Remedy {
             source,
         })?;
         self.load_bytes(&bytes, &Source::File(path.to_path_buf()))
+            .await
+    }
+
+    /// Loads a `.wasm` file's bytes, read by the caller (the service reads
+    /// `plugins_dir` through a capability handle).
+    pub async fn load_file_bytes(&self, bytes: &[u8], path: &Path) -> Result<Plugin, PluginError> {
+        self.load_bytes(bytes, &Source::File(path.to_path_buf()))
             .await
     }
 

@@ -675,6 +675,9 @@ async fn a_file_cannot_take_over_a_bundled_name_or_another_sections_grants() {
     std::fs::write(plugins.join("evil.wasm"), bundled.wasm).unwrap();
     let wasm = dir.path().join("hostile.wasm");
     std::fs::copy(test_plugin("hostile"), &wasm).unwrap();
+    // A symlink out of plugins_dir is not followed.
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(&wasm, plugins.join("outside.wasm")).unwrap();
     let cfg = format!(
         "[server]\ndata_dir = \"{}\"\nplugins_dir = \"{}\"\n[plugins.mine]\npath = \"{}\"\ngrants = [\"breaker\"]\n[plugins.circuit-breaker-open]\ngrants = [\"breaker\", \"probe\", \"notify\", \"log\"]\n",
         dir.path().join("data").display(),
@@ -708,6 +711,18 @@ async fn a_file_cannot_take_over_a_bundled_name_or_another_sections_grants() {
             .contains("reports the name `hostile`"),
         "{mine}"
     );
+    #[cfg(unix)]
+    {
+        let outside = entry("file:outside.wasm");
+        assert_eq!(outside["status"], "error", "{outside}");
+        assert!(
+            outside["error"]
+                .as_str()
+                .unwrap()
+                .contains("a path led outside of the filesystem"),
+            "{outside}"
+        );
+    }
     // Removing the file takes nothing bundled with it.
     std::fs::remove_file(plugins.join("evil.wasm")).unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -924,4 +939,67 @@ async fn half_sent_requests_are_dropped_and_do_not_hold_shutdown() {
         "{:?}",
         started.elapsed()
     );
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_reads_its_one_directory_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = dir.path().join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    std::fs::write(files.join("ok.txt"), "runbook data").unwrap();
+    std::fs::write(dir.path().join("secret.txt"), "outside").unwrap();
+    std::os::unix::fs::symlink(dir.path().join("secret.txt"), files.join("link")).unwrap();
+    let with = format!(
+        "[server]\ndata_dir = \"{}\"\n{}",
+        dir.path().join("data").display(),
+        hostile(dir.path(), &format!("files = \"{}\"", files.display()))
+    );
+    let server = start(dir.path(), &with, &[]);
+    let (_, rec) = server
+        .post(
+            "/v1/plugins/hostile/runs?wait=true",
+            json!({"config": {"behave": "files"}}),
+        )
+        .await;
+    let ev = &rec["detection"]["findings"][0]["evidence"];
+    assert_eq!(ev["read"], "ok:\"runbook data\"", "{rec}");
+    for escape in ["dotdot", "absolute", "symlink"] {
+        let a = ev[escape].as_str().unwrap();
+        assert!(
+            a.starts_with("err:") && !a.contains("outside"),
+            "{escape}: {a}"
+        );
+    }
+    for write in ["write", "append", "mkdir", "remove"] {
+        assert!(
+            ev[write].as_str().unwrap().starts_with("err:"),
+            "{write}: {ev}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(files.join("ok.txt")).unwrap(),
+        "runbook data"
+    );
+    assert!(!files.join("new.txt").exists() && !files.join("sub").exists());
+    drop(server);
+
+    // Without `files`, there is no /data at all.
+    let without = format!(
+        "[server]\ndata_dir = \"{}\"\n{}",
+        dir.path().join("data2").display(),
+        hostile(dir.path(), "")
+    );
+    let server = start(dir.path(), &without, &[]);
+    let (_, rec) = server
+        .post(
+            "/v1/plugins/hostile/runs?wait=true",
+            json!({"config": {"behave": "files"}}),
+        )
+        .await;
+    let read = rec["detection"]["findings"][0]["evidence"]["read"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(read.starts_with("err:"), "{read}");
 }

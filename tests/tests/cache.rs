@@ -41,6 +41,7 @@ fn host(allowed_prefix: &str, dry_run: bool) -> HostCtx {
             deadline: None,
         },
         probe_allow: Arc::default(),
+        files: None,
         run_id: "cache-test".into(),
     }
 }

@@ -80,6 +80,7 @@ fn host(base: &str, dry_run: bool) -> HostCtx {
             deadline: None,
         },
         probe_allow: Arc::default(),
+        files: None,
         run_id: "run-42".into(),
     }
 }

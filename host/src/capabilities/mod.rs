@@ -25,6 +25,8 @@ pub struct HostCtx {
     pub probe_allow: Arc<Vec<probe::AllowPattern>>,
     /// The run this call belongs to (for messages that leave the host).
     pub run_id: String,
+    /// The directory the plugin may read, preopened read-only as `/data`.
+    pub files: Option<std::path::PathBuf>,
 }
 
 impl HostCtx {

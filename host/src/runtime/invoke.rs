@@ -130,6 +130,7 @@ impl Runtime {
             },
             probe_allow: setup.settings.probe_allow.clone(),
             run_id: setup.run_id.to_string(),
+            files: setup.settings.files.clone(),
         }
     }
 

@@ -67,6 +67,8 @@ pub struct PluginSettings {
     pub limits: Arc<crate::guardrails::Limits>,
     /// Escalation priority when verification fails (alert label first).
     pub priority: crate::escalation::Priority,
+    /// The one directory the plugin may read, as `/data`.
+    pub files: Option<std::path::PathBuf>,
 }
 
 impl Default for PluginSettings {
@@ -81,6 +83,7 @@ impl Default for PluginSettings {
             memory_bytes: 32 << 20,
             limits: Arc::default(),
             priority: crate::escalation::Priority::P1,
+            files: None,
         }
     }
 }

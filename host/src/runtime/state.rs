@@ -2,7 +2,7 @@
 //! memory limiter and the capabilities' host context.
 
 use wasmtime::component::ResourceTable;
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::limits::MemoryLimiter;
 use crate::capabilities::HostCtx;
@@ -17,12 +17,21 @@ pub struct RunState {
 impl RunState {
     pub fn new(host: HostCtx, memory_bytes: usize) -> Self {
         let logs = &host.gate.journal.logs;
-        // No args, env, preopened directories or network: std's runtime
-        // needs wasi:cli, clocks and random, and that is all a plugin gets.
-        let wasi = WasiCtxBuilder::new()
-            .stdout(logs.stdout())
-            .stderr(logs.stderr())
-            .build();
+        // No args, env or network: std's runtime needs wasi:cli, clocks and
+        // random, and that is all a plugin gets — plus, when its config
+        // names one, a single directory, read-only. WASI reaches files only
+        // through the cap-std handle of that preopen: `..`, absolute paths
+        // and symlinks cannot leave it, and nothing can be written.
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(logs.stdout()).stderr(logs.stderr());
+        if let Some(dir) = &host.files {
+            if let Err(e) = wasi.preopened_dir(dir, "/data", FsPerms::ReadOnly) {
+                logs.host_line(format!(
+                    "[remedy] the plugin's files directory cannot be opened ({e}): it sees no /data"
+                ));
+            }
+        }
+        let wasi = wasi.build();
         Self {
             wasi,
             table: ResourceTable::new(),

@@ -43,6 +43,9 @@ pub struct Service {
     files: Mutex<HashMap<PathBuf, SeenFile>>,
     /// The kill switch, shared with every gate; persisted in the store.
     pub kill: KillSwitch,
+    /// `plugins_dir`, opened once as a capability: files are reached only
+    /// relative to it, and a symlink leading out of it is refused.
+    plugins_dir: Mutex<Option<Arc<cap_std::fs::Dir>>>,
 }
 
 /// A plugins_dir file as last seen: modified, length, the plugin name it
@@ -103,6 +106,7 @@ impl Service {
             idle: Notify::new(),
             files: Mutex::default(),
             kill,
+            plugins_dir: Mutex::default(),
         });
         for (name, source) in service.remedy.sources() {
             service.load(&name, &source).await;
@@ -176,7 +180,19 @@ impl Service {
             return;
         };
         let mut seen = Vec::new();
-        let entries = match std::fs::read_dir(&dir) {
+        let handle = match self.plugins_dir_handle(&dir) {
+            Ok(h) => h,
+            Err(e) => {
+                self.load_failed(
+                    &format!("dir:{}", dir.display()),
+                    dir.display().to_string(),
+                    format!("cannot open plugins directory: {e}"),
+                )
+                .await;
+                return;
+            }
+        };
+        let entries = match handle.entries() {
             Ok(e) => e,
             Err(e) => {
                 self.load_failed(
@@ -189,14 +205,17 @@ impl Service {
             }
         };
         for entry in entries.flatten() {
-            let path = entry.path();
+            let file_name = entry.file_name();
+            let path = dir.join(&file_name);
             if path.extension().is_none_or(|x| x != "wasm") {
                 continue;
             }
             seen.push(path.clone());
             let Ok(meta) = entry.metadata() else { continue };
             let stamp = (
-                meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                meta.modified()
+                    .map(|t| t.into_std())
+                    .unwrap_or(SystemTime::UNIX_EPOCH),
                 meta.len(),
             );
             let previous = self
@@ -209,7 +228,8 @@ impl Service {
                 continue;
             }
             let old_name = previous.and_then(|p| p.2);
-            let name = self.load_file(&path, old_name.as_deref()).await;
+            let bytes = handle.read(&file_name);
+            let name = self.load_file(&path, bytes, old_name.as_deref()).await;
             self.files
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -237,10 +257,36 @@ impl Service {
         }
     }
 
+    /// The handle of `plugins_dir`, opened on first use.
+    fn plugins_dir_handle(&self, dir: &Path) -> std::io::Result<Arc<cap_std::fs::Dir>> {
+        let mut slot = self.plugins_dir.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(h) = slot.as_ref() {
+            return Ok(h.clone());
+        }
+        let h = Arc::new(cap_std::fs::Dir::open_ambient_dir(
+            dir,
+            cap_std::ambient_authority(),
+        )?);
+        *slot = Some(h.clone());
+        Ok(h)
+    }
+
     /// Returns the plugin name the file loaded as.
-    async fn load_file(&self, path: &Path, old_name: Option<&str>) -> Option<String> {
+    async fn load_file(
+        &self,
+        path: &Path,
+        bytes: std::io::Result<Vec<u8>>,
+        old_name: Option<&str>,
+    ) -> Option<String> {
         let key = old_name.map(String::from).unwrap_or_else(|| file_key(path));
-        match self.remedy.load_file(path).await {
+        let loaded = match bytes {
+            Ok(b) => self.remedy.load_file_bytes(&b, path).await,
+            Err(e) => Err(crate::remedy::PluginError::Read {
+                path: path.to_path_buf(),
+                source: e,
+            }),
+        };
+        match loaded {
             Ok(p) => {
                 let name = p.name().to_string();
                 // A file in plugins_dir may not take over a name another

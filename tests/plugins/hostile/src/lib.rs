@@ -4,6 +4,8 @@
 //! - `panic`: panics with a recognisable message.
 //! - `flood`: writes megabytes to stdout, stderr and the log, then succeeds.
 //! - `sleep`: sleeps `sleep_ms` (default 1000) through WASI, then is healthy.
+//! - `files`: tries to read, escape and write its `/data` directory and
+//!   reports each answer as evidence (`ok:<content>` or `err:<message>`).
 //! - `findings`: returns ~60 MB of findings and evidence, then an outcome
 //!   with 10,000 manual steps.
 //! - anything else: healthy.
@@ -42,6 +44,28 @@ impl Guest for Hostile {
                 let ms = ctx.cfg().u64("sleep_ms", 1000)?;
                 std::thread::sleep(std::time::Duration::from_millis(ms));
                 Ok(Detection { healthy: true, findings: vec![] })
+            }
+            "files" => {
+                fn answer<T: std::fmt::Debug>(r: std::io::Result<T>) -> String {
+                    match r {
+                        Ok(v) => format!("ok:{v:?}"),
+                        Err(e) => format!("err:{e}"),
+                    }
+                }
+                let evidence = vec![
+                    ("read".to_string(), answer(std::fs::read_to_string("/data/ok.txt"))),
+                    ("dotdot".to_string(), answer(std::fs::read_to_string("/data/../secret.txt"))),
+                    ("absolute".to_string(), answer(std::fs::read_to_string("/etc/hostname"))),
+                    ("symlink".to_string(), answer(std::fs::read_to_string("/data/link"))),
+                    ("write".to_string(), answer(std::fs::write("/data/new.txt", b"x"))),
+                    ("append".to_string(), answer(std::fs::OpenOptions::new().append(true).open("/data/ok.txt"))),
+                    ("mkdir".to_string(), answer(std::fs::create_dir("/data/sub"))),
+                    ("remove".to_string(), answer(std::fs::remove_file("/data/ok.txt"))),
+                ];
+                Ok(Detection {
+                    healthy: true,
+                    findings: vec![Finding { severity: Severity::Info, summary: "files".into(), evidence }],
+                })
             }
             "findings" => Ok(Detection {
                 healthy: false,
