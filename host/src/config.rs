@@ -182,7 +182,9 @@ pub struct ChannelConfig {
 }
 
 /// How mitigations run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
     /// Mitigations are recorded as `simulated`, not executed (the default).

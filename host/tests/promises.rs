@@ -1003,3 +1003,63 @@ async fn a_plugin_reads_its_one_directory_and_nothing_else() {
         .to_string();
     assert!(read.starts_with("err:"), "{read}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_describes_every_route_that_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = format!(
+        "[server]\ndata_dir = \"{}\"\n",
+        dir.path().join("data").display()
+    );
+    let server = start(dir.path(), &cfg, &[]);
+    let doc = server.get("/v1/openapi.json").await;
+    assert_eq!(doc["openapi"], "3.0.3");
+    let paths = doc["paths"].as_object().unwrap();
+    assert!(paths.len() >= 15, "{paths:?}");
+    let id = "00000000-0000-4000-8000-000000000000";
+    for (path, ops) in paths {
+        let concrete = path
+            .replace("{id}", id)
+            .replace("{name}", "circuit-breaker-open");
+        for method in ops.as_object().unwrap().keys() {
+            let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let r = server
+                .http
+                .request(m, format!("{}{concrete}", server.base))
+                .header("content-type", "application/json")
+                .body(if path.ends_with("alerts") {
+                    r#"{"alerts":[]}"#
+                } else {
+                    "{}"
+                })
+                .send()
+                .await
+                .unwrap();
+            let code = r.status().as_u16();
+            let body = r.text().await.unwrap();
+            assert!(
+                code != 405 && !body.contains("no such endpoint"),
+                "{method} {path} is documented but not served: {code} {body}"
+            );
+            // Schemas referenced by the operation exist.
+            for reference in ops[method].to_string().split("\"$ref\":\"").skip(1) {
+                let name = reference.split('"').next().unwrap();
+                let name = name.trim_start_matches("#/components/schemas/");
+                assert!(
+                    doc["components"]["schemas"][name].is_object(),
+                    "{name} is referenced but not defined"
+                );
+            }
+        }
+    }
+    for schema in [
+        "RunRecord",
+        "Receipt",
+        "Webhook",
+        "EntryView",
+        "AuditEvent",
+        "Pause",
+    ] {
+        assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");
+    }
+}

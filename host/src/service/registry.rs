@@ -18,7 +18,7 @@ pub struct Entry {
 }
 
 /// `GET /v1/plugins` row.
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 pub struct EntryView {
     pub name: String,
     pub source: String,

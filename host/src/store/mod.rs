@@ -29,7 +29,7 @@ pub enum StoreError {
 }
 
 /// A received Alertmanager alert.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct StoredAlert {
     pub fingerprint: String,
     pub starts_at: String,
@@ -42,7 +42,7 @@ pub struct StoredAlert {
 }
 
 /// One audit event.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AuditEvent {
     #[serde(default)]
     pub seq: i64,
@@ -55,20 +55,22 @@ pub struct AuditEvent {
 }
 
 /// Filters of `GET /v1/runs`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 pub struct RunFilter {
     pub plugin: Option<String>,
     pub status: Option<String>,
     /// RFC 3339: runs started at or after.
     pub since: Option<String>,
+    #[schemars(range(max = 1000))]
     pub limit: Option<u32>,
 }
 
 /// Filters of `GET /v1/audit`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 pub struct AuditFilter {
     pub run: Option<String>,
     pub plugin: Option<String>,
     pub since: Option<String>,
+    #[schemars(range(max = 10000))]
     pub limit: Option<u32>,
 }

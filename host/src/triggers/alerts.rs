@@ -24,20 +24,25 @@ pub enum AlertError {
 
 /// The parts of Alertmanager's webhook payload Remedy uses; unknown fields
 /// are ignored.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct Webhook {
     #[serde(default)]
+    #[schemars(extend("enum" = ["4", null]))]
     pub version: Option<String>,
     pub alerts: Vec<WebhookAlert>,
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, schemars::JsonSchema)]
 pub struct WebhookAlert {
+    #[schemars(extend("enum" = ["firing", "resolved"]))]
     pub status: String,
+    /// Must carry a non-empty `alertname`.
+    #[schemars(extend("required" = ["alertname"], "properties" = {"alertname": {"type": "string", "minLength": 1}}))]
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
     #[serde(rename = "startsAt")]
+    #[schemars(extend("format" = "date-time"))]
     pub starts_at: String,
     #[serde(rename = "endsAt", default, skip_serializing_if = "Option::is_none")]
     pub ends_at: Option<String>,
@@ -52,7 +57,7 @@ pub struct WebhookAlert {
 }
 
 /// What one run start came to.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct StartedRun {
     pub plugin: String,
     pub run_id: String,
@@ -60,7 +65,7 @@ pub struct StartedRun {
 }
 
 /// The `202` answer.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, schemars::JsonSchema)]
 pub struct Receipt {
     pub received: usize,
     pub new: usize,

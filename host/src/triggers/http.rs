@@ -178,6 +178,12 @@ pub fn router(state: Arc<AppState>, max_body: usize, read_timeout: std::time::Du
         .route("/v1/admin/resume", post(resume))
         .route("/v1/alerts", post(post_alerts).get(list_alerts))
         .route("/v1/audit", get(list_audit))
+        .route(
+            "/v1/openapi.json",
+            get(|State(s): State<Arc<AppState>>| async move {
+                Json(super::openapi::document(!s.auth.is_open()).clone())
+            }),
+        )
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
         })
@@ -212,7 +218,10 @@ async fn front_door(
         if let Err(e) = loopback_request(req.headers()) {
             return e.into_response();
         }
-    } else if !matches!(req.uri().path(), "/healthz" | "/metrics") {
+    } else if !matches!(
+        req.uri().path(),
+        "/healthz" | "/metrics" | "/v1/openapi.json"
+    ) {
         // Who is asking is settled before any body is read: an unknown
         // caller cannot make the server buffer a megabyte per request.
         if let Err(e) = s.auth.known(req.headers()) {
@@ -365,25 +374,53 @@ fn body_error(e: axum::extract::rejection::BytesRejection) -> ApiError {
     ApiError::new(status, code, e.body_text())
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RunBody {
+// `mode` or `dry_run`, not both (a `null` counts as absent).
+#[schemars(extend("not" = {"required": ["mode", "dry_run"], "properties": {"mode": {"type": "string"}, "dry_run": {"type": "boolean"}}}))]
+pub(crate) struct RunBody {
     dry_run: Option<bool>,
     /// `dry-run`, `auto` or `approve`, over the plugin's mode.
+    #[schemars(with = "Option<Mode>")]
     mode: Option<String>,
+    /// Config keys for this run only: strings, numbers or booleans.
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, ConfigScalar>")]
     config: BTreeMap<String, serde_json::Value>,
 }
 
-#[derive(Deserialize)]
-struct WaitQuery {
+/// A per-run config value (its schema; the handler checks it).
+#[derive(schemars::JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum ConfigScalar {
+    String(String),
+    Number(f64),
+    Bool(bool),
+}
+
+#[derive(Deserialize, schemars::JsonSchema)]
+pub(crate) struct WaitQuery {
     #[serde(default)]
     wait: bool,
 }
 
+/// A query parameter's bound, as the OpenAPI document states it.
+fn at_most(key: &str, v: Option<u32>, max: u32) -> AppResult<()> {
+    match v {
+        Some(v) if v > max => Err(ApiError::bad_request(format!(
+            "`{key}`: at most {max}, got {v}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 fn json_body<T: for<'de> Deserialize<'de> + Default>(body: &Bytes) -> AppResult<T> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => return Ok(T::default()),
+        // serde would take `[..]` for a struct's fields in order.
+        Some(b'{') => {}
+        Some(_) => return Err(ApiError::bad_request("the body must be a JSON object")),
     }
     super::parse_json(body).map_err(ApiError::bad_request)
 }
@@ -494,6 +531,7 @@ async fn list_runs(
     Q(f): Q<RunFilter>,
 ) -> AppResult<impl IntoResponse> {
     s.auth.check(&h, Role::Read)?;
+    at_most("limit", f.limit, 1000)?;
     let runs = s
         .service
         .store
@@ -540,8 +578,9 @@ async fn post_alerts(
     }
 }
 
-#[derive(Deserialize)]
-struct LimitQuery {
+#[derive(Deserialize, schemars::JsonSchema)]
+pub(crate) struct LimitQuery {
+    #[schemars(range(max = 1000))]
     limit: Option<u32>,
 }
 
@@ -551,6 +590,7 @@ async fn list_alerts(
     Q(q): Q<LimitQuery>,
 ) -> AppResult<impl IntoResponse> {
     s.auth.check(&h, Role::Read)?;
+    at_most("limit", q.limit, 1000)?;
     let alerts = s
         .service
         .store
@@ -566,6 +606,7 @@ async fn list_audit(
     Q(f): Q<AuditFilter>,
 ) -> AppResult<impl IntoResponse> {
     s.auth.check(&h, Role::Read)?;
+    at_most("limit", f.limit, 10_000)?;
     let events = s
         .service
         .store
@@ -623,9 +664,9 @@ async fn pause_state(State(s): State<Arc<AppState>>, h: HeaderMap) -> AppResult<
     Ok(Json(json!({"paused": s.service.paused()})))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct PauseBody {
+pub(crate) struct PauseBody {
     /// Why automation is paused (shown wherever the pause is).
     reason: Option<String>,
 }

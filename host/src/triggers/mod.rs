@@ -3,6 +3,7 @@
 
 pub mod alerts;
 pub mod http;
+pub mod openapi;
 pub mod schedule;
 
 /// Deserializes a JSON body; the error names the field at fault
