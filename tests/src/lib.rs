@@ -159,3 +159,94 @@ pub mod sink {
             .collect()
     }
 }
+
+pub mod proxy {
+    //! A TCP proxy the test controls, between Remedy and a real service: it
+    //! passes bytes, cuts every connection (and refuses new ones), or
+    //! black-holes them (reads and drops every byte, as a dead middlebox
+    //! does: a black-holed connection stays dead after `Pass` returns; only
+    //! new connections work again).
+    use std::net::SocketAddr;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio::sync::watch;
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Mode {
+        Pass,
+        Cut,
+        Blackhole,
+    }
+
+    pub struct Proxy {
+        pub addr: SocketAddr,
+        mode: watch::Sender<Mode>,
+    }
+
+    impl Proxy {
+        /// Listens on a free loopback port, forwarding to `upstream`.
+        pub async fn start(upstream: SocketAddr) -> Proxy {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let (mode, rx) = watch::channel(Mode::Pass);
+            tokio::spawn(async move {
+                loop {
+                    let Ok((client, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    if *rx.borrow() == Mode::Cut {
+                        drop(client);
+                        continue;
+                    }
+                    let rx = rx.clone();
+                    tokio::spawn(async move {
+                        let Ok(server) = TcpStream::connect(upstream).await else {
+                            return;
+                        };
+                        let (cr, cw) = client.into_split();
+                        let (sr, sw) = server.into_split();
+                        tokio::join!(pipe(cr, sw, rx.clone()), pipe(sr, cw, rx));
+                    });
+                }
+            });
+            Proxy { addr, mode }
+        }
+
+        pub fn set(&self, mode: Mode) {
+            let _ = self.mode.send(mode);
+        }
+    }
+
+    async fn pipe(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        mut mode: watch::Receiver<Mode>,
+    ) {
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut dead = false;
+        loop {
+            tokio::select! {
+                n = from.read(&mut buf) => {
+                    let n = match n {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    match *mode.borrow() {
+                        Mode::Cut => return,
+                        Mode::Blackhole => dead = true,
+                        Mode::Pass => {}
+                    }
+                    if !dead && to.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+                changed = mode.changed() => {
+                    if changed.is_err() || *mode.borrow() == Mode::Cut {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}

@@ -195,14 +195,33 @@ impl Postgres {
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> BackendResult<Vec<Row>> {
         let client = self.client().await?;
-        match tokio::time::timeout(self.timeout, client.query(sql, params)).await {
+        // A query not answered (timed out, or its caller gave up at the
+        // run's deadline) leaves the connection in doubt: drop it, so the
+        // next query connects afresh instead of queueing behind a dead one.
+        struct InDoubt<'a>(&'a Postgres, bool);
+        impl Drop for InDoubt<'_> {
+            fn drop(&mut self) {
+                if !self.1 {
+                    if let Ok(mut slot) = self.0.client.lock() {
+                        *slot = None;
+                    }
+                    tracing::warn!(
+                        "postgres: a query was not answered; reconnecting on the next one"
+                    );
+                }
+            }
+        }
+        let mut guard = InDoubt(self, false);
+        let r = match tokio::time::timeout(self.timeout, client.query(sql, params)).await {
             Ok(r) => r.map_err(failed),
             // Sent, unanswered: a signal may have been delivered.
             Err(_) => Err(BackendError::Unknown(format!(
                 "postgres: no answer within {} ms",
                 self.timeout.as_millis()
             ))),
-        }
+        };
+        guard.1 = !matches!(r, Err(BackendError::Unknown(_)));
+        r
     }
 
     async fn signal(&self, function: &str, pid: i32, application: &str) -> BackendResult<bool> {

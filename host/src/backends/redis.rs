@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
-use tokio::sync::OnceCell;
 
 use super::{BackendError, BackendResult, CacheBackend, CacheStats};
 
@@ -15,7 +14,30 @@ pub const MAX_SCAN: u32 = 10_000;
 pub struct Redis {
     client: redis::Client,
     timeout: Duration,
-    conn: OnceCell<ConnectionManager>,
+    /// The shared connection; dropped when a command is not answered, so
+    /// the next one connects afresh (a black-holed connection never heals).
+    conn: tokio::sync::Mutex<Option<ConnectionManager>>,
+}
+
+/// Drops the shared connection unless the command it guards completes:
+/// a command that timed out, or whose caller gave up (the run's deadline),
+/// leaves the connection in doubt.
+struct InDoubt<'a> {
+    redis: &'a Redis,
+    done: bool,
+}
+
+impl Drop for InDoubt<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            if let Ok(mut slot) = self.redis.conn.try_lock() {
+                *slot = None;
+            } else {
+                // Held by a connect in progress: that one is fresh anyway.
+            }
+            tracing::warn!("redis: a command was not answered; reconnecting on the next one");
+        }
+    }
 }
 
 fn failed(e: redis::RedisError) -> BackendError {
@@ -39,28 +61,39 @@ impl Redis {
         Ok(Self {
             client: redis::Client::open(url)?,
             timeout,
-            conn: OnceCell::new(),
+            conn: tokio::sync::Mutex::new(None),
         })
     }
 
     async fn run<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> BackendResult<T> {
+        let mut guard = InDoubt {
+            redis: self,
+            done: false,
+        };
         let work = async {
-            let conn = self
-                .conn
-                .get_or_try_init(|| async { self.client.get_connection_manager().await })
-                .await
-                .map_err(|e| BackendError::Unavailable(format!("redis: cannot connect: {e}")))?;
-            let mut conn = conn.clone();
+            let mut conn = {
+                let mut slot = self.conn.lock().await;
+                match slot.as_ref() {
+                    Some(c) => c.clone(),
+                    None => {
+                        let c = self.client.get_connection_manager().await.map_err(|e| {
+                            BackendError::Unavailable(format!("redis: cannot connect: {e}"))
+                        })?;
+                        *slot = Some(c.clone());
+                        c
+                    }
+                }
+            };
             cmd.query_async::<T>(&mut conn).await.map_err(failed)
         };
-        tokio::time::timeout(self.timeout, work)
-            .await
-            .map_err(|_| {
-                BackendError::Unavailable(format!(
-                    "redis: no answer within {} ms",
-                    self.timeout.as_millis()
-                ))
-            })?
+        let r = tokio::time::timeout(self.timeout, work).await.map_err(|_| {
+            BackendError::Unavailable(format!(
+                "redis: no answer within {} ms",
+                self.timeout.as_millis()
+            ))
+        });
+        guard.done = r.is_ok();
+        r?
     }
 }
 
