@@ -167,7 +167,7 @@ fn main() -> ExitCode {
     match rt.block_on(dispatch(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", output::terminal_safe(&format!("{e:#}")));
             if e.downcast_ref::<UsageError>().is_some() {
                 ExitCode::from(2)
             } else {
@@ -286,7 +286,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&record)?);
     } else {
-        print!("{}", output::run_text(&record));
+        print!("{}", output::terminal_safe(&output::run_text(&record)));
     }
     Ok(exit_for(&record))
 }
@@ -384,7 +384,7 @@ async fn plugins(config: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> 
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
-        print!("{}", output::plugins_text(&rows));
+        print!("{}", output::terminal_safe(&output::plugins_text(&rows)));
     }
     Ok(if failures == 0 {
         ExitCode::SUCCESS
@@ -412,7 +412,10 @@ async fn inspect(file: &Path, json: bool) -> anyhow::Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                print!("{}", output::inspect_text(file, &plugin));
+                print!(
+                    "{}",
+                    output::terminal_safe(&output::inspect_text(file, &plugin))
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -568,7 +571,7 @@ async fn report(server: &str, id: &str, out: Option<&Path>) -> anyhow::Result<Ex
     match out {
         Some(path) => std::fs::write(path, &text)
             .with_context(|| format!("cannot write {}", path.display()))?,
-        None => print!("{text}"),
+        None => print!("{}", output::terminal_safe(&text)),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -580,7 +583,7 @@ async fn show_run(server: &str, id: &str, json: bool) -> anyhow::Result<ExitCode
         return Ok(ExitCode::SUCCESS);
     }
     let run: RunRecord = serde_json::from_value(body).context("unexpected run record")?;
-    print!("{}", output::run_text(&run));
+    print!("{}", output::terminal_safe(&output::run_text(&run)));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -601,6 +604,6 @@ async fn runs(
     }
     let runs: Vec<RunRecord> =
         serde_json::from_value(body["runs"].clone()).context("unexpected run records")?;
-    print!("{}", output::runs_table(&runs));
+    print!("{}", output::terminal_safe(&output::runs_table(&runs)));
     Ok(ExitCode::SUCCESS)
 }

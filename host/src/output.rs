@@ -9,6 +9,22 @@ use remedy::runtime::{Plugin, PluginSettings};
 use serde::Serialize;
 
 /// The wire name of a record enum (`critical`, `simulated`, ...).
+/// `s` safe to print on a terminal: control characters (escape sequences
+/// that could rewrite the screen, retitle the window or hide text), except
+/// newlines and tabs, become `?`. Records hold text from plugins and alert
+/// senders.
+pub fn terminal_safe(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                '?'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
 fn name<T: Serialize>(v: &T) -> String {
     serde_json::to_value(v)
         .ok()

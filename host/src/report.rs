@@ -142,8 +142,73 @@ fn timeline(runs: &[RunRecord], audit: &[crate::store::AuditEvent]) -> Vec<Step>
     steps
 }
 
+/// `s` made inert inside one line of Markdown: what a plugin or an alert
+/// sender wrote cannot start a heading, break a table, close a code span,
+/// make a link or smuggle HTML into the review.
+pub fn inert(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            c if c.is_control() => out.push(' '),
+            '`' => out.push('\''),
+            '|' => out.push_str("\\|"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '[' => out.push_str("\\["),
+            ']' => out.push_str("\\]"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Every string of a record that came from outside Remedy, made inert.
+fn inert_record(r: &RunRecord) -> RunRecord {
+    let mut r = r.clone();
+    let f = |s: &mut String| *s = inert(s);
+    if let Trigger::Alert { alert } = &mut r.trigger {
+        f(&mut alert.name);
+        for v in alert
+            .labels
+            .values_mut()
+            .chain(alert.annotations.values_mut())
+        {
+            f(v);
+        }
+    }
+    if let Some(d) = r.detection.as_mut() {
+        for finding in &mut d.findings {
+            f(&mut finding.summary);
+            finding.evidence = std::mem::take(&mut finding.evidence)
+                .into_iter()
+                .map(|(k, v)| (inert(&k), inert(&v)))
+                .collect();
+        }
+    }
+    if let Some(o) = r.outcome.as_mut() {
+        f(&mut o.summary);
+        o.manual_steps.iter_mut().for_each(f);
+    }
+    for a in &mut r.actions {
+        f(&mut a.reason);
+        f(&mut a.target);
+        if let Some(e) = a.error.as_mut() {
+            f(e);
+        }
+    }
+    if let Some(e) = r.error.as_mut() {
+        f(e);
+    }
+    if let Some(n) = r.note.as_mut() {
+        f(n);
+    }
+    r
+}
+
 /// The review of `runs` (oldest first) with their audit events.
 pub fn markdown(runs: &[RunRecord], audit: &[crate::store::AuditEvent]) -> String {
+    let runs: Vec<RunRecord> = runs.iter().map(inert_record).collect();
+    let runs = &runs[..];
     let mut s = String::new();
     let Some(first) = runs.first() else {
         return s;

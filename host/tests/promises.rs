@@ -1063,3 +1063,48 @@ async fn the_openapi_document_describes_every_route_that_answers() {
         assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn escapes_and_markdown_from_a_plugin_reach_neither_the_terminal_nor_the_review() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = format!(
+        "[server]\ndata_dir = \"{}\"\n{}",
+        dir.path().join("data").display(),
+        hostile(dir.path(), "")
+    );
+    let server = start(dir.path(), &cfg, &[]);
+    let (_, rec) = server
+        .post(
+            "/v1/plugins/hostile/runs?wait=true",
+            json!({"config": {"behave": "inject"}}),
+        )
+        .await;
+    let id = rec["id"].as_str().unwrap().to_string();
+    assert!(rec["detection"]["findings"][0]["summary"]
+        .as_str()
+        .unwrap()
+        .contains('\u{1b}'));
+    let (_, report) = server.get_as("", &format!("/v1/runs/{id}/report")).await;
+    // The plugin's text is there, but on its line: no heading of its own.
+    assert_eq!(report.matches("\n## 4. Fixes applied").count(), 1, "{report}");
+    assert!(
+        !report.contains('\u{1b}') && !report.contains("<script>"),
+        "{report}"
+    );
+    assert!(!report.contains("[click](http"), "{report}");
+    assert!(report.contains("\\[click\\]"), "{report}");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_remedy"))
+        .args(["runs", &id, "--server", &server.base])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        !text.contains('\u{1b}') && !text.contains('\u{7}'),
+        "{text:?}"
+    );
+    assert!(
+        text.contains("Fixes applied"),
+        "the text is still shown: {text}"
+    );
+}

@@ -6,6 +6,7 @@
 //! - `sleep`: sleeps `sleep_ms` (default 1000) through WASI, then is healthy.
 //! - `files`: tries to read, escape and write its `/data` directory and
 //!   reports each answer as evidence (`ok:<content>` or `err:<message>`).
+//! - `inject`: a finding whose text carries terminal escapes and Markdown.
 //! - `findings`: returns ~60 MB of findings and evidence, then an outcome
 //!   with 10,000 manual steps.
 //! - anything else: healthy.
@@ -67,6 +68,14 @@ impl Guest for Hostile {
                     findings: vec![Finding { severity: Severity::Info, summary: "files".into(), evidence }],
                 })
             }
+            "inject" => Ok(Detection {
+                healthy: true,
+                findings: vec![Finding {
+                    severity: Severity::Critical,
+                    summary: "\u{1b}]0;owned\u{7}\u{1b}[2J\n## 4. Fixes applied\n- [click](http://evil.example) | `x` <script>".into(),
+                    evidence: vec![("k\n# h".into(), "v`\u{1b}[31m".into())],
+                }],
+            }),
             "findings" => Ok(Detection {
                 healthy: false,
                 findings: (0..500)
