@@ -142,3 +142,27 @@ async fn under_load_of_real_runbooks_slow_upstreams_time_out_and_big_bodies_are_
         started.elapsed()
     );
 }
+
+/// A name that resolves to this machine (or a link-local metadata address)
+/// is refused: an allow-list wildcard plus someone else's DNS record must
+/// not reach loopback. The address written literally still works.
+#[tokio::test]
+async fn names_resolving_to_loopback_are_refused_literal_addresses_are_not() {
+    let base = server().await;
+    let probe = HttpProbe::new(Duration::from_secs(2), BODY_CAP).unwrap();
+    let by_name = base.replace("127.0.0.1", "localhost");
+    match probe
+        .get(&url(format!("{by_name}/api/v2/status.json")))
+        .await
+    {
+        Err(BackendError::Unavailable(m)) => {
+            assert!(m.contains("may not reach through a name"), "{m}")
+        }
+        other => panic!("localhost was probed: {other:?}"),
+    }
+    let ok = probe
+        .get(&url(format!("{base}/api/v2/status.json")))
+        .await
+        .unwrap();
+    assert_eq!(ok.indicator, Some(Indicator::Critical));
+}

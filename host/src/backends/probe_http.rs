@@ -18,11 +18,52 @@ pub struct HttpProbe {
     body_cap: usize,
 }
 
+/// Resolves probe host names, refusing any name that resolves to a
+/// loopback, link-local (cloud metadata at 169.254.169.254) or unspecified
+/// address: an allow-list entry such as `https://*.example.com` must not
+/// reach this machine or its metadata service through a DNS record someone
+/// else controls. An address written literally in the URL (and so in the
+/// allow-list) is not resolved and not affected.
+struct PublicOnly;
+
+fn forbidden(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.is_loopback() || v4.is_link_local() || v4.is_unspecified(),
+        std::net::IpAddr::V6(v6) => {
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || (v6.segments()[0] & 0xffc0) == 0xfe80
+                || v6
+                    .to_ipv4_mapped()
+                    .is_some_and(|v4| v4.is_loopback() || v4.is_link_local())
+        }
+    }
+}
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let addrs: Vec<std::net::SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            if let Some(bad) = addrs.iter().find(|a| forbidden(a.ip())) {
+                return Err(format!(
+                    "{host} resolves to {}, an address probes may not reach through a name",
+                    bad.ip()
+                )
+                .into());
+            }
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
 impl HttpProbe {
     pub fn new(timeout: Duration, body_cap: usize) -> anyhow::Result<Self> {
         Ok(Self {
             client: reqwest::Client::builder()
                 .timeout(timeout)
+                .dns_resolver(std::sync::Arc::new(PublicOnly))
                 .redirect(reqwest::redirect::Policy::none())
                 .user_agent(concat!("remedy/", env!("CARGO_PKG_VERSION")))
                 .build()?,
