@@ -74,6 +74,11 @@ pub struct ServerConfig {
     /// The kill switch at start-up: every run is a dry run until
     /// `POST /v1/admin/resume`.
     pub paused: Option<bool>,
+    /// How long finished runs, received alerts and audit events are kept
+    /// (default `90d`; swept at start and hourly). Runs still queued,
+    /// running or waiting for approval are never removed, and the action
+    /// ledger keeps a year whatever this says (budgets count in it).
+    pub retention: Option<String>,
     /// Bearer tokens; with none, the API is open and only a loopback
     /// address may be used.
     #[serde(default)]
@@ -399,6 +404,11 @@ impl Config {
                     k.into(),
                     format!("between 1 and {MAX_TIMEOUT_MS} (10 minutes)"),
                 ));
+            }
+        }
+        if let Some(r) = &self.server.retention {
+            if let Err(e) = crate::triggers::schedule::parse_duration(r) {
+                return Err(self.invalid("server.retention".into(), e));
             }
         }
         for (i, t) in self.server.tokens.iter().enumerate() {

@@ -63,6 +63,7 @@ pub async fn serve(config: Config, listen: Option<&str>) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     schedule::spawn_all(&service, stop_rx.clone());
     spawn_expiry_sweeper(service.clone(), stop_rx.clone());
+    spawn_retention_sweeper(service.clone(), stop_rx.clone());
     spawn_plugin_watcher(service.clone(), stop_rx);
 
     let listener = tokio::net::TcpListener::bind(addr)
@@ -175,6 +176,22 @@ fn spawn_expiry_sweeper(service: Arc<Service>, mut stop: watch::Receiver<bool>) 
         loop {
             tokio::select! {
                 _ = tick.tick() => service.expire_stale_plans().await,
+                _ = stop.changed() => return,
+            }
+        }
+    });
+}
+
+/// Retention is applied at start and then hourly.
+const RETENTION_SWEEP: Duration = Duration::from_secs(3600);
+
+fn spawn_retention_sweeper(service: Arc<Service>, mut stop: watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(RETENTION_SWEEP);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => service.apply_retention().await,
                 _ = stop.changed() => return,
             }
         }

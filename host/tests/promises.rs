@@ -1086,7 +1086,11 @@ async fn escapes_and_markdown_from_a_plugin_reach_neither_the_terminal_nor_the_r
         .contains('\u{1b}'));
     let (_, report) = server.get_as("", &format!("/v1/runs/{id}/report")).await;
     // The plugin's text is there, but on its line: no heading of its own.
-    assert_eq!(report.matches("\n## 4. Fixes applied").count(), 1, "{report}");
+    assert_eq!(
+        report.matches("\n## 4. Fixes applied").count(),
+        1,
+        "{report}"
+    );
     assert!(
         !report.contains('\u{1b}') && !report.contains("<script>"),
         "{report}"
@@ -1107,4 +1111,62 @@ async fn escapes_and_markdown_from_a_plugin_reach_neither_the_terminal_nor_the_r
         text.contains("Fixes applied"),
         "the text is still shown: {text}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_removes_old_history_but_never_a_plan_waiting_for_a_human() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = sim().await;
+    sim.open_breaker("stripe");
+    let cfg = config(
+        dir.path(),
+        &sim,
+        "retention = \"1s\"",
+        "mode = \"approve\"\nverify_after = \"1h\"\napproval_ttl = \"1h\"",
+        "",
+    );
+    let mut server = start(dir.path(), &cfg, &[]);
+    let path = "/v1/plugins/circuit-breaker-open/runs?wait=true";
+    let (_, plan) = server.post(path, json!({})).await;
+    assert_eq!(plan["status"], "pending_approval", "{plan}");
+    let (_, old) = server.post(path, json!({"dry_run": true})).await;
+    assert_eq!(old["status"], "succeeded", "{old}");
+    let (code, _) = server
+        .post(
+            "/v1/alerts",
+            payload(vec![alert(
+                "Old",
+                "firing",
+                json!({}),
+                "fp-old",
+                "2026-11-28T01:00:00Z",
+            )]),
+        )
+        .await;
+    assert_eq!(code, 202);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    drop(server);
+    let server = start(dir.path(), &cfg, &[]); // swept at start
+    let gone = server
+        .http
+        .get(format!(
+            "{}/v1/runs/{}",
+            server.base,
+            old["id"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 404);
+    let kept = server
+        .get(&format!("/v1/runs/{}", plan["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(kept["status"], "pending_approval", "{kept}");
+    assert_eq!(server.get("/v1/alerts").await["alerts"], json!([]));
+    let audit = server
+        .get(&format!("/v1/audit?run={}", old["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(audit["events"], json!([]), "{audit}");
 }

@@ -370,6 +370,38 @@ impl Service {
         stored.map(|_| new)
     }
 
+    /// Removes what is older than `server.retention` (default 90 days), in
+    /// batches so the writer is never held long.
+    pub async fn apply_retention(&self) {
+        let keep = self
+            .remedy
+            .config
+            .server
+            .retention
+            .as_deref()
+            .and_then(|r| crate::triggers::schedule::parse_duration(r).ok())
+            .unwrap_or(Duration::from_secs(90 * 86_400));
+        let cutoff = |d: Duration| {
+            chrono::Duration::from_std(d)
+                .ok()
+                .and_then(|d| Utc::now().checked_sub_signed(d))
+                .unwrap_or(chrono::DateTime::<Utc>::MIN_UTC)
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+        };
+        // Budgets count in the ledger over windows of up to a year.
+        let ledger = keep.max(crate::guardrails::MAX_DURATION);
+        for _ in 0..100 {
+            match self.store.prune(&cutoff(keep), &cutoff(ledger)).await {
+                Ok(true) => tokio::task::yield_now().await,
+                Ok(false) => return,
+                Err(e) => {
+                    tracing::error!(error = %e, "retention sweep failed");
+                    return;
+                }
+            }
+        }
+    }
+
     /// Waits until no run is in flight, at most `bound`; returns how many
     /// are still running.
     pub async fn drain(&self, bound: Duration) -> usize {

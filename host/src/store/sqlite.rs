@@ -52,7 +52,16 @@ enum Op {
         value: Option<String>,
         ack: Ack<()>,
     },
+    /// Removes what is older than the cutoffs, a bounded batch at a time.
+    Prune {
+        before: String,
+        ledger_before: String,
+        ack: Ack<Vec<bool>>,
+    },
 }
+
+/// Most rows of one table one prune removes (the writer is shared).
+const PRUNE_BATCH: usize = 5_000;
 
 /// What one write came to.
 enum Done {
@@ -263,6 +272,21 @@ impl SqliteStore {
     pub async fn decide(&self, rec: &RunRecord) -> Result<bool, StoreError> {
         let rec = Box::new(rec.clone());
         self.send(|ack| Op::Decide { rec, ack }).await
+    }
+
+    /// Removes finished runs, alerts and audit events older than `before`,
+    /// and settled ledger entries older than `ledger_before`, in batches;
+    /// answers whether any table still had more to remove.
+    pub async fn prune(&self, before: &str, ledger_before: &str) -> Result<bool, StoreError> {
+        let (before, ledger_before) = (before.to_string(), ledger_before.to_string());
+        let more = self
+            .send(|ack| Op::Prune {
+                before,
+                ledger_before,
+                ack,
+            })
+            .await?;
+        Ok(more.into_iter().any(|m| m))
     }
 
     /// Stores the kill switch (`None`: off).
@@ -587,6 +611,26 @@ fn apply(tx: &Connection, op: &Op) -> Result<Done, StoreError> {
                 .execute(params![rec.id, rec.status.as_str(), serde_json::to_string(rec)?])?;
             Ok(Done::Inserted(n == 1))
         }
+        Op::Prune {
+            before,
+            ledger_before,
+            ..
+        } => {
+            let mut more = Vec::new();
+            for (sql, cutoff) in [
+                ("DELETE FROM runs WHERE rowid IN (SELECT rowid FROM runs WHERE started_at < ?1 \
+                  AND status NOT IN ('queued', 'running', 'pending_approval') LIMIT ?2)", before),
+                ("DELETE FROM alerts WHERE rowid IN (SELECT rowid FROM alerts WHERE received_at < ?1 LIMIT ?2)", before),
+                ("DELETE FROM audit WHERE seq IN (SELECT seq FROM audit WHERE at < ?1 LIMIT ?2)", before),
+                ("DELETE FROM actions WHERE id IN (SELECT id FROM actions WHERE at < ?1 AND status <> 'intent' LIMIT ?2)", ledger_before),
+            ] {
+                let n = tx
+                    .prepare_cached(sql)?
+                    .execute(params![cutoff, PRUNE_BATCH as i64])?;
+                more.push(n == PRUNE_BATCH);
+            }
+            Ok(Done::Received(more))
+        }
         Op::Setting { key, value, .. } => {
             match value {
                 Some(v) => tx
@@ -790,10 +834,12 @@ fn write_loop(mut conn: Connection, rx: mpsc::Receiver<Op>) {
                             drop(ack.send(res.map(|d| matches!(d, Done::Inserted(true)))))
                         }
                         Op::Setting { ack, .. } => drop(ack.send(res.map(|_| ()))),
-                        Op::Receive { ack, .. } => drop(ack.send(res.map(|d| match d {
-                            Done::Received(v) => v,
-                            _ => Vec::new(),
-                        }))),
+                        Op::Receive { ack, .. } | Op::Prune { ack, .. } => {
+                            drop(ack.send(res.map(|d| match d {
+                                Done::Received(v) => v,
+                                _ => Vec::new(),
+                            })))
+                        }
                         Op::Audit { ack: Some(ack), .. } => drop(ack.send(res.map(|_| ()))),
                         Op::Audit { ack: None, .. } => {}
                         Op::Intend { ack, .. } => drop(ack.send(res.map(|d| match d {
@@ -814,7 +860,9 @@ fn write_loop(mut conn: Connection, rx: mpsc::Receiver<Op>) {
                             drop(ack.send(Err(err())))
                         }
                         Op::Setting { ack, .. } => drop(ack.send(Err(err()))),
-                        Op::Receive { ack, .. } => drop(ack.send(Err(err()))),
+                        Op::Receive { ack, .. } | Op::Prune { ack, .. } => {
+                            drop(ack.send(Err(err())))
+                        }
                         Op::Audit { ack: Some(ack), .. } => drop(ack.send(Err(err()))),
                         Op::Audit { ack: None, .. } => {}
                         Op::Intend { ack, .. } => drop(ack.send(Err(err()))),

@@ -34,7 +34,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "s" => Duration::from_secs(n),
         "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(too_long)?),
         "h" => Duration::from_secs(n.checked_mul(3600).ok_or_else(too_long)?),
-        _ => return Err(format!("`{s}`: unknown unit `{unit}` (ms, s, m, h)")),
+        "d" => Duration::from_secs(n.checked_mul(86_400).ok_or_else(too_long)?),
+        _ => return Err(format!("`{s}`: unknown unit `{unit}` (ms, s, m, h, d)")),
     };
     if d < Duration::from_millis(100) {
         return Err(format!("`{s}`: the shortest interval is 100ms"));
