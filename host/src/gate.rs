@@ -59,6 +59,14 @@ pub enum Target {
 }
 
 impl Target {
+    /// What a cooldown is kept per (see [`crate::guardrails::Intent`]).
+    pub fn cooldown_key(&self) -> String {
+        match self {
+            Target::DatabaseSession { application, .. } => format!("application:{application}"),
+            other => other.label(),
+        }
+    }
+
     /// How the target appears in the run record.
     pub fn label(&self) -> String {
         match self {
@@ -420,6 +428,7 @@ impl Gate {
             at: Utc::now(),
             budget: self.limits.budget(action.kind),
             cooldown: self.limits.cooldown_for(action.kind),
+            cooldown_key: action.target.cooldown_key(),
         }
     }
 

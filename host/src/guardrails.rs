@@ -119,6 +119,10 @@ pub struct Intent {
     pub at: DateTime<Utc>,
     pub budget: Budget,
     pub cooldown: Option<Duration>,
+    /// What the cooldown is kept per: the thing remediated, not the handle
+    /// acted on (a database session's application, not its pid, which is
+    /// new every time).
+    pub cooldown_key: String,
 }
 
 /// Why the ledger said no.

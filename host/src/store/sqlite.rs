@@ -123,6 +123,7 @@ CREATE TABLE IF NOT EXISTS actions (
 CREATE INDEX IF NOT EXISTS actions_budget ON actions(plugin, kind, at);
 CREATE INDEX IF NOT EXISTS actions_target ON actions(plugin, target, at);
 CREATE INDEX IF NOT EXISTS actions_status ON actions(status);
+-- (cooldown_key is added by `migrate` to stores made before it existed.)
 CREATE INDEX IF NOT EXISTS runs_status ON runs(status);
 -- The runs of one alert (a repeat looks them up).
 CREATE INDEX IF NOT EXISTS runs_alert ON runs(plugin, json_extract(record, '$.trigger.alert.fingerprint'));
@@ -184,6 +185,7 @@ impl SqliteStore {
         let path = dir.join("remedy.db");
         let writer = connect(&path)?;
         writer.execute_batch(SCHEMA)?;
+        migrate(&writer)?;
         mark_interrupted(&writer)?;
         mark_interrupted_actions(&writer)?;
         let reader = connect(&path)?;
@@ -527,6 +529,20 @@ impl SqliteStore {
     }
 }
 
+/// Columns added after the first release, added in place to older stores.
+fn migrate(c: &Connection) -> Result<(), StoreError> {
+    let has = c
+        .prepare("SELECT 1 FROM pragma_table_info('actions') WHERE name = 'cooldown_key'")?
+        .exists([])?;
+    if !has {
+        c.execute_batch("ALTER TABLE actions ADD COLUMN cooldown_key TEXT")?;
+    }
+    c.execute_batch(
+        "CREATE INDEX IF NOT EXISTS actions_cooldown ON actions(plugin, cooldown_key, at)",
+    )?;
+    Ok(())
+}
+
 fn mark_interrupted(c: &Connection) -> Result<(), StoreError> {
     let mut stmt = c.prepare("SELECT record FROM runs WHERE status = 'running'")?;
     let stale: Vec<String> = stmt
@@ -703,24 +719,28 @@ fn intend(tx: &Connection, i: &Intent) -> Result<Result<i64, String>, StoreError
         let since = ts(window_start(i.at, cooldown));
         let last: Option<String> = tx
             .prepare_cached(
-                "SELECT max(at) FROM actions WHERE plugin = ?1 AND target = ?2 AND at >= ?3 \
+                // The run's own earlier actions do not count: one mitigation
+                // may take several (a runbook ending several leaking
+                // sessions of one application).
+                "SELECT max(at) FROM actions WHERE plugin = ?1 AND coalesce(cooldown_key, target) = ?2 \
+                 AND at >= ?3 AND run_id <> ?4 \
                  AND status IN ('intent', 'executed', 'interrupted', 'unknown') AND kind NOT LIKE 'notify.%'",
             )?
-            .query_row(params![i.plugin, i.target, since], |r| r.get(0))?;
+            .query_row(params![i.plugin, i.cooldown_key, since, i.run_id], |r| r.get(0))?;
         if let Some(last) = last {
             return Ok(Err(format!(
                 "cooldown: {} acted on {} at {last}; wait {} after a live action (plugin {})",
                 i.plugin,
-                i.target,
+                i.cooldown_key,
                 human(cooldown),
                 i.plugin
             )));
         }
     }
     tx.prepare_cached(
-        "INSERT INTO actions (run_id, plugin, kind, target, reason, status, at) VALUES (?1, ?2, ?3, ?4, ?5, 'intent', ?6)",
+        "INSERT INTO actions (run_id, plugin, kind, target, reason, status, at, cooldown_key) VALUES (?1, ?2, ?3, ?4, ?5, 'intent', ?6, ?7)",
     )?
-    .execute(params![i.run_id, i.plugin, i.kind, i.target, i.reason, ts(i.at)])?;
+    .execute(params![i.run_id, i.plugin, i.kind, i.target, i.reason, ts(i.at), i.cooldown_key])?;
     Ok(Ok(tx.last_insert_rowid()))
 }
 
