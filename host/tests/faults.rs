@@ -185,7 +185,7 @@ async fn cut_and_black_holed_backends_lose_nothing_and_the_service_recovers_with
 
     // Recovered, without a restart: a new alert's runs all succeed, and
     // their backends answered (no `unavailable` anywhere).
-    assert_eq!(text_of(&server, "/healthz").await, r#"{"status":"ok"}"#);
+    assert_eq!(server.text("/healthz").await, r#"{"status":"ok"}"#);
     let (code, r) = server.post("/v1/alerts", firing(100_000)).await;
     assert_eq!(code, 202, "{r}");
     for run in r["runs"].as_array().unwrap() {
@@ -206,16 +206,4 @@ async fn cut_and_black_holed_backends_lose_nothing_and_the_service_recovers_with
             );
         }
     }
-}
-
-async fn text_of(server: &Server, path: &str) -> String {
-    server
-        .http
-        .get(format!("{}{path}", server.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
 }

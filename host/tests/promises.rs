@@ -50,18 +50,6 @@ fn hostile(dir: &Path, extra: &str) -> String {
     )
 }
 
-async fn text(server: &Server, path: &str) -> String {
-    server
-        .http
-        .get(format!("{}{path}", server.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 /// Polls until `done` holds for run `id`.
 async fn until(server: &Server, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -125,12 +113,12 @@ async fn a_secret_webhook_url_appears_in_no_record_report_api_answer_log_or_stor
         );
     }
     let mut seen = vec![
-        ("run", text(&server, &format!("/v1/runs/{id}")).await),
-        ("runs", text(&server, "/v1/runs").await),
-        ("audit", text(&server, "/v1/audit").await),
+        ("run", server.text(&format!("/v1/runs/{id}")).await),
+        ("runs", server.text("/v1/runs").await),
+        ("audit", server.text("/v1/audit").await),
         (
             "report",
-            text(&server, &format!("/v1/runs/{id}/report")).await,
+            server.text(&format!("/v1/runs/{id}/report")).await,
         ),
     ];
     drop(server);
@@ -214,7 +202,7 @@ async fn a_run_queued_before_the_pause_runs_dry_and_the_pause_survives_a_crash()
     let state = server.get("/v1/admin/pause").await;
     assert_eq!(state["paused"]["by"], "anonymous", "{state}");
     assert_eq!(state["paused"]["reason"], "bad deploy", "{state}");
-    assert!(text(&server, "/metrics").await.contains("remedy_paused 1"));
+    assert!(server.text("/metrics").await.contains("remedy_paused 1"));
     let (_, rec) = server
         .post("/v1/plugins/circuit-breaker-open/runs?wait=true", json!({}))
         .await;
@@ -227,7 +215,7 @@ async fn a_run_queued_before_the_pause_runs_dry_and_the_pause_survives_a_crash()
     drop(server);
     let server = start(dir.path(), &cfg, &[]);
     assert!(server.get("/v1/admin/pause").await["paused"].is_null());
-    assert!(text(&server, "/metrics").await.contains("remedy_paused 0"));
+    assert!(server.text("/metrics").await.contains("remedy_paused 0"));
     let (_, rec) = server
         .post("/v1/plugins/circuit-breaker-open/runs?wait=true", json!({}))
         .await;
@@ -854,7 +842,7 @@ async fn with_tokens_an_unknown_caller_is_refused_before_its_body_is_read() {
     assert!(head.starts_with("HTTP/1.1 401"), "{head}");
     assert!(head.contains("unauthorized"), "{head}");
     // Open endpoints stay open; a known token gets through.
-    assert_eq!(text(&server, "/healthz").await, r#"{"status":"ok"}"#);
+    assert_eq!(server.text("/healthz").await, r#"{"status":"ok"}"#);
     let (code, _) = server.get_as("run-token", "/v1/runs").await;
     assert_eq!(code, 200);
 }

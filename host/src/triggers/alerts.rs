@@ -181,15 +181,7 @@ pub async fn receive(service: &Arc<Service>, hook: Webhook) -> Result<Receipt, A
                 .iter()
                 .filter(|p| routes_to(service, p, &name, &a.labels))
             {
-                let launch = Launch {
-                    id: None,
-                    trigger: alert_trigger(a, &name, &fp),
-                    mode: None,
-                    params: BTreeMap::new(),
-                    target: target(service, p, &a.labels),
-                    approved: None,
-                };
-                let claim = service.claim(p.clone(), launch);
+                let claim = service.claim(p.clone(), alert_launch(service, p, a, &name, &fp));
                 records.push(match &claim {
                     Ok(c) => c.rec.clone(),
                     Err(skipped) => skipped.clone(),
@@ -251,6 +243,19 @@ pub async fn receive(service: &Arc<Service>, hook: Webhook) -> Result<Receipt, A
     Ok(receipt)
 }
 
+/// How an alert starts a run of `p`: the plugin's mode, keyed for single
+/// flight by the alert's target labels.
+fn alert_launch(service: &Service, p: &Plugin, a: &WebhookAlert, name: &str, fp: &str) -> Launch {
+    Launch {
+        id: None,
+        trigger: alert_trigger(a, name, fp),
+        mode: None,
+        params: BTreeMap::new(),
+        target: target(service, p, &a.labels),
+        approved: None,
+    }
+}
+
 fn alert_trigger(a: &WebhookAlert, name: &str, fp: &str) -> Trigger {
     Trigger::Alert {
         alert: AlertInfo {
@@ -280,14 +285,7 @@ async fn repeat(
         .iter()
         .filter(|p| routes_to(service, p, &name, &a.labels))
     {
-        let launch = || Launch {
-            id: None,
-            trigger: alert_trigger(a, &name, &fp),
-            mode: None,
-            params: BTreeMap::new(),
-            target: target(service, p, &a.labels),
-            approved: None,
-        };
+        let launch = || alert_launch(service, p, a, &name, &fp);
         match service.on_repeat(p, &fp, &a.starts_at).await {
             Repeat::Nothing => {}
             Repeat::Escalated(run_id) => receipt.runs.push(StartedRun {

@@ -101,6 +101,18 @@ impl Server {
         (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
     }
 
+    /// The body of a GET, as text (no token).
+    pub async fn text(&self, path: &str) -> String {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// POST with a bearer token.
     pub async fn post_as(&self, token: &str, path: &str, body: Value) -> (u16, Value) {
         let r = self
