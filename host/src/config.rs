@@ -65,6 +65,10 @@ pub struct ServerConfig {
     /// Runs executing at once (default 256); further triggers wait, which
     /// slows their answers instead of queueing without bound.
     pub max_concurrent_runs: Option<usize>,
+    /// Most runs of one plugin at a time (default: half of
+    /// `max_concurrent_runs`, at least 1): a storm routed to one plugin
+    /// leaves run slots for the others.
+    pub max_runs_per_plugin: Option<usize>,
     /// How long shutdown waits for running runs, in ms (default 10000).
     pub drain_timeout_ms: Option<u64>,
     /// How long a client may take to send a request's headers, and then its

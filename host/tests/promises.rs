@@ -1158,3 +1158,52 @@ async fn retention_removes_old_history_but_never_a_plan_waiting_for_a_human() {
         .await;
     assert_eq!(audit["events"], json!([]), "{audit}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_on_one_plugin_leaves_run_slots_for_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = sim().await;
+    let cfg = config(
+        dir.path(),
+        &sim,
+        "max_concurrent_runs = 3\nmax_runs_per_plugin = 1",
+        "",
+        &hostile(
+            dir.path(),
+            "config = { behave = \"sleep\", sleep_ms = 3000 }",
+        ),
+    );
+    let server = start(dir.path(), &cfg, &[]);
+    let mut slow = Vec::new();
+    for _ in 0..3 {
+        let (code, r) = server
+            .post("/v1/plugins/hostile/runs", json!({"dry_run": true}))
+            .await;
+        assert_eq!(code, 202, "{r}");
+        slow.push(r["run_id"].as_str().unwrap().to_string());
+    }
+    // Two of the service's three slots are free, but hostile may hold one.
+    let (_, rec) = server
+        .post("/v1/plugins/circuit-breaker-open/runs?wait=true", json!({}))
+        .await;
+    assert_eq!(rec["status"], "succeeded", "{rec}");
+    let states: Vec<Value> = statuses_of(&server, &slow).await;
+    assert_eq!(
+        states.iter().filter(|s| *s == "running").count(),
+        1,
+        "{states:?}"
+    );
+    assert_eq!(
+        states.iter().filter(|s| *s == "queued").count(),
+        2,
+        "{states:?}"
+    );
+}
+
+async fn statuses_of(server: &Server, ids: &[String]) -> Vec<Value> {
+    let mut out = Vec::new();
+    for id in ids {
+        out.push(server.get(&format!("/v1/runs/{id}")).await["status"].clone());
+    }
+    out
+}

@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use chrono::Utc;
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::Service;
 use crate::config::Mode;
@@ -80,6 +80,14 @@ pub(crate) struct Claimed {
     pub rec: RunRecord,
 }
 
+/// A run slot: one of its plugin's, then one of the service's. Waiting
+/// happens on the plugin's first, so a plugin with a storm of runs queues
+/// behind itself without holding the slots other plugins need.
+pub(crate) struct Slot {
+    _plugin: OwnedSemaphorePermit,
+    _global: OwnedSemaphorePermit,
+}
+
 /// How a run starts once it has a slot: decided then, not when queued.
 pub(crate) struct Start {
     dry: bool,
@@ -131,20 +139,48 @@ impl Service {
             }
         };
         let id = claimed.rec.id.clone();
-        let handle = match self.permits.clone().try_acquire_owned() {
+        let handle = match self.try_slot(claimed.plugin.name()) {
             // A slot is free: straight to `running`, one write fewer.
-            Ok(permit) => {
+            Some(permit) => {
                 let start = self.decide_start(&claimed);
                 let running = self.running_record(&claimed, &start);
                 self.store.put_run(&running).await?;
                 self.spawn_run(claimed, Some((permit, start)))
             }
-            Err(_) => {
+            None => {
                 self.store.put_run(&claimed.rec).await?;
                 self.spawn_run(claimed, None)
             }
         };
         Ok(Started::Running { id, handle })
+    }
+
+    fn plugin_semaphore(&self, plugin: &str) -> Arc<Semaphore> {
+        self.plugin_permits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(plugin.to_string())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.per_plugin)))
+            .clone()
+    }
+
+    fn try_slot(&self, plugin: &str) -> Option<Slot> {
+        let own = self.plugin_semaphore(plugin).try_acquire_owned().ok()?;
+        let global = self.permits.clone().try_acquire_owned().ok()?;
+        Some(Slot {
+            _plugin: own,
+            _global: global,
+        })
+    }
+
+    /// Waits for a slot; `None` only if a semaphore was closed (never).
+    async fn slot(&self, plugin: &str) -> Option<Slot> {
+        let own = self.plugin_semaphore(plugin).acquire_owned().await.ok()?;
+        let global = self.permits.clone().acquire_owned().await.ok()?;
+        Some(Slot {
+            _plugin: own,
+            _global: global,
+        })
     }
 
     /// Takes the single-flight claim of the run and builds its `queued`
@@ -239,15 +275,15 @@ impl Service {
     pub(crate) fn spawn_run(
         self: &Arc<Self>,
         c: Claimed,
-        slot: Option<(OwnedSemaphorePermit, Start)>,
+        slot: Option<(Slot, Start)>,
     ) -> tokio::task::JoinHandle<RunRecord> {
         let service = self.clone();
         tokio::spawn(async move {
             let (_permit, start) = match slot {
                 Some(s) => s,
                 None => {
-                    // The semaphore is never closed, so this only waits.
-                    let Ok(permit) = service.permits.clone().acquire_owned().await else {
+                    // The semaphores are never closed, so this only waits.
+                    let Some(permit) = service.slot(c.plugin.name()).await else {
                         return c.rec;
                     };
                     let start = service.decide_start(&c);

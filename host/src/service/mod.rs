@@ -38,6 +38,9 @@ pub struct Service {
     pub data_dir: PathBuf,
     inflight: Mutex<HashSet<(String, String)>>,
     permits: Arc<Semaphore>,
+    /// Run slots per plugin (see `server.max_runs_per_plugin`).
+    plugin_permits: Mutex<HashMap<String, Arc<Semaphore>>>,
+    per_plugin: usize,
     running: AtomicUsize,
     idle: Notify,
     files: Mutex<HashMap<PathBuf, SeenFile>>,
@@ -69,6 +72,11 @@ impl Service {
             .unwrap_or_else(|| PathBuf::from("remedy-data"));
         let store = SqliteStore::open(&data_dir)?;
         let max_runs = config.server.max_concurrent_runs.unwrap_or(256);
+        let per_plugin = config
+            .server
+            .max_runs_per_plugin
+            .unwrap_or(max_runs / 2)
+            .clamp(1, max_runs.max(1));
         // The switch as the last process left it; the config can only add
         // a pause, never lift a stored one.
         let stored = store.pause().await?;
@@ -102,6 +110,8 @@ impl Service {
             data_dir,
             inflight: Mutex::default(),
             permits: Arc::new(Semaphore::new(max_runs.max(1))),
+            plugin_permits: Mutex::default(),
+            per_plugin,
             running: AtomicUsize::new(0),
             idle: Notify::new(),
             files: Mutex::default(),
