@@ -5,7 +5,8 @@
 #   scripts/fuzz.sh [SECONDS_PER_TARGET]      (default 300)
 #
 # Each target runs for SECONDS_PER_TARGET from its seed corpus (fuzz/seeds/,
-# examples/alerts/, examples/remedy.toml); what it finds grows
+# examples/alerts/, examples/remedy.toml) and dictionary (fuzz/dicts/, if
+# any); what it finds grows
 # fuzz/corpus/TARGET, crashes land in fuzz/artifacts/TARGET/. Prints the
 # executions per target and every crash artifact; exits 1 if any target
 # crashed (a panic, a timeout of one input, or running out of memory).
@@ -53,6 +54,8 @@ for t in "${targets[@]}"; do
         alert_payload) seeds+=(examples/alerts) ;;
         config_file) cp -n examples/remedy.toml "$corpus/seed-examples-remedy.toml" ;;
     esac
+    dict=()
+    if [ -f "fuzz/dicts/$t.dict" ]; then dict=(-dict="fuzz/dicts/$t.dict"); fi
     before=$(ls -1 "fuzz/artifacts/$t" | wc -l)
     echo "=== $t: ${secs}s, sanitizer $sanitizer, corpus $corpus + ${seeds[*]}"
     set +e
@@ -60,7 +63,8 @@ for t in "${targets[@]}"; do
         -max_total_time="$secs" \
         -timeout="${FUZZ_TIMEOUT:-10}" \
         -rss_limit_mb="${FUZZ_RSS_MB:-2048}" \
-        -print_final_stats=1 2>&1 | tee "$logs/$t.log" | grep -v -E '^#[0-9]+\s+(NEW|REDUCE|pulse)'
+        -print_final_stats=1 "${dict[@]}" 2>&1 | tee "$logs/$t.log" |
+        grep --line-buffered -v -E '^(#[0-9]+\s+(NEW|REDUCE|pulse)|\s+NEW_FUNC)'
     rc=${PIPESTATUS[0]}
     set -e
     stat() { grep -E "^stat::$1:" "$logs/$t.log" | tail -n 1 | awk '{print $2}'; }
