@@ -132,7 +132,13 @@ pub struct ScheduleConfig {
 #[serde(deny_unknown_fields)]
 pub struct BackendsConfig {
     /// PostgreSQL connection string (`postgres://user@host:5432/db`).
+    /// TLS follows its `sslmode` (`prefer`, the default, uses TLS when the
+    /// server offers it; `require` insists). As with libpq, the server's
+    /// certificate is verified only against `database_ca` when it is set.
     pub database_url: Option<String>,
+    /// A PEM file of the CA(s) that sign the PostgreSQL server's
+    /// certificate (a private CA), instead of the public web roots.
+    pub database_ca: Option<PathBuf>,
     /// Base URL of a Prometheus-compatible API (`http://127.0.0.1:9090`).
     pub prometheus_url: Option<String>,
     /// Base URL of the application's breaker admin API (docs/breaker-api.md).
@@ -454,6 +460,11 @@ impl Config {
         if let Some(u) = &self.backends.redis_url {
             if let Err(e) = redis::Client::open(u.as_str()) {
                 return Err(self.invalid("backends.redis_url".into(), e.to_string()));
+            }
+        }
+        if let Some(ca) = &self.backends.database_ca {
+            if let Err(e) = crate::backends::postgres::tls_config(Some(ca)) {
+                return Err(self.invalid("backends.database_ca".into(), e));
             }
         }
         if let Some(u) = &self.backends.database_url {

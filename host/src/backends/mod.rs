@@ -240,10 +240,14 @@ impl Backends {
             None => None,
         };
         let database = match &cfg.database_url {
-            Some(u) => Some(Arc::new(
-                postgres::Postgres::new(u, timeout)?
-                    .with_query_text(cfg.query_text.unwrap_or_default()),
-            ) as Arc<dyn DatabaseBackend>),
+            Some(u) => {
+                let mut pg = postgres::Postgres::new(u, timeout)?
+                    .with_query_text(cfg.query_text.unwrap_or_default());
+                if let Some(ca) = &cfg.database_ca {
+                    pg = pg.with_ca(ca)?;
+                }
+                Some(Arc::new(pg) as Arc<dyn DatabaseBackend>)
+            }
             None => None,
         };
         let cache = match &cfg.redis_url {

@@ -9,13 +9,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio_postgres::{Client, NoTls, Row};
+use tokio_postgres::{Client, Row};
 
 use super::{BackendError, BackendResult, DatabaseBackend, PoolStats, Session};
 use crate::config::QueryText;
 
 pub struct Postgres {
     config: tokio_postgres::Config,
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
     timeout: Duration,
     client: Mutex<Option<Arc<Client>>>,
     query_text: QueryText,
@@ -147,10 +148,21 @@ impl Postgres {
         config.connect_timeout(timeout);
         Ok(Self {
             config,
+            tls: tokio_postgres_rustls::MakeRustlsConnect::new(
+                tls_config(None).map_err(anyhow::Error::msg)?,
+            ),
             timeout,
             client: Mutex::new(None),
             query_text: QueryText::default(),
         })
+    }
+
+    /// Trusts the CA(s) in this PEM file instead of the public web roots.
+    pub fn with_ca(mut self, ca: &std::path::Path) -> anyhow::Result<Self> {
+        self.tls = tokio_postgres_rustls::MakeRustlsConnect::new(
+            tls_config(Some(ca)).map_err(anyhow::Error::msg)?,
+        );
+        Ok(self)
     }
 
     /// What of a session's query text plugins see (default: redacted).
@@ -174,11 +186,17 @@ impl Postgres {
                 return Ok(c.clone());
             }
         }
-        let (client, conn) = self
-            .config
-            .connect(NoTls)
-            .await
-            .map_err(|e| BackendError::Unavailable(format!("postgres: cannot connect: {e}")))?;
+        let (client, conn) = self.config.connect(self.tls.clone()).await.map_err(|e| {
+            // The cause (e.g. the TLS certificate refused) is in the
+            // error's sources, not its own text.
+            let mut msg = format!("postgres: cannot connect: {e}");
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                msg.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            BackendError::Unavailable(msg)
+        })?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::warn!(error = %e, "postgres connection ended");
@@ -235,6 +253,87 @@ impl Postgres {
         );
         let rows = self.query(&sql, &[&pid, &application]).await?;
         Ok(rows.first().map(|r| r.get::<_, bool>(0)).unwrap_or(false))
+    }
+}
+
+/// The TLS client configuration (ring, the provider reqwest already
+/// brings). As libpq does for `sslmode=prefer`/`require`, a connection is
+/// encrypted without verifying the server's certificate unless a CA is
+/// given (`backends.database_ca`, libpq's `sslrootcert`): then it must
+/// chain to it.
+pub fn tls_config(ca: Option<&std::path::Path>) -> Result<rustls::ClientConfig, String> {
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let Some(path) = ca else {
+        return Ok(builder
+            .dangerous()
+            .with_custom_certificate_verifier(std::sync::Arc::new(EncryptOnly(provider)))
+            .with_no_client_auth());
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(&pem) {
+        let cert: rustls::pki_types::CertificateDer<'static> =
+            cert.map_err(|e| format!("{}: {e}", path.display()))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("{}: no PEM certificate in it", path.display()));
+    }
+    Ok(builder.with_root_certificates(roots).with_no_client_auth())
+}
+
+/// Encryption without verification of the server's identity: libpq's
+/// `sslmode=require` without `sslrootcert`. Signatures are still checked.
+#[derive(Debug)]
+struct EncryptOnly(std::sync::Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for EncryptOnly {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 
