@@ -453,7 +453,9 @@ impl Config {
                     Ok(_) => {
                         return Err(self.invalid(key.into(), format!("`{u}` is not an http(s) URL")))
                     }
-                    Err(e) => return Err(self.invalid(key.into(), format!("`{u}`: {e}"))),
+                    Err(e) => {
+                        return Err(self.invalid(key.into(), format!("`{}`: {e}", without_userinfo(u))))
+                    }
                 }
             }
         }
@@ -602,6 +604,21 @@ impl Config {
     }
 }
 
+/// `u` with anything between `://` and `@` masked: an error about a URL
+/// must not repeat the password in it.
+fn without_userinfo(u: &str) -> String {
+    match u.split_once("://") {
+        Some((scheme, rest)) => {
+            let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            match rest[..end].rfind('@') {
+                Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+                None => u.to_string(),
+            }
+        }
+        None => u.to_string(),
+    }
+}
+
 /// The longest timeout any `*_ms` key takes: ten minutes.
 pub const MAX_TIMEOUT_MS: u64 = 600_000;
 
@@ -682,6 +699,8 @@ mod tests {
             ("[plugins.x.scope]\ncache_prefixes = [\"\"]\n", "plugins.x.scope.cache_prefixes[0]", "empty prefix"),
             ("[plugins.x.scope]\nprobe = [\"http://*:*\"]\n", "plugins.x.scope.probe", "every address"),
             ("[backends]\nprometheus_url = \"http://u:secret@127.0.0.1:9090\"\n", "backends.prometheus_url", "credentials"),
+            // Found by fuzzing: an unparseable URL was repeated whole.
+            ("[backends]\nprometheus_url = \"http://u:secret@127.0.0.1:99999\"\n", "backends.prometheus_url", "invalid port"),
             ("[server]\ndrain_timeout_ms = 0\n", "server.drain_timeout_ms", "between"),
         ];
         for (text, key, why) in cases {
