@@ -51,26 +51,24 @@ impl Gen {
     }
 
     /// Query parameters from the fields of `T`.
-    fn query<T: JsonSchema>(&mut self) -> Value {
+    fn query<T: JsonSchema>(&mut self) -> Vec<Value> {
         let schema = self.0.root_schema_for::<T>().to_value();
         let props = schema["properties"]
             .as_object()
             .cloned()
             .unwrap_or_default();
-        Value::Array(
-            props
-                .into_iter()
-                .map(|(name, mut s)| {
-                    // OpenAPI 3.0 parameters take no `null` type.
-                    if let Some(t) = s["type"].as_array() {
-                        let t: Vec<Value> = t.iter().filter(|x| *x != "null").cloned().collect();
-                        s["type"] = t.first().cloned().unwrap_or(Value::Null);
-                    }
-                    s.as_object_mut().map(|o| o.remove("nullable"));
-                    json!({"name": name, "in": "query", "required": false, "schema": s})
-                })
-                .collect(),
-        )
+        props
+            .into_iter()
+            .map(|(name, mut s)| {
+                // OpenAPI 3.0 parameters take no `null` type.
+                if let Some(t) = s["type"].as_array() {
+                    let t: Vec<Value> = t.iter().filter(|x| *x != "null").cloned().collect();
+                    s["type"] = t.first().cloned().unwrap_or(Value::Null);
+                }
+                s.as_object_mut().map(|o| o.remove("nullable"));
+                json!({"name": name, "in": "query", "required": false, "schema": s})
+            })
+            .collect()
     }
 }
 
@@ -121,8 +119,10 @@ fn op(
     o
 }
 
-fn id_param(name: &str, what: &str) -> Value {
-    json!([{"name": name, "in": "path", "required": true, "description": what, "schema": {"type": "string"}}])
+fn id_param(name: &str, what: &str) -> Vec<Value> {
+    vec![
+        json!({"name": name, "in": "path", "required": true, "description": what, "schema": {"type": "string"}}),
+    ]
 }
 
 fn body(schema: Value) -> Value {
@@ -161,7 +161,7 @@ fn build(secured: bool) -> Value {
     let pause_body = g.schema::<PauseBody>();
     let webhook = g.schema::<Webhook>();
     let receipt = g.schema::<Receipt>();
-    let wait_q = g.query::<WaitQuery>();
+    let run_params = [id_param("name", "plugin name"), g.query::<WaitQuery>()].concat();
     let runs_q = g.query::<RunFilter>();
     let audit_q = g.query::<AuditFilter>();
     let limit_q = g.query::<LimitQuery>();
@@ -179,7 +179,7 @@ fn build(secured: bool) -> Value {
             with(std_errors(&[]), "200", ok("plugins", plugins_list)), json!({}))},
         "/v1/plugins/{name}/runs": {"post": op("Start a manual run", "run (approve to run less safely than configured)",
             with(with(std_errors(&[404]), "202", ok("started (or queued)", started)), "200", ok("the finished record (?wait=true), or a skipped one", run.clone())),
-            json!({"parameters": id_param("name", "plugin name").as_array().unwrap().iter().chain(wait_q.as_array().unwrap()).cloned().collect::<Vec<_>>(), "requestBody": body(run_body)}))},
+            json!({"parameters": run_params, "requestBody": body(run_body)}))},
         "/v1/runs": {"get": op("Run history, newest first", "read",
             with(std_errors(&[]), "200", ok("runs", runs_list)), json!({"parameters": runs_q}))},
         "/v1/runs/{id}": {"get": op("One run record", "read",
