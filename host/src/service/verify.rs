@@ -285,7 +285,9 @@ impl Service {
             .iter()
             .take_while(|r| r.status != record::RunStatus::Succeeded)
             .count();
-        let mut latest = runs.into_iter().next().expect("caller checked");
+        let Some(latest) = runs.into_iter().next() else {
+            return Repeat::Retry;
+        };
         if latest
             .actions
             .iter()
@@ -323,19 +325,29 @@ impl Service {
                 ),
             )
             .await;
-        self.audit(
-            Some(&latest.id),
-            Some(&latest.plugin),
-            "alert.gave_up",
-            serde_json::json!({"fingerprint": fingerprint, "attempts": attempts, "actions": actions}),
-        )
-        .await;
-        latest.actions.extend(actions);
-        latest.logs.extend(notes);
-        if let Err(e) = self.store.put_run(&latest).await {
-            tracing::error!(run_id = %latest.id, error = %e, "escalation not stored");
+        let detail = serde_json::json!({"fingerprint": fingerprint, "attempts": attempts, "actions": actions});
+        self.record_escalation(latest, "alert.gave_up", detail, actions, notes)
+            .await
+    }
+
+    /// Audits an escalation made about `rec` and adds its actions and notes
+    /// to the run's record.
+    async fn record_escalation(
+        &self,
+        mut rec: RunRecord,
+        event: &str,
+        detail: serde_json::Value,
+        actions: Vec<record::ActionRecord>,
+        notes: Vec<String>,
+    ) -> Repeat {
+        self.audit(Some(&rec.id), Some(&rec.plugin), event, detail)
+            .await;
+        rec.actions.extend(actions);
+        rec.logs.extend(notes);
+        if let Err(e) = self.store.put_run(&rec).await {
+            tracing::error!(run_id = %rec.id, error = %e, "escalation not stored");
         }
-        Repeat::Escalated(latest.id)
+        Repeat::Escalated(rec.id)
     }
 
     /// The last run succeeded; if it acted live and verification did not
@@ -343,7 +355,7 @@ impl Service {
     async fn escalate_unresolved(
         &self,
         plugin: &Plugin,
-        mut rec: RunRecord,
+        rec: RunRecord,
         fingerprint: &str,
     ) -> Repeat {
         let acted = !rec.dry_run
@@ -378,18 +390,8 @@ impl Service {
                 ),
             )
             .await;
-        self.audit(
-            Some(&rec.id),
-            Some(&rec.plugin),
-            "alert.repeat_escalated",
-            serde_json::json!({"fingerprint": fingerprint, "actions": actions}),
-        )
-        .await;
-        rec.actions.extend(actions);
-        rec.logs.extend(notes);
-        if let Err(e) = self.store.put_run(&rec).await {
-            tracing::error!(run_id = %rec.id, error = %e, "escalation not stored");
-        }
-        Repeat::Escalated(rec.id)
+        let detail = serde_json::json!({"fingerprint": fingerprint, "actions": actions});
+        self.record_escalation(rec, "alert.repeat_escalated", detail, actions, notes)
+            .await
     }
 }
