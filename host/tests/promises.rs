@@ -1136,18 +1136,13 @@ async fn retention_removes_old_history_but_never_a_plan_waiting_for_a_human() {
     server.child.kill().unwrap();
     server.child.wait().unwrap();
     drop(server);
-    let server = start(dir.path(), &cfg, &[]); // swept at start
-    let gone = server
-        .http
-        .get(format!(
-            "{}/v1/runs/{}",
-            server.base,
-            old["id"].as_str().unwrap()
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(gone.status(), 404);
+    let server = start(dir.path(), &cfg, &[]); // swept at start, in the background
+    let url = format!("{}/v1/runs/{}", server.base, old["id"].as_str().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.http.get(&url).send().await.unwrap().status() != 404 {
+        assert!(Instant::now() < deadline, "the old run was never swept");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let kept = server
         .get(&format!("/v1/runs/{}", plan["id"].as_str().unwrap()))
         .await;
