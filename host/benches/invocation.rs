@@ -13,7 +13,8 @@ use remedy::backends::memory::MemoryDatabase;
 use remedy::backends::{Backends, DatabaseBackend, Session};
 use remedy::bindings::types as wit;
 use remedy::config::Config;
-use remedy::gate::Journal;
+use remedy::gate::RunGate;
+use remedy::journal::Journal;
 use remedy::remedy::Overrides;
 use remedy::runtime::invoke::CallSetup;
 use remedy::{Remedy, RunRequest, Trigger};
@@ -75,17 +76,21 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("invocation");
     g.bench_function("wasm_instantiate_detect", |b| {
         b.to_async(&rt).iter(|| async {
-            let journal = Journal::new(4096);
+            let run = Arc::new(RunGate {
+                limits: plugin.settings.limits.clone(),
+                journal: Journal::new(4096),
+                ..RunGate::new(
+                    "db-connection-exhaustion",
+                    "bench",
+                    plugin.settings.grants.clone(),
+                    true,
+                )
+            });
             let setup = CallSetup {
-                run_id: "bench",
-                plugin_name: "db-connection-exhaustion",
+                run: &run,
                 settings: &plugin.settings,
                 backends: &backends,
-                journal: &journal,
-                dry_run: true,
-                stage: &remedy::guardrails::Stage::Normal,
-                ledger: None,
-                kill: None,
+                escalation: &remedy.escalation,
             };
             let det = remedy
                 .runtime

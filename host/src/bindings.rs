@@ -7,4 +7,4 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use remedy::plugin::types;
+pub use self::remedy::plugin::types;

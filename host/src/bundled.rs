@@ -1,7 +1,7 @@
 //! The runbooks shipped inside the binary (compiled from plugins/ by
 //! build.rs), with their default grants and scopes.
 
-use crate::config::{Capability, Scope};
+use crate::grants::{AllowPattern, Capability, Scope};
 
 pub struct Bundled {
     pub name: &'static str,
@@ -43,10 +43,10 @@ pub const BUNDLED: &[Bundled] = &[
         ],
         scope: || Scope {
             breakers: strings(&["stripe", "supabase", "openai"]),
-            probe: strings(&[
-                "https://status.stripe.com",
-                "https://status.supabase.com",
-                "https://status.openai.com",
+            probe: Some(vec![
+                AllowPattern::https("status.stripe.com"),
+                AllowPattern::https("status.supabase.com"),
+                AllowPattern::https("status.openai.com"),
             ]),
             notify_channels: strings(&["*"]),
             ..Scope::default()
@@ -64,7 +64,7 @@ pub const BUNDLED: &[Bundled] = &[
         ],
         scope: || Scope {
             breakers: strings(&["stripe"]),
-            probe: strings(&["https://status.stripe.com"]),
+            probe: Some(vec![AllowPattern::https("status.stripe.com")]),
             notify_channels: strings(&["*"]),
             ..Scope::default()
         },

@@ -6,8 +6,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-/// The four priorities of the seed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+/// The four priorities of the seed; config keys and labels may spell them
+/// `p0` or `P0`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(try_from = "String")]
 pub enum Priority {
     P0,
     P1,
@@ -32,6 +34,13 @@ impl Priority {
         Self::ALL
             .into_iter()
             .find(|p| p.as_str().eq_ignore_ascii_case(s))
+    }
+}
+
+impl TryFrom<String> for Priority {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Priority::parse(&s).ok_or_else(|| format!("`{s}` is not a priority: p0, p1, p2 or p3"))
     }
 }
 
@@ -130,16 +139,15 @@ impl Default for Policy {
 }
 
 impl Policy {
-    /// The seed's policy with `overrides` (keyed `p0`..`p3`, already
-    /// validated) and extra or replaced templates.
+    /// The seed's policy with `overrides` and extra or replaced templates.
     pub fn new(
-        overrides: &BTreeMap<String, PriorityConfig>,
+        overrides: &BTreeMap<Priority, PriorityConfig>,
         templates: &BTreeMap<String, Template>,
     ) -> Policy {
         let mut routes = BTreeMap::new();
         for p in Priority::ALL {
             let mut r = seed_route(p);
-            if let Some(o) = overrides.get(&p.as_str().to_ascii_lowercase()) {
+            if let Some(o) = overrides.get(&p) {
                 if let Some(c) = &o.channels {
                     r.channels = c.clone();
                 }
@@ -256,7 +264,7 @@ mod tests {
         assert_eq!(p.route(Priority::P2).escalate_to, "On-call Engineer");
         let mut o = BTreeMap::new();
         o.insert(
-            "p1".to_string(),
+            Priority::P1,
             PriorityConfig {
                 channels: Some(vec!["lead".into()]),
                 ..Default::default()

@@ -6,54 +6,16 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use crate::action::{ActionKind, Budget};
+use crate::record::{Applied, PlannedAction};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-
-use crate::record::{Applied, PlannedAction};
-
-/// At most `max` actions per `per`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Budget {
-    pub max: u32,
-    pub per: Duration,
-}
-
-/// A budget as configured: `{ max = 3, per = "1h" }`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct BudgetConfig {
-    pub max: u32,
-    pub per: String,
-}
-
-const HOUR: Duration = Duration::from_secs(3600);
-
-/// Conservative defaults per action kind: a runbook that goes wrong can
-/// never do much damage in an hour before a human notices.
-pub fn default_budget(kind: &str) -> Budget {
-    let max = match kind {
-        "database.terminate" => 5,
-        "database.cancel" => 10,
-        "breaker.force-state" => 6,
-        "cache.delete" | "cache.expire" => 1000,
-        "cache.flush" => 1,
-        "notify.send" | "notify.escalate" => 30,
-        _ => 5,
-    };
-    Budget { max, per: HOUR }
-}
-
-/// Kinds a cooldown does not apply to: telling a human twice is no harm.
-fn cooldown_exempt(kind: &str) -> bool {
-    kind.starts_with("notify.")
-}
 
 /// A plugin's guardrails after defaults.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
-    /// Budgets by action kind (others use [`default_budget`]).
-    pub budgets: BTreeMap<String, Budget>,
+    /// Budgets by action kind (others use the kind's default).
+    pub budgets: BTreeMap<ActionKind, Budget>,
     /// After a live action on a target, further actions of the plugin on
     /// that target wait this long.
     pub cooldown: Duration,
@@ -70,7 +32,7 @@ impl Default for Limits {
         Limits {
             budgets: BTreeMap::new(),
             cooldown: Duration::from_secs(300),
-            approval_ttl: HOUR,
+            approval_ttl: Duration::from_secs(3600),
             verify_after: Duration::from_secs(30),
             retry_after: Duration::from_secs(30),
         }
@@ -78,15 +40,15 @@ impl Default for Limits {
 }
 
 impl Limits {
-    pub fn budget(&self, kind: &str) -> Budget {
+    pub fn budget(&self, kind: ActionKind) -> Budget {
         self.budgets
-            .get(kind)
+            .get(&kind)
             .copied()
-            .unwrap_or_else(|| default_budget(kind))
+            .unwrap_or_else(|| kind.default_budget())
     }
 
-    pub fn cooldown_for(&self, kind: &str) -> Option<Duration> {
-        (!cooldown_exempt(kind) && !self.cooldown.is_zero()).then_some(self.cooldown)
+    pub fn cooldown_for(&self, kind: ActionKind) -> Option<Duration> {
+        (!kind.is_notification() && !self.cooldown.is_zero()).then_some(self.cooldown)
     }
 }
 
@@ -113,7 +75,7 @@ pub enum Stage {
 pub struct Intent {
     pub run_id: String,
     pub plugin: String,
-    pub kind: String,
+    pub kind: ActionKind,
     pub target: String,
     pub reason: String,
     pub at: DateTime<Utc>,
@@ -143,37 +105,6 @@ pub trait Ledger: Send + Sync {
     async fn settle(&self, id: i64, applied: Applied, error: Option<String>);
 }
 
-/// The longest guardrail duration (budget window, cooldown, approval TTL,
-/// verification delay): a year. Longer is a typo, and would overflow the
-/// time arithmetic downstream.
-pub const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
-
-/// Parses config durations such as `30s`, `5m`, `1h`.
-/// `0s` (or `0`) is zero: a guardrail turned off on purpose.
-pub fn duration(key: &str, v: &str) -> Result<Duration, String> {
-    if matches!(v.trim(), "0" | "0s" | "0m" | "0h" | "0ms") {
-        return Ok(Duration::ZERO);
-    }
-    let d = crate::triggers::schedule::parse_duration(v).map_err(|e| format!("{key}: {e}"))?;
-    if d > MAX_DURATION {
-        return Err(format!("{key}: `{v}` is longer than a year (8784h)"));
-    }
-    Ok(d)
-}
-
-/// Every action kind the gate knows (`interface.function`): budget keys
-/// must be one of these.
-pub const ACTION_KINDS: &[&str] = &[
-    "database.cancel",
-    "database.terminate",
-    "breaker.force-state",
-    "cache.delete",
-    "cache.expire",
-    "cache.flush",
-    "notify.send",
-    "notify.escalate",
-];
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,19 +112,19 @@ mod tests {
     #[test]
     fn defaults_are_conservative_and_overridable() {
         let mut l = Limits::default();
-        assert_eq!(l.budget("database.terminate").max, 5);
-        assert_eq!(l.budget("cache.flush").max, 1);
+        assert_eq!(l.budget(ActionKind::DatabaseTerminate).max, 5);
+        assert_eq!(l.budget(ActionKind::CacheFlush).max, 1);
         l.budgets.insert(
-            "database.terminate".into(),
+            ActionKind::DatabaseTerminate,
             Budget {
                 max: 3,
                 per: Duration::from_secs(60),
             },
         );
-        assert_eq!(l.budget("database.terminate").max, 3);
-        assert_eq!(l.cooldown_for("notify.escalate"), None);
+        assert_eq!(l.budget(ActionKind::DatabaseTerminate).max, 3);
+        assert_eq!(l.cooldown_for(ActionKind::NotifyEscalate), None);
         assert_eq!(
-            l.cooldown_for("breaker.force-state"),
+            l.cooldown_for(ActionKind::BreakerForceState),
             Some(Duration::from_secs(300))
         );
     }

@@ -5,6 +5,7 @@
 //! interface on top of `backends`, and every mutating host call passes the
 //! one action gate in `gate`.
 
+pub mod action;
 pub mod backends;
 pub mod bindings;
 pub mod bundled;
@@ -12,18 +13,20 @@ pub mod capabilities;
 pub mod config;
 pub mod escalation;
 pub mod gate;
+pub mod grants;
 pub mod guardrails;
+pub mod journal;
 pub mod killswitch;
 pub mod private_fs;
 pub mod record;
 pub mod remedy;
 pub mod report;
 pub mod runtime;
-pub mod scope;
 pub mod serve;
 pub mod service;
 pub mod store;
 pub mod triggers;
+pub mod units;
 
 pub use config::Config;
 pub use record::{RunRecord, RunStatus, Trigger};

@@ -7,6 +7,59 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+pub use crate::action::ActionKind;
+
+/// Which plugin a record is about: its name, version and digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginRef {
+    pub name: String,
+    pub version: String,
+    pub digest: String,
+}
+
+/// How much of what a plugin hands the host a record keeps (bytes or
+/// entries): a plugin cannot make a record larger than these.
+pub mod caps {
+    pub const FINDINGS: usize = 100;
+    /// A finding's summary, an outcome's manual step.
+    pub const LINE: usize = 1024;
+    pub const EVIDENCE_ENTRIES: usize = 32;
+    pub const EVIDENCE_KEY: usize = 128;
+    pub const EVIDENCE_VALUE: usize = 2048;
+    /// All evidence values of one detection together.
+    pub const EVIDENCE_TOTAL: usize = 256 * 1024;
+    pub const OUTCOME_SUMMARY: usize = 4096;
+    pub const MANUAL_STEPS: usize = 50;
+    /// A plugin's error message, an action's reason.
+    pub const MESSAGE: usize = 2048;
+}
+
+/// A time as the store, the audit log and the API write it: RFC 3339, UTC,
+/// microseconds (so that text order is time order).
+pub fn timestamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// The wire name of a record enum (`critical`, `simulated`, `succeeded`).
+pub fn wire<T: Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
+}
+
+/// `s` cut to at most `max` bytes (at a char boundary), marked with `…`.
+pub fn cut(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
 /// How a run ended (or where it is).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -122,7 +175,8 @@ pub enum Applied {
     Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
 )]
 pub struct PlannedAction {
-    pub kind: String,
+    #[schemars(with = "String")]
+    pub kind: ActionKind,
     pub target: String,
 }
 
@@ -148,7 +202,8 @@ pub struct Approval {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ActionRecord {
     /// `interface.function`, e.g. `database.terminate`.
-    pub kind: String,
+    #[schemars(with = "String")]
+    pub kind: ActionKind,
     /// What it acts on, e.g. `pid:4242` or `breaker:stripe`.
     pub target: String,
     pub reason: String,
@@ -206,15 +261,15 @@ impl RunRecord {
     /// A record for a run of `plugin` that starts (or is skipped) now.
     pub fn begin(
         id: String,
-        plugin: &crate::runtime::Plugin,
+        plugin: &PluginRef,
         trigger: Trigger,
         dry_run: bool,
         status: RunStatus,
     ) -> RunRecord {
         RunRecord {
             id,
-            plugin: plugin.info.name.clone(),
-            plugin_version: plugin.info.version.clone(),
+            plugin: plugin.name.clone(),
+            plugin_version: plugin.version.clone(),
             plugin_digest: plugin.digest.clone(),
             trigger,
             mode: if dry_run { "dry-run" } else { "auto" }.to_string(),

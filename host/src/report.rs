@@ -90,10 +90,7 @@ fn timeline(runs: &[RunRecord], audit: &[crate::store::AuditEvent]) -> Vec<Step>
                     "Action `{}` on `{}`: **{}**{}",
                     a.kind,
                     a.target,
-                    serde_json::to_value(a.applied)
-                        .ok()
-                        .and_then(|v| v.as_str().map(String::from))
-                        .unwrap_or_default(),
+                    crate::record::wire(&a.applied),
                     a.error
                         .as_ref()
                         .map(|e| format!(" ({e})"))
@@ -245,10 +242,7 @@ pub fn markdown(runs: &[RunRecord], audit: &[crate::store::AuditEvent]) -> Strin
         let _ = writeln!(s, "No findings were recorded.");
     }
     for f in findings {
-        let sev = serde_json::to_value(f.severity)
-            .ok()
-            .and_then(|v| v.as_str().map(String::from))
-            .unwrap_or_default();
+        let sev = crate::record::wire(&f.severity);
         let _ = writeln!(s, "- **{sev}**: {}", f.summary);
         for (k, v) in &f.evidence {
             let _ = writeln!(s, "  - {k}: `{v}`");
@@ -313,4 +307,136 @@ pub fn markdown(runs: &[RunRecord], audit: &[crate::store::AuditEvent]) -> Strin
         "\n## 6. Lessons learned\n\n_To be filled in: what went well, what could improve._"
     );
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::record::{
+        ActionKind, ActionRecord, AlertInfo, Detection, Finding, Outcome, PluginRef, RunStatus,
+        Severity,
+    };
+    use crate::store::AuditEvent;
+
+    fn at(s: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 27, 3, 0, s).unwrap()
+    }
+
+    fn action(kind: ActionKind, target: &str, applied: Applied, s: u32) -> ActionRecord {
+        ActionRecord {
+            kind,
+            target: target.into(),
+            reason: "pool exhausted".into(),
+            applied,
+            error: (applied == Applied::Failed).then(|| "failed: session gone".into()),
+            at: at(s),
+        }
+    }
+
+    fn run() -> RunRecord {
+        let plugin = PluginRef {
+            name: "db-connection-exhaustion".into(),
+            version: "1.0.0".into(),
+            digest: "sha256:ab".into(),
+        };
+        let alert = AlertInfo {
+            name: "DatabaseConnectionExhaustion".into(),
+            firing: true,
+            labels: BTreeMap::from([("service".into(), "api | <b>x</b>".into())]),
+            annotations: BTreeMap::new(),
+            starts_at: "2026-11-27T02:59:00Z".into(),
+            fingerprint: "f".into(),
+        };
+        let mut r = RunRecord::begin(
+            "run-1".into(),
+            &plugin,
+            Trigger::Alert { alert },
+            false,
+            RunStatus::Succeeded,
+        );
+        r.started_at = at(1);
+        r.finished_at = Some(at(5));
+        r.detection = Some(Detection {
+            healthy: false,
+            findings: vec![Finding {
+                severity: Severity::Critical,
+                summary: "pool at 98% | see [link](http://evil)".into(),
+                evidence: BTreeMap::from([("active".into(), "98".into())]),
+            }],
+        });
+        r.actions = vec![
+            action(
+                ActionKind::DatabaseTerminate,
+                "pid:42",
+                Applied::Executed,
+                2,
+            ),
+            action(ActionKind::DatabaseTerminate, "pid:43", Applied::Failed, 3),
+            action(ActionKind::DatabaseCancel, "pid:44", Applied::Simulated, 4),
+        ];
+        r.outcome = Some(Outcome {
+            summary: "1 leaking session ended".into(),
+            mitigated: true,
+            manual_steps: vec!["Fix the leak".into(), "Fix the leak".into()],
+        });
+        r
+    }
+
+    #[test]
+    fn the_review_has_the_seed_sections_in_order() {
+        let audit = [AuditEvent {
+            seq: 1,
+            at: "2026-11-27T03:00:40Z".into(),
+            run_id: Some("run-1".into()),
+            plugin: None,
+            event: "verification".into(),
+            detail: serde_json::json!({"result": "resolved"}),
+        }];
+        let mut r = run();
+        r.verification = Some("resolved".into());
+        let md = markdown(&[r], &audit);
+        let headings: Vec<&str> = md.lines().filter(|l| l.starts_with('#')).collect();
+        assert_eq!(
+            headings,
+            [
+                "# Post-incident review: DatabaseConnectionExhaustion",
+                "## 1. Timeline",
+                "## 2. Root cause (evidence)",
+                "## 3. Impact",
+                "## 4. Fixes applied",
+                "## 5. Long-term fixes (follow-ups)",
+                "## 6. Lessons learned",
+            ]
+        );
+        // The timeline is in time order: alert, run, actions, finish,
+        // verification.
+        let timeline: Vec<&str> = md.lines().filter(|l| l.starts_with("| 2026")).collect();
+        assert_eq!(timeline.len(), 7, "{md}");
+        assert!(timeline[0].contains("started firing"));
+        assert!(timeline[2].contains("`database.terminate` on `pid:42`: **executed**"));
+        assert!(timeline[3].contains("**failed** (failed: session gone)"));
+        assert!(timeline[6].contains("Verification: **resolved**"));
+        // Only what ran counts as a fix; what failed becomes a follow-up,
+        // and repeated manual steps appear once.
+        assert!(md.contains("- `database.terminate` on `pid:42` at 2026-11-27T03:00:02.000Z"));
+        assert!(!md.contains("on `pid:44` at"));
+        assert_eq!(md.matches("- [ ] Fix the leak").count(), 1);
+        assert!(md.contains("- [ ] Check `database.terminate` on `pid:43` by hand: it failed"));
+        assert!(md.contains("Verification after mitigation: **resolved**."));
+        // What came from outside cannot make links, tables or HTML.
+        assert!(
+            md.contains("pool at 98% \\| see \\[link\\](http://evil)"),
+            "{md}"
+        );
+        assert!(!md.contains("<b>"));
+    }
+
+    #[test]
+    fn no_runs_no_review() {
+        assert_eq!(markdown(&[], &[]), "");
+    }
 }

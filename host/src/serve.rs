@@ -23,7 +23,7 @@ pub fn listen_addr(config: &Config, flag: Option<&str>) -> anyhow::Result<Socket
     let (value, from) = match (flag, env, &config.server.listen) {
         (Some(f), _, _) => (f.to_string(), "--listen"),
         (None, Some(e), _) => (e, "REMEDY_LISTEN"),
-        (None, None, Some(c)) => (c.clone(), "server.listen"),
+        (None, None, Some(c)) => (c.to_string(), "server.listen"),
         (None, None, None) => ("127.0.0.1:8080".to_string(), "the default"),
     };
     value
@@ -47,29 +47,49 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
-    tracing::info!("shutdown requested: no new requests; draining runs");
 }
 
+/// `remedy serve`: loads, binds the listen address, serves until SIGINT or
+/// SIGTERM, then drains.
 pub async fn serve(config: Config, listen: Option<&str>) -> anyhow::Result<()> {
     let addr = listen_addr(&config, listen)?;
-    let auth = Auth::from_config(&config.server.tokens)?;
-    if auth.is_open() && !addr.ip().is_loopback() {
+    if config.server.tokens.is_empty() && !addr.ip().is_loopback() {
         bail!("refusing to listen on {addr} with no tokens configured: add [[server.tokens]] or listen on a loopback address");
     }
-    let max_body = config.server.max_body_bytes.unwrap_or(MAX_BODY);
-    let drain = Duration::from_millis(config.server.drain_timeout_ms.unwrap_or(10_000));
-    let read_timeout = Duration::from_millis(config.server.read_timeout_ms.unwrap_or(10_000));
+    // Tokens are read before the (slower) start, so a missing variable is
+    // the first thing said.
+    Auth::from_config(&config.server.tokens)?;
     let service = Service::start(config).await?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let local = listener.local_addr()?;
+    tracing::info!(%local, "remedy listening");
+    println!("remedy listening on http://{local}");
+    let _ = std::io::stdout().flush();
+    serve_with(listener, service, shutdown_signal()).await
+}
+
+/// Serves `service` on `listener` (with its schedules, sweepers and plugin
+/// watcher) until `shutdown` completes, then stops taking requests and
+/// drains runs, each bounded by `server.drain_timeout_ms`. Tests run the
+/// whole service in-process through this.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    service: Arc<Service>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let server_cfg = &service.remedy.config.server;
+    let auth = Auth::from_config(&server_cfg.tokens)?;
+    let max_body = server_cfg.max_body_bytes.unwrap_or(MAX_BODY);
+    let ms = |t: Option<crate::units::TimeoutMs>| t.map_or(Duration::from_secs(10), |t| t.get());
+    let drain = ms(server_cfg.drain_timeout_ms);
+    let read_timeout = ms(server_cfg.read_timeout_ms);
     let (stop_tx, stop_rx) = watch::channel(false);
     schedule::spawn_all(&service, stop_rx.clone());
     spawn_expiry_sweeper(service.clone(), stop_rx.clone());
     spawn_retention_sweeper(service.clone(), stop_rx.clone());
     spawn_plugin_watcher(service.clone(), stop_rx);
-
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
-    let local = listener.local_addr()?;
     let app = router(
         Arc::new(AppState {
             service: service.clone(),
@@ -78,14 +98,12 @@ pub async fn serve(config: Config, listen: Option<&str>) -> anyhow::Result<()> {
         max_body,
         read_timeout,
     );
-    tracing::info!(%local, "remedy listening");
-    println!("remedy listening on http://{local}");
-    let _ = std::io::stdout().flush();
     // Graceful shutdown waits for open connections; a client that never
     // finishes its request must not hold the process past the drain bound.
     let (signalled_tx, signalled_rx) = watch::channel(None);
     let server = serve_http(listener, app, read_timeout, async move {
-        shutdown_signal().await;
+        shutdown.await;
+        tracing::info!("shutdown requested: no new requests; draining runs");
         let _ = signalled_tx.send(Some(tokio::time::Instant::now()));
     });
     let mut signalled = signalled_rx.clone();

@@ -198,8 +198,9 @@ fn run_with_an_alert_payload_carries_the_alert() {
         payload.to_str().unwrap(),
     ]);
     assert_eq!(o.status.code(), Some(2));
+    // Validated as the receiver validates a POST, naming the field.
     assert!(
-        text(&o).contains("`alerts` must be an array"),
+        text(&o).contains("`alerts`") && text(&o).contains("sequence"),
         "{}",
         text(&o)
     );

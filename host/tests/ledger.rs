@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use remedy::guardrails::{Budget, Intent, Ledger, Refusal};
+use remedy::action::{ActionKind, Budget};
+use remedy::guardrails::{Intent, Ledger, Refusal};
 use remedy::record::Applied;
 use remedy::store::SqliteStore;
 
@@ -11,7 +12,7 @@ fn terminate(run: &str, pid: i32, app: &str) -> Intent {
     Intent {
         run_id: run.into(),
         plugin: "db".into(),
-        kind: "database.terminate".into(),
+        kind: ActionKind::DatabaseTerminate,
         target: format!("pid:{pid}"),
         reason: "test".into(),
         at: chrono::Utc::now(),
@@ -91,4 +92,79 @@ async fn unknown_and_interrupted_outcomes_spend_the_budget() {
         .settle(id, Applied::Failed, Some("refused".into()))
         .await;
     store.intend(one("r3", 3)).await.unwrap();
+}
+
+/// Notifications have no cooldown (telling a human twice is no harm) but
+/// do spend their budget; every other kind cools down. The exemption comes
+/// from `ActionKind`, in Rust and in the ledger's SQL alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_skip_the_cooldown_and_other_kinds_do_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let limits = remedy::guardrails::Limits::default();
+    for kind in ActionKind::ALL {
+        let intent = |run: &str| Intent {
+            run_id: run.into(),
+            plugin: "p".into(),
+            kind,
+            target: "t".into(),
+            reason: "test".into(),
+            at: chrono::Utc::now(),
+            budget: Budget {
+                max: 2,
+                per: Duration::from_secs(3600),
+            },
+            // As the gate asks it: the kind decides whether a cooldown applies.
+            cooldown: limits.cooldown_for(kind),
+            cooldown_key: format!("same-target-{}", kind.as_str()),
+        };
+        let id = store.intend(intent("run-a")).await.unwrap();
+        store.settle(id, Applied::Executed, None).await;
+        let second = store.intend(intent("run-b")).await;
+        if kind.is_notification() {
+            let id = second.unwrap_or_else(|e| panic!("{kind}: {e:?}"));
+            store.settle(id, Applied::Executed, None).await;
+            match store.intend(intent("run-c")).await {
+                Err(Refusal::Guardrail(m)) => assert!(m.contains("budget"), "{kind}: {m}"),
+                other => panic!("{kind}: the budget let a third through: {other:?}"),
+            }
+        } else {
+            match second {
+                Err(Refusal::Guardrail(m)) => assert!(m.contains("cooldown"), "{kind}: {m}"),
+                other => panic!("{kind}: no cooldown: {other:?}"),
+            }
+        }
+    }
+}
+
+/// An intent a stopped process never settled reads `interrupted` when the
+/// store is opened again: in the ledger (it spends the budget) and in the
+/// run's record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsettled_intent_is_interrupted_at_the_next_open() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let mut one = terminate("run-x", 7, "billing");
+        one.budget.max = 1;
+        store.intend(one).await.unwrap();
+        // No settle: the process "stops" here.
+    }
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let mut again = terminate("run-y", 8, "other-app");
+    again.budget.max = 1;
+    match store.intend(again).await {
+        Err(Refusal::Guardrail(m)) => assert!(m.contains("budget"), "{m}"),
+        other => panic!("an interrupted action must spend the budget: {other:?}"),
+    }
+    let audit = store
+        .list_audit(remedy::store::AuditFilter::default())
+        .await
+        .unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.event == "action.interrupted" && e.run_id.as_deref() == Some("run-x")),
+        "{audit:?}"
+    );
 }

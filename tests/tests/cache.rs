@@ -11,7 +11,8 @@ use remedy::bindings::remedy::plugin::cache::Host;
 use remedy::bindings::types::{Applied, Error};
 use remedy::capabilities::HostCtx;
 use remedy::config::{Capability, Scope};
-use remedy::gate::{Gate, Grants, Journal, Phase};
+use remedy::gate::{Phase, RunGate};
+use remedy::grants::Grants;
 use remedy::record::Applied as Recorded;
 
 const URL: &str = "redis://127.0.0.1:6379/0";
@@ -19,30 +20,19 @@ const URL: &str = "redis://127.0.0.1:6379/0";
 fn host(allowed_prefix: &str, dry_run: bool) -> HostCtx {
     let mut backends = Backends::none();
     backends.cache = Some(Arc::new(Redis::new(URL, Duration::from_secs(2)).unwrap()));
+    let grants = Arc::new(Grants {
+        capabilities: [Capability::Cache].into(),
+        scope: Scope {
+            cache_prefixes: Some(vec![allowed_prefix.to_string()]),
+            ..Scope::default()
+        },
+    });
+    let run = Arc::new(RunGate::new("cache-test", "test-run", grants, dry_run));
     HostCtx {
         backends: Arc::new(backends),
-        gate: Gate {
-            plugin: "cache-test".into(),
-            grants: Arc::new(Grants {
-                capabilities: [Capability::Cache].into(),
-                scope: Scope {
-                    cache_prefixes: Some(vec![allowed_prefix.to_string()]),
-                    ..Scope::default()
-                },
-            }),
-            dry_run,
-            phase: Phase::Mitigate,
-            journal: Journal::new(4096),
-            run_id: "test-run".into(),
-            limits: Arc::default(),
-            stage: Default::default(),
-            ledger: None,
-            kill: None,
-            deadline: None,
-        },
-        probe_allow: Arc::default(),
+        escalation: Arc::default(),
+        gate: run.call(Phase::Mitigate, None),
         files: None,
-        run_id: "cache-test".into(),
     }
 }
 

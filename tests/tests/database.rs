@@ -204,23 +204,57 @@ async fn no_leak_and_room_to_spare_is_healthy_and_takes_no_action() {
 /// The pid the gate checked can belong to another application's session by
 /// the time the signal is sent (pids are reused): the backend re-checks the
 /// application in the statement that signals, so the other session lives.
+/// (Signals need the gate's permit, so the test passes the gate too.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signal_for_another_application_never_reaches_the_session() {
+    use remedy::action::ActionKind;
     use remedy::backends::DatabaseBackend;
+    use remedy::capabilities::database::signal_session;
+    use remedy::gate::{Action, Phase, RunGate, Target};
+    use remedy::grants::{Capability, Grants, Scope};
     let app = remedy_e2e::pg::unique("remedy-test-pidreuse");
     let pid = remedy_e2e::pg::sleeper(&app, std::time::Duration::from_millis(100)).await;
-    let db = remedy::backends::postgres::Postgres::new(
-        &remedy_e2e::pg::pg_url(),
-        std::time::Duration::from_secs(5),
-    )
-    .unwrap();
-    assert!(!db.terminate(pid, "someone-else").await.unwrap());
-    assert!(!db.cancel(pid, "someone-else").await.unwrap());
+    let db: std::sync::Arc<dyn DatabaseBackend> = std::sync::Arc::new(
+        remedy::backends::postgres::Postgres::new(
+            &remedy_e2e::pg::pg_url(),
+            std::time::Duration::from_secs(5),
+        )
+        .unwrap(),
+    );
+    let grants = std::sync::Arc::new(Grants {
+        capabilities: [Capability::Database].into(),
+        scope: Scope {
+            database_applications: Some(vec!["*".into()]),
+            ..Scope::default()
+        },
+    });
+    let gate = std::sync::Arc::new(RunGate::new("pidreuse", "r", grants, false))
+        .call(Phase::Mitigate, None);
+    let signal = |kind: ActionKind, application: &str| {
+        let application = application.to_string();
+        let target = Target::DatabaseSession {
+            pid,
+            application: application.clone(),
+        };
+        gate.act(
+            Action::new(kind, target, "t"),
+            Ok(db.clone()),
+            move |db, permit| async move {
+                signal_session(db.as_ref(), &permit, kind, pid, &application).await
+            },
+        )
+    };
+    assert!(signal(ActionKind::DatabaseTerminate, "someone-else")
+        .await
+        .is_err());
+    assert!(signal(ActionKind::DatabaseCancel, "someone-else")
+        .await
+        .is_err());
     assert!(
         remedy_e2e::pg::alive(pid, false).await,
         "the other application's session lives"
     );
-    assert!(db.terminate(pid, &app).await.unwrap());
+    assert!(signal(ActionKind::DatabaseTerminate, &app).await.is_ok());
     assert!(!remedy_e2e::pg::alive(pid, true).await);
 }
 

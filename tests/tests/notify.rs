@@ -12,7 +12,8 @@ use remedy::bindings::remedy::plugin::notify::{Host, Message};
 use remedy::bindings::types::{Applied, Error, Severity};
 use remedy::capabilities::HostCtx;
 use remedy::config::{Capability, ChannelConfig, ChannelKind, Scope};
-use remedy::gate::{Gate, Grants, Journal, Phase};
+use remedy::gate::{Phase, RunGate};
+use remedy::grants::Grants;
 
 mod common;
 use common::sink;
@@ -54,34 +55,23 @@ fn host(base: &str, dry_run: bool) -> HostCtx {
     backends.notify = Some(Arc::new(
         HttpNotify::new(&channels, Duration::from_secs(2)).unwrap(),
     ));
+    let grants = Arc::new(Grants {
+        capabilities: [Capability::Notify].into(),
+        scope: Scope {
+            notify_channels: Some(
+                ["critical", "pager", "hook", "down"]
+                    .map(String::from)
+                    .to_vec(),
+            ),
+            ..Scope::default()
+        },
+    });
+    let run = Arc::new(RunGate::new("notify-test", "run-42", grants, dry_run));
     HostCtx {
         backends: Arc::new(backends),
-        gate: Gate {
-            plugin: "notify-test".into(),
-            grants: Arc::new(Grants {
-                capabilities: [Capability::Notify].into(),
-                scope: Scope {
-                    notify_channels: Some(
-                        ["critical", "pager", "hook", "down"]
-                            .map(String::from)
-                            .to_vec(),
-                    ),
-                    ..Scope::default()
-                },
-            }),
-            dry_run,
-            phase: Phase::Mitigate,
-            journal: Journal::new(4096),
-            run_id: "test-run".into(),
-            limits: Arc::default(),
-            stage: Default::default(),
-            ledger: None,
-            kill: None,
-            deadline: None,
-        },
-        probe_allow: Arc::default(),
+        escalation: Arc::default(),
+        gate: run.call(Phase::Mitigate, None),
         files: None,
-        run_id: "run-42".into(),
     }
 }
 
@@ -177,8 +167,11 @@ async fn dry_run_scope_and_unreachable_channels() {
     use remedy::record::Applied as R;
     assert_eq!(
         applied,
+        // A channel that does not exist is refused before the gate, and
+        // journaled all the same.
         vec![
             ("channel:secret".into(), R::Denied),
+            ("channel:nowhere".into(), R::Refused),
             ("channel:down".into(), R::Failed)
         ]
     );

@@ -1,6 +1,7 @@
 //! Breaker backend: the application's breaker admin API over HTTP, as
 //! specified in docs/breaker-api.md.
 
+use crate::gate::permit::Permit;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -144,6 +145,7 @@ impl BreakerBackend for BreakerApi {
 
     async fn force_state(
         &self,
+        _: &Permit,
         name: &str,
         state: BreakerState,
         reason: &str,

@@ -1,6 +1,7 @@
 //! In-memory backends behind the same traits as the real ones: for unit
 //! tests and the invocation benchmark, never for production.
 
+use crate::gate::permit::Permit;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -75,15 +76,15 @@ impl DatabaseBackend for MemoryDatabase {
         Ok(self.lock()?.iter().find(|x| x.pid == pid).cloned())
     }
 
-    async fn cancel(&self, pid: i32, application: &str) -> BackendResult<bool> {
+    async fn cancel(&self, _: &Permit, pid: i32, application: &str) -> BackendResult<bool> {
         Ok(self
             .lock()?
             .iter()
             .any(|x| x.pid == pid && x.application_name == application))
     }
 
-    async fn terminate(&self, pid: i32, application: &str) -> BackendResult<bool> {
-        if !self.cancel(pid, application).await? {
+    async fn terminate(&self, permit: &Permit, pid: i32, application: &str) -> BackendResult<bool> {
+        if !self.cancel(permit, pid, application).await? {
             return Ok(false);
         }
         self.remove(pid)

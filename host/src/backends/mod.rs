@@ -8,6 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::config::BackendsConfig;
+pub use crate::gate::permit::Permit;
 
 pub mod breaker_api;
 pub mod memory;
@@ -131,9 +132,9 @@ pub trait DatabaseBackend: Send + Sync {
     async fn session(&self, pid: i32) -> BackendResult<Option<Session>>;
     /// `pg_cancel_backend`; `false` when the session was gone or is no
     /// longer `application`'s (a reused pid is never signalled).
-    async fn cancel(&self, pid: i32, application: &str) -> BackendResult<bool>;
+    async fn cancel(&self, _: &Permit, pid: i32, application: &str) -> BackendResult<bool>;
     /// `pg_terminate_backend`; `false` as for `cancel`.
-    async fn terminate(&self, pid: i32, application: &str) -> BackendResult<bool>;
+    async fn terminate(&self, _: &Permit, pid: i32, application: &str) -> BackendResult<bool>;
 }
 
 #[async_trait]
@@ -142,6 +143,7 @@ pub trait BreakerBackend: Send + Sync {
     async fn get(&self, name: &str) -> BackendResult<Option<Breaker>>;
     async fn force_state(
         &self,
+        _: &Permit,
         name: &str,
         state: BreakerState,
         reason: &str,
@@ -165,11 +167,11 @@ pub trait CacheBackend: Send + Sync {
     /// `None`: no such key; `Some(None)`: no expiry.
     async fn ttl(&self, key: &str) -> BackendResult<Option<Option<u64>>>;
     /// `false` when the key was already gone.
-    async fn delete(&self, key: &str) -> BackendResult<bool>;
+    async fn delete(&self, _: &Permit, key: &str) -> BackendResult<bool>;
     /// `false` when the key does not exist.
-    async fn expire(&self, key: &str, ttl_ms: u64) -> BackendResult<bool>;
+    async fn expire(&self, _: &Permit, key: &str, ttl_ms: u64) -> BackendResult<bool>;
     /// Deletes every key starting with `prefix`; answers how many.
-    async fn flush_prefix(&self, prefix: &str) -> BackendResult<u64>;
+    async fn flush_prefix(&self, _: &Permit, prefix: &str) -> BackendResult<u64>;
 }
 
 /// A message for a notify channel, with where it comes from.
@@ -187,7 +189,7 @@ pub struct NotifyMessage {
 #[async_trait]
 pub trait NotifyBackend: Send + Sync {
     fn has_channel(&self, name: &str) -> bool;
-    async fn send(&self, message: &NotifyMessage) -> BackendResult<()>;
+    async fn send(&self, _: &Permit, message: &NotifyMessage) -> BackendResult<()>;
 }
 
 #[async_trait]
@@ -205,8 +207,6 @@ pub struct Backends {
     pub cache: Option<Arc<dyn CacheBackend>>,
     pub notify: Option<Arc<dyn NotifyBackend>>,
     pub probe: Arc<dyn ProbeBackend>,
-    /// Where `notify.escalate` sends each priority, and the templates.
-    pub escalation: Arc<crate::escalation::Policy>,
 }
 
 impl Backends {
@@ -219,39 +219,40 @@ impl Backends {
             cache: None,
             notify: None,
             probe: Arc::new(memory::NoProbe),
-            escalation: Arc::default(),
         }
     }
 
     /// Real backends from config. Nothing connects here: connections are
     /// made on first use, so an unreachable backend never stops start-up.
     pub fn from_config(cfg: &BackendsConfig) -> anyhow::Result<Backends> {
-        let timeout = Duration::from_millis(cfg.request_timeout_ms.unwrap_or(5_000));
+        let timeout = cfg
+            .request_timeout_ms
+            .map_or(Duration::from_millis(5_000), |t| t.get());
         let metrics = match &cfg.prometheus_url {
-            Some(u) => {
-                Some(Arc::new(prometheus::Prometheus::new(u, timeout)?) as Arc<dyn MetricsBackend>)
-            }
+            Some(u) => Some(Arc::new(prometheus::Prometheus::new(u.as_str(), timeout)?)
+                as Arc<dyn MetricsBackend>),
             None => None,
         };
         let breaker = match &cfg.breaker_url {
-            Some(u) => {
-                Some(Arc::new(breaker_api::BreakerApi::new(u, timeout)?) as Arc<dyn BreakerBackend>)
-            }
+            Some(u) => Some(Arc::new(breaker_api::BreakerApi::new(u.as_str(), timeout)?)
+                as Arc<dyn BreakerBackend>),
             None => None,
         };
         let database = match &cfg.database_url {
             Some(u) => {
-                let mut pg = postgres::Postgres::new(u, timeout)?
+                let mut pg = postgres::Postgres::new(u.as_str(), timeout)?
                     .with_query_text(cfg.query_text.unwrap_or_default());
                 if let Some(ca) = &cfg.database_ca {
-                    pg = pg.with_ca(ca)?;
+                    pg = pg.with_certs(&ca.certs)?;
                 }
                 Some(Arc::new(pg) as Arc<dyn DatabaseBackend>)
             }
             None => None,
         };
         let cache = match &cfg.redis_url {
-            Some(u) => Some(Arc::new(redis::Redis::new(u, timeout)?) as Arc<dyn CacheBackend>),
+            Some(u) => {
+                Some(Arc::new(redis::Redis::new(u.as_str(), timeout)?) as Arc<dyn CacheBackend>)
+            }
             None => None,
         };
         let notify = if cfg.notify.is_empty() {
@@ -262,7 +263,9 @@ impl Backends {
                     as Arc<dyn NotifyBackend>,
             )
         };
-        let probe_timeout = Duration::from_millis(cfg.probe_timeout_ms.unwrap_or(2_000));
+        let probe_timeout = cfg
+            .probe_timeout_ms
+            .map_or(Duration::from_millis(2_000), |t| t.get());
         Ok(Backends {
             metrics,
             database,
@@ -273,7 +276,6 @@ impl Backends {
                 probe_timeout,
                 probe_http::BODY_CAP,
             )?),
-            escalation: Arc::default(),
         })
     }
 }

@@ -1,6 +1,7 @@
 //! Notify backend: channels from config, each a Slack incoming webhook, a
 //! PagerDuty Events API v2 endpoint or a generic JSON webhook.
 
+use crate::gate::permit::Permit;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -152,7 +153,7 @@ impl NotifyBackend for HttpNotify {
         self.channels.contains_key(name)
     }
 
-    async fn send(&self, m: &NotifyMessage) -> BackendResult<()> {
+    async fn send(&self, _: &Permit, m: &NotifyMessage) -> BackendResult<()> {
         let c = self.channels.get(&m.channel).ok_or_else(|| {
             BackendError::Invalid(format!("no notify channel `{}` configured", m.channel))
         })?;

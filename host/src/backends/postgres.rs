@@ -5,6 +5,7 @@
 //! on first use and remade when it drops. Its `application_name` is `remedy`
 //! and it excludes itself (`pg_backend_pid()`) from every listing and action.
 
+use crate::gate::permit::Permit;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -158,9 +159,18 @@ impl Postgres {
     }
 
     /// Trusts the CA(s) in this PEM file instead of the public web roots.
-    pub fn with_ca(mut self, ca: &std::path::Path) -> anyhow::Result<Self> {
+    pub fn with_ca(self, ca: &std::path::Path) -> anyhow::Result<Self> {
+        let ca = crate::config::CaFile::read(ca).map_err(anyhow::Error::msg)?;
+        self.with_certs(&ca.certs)
+    }
+
+    /// Trusts these CA certificates instead of the public web roots.
+    pub fn with_certs(
+        mut self,
+        certs: &[rustls::pki_types::CertificateDer<'static>],
+    ) -> anyhow::Result<Self> {
         self.tls = tokio_postgres_rustls::MakeRustlsConnect::new(
-            tls_config(Some(ca)).map_err(anyhow::Error::msg)?,
+            tls_config(Some(certs)).map_err(anyhow::Error::msg)?,
         );
         Ok(self)
     }
@@ -261,28 +271,22 @@ impl Postgres {
 /// encrypted without verifying the server's certificate unless a CA is
 /// given (`backends.database_ca`, libpq's `sslrootcert`): then it must
 /// chain to it.
-pub fn tls_config(ca: Option<&std::path::Path>) -> Result<rustls::ClientConfig, String> {
+pub fn tls_config(
+    ca: Option<&[rustls::pki_types::CertificateDer<'static>]>,
+) -> Result<rustls::ClientConfig, String> {
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?;
-    let Some(path) = ca else {
+    let Some(certs) = ca else {
         return Ok(builder
             .dangerous()
             .with_custom_certificate_verifier(std::sync::Arc::new(EncryptOnly(provider)))
             .with_no_client_auth());
     };
     let mut roots = rustls::RootCertStore::empty();
-    let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(&pem) {
-        let cert: rustls::pki_types::CertificateDer<'static> =
-            cert.map_err(|e| format!("{}: {e}", path.display()))?;
-        roots
-            .add(cert)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-    }
-    if roots.is_empty() {
-        return Err(format!("{}: no PEM certificate in it", path.display()));
+    for cert in certs {
+        roots.add(cert.clone()).map_err(|e| e.to_string())?;
     }
     Ok(builder.with_root_certificates(roots).with_no_client_auth())
 }
@@ -396,11 +400,11 @@ impl DatabaseBackend for Postgres {
             .map(|r| self.shown(session(r))))
     }
 
-    async fn cancel(&self, pid: i32, application: &str) -> BackendResult<bool> {
+    async fn cancel(&self, _: &Permit, pid: i32, application: &str) -> BackendResult<bool> {
         self.signal("pg_cancel_backend", pid, application).await
     }
 
-    async fn terminate(&self, pid: i32, application: &str) -> BackendResult<bool> {
+    async fn terminate(&self, _: &Permit, pid: i32, application: &str) -> BackendResult<bool> {
         self.signal("pg_terminate_backend", pid, application).await
     }
 }

@@ -1,6 +1,7 @@
 //! Cache backend: Redis through INFO, DBSIZE, SCAN, PTTL, UNLINK and
 //! PEXPIRE. One multiplexed, auto-reconnecting connection, made on first use.
 
+use crate::gate::permit::Permit;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -118,16 +119,7 @@ impl CacheBackend for Redis {
         let mut cursor: u64 = 0;
         let mut out = Vec::new();
         loop {
-            let (next, keys): (u64, Vec<String>) = self
-                .run(
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(pattern)
-                        .arg("COUNT")
-                        .arg(500),
-                )
-                .await?;
+            let (next, keys) = self.scan_page(cursor, pattern).await?;
             out.extend(keys);
             if out.len() >= limit || next == 0 {
                 out.truncate(limit);
@@ -146,33 +138,24 @@ impl CacheBackend for Redis {
         })
     }
 
-    async fn delete(&self, key: &str) -> BackendResult<bool> {
+    async fn delete(&self, _: &Permit, key: &str) -> BackendResult<bool> {
         let n: u64 = self.run(redis::cmd("UNLINK").arg(key)).await?;
         Ok(n == 1)
     }
 
-    async fn expire(&self, key: &str, ttl_ms: u64) -> BackendResult<bool> {
+    async fn expire(&self, _: &Permit, key: &str, ttl_ms: u64) -> BackendResult<bool> {
         let n: u64 = self.run(redis::cmd("PEXPIRE").arg(key).arg(ttl_ms)).await?;
         Ok(n == 1)
     }
 
-    async fn flush_prefix(&self, prefix: &str) -> BackendResult<u64> {
+    async fn flush_prefix(&self, _: &Permit, prefix: &str) -> BackendResult<u64> {
         // SCAN in pages, UNLINK each page: the server never blocks on one
         // huge command and memory is freed off the main thread.
         let pattern = format!("{}*", glob_escape(prefix));
         let mut cursor: u64 = 0;
         let mut deleted = 0;
         loop {
-            let (next, keys): (u64, Vec<String>) = self
-                .run(
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(&pattern)
-                        .arg("COUNT")
-                        .arg(500),
-                )
-                .await?;
+            let (next, keys) = self.scan_page(cursor, &pattern).await?;
             if !keys.is_empty() {
                 let n: u64 = self.run(redis::cmd("UNLINK").arg(&keys)).await?;
                 deleted += n;
@@ -182,6 +165,22 @@ impl CacheBackend for Redis {
             }
             cursor = next;
         }
+    }
+}
+
+impl Redis {
+    /// One page of `SCAN cursor MATCH pattern`: the next cursor (0 at the
+    /// end) and the keys of this page.
+    async fn scan_page(&self, cursor: u64, pattern: &str) -> BackendResult<(u64, Vec<String>)> {
+        self.run(
+            redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(500),
+        )
+        .await
     }
 }
 

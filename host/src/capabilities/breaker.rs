@@ -1,15 +1,14 @@
 //! `breaker`: list and get (read); force-state (through the gate, scoped by
 //! breaker name).
 
-use std::sync::Arc;
-
-use crate::backends::{Breaker, BreakerBackend, BreakerState};
+use crate::action::ActionKind;
+use crate::backends::{Breaker, BreakerState};
 use crate::bindings::remedy::plugin::breaker::{BreakerStatus, Host, State};
 use crate::bindings::types::{Applied, Error};
-use crate::config::Capability;
 use crate::gate::{Action, Target};
+use crate::grants::Capability;
 
-use super::HostCtx;
+use super::{HostCtx, Wiring};
 
 fn status(b: Breaker) -> BreakerStatus {
     BreakerStatus {
@@ -25,26 +24,24 @@ fn status(b: Breaker) -> BreakerStatus {
     }
 }
 
-impl HostCtx {
-    fn breakers(&self) -> Result<Arc<dyn BreakerBackend>, Error> {
-        self.backend(
-            Capability::Breaker,
-            &self.backends.breaker,
-            "breaker_url",
-            "REMEDY_BREAKER_URL",
-        )
-    }
-}
+const BREAKER: Wiring = Wiring {
+    cap: Capability::Breaker,
+    name: "breaker api",
+    key: "breaker_url",
+    env: "REMEDY_BREAKER_URL",
+};
 
 impl Host for HostCtx {
     async fn list(&mut self) -> Result<Vec<BreakerStatus>, Error> {
-        let all = self.read("breaker api", self.breakers()?.list()).await?;
+        let b = self.backend(&BREAKER, &self.backends.breaker)?;
+        let all = self.read(&BREAKER, "list", "", b.list()).await?;
         Ok(all.into_iter().map(status).collect())
     }
 
     async fn get(&mut self, name: String) -> Result<Option<BreakerStatus>, Error> {
+        let b = self.backend(&BREAKER, &self.backends.breaker)?;
         Ok(self
-            .read("breaker api", self.breakers()?.get(&name))
+            .read(&BREAKER, "get", &name, b.get(&name))
             .await?
             .map(status))
     }
@@ -55,21 +52,23 @@ impl Host for HostCtx {
         state: State,
         reason: String,
     ) -> Result<Applied, Error> {
-        let backend = self.breakers()?;
         let state = match state {
             State::Closed => BreakerState::Closed,
             State::Open => BreakerState::Open,
             State::HalfOpen => BreakerState::HalfOpen,
         };
-        let action = Action {
-            kind: "breaker.force-state",
-            capability: Capability::Breaker,
-            target: Target::Breaker(name.clone()),
-            reason: format!("{} → {}: {reason}", name, state.as_str()),
-        };
+        let action = Action::new(
+            ActionKind::BreakerForceState,
+            Target::Breaker(name.clone()),
+            format!("{} → {}: {reason}", name, state.as_str()),
+        );
+        let backend = self.configured(&BREAKER, &self.backends.breaker);
         self.gate
-            .act(action, || async move {
-                backend.force_state(&name, state, &reason).await.map(|_| ())
+            .act(action, backend, |backend, permit| async move {
+                backend
+                    .force_state(&permit, &name, state, &reason)
+                    .await
+                    .map(|_| ())
             })
             .await
     }

@@ -1,15 +1,14 @@
 //! `database`: pool stats and long-running sessions (read); cancel and
 //! terminate (through the gate, scoped by the session's application name).
 
-use std::sync::Arc;
-
-use crate::backends::{DatabaseBackend, Session as BackendSession};
+use crate::action::ActionKind;
+use crate::backends::{BackendError, DatabaseBackend, Permit, Session as BackendSession};
 use crate::bindings::remedy::plugin::database::{Host, PoolStats, Session};
 use crate::bindings::types::{Applied, Error};
-use crate::config::Capability;
 use crate::gate::{Action, Target};
+use crate::grants::Capability;
 
-use super::HostCtx;
+use super::{HostCtx, Wiring};
 
 fn session(s: BackendSession) -> Session {
     Session {
@@ -24,61 +23,83 @@ fn session(s: BackendSession) -> Session {
     }
 }
 
-impl HostCtx {
-    fn database(&self) -> Result<Arc<dyn DatabaseBackend>, Error> {
-        self.backend(
-            Capability::Database,
-            &self.backends.database,
-            "database_url",
-            "REMEDY_DATABASE_URL",
-        )
-    }
+const DATABASE: Wiring = Wiring {
+    cap: Capability::Database,
+    name: "postgres",
+    key: "database_url",
+    env: "REMEDY_DATABASE_URL",
+};
 
+impl HostCtx {
     /// Both signals: look the session up (its application decides the
     /// scope), pass the gate, then signal it.
     async fn signal(
         &mut self,
-        kind: &'static str,
+        kind: ActionKind,
         pid: i32,
         reason: String,
     ) -> Result<Applied, Error> {
-        let db = self.database()?;
-        let target = self
-            .read("postgres", db.session(pid))
-            .await?
-            .ok_or_else(|| Error::Invalid(format!("no client session with pid {pid}")))?;
-        let application = target.application_name;
-        let action = Action {
+        let mut action = Action::new(
             kind,
-            capability: Capability::Database,
-            target: Target::DatabaseSession {
+            Target::DatabaseSession {
                 pid,
-                application: application.clone(),
+                application: String::new(),
             },
             reason,
+        );
+        let found = match self.backend(&DATABASE, &self.backends.database) {
+            Ok(db) => self
+                .read(&DATABASE, "session", &format!("pid:{pid}"), db.session(pid))
+                .await
+                .and_then(|s| {
+                    s.ok_or_else(|| Error::Invalid(format!("no client session with pid {pid}")))
+                }),
+            Err(e) => Err(e),
         };
+        let application = match found {
+            Ok(s) => s.application_name,
+            Err(e) => return Err(self.gate.refuse(&action, e)),
+        };
+        action.target = Target::DatabaseSession {
+            pid,
+            application: application.clone(),
+        };
+        let db = self.configured(&DATABASE, &self.backends.database);
         self.gate
-            .act(action, || async move {
-                let done = if kind == "database.cancel" {
-                    db.cancel(pid, &application).await?
-                } else {
-                    db.terminate(pid, &application).await?
-                };
-                if done {
-                    Ok(())
-                } else {
-                    Err(crate::backends::BackendError::Failed(format!(
-                        "session {pid} of `{application}` was gone (or its pid reused) before it could be signalled"
-                    )))
-                }
+            .act(action, db, |db, permit| async move {
+                signal_session(db.as_ref(), &permit, kind, pid, &application).await
             })
             .await
     }
 }
 
+/// Cancels or terminates (by `kind`) session `pid`, if it still belongs to
+/// `application`: a session gone, or a pid reused by another application,
+/// is a failure and nothing is signalled.
+pub async fn signal_session(
+    db: &dyn DatabaseBackend,
+    permit: &Permit,
+    kind: ActionKind,
+    pid: i32,
+    application: &str,
+) -> Result<(), BackendError> {
+    let done = match kind {
+        ActionKind::DatabaseCancel => db.cancel(permit, pid, application).await?,
+        _ => db.terminate(permit, pid, application).await?,
+    };
+    if done {
+        Ok(())
+    } else {
+        Err(BackendError::Failed(format!(
+            "session {pid} of `{application}` was gone (or its pid reused) before it could be signalled"
+        )))
+    }
+}
+
 impl Host for HostCtx {
     async fn stats(&mut self) -> Result<PoolStats, Error> {
-        let s = self.read("postgres", self.database()?.stats()).await?;
+        let db = self.backend(&DATABASE, &self.backends.database)?;
+        let s = self.read(&DATABASE, "stats", "", db.stats()).await?;
         Ok(PoolStats {
             total: s.total,
             active: s.active,
@@ -94,20 +115,24 @@ impl Host for HostCtx {
         min_duration_ms: u64,
         limit: u32,
     ) -> Result<Vec<Session>, Error> {
+        let db = self.backend(&DATABASE, &self.backends.database)?;
         let rows = self
             .read(
-                "postgres",
-                self.database()?.long_running(min_duration_ms, limit),
+                &DATABASE,
+                "long-running",
+                "",
+                db.long_running(min_duration_ms, limit),
             )
             .await?;
         Ok(rows.into_iter().map(session).collect())
     }
 
     async fn cancel(&mut self, pid: i32, reason: String) -> Result<Applied, Error> {
-        self.signal("database.cancel", pid, reason).await
+        self.signal(ActionKind::DatabaseCancel, pid, reason).await
     }
 
     async fn terminate(&mut self, pid: i32, reason: String) -> Result<Applied, Error> {
-        self.signal("database.terminate", pid, reason).await
+        self.signal(ActionKind::DatabaseTerminate, pid, reason)
+            .await
     }
 }

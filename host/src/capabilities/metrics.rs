@@ -2,19 +2,23 @@
 
 use crate::bindings::remedy::plugin::metrics::{Host, Sample};
 use crate::bindings::types::Error;
-use crate::config::Capability;
+use crate::grants::Capability;
 
-use super::HostCtx;
+use super::{HostCtx, Wiring};
+
+const METRICS: Wiring = Wiring {
+    cap: Capability::Metrics,
+    name: "prometheus",
+    key: "prometheus_url",
+    env: "REMEDY_PROMETHEUS_URL",
+};
 
 impl Host for HostCtx {
     async fn query(&mut self, promql: String) -> Result<Vec<Sample>, Error> {
-        let backend = self.backend(
-            Capability::Metrics,
-            &self.backends.metrics,
-            "prometheus_url",
-            "REMEDY_PROMETHEUS_URL",
-        )?;
-        let samples = self.read("prometheus", backend.query(&promql)).await?;
+        let backend = self.backend(&METRICS, &self.backends.metrics)?;
+        let samples = self
+            .read(&METRICS, "query", &promql, backend.query(&promql))
+            .await?;
         Ok(samples
             .into_iter()
             .map(|s| Sample {

@@ -1,13 +1,17 @@
-//! The host side of each WIT interface: one module per interface, each with
-//! its grant and scope checks. Reads go straight to the backend; mutations go
-//! through the action gate.
+//! The host side of each WIT interface: one module per interface. Reads go
+//! straight to the backend (granted, bounded by the call's deadline,
+//! traced); mutations go through the action gate.
 
 use std::sync::Arc;
+use std::time::Instant;
+
+use tracing::Instrument;
 
 use crate::backends::{BackendResult, Backends};
 use crate::bindings::types::Error as WitError;
-use crate::config::Capability;
-use crate::gate::{wit_error, Gate};
+use crate::escalation::Policy;
+use crate::gate::{finish_span, host_call_span, wit_error, Gate};
+use crate::grants::Capability;
 
 pub mod breaker;
 pub mod cache;
@@ -21,75 +25,88 @@ pub mod types;
 /// What host functions of one guest call can reach.
 pub struct HostCtx {
     pub backends: Arc<Backends>,
+    /// Where `notify.escalate` sends each priority, and the templates.
+    pub escalation: Arc<Policy>,
     pub gate: Gate,
-    pub probe_allow: Arc<Vec<probe::AllowPattern>>,
-    /// The run this call belongs to (for messages that leave the host).
-    pub run_id: String,
     /// The directory the plugin may read, preopened read-only as `/data`.
     pub files: Option<std::path::PathBuf>,
+}
+
+/// Where a capability's backend is configured, for `unavailable` messages.
+struct Wiring {
+    cap: Capability,
+    /// What the backend is called in messages.
+    name: &'static str,
+    key: &'static str,
+    env: &'static str,
 }
 
 impl HostCtx {
     /// `denied` unless `cap` is granted. Loading already refuses plugins that
     /// import an ungranted interface; this keeps every call honest anyway.
     fn granted(&self, cap: Capability) -> Result<(), WitError> {
-        if self.gate.grants.has(cap) {
-            Ok(())
-        } else {
-            Err(WitError::Denied(format!(
-                "interface `{}` is not granted to {}",
-                cap.as_str(),
-                self.gate.plugin
-            )))
-        }
+        self.gate
+            .grants
+            .check(cap, &self.gate.plugin)
+            .map_err(WitError::Denied)
     }
-}
 
-impl HostCtx {
-    /// The backend of a granted capability, or `unavailable` naming the
-    /// setting that would configure it.
-    fn backend<T: ?Sized>(
+    /// The backend, or `unavailable` naming the setting that would
+    /// configure it (for actions: the gate checks the grant first).
+    fn configured<T: ?Sized>(
         &self,
-        cap: Capability,
+        w: &Wiring,
         backend: &Option<Arc<T>>,
-        key: &str,
-        env: &str,
     ) -> Result<Arc<T>, WitError> {
-        self.granted(cap)?;
-        backend
-            .clone()
-            .ok_or_else(|| unconfigured(cap.as_str(), key, env))
+        backend.clone().ok_or_else(|| {
+            WitError::Unavailable(format!(
+                "no {} backend configured: set backends.{} in remedy.toml or {}",
+                w.cap.as_str(),
+                w.key,
+                w.env
+            ))
+        })
     }
-}
 
-impl HostCtx {
-    /// A backend read, bounded by the guest call's deadline: a backend that
-    /// hangs answers the plugin `unavailable`, naming it, while the plugin
-    /// still has time to say so — instead of the whole run reading
+    /// The backend of a granted capability, for a read.
+    fn backend<T: ?Sized>(&self, w: &Wiring, backend: &Option<Arc<T>>) -> Result<Arc<T>, WitError> {
+        self.granted(w.cap)?;
+        self.configured(w, backend)
+    }
+
+    /// A backend read in a span of its own (capability, function, target,
+    /// outcome, duration), bounded by the guest call's deadline: a backend
+    /// that hangs answers the plugin `unavailable`, naming it, while the
+    /// plugin still has time to say so — instead of the whole run reading
     /// `timed_out` with nobody told why.
     async fn read<T>(
         &self,
-        what: &str,
+        w: &Wiring,
+        function: &'static str,
+        target: &str,
         fut: impl std::future::Future<Output = BackendResult<T>>,
     ) -> Result<T, WitError> {
-        let Some(deadline) = self.gate.deadline else {
-            return fut.await.map_err(wit_error);
-        };
-        let by = deadline
-            .checked_sub(crate::gate::DEADLINE_MARGIN)
-            .unwrap_or(deadline);
-        match tokio::time::timeout_at(by, fut).await {
-            Ok(r) => r.map_err(wit_error),
-            Err(_) => Err(WitError::Unavailable(format!(
-                "{what} did not answer before the run's deadline"
-            ))),
+        let span = host_call_span(w.cap.as_str(), function, target);
+        let started = Instant::now();
+        let deadline = self.gate.deadline;
+        let r = async {
+            let Some(deadline) = deadline else {
+                return fut.await.map_err(wit_error);
+            };
+            let by = deadline
+                .checked_sub(crate::gate::DEADLINE_MARGIN)
+                .unwrap_or(deadline);
+            match tokio::time::timeout_at(by, fut).await {
+                Ok(r) => r.map_err(wit_error),
+                Err(_) => Err(WitError::Unavailable(format!(
+                    "{} did not answer before the run's deadline",
+                    w.name
+                ))),
+            }
         }
+        .instrument(span.clone())
+        .await;
+        finish_span(&span, started, r.as_ref().map(|_| "ok"));
+        r
     }
-}
-
-/// `unavailable`, naming the setting that would configure the backend.
-fn unconfigured(what: &str, key: &str, env: &str) -> WitError {
-    WitError::Unavailable(format!(
-        "no {what} backend configured: set backends.{key} in remedy.toml or {env}"
-    ))
 }

@@ -1,13 +1,17 @@
-//! `notify`: escalation messages, through the gate (scoped by channel name,
+//! `notify`: messages to humans, through the gate (scoped by channel name,
 //! recorded and not sent in dry-run), routed by the escalation policy, and
-//! the policy's communication templates.
+//! the policy's communication templates. [`escalate`] is the one
+//! escalation path: plugins reach it through `notify.escalate`, the host
+//! (verification, repeated alerts) calls it directly.
 
-use crate::backends::NotifyMessage;
+use std::sync::Arc;
+
+use crate::action::ActionKind;
+use crate::backends::{NotifyBackend, NotifyMessage};
 use crate::bindings::remedy::plugin::notify::{Host, Message, Priority as WitPriority, Rendered};
 use crate::bindings::types::{Applied, Error, Severity};
-use crate::config::Capability;
-use crate::escalation::Priority;
-use crate::gate::{Action, Target};
+use crate::escalation::{Policy, Priority};
+use crate::gate::{Action, Gate, Target};
 use crate::record;
 
 use super::HostCtx;
@@ -24,115 +28,164 @@ fn priority(p: WitPriority) -> Priority {
     }
 }
 
-impl HostCtx {
-    /// One message to one channel, through the gate as `kind`.
-    async fn deliver(&mut self, kind: &'static str, m: Message) -> Result<Applied, Error> {
-        self.granted(Capability::Notify)?;
-        let backend = self.backends.notify.clone().ok_or_else(|| {
-            Error::Unavailable(
-                "no notify channels configured: add [backends.notify.<name>] to remedy.toml".into(),
-            )
-        })?;
-        if !backend.has_channel(&m.channel) {
-            return Err(Error::Invalid(format!(
-                "no notify channel `{}` configured",
-                m.channel
-            )));
+fn severity(s: Severity) -> record::Severity {
+    match s {
+        Severity::Info => record::Severity::Info,
+        Severity::Warning => record::Severity::Warning,
+        Severity::Critical => record::Severity::Critical,
+    }
+}
+
+/// A message to one channel.
+pub struct Outgoing {
+    pub channel: String,
+    pub severity: record::Severity,
+    pub title: String,
+    pub body: String,
+    pub evidence: Vec<(String, String)>,
+}
+
+/// One message to one channel, through the gate as `kind`. Refusals before
+/// the gate (no such channel, body too large) are journaled too.
+pub async fn deliver(
+    gate: &Gate,
+    notify: Option<&Arc<dyn NotifyBackend>>,
+    kind: ActionKind,
+    m: Outgoing,
+) -> Result<Applied, Error> {
+    let action = Action::new(kind, Target::Channel(m.channel.clone()), m.title.clone());
+    if let Err(denied) = gate.grants.check(kind.capability(), &gate.plugin) {
+        return Err(gate.refuse(&action, Error::Denied(denied)));
+    }
+    let backend = notify.cloned().ok_or_else(|| {
+        Error::Unavailable(
+            "no notify channels configured: add [backends.notify.<name>] to remedy.toml".into(),
+        )
+    });
+    if let Ok(b) = &backend {
+        if !b.has_channel(&m.channel) {
+            let e = Error::Invalid(format!("no notify channel `{}` configured", m.channel));
+            return Err(gate.refuse(&action, e));
         }
-        if m.body.len() > MAX_BODY {
-            return Err(Error::Invalid(format!(
-                "message body of {} bytes exceeds {MAX_BODY}",
-                m.body.len()
-            )));
+    }
+    if m.body.len() > MAX_BODY {
+        let e = Error::Invalid(format!(
+            "message body of {} bytes exceeds {MAX_BODY}",
+            m.body.len()
+        ));
+        return Err(gate.refuse(&action, e));
+    }
+    let message = NotifyMessage {
+        channel: m.channel,
+        severity: m.severity,
+        title: m.title,
+        body: m.body,
+        evidence: m.evidence,
+        plugin: gate.plugin.clone(),
+        run_id: gate.run_id.clone(),
+    };
+    gate.act(action, backend, |backend, permit| async move {
+        backend.send(&permit, &message).await
+    })
+    .await
+}
+
+/// Sends `m` (its channel is ignored) to every configured channel the
+/// policy routes `p` to, each through the gate as `notify.escalate`: the
+/// title gains the priority, the evidence the route. Every channel is tried
+/// even after one fails (a page that reached PagerDuty must not be lost
+/// because Slack was down); the answer is the first error, if any.
+pub async fn escalate(
+    gate: &Gate,
+    notify: Option<&Arc<dyn NotifyBackend>>,
+    policy: &Policy,
+    p: Priority,
+    m: Outgoing,
+) -> Result<Applied, Error> {
+    let route = policy.route(p);
+    let configured: Vec<&String> = route
+        .channels
+        .iter()
+        .filter(|c| notify.is_some_and(|n| n.has_channel(c)))
+        .collect();
+    if configured.is_empty() {
+        let e = Error::Unavailable(format!(
+            "{} routes to {}, and none of them is configured under [backends.notify]",
+            route.priority.as_str(),
+            route.channels.join(", ")
+        ));
+        gate.note(crate::gate::error_text(&e));
+        return Err(e);
+    }
+    for missing in route.channels.iter().filter(|c| !configured.contains(c)) {
+        gate.note(format!(
+            "{} escalation skips channel `{missing}`: not configured",
+            route.priority.as_str()
+        ));
+    }
+    let mut evidence = m.evidence;
+    evidence.extend([
+        ("priority".to_string(), route.priority.as_str().to_string()),
+        ("respond-within".to_string(), route.respond_within.clone()),
+        ("escalate-to".to_string(), route.escalate_to.clone()),
+    ]);
+    let title = format!("[{}] {}", route.priority.as_str(), m.title);
+    let mut first: Option<Result<Applied, Error>> = None;
+    for channel in configured {
+        let one = Outgoing {
+            channel: channel.clone(),
+            severity: m.severity,
+            title: title.clone(),
+            body: m.body.clone(),
+            evidence: evidence.clone(),
+        };
+        match deliver(gate, notify, ActionKind::NotifyEscalate, one).await {
+            Ok(a) => {
+                first.get_or_insert(Ok(a));
+            }
+            Err(e) => {
+                if !matches!(first, Some(Err(_))) {
+                    first = Some(Err(e));
+                }
+            }
         }
-        let message = NotifyMessage {
-            channel: m.channel.clone(),
-            severity: match m.severity {
-                Severity::Info => record::Severity::Info,
-                Severity::Warning => record::Severity::Warning,
-                Severity::Critical => record::Severity::Critical,
-            },
-            title: m.title.clone(),
-            body: m.body,
-            evidence: m.evidence,
-            plugin: self.gate.plugin.clone(),
-            run_id: self.run_id.clone(),
-        };
-        let action = Action {
-            kind,
-            capability: Capability::Notify,
-            target: Target::Channel(m.channel),
-            reason: m.title,
-        };
-        self.gate
-            .act(action, || async move { backend.send(&message).await })
-            .await
+    }
+    first.unwrap_or_else(|| Err(Error::Unavailable("no channel was tried".into())))
+}
+
+fn outgoing(m: Message) -> Outgoing {
+    Outgoing {
+        channel: m.channel,
+        severity: severity(m.severity),
+        title: m.title,
+        body: m.body,
+        evidence: m.evidence,
     }
 }
 
 impl Host for HostCtx {
     async fn send(&mut self, m: Message) -> Result<Applied, Error> {
-        self.deliver("notify.send", m).await
+        let notify = self.backends.notify.clone();
+        deliver(
+            &self.gate,
+            notify.as_ref(),
+            ActionKind::NotifySend,
+            outgoing(m),
+        )
+        .await
     }
 
     async fn escalate(&mut self, p: WitPriority, m: Message) -> Result<Applied, Error> {
-        self.granted(Capability::Notify)?;
-        let route = self.backends.escalation.route(priority(p)).clone();
-        let configured: Vec<String> = match &self.backends.notify {
-            Some(b) => route
-                .channels
-                .iter()
-                .filter(|c| b.has_channel(c))
-                .cloned()
-                .collect(),
-            None => Vec::new(),
-        };
-        if configured.is_empty() {
-            return Err(Error::Unavailable(format!(
-                "{} routes to {}, and none of them is configured under [backends.notify]",
-                route.priority.as_str(),
-                route.channels.join(", ")
-            )));
-        }
-        for missing in route.channels.iter().filter(|c| !configured.contains(c)) {
-            self.gate.note(format!(
-                "{} escalation skips channel `{missing}`: not configured",
-                route.priority.as_str()
-            ));
-        }
-        let mut evidence = m.evidence;
-        evidence.extend([
-            ("priority".to_string(), route.priority.as_str().to_string()),
-            ("respond-within".to_string(), route.respond_within.clone()),
-            ("escalate-to".to_string(), route.escalate_to.clone()),
-        ]);
-        let title = format!("[{}] {}", route.priority.as_str(), m.title);
-        let mut first: Option<Result<Applied, Error>> = None;
-        let mut first_err = None;
-        // Every channel is tried even after one fails: a page that reached
-        // PagerDuty must not be lost because Slack was down.
-        for channel in configured {
-            let one = Message {
-                channel,
-                severity: m.severity,
-                title: title.clone(),
-                body: m.body.clone(),
-                evidence: evidence.clone(),
-            };
-            match self.deliver("notify.escalate", one).await {
-                Ok(a) => {
-                    first.get_or_insert(Ok(a));
-                }
-                Err(e) => {
-                    first_err.get_or_insert(e);
-                }
-            }
-        }
-        match (first_err, first) {
-            (Some(e), _) => Err(e),
-            (None, Some(ok)) => ok,
-            (None, None) => Err(Error::Unavailable("no channel was tried".into())),
-        }
+        self.granted(crate::grants::Capability::Notify)?;
+        let notify = self.backends.notify.clone();
+        escalate(
+            &self.gate,
+            notify.as_ref(),
+            &self.escalation,
+            priority(p),
+            outgoing(m),
+        )
+        .await
     }
 
     async fn render(
@@ -141,7 +194,6 @@ impl Host for HostCtx {
         values: Vec<(String, String)>,
     ) -> Result<Rendered, Error> {
         let t = self
-            .backends
             .escalation
             .render(&template, &values)
             .map_err(Error::Invalid)?;

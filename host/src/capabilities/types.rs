@@ -33,36 +33,7 @@ pub fn context(
     }
 }
 
-/// How much of what a plugin returns a run record keeps: a hostile plugin
-/// must not be able to make a record (or the host holding it) as large as
-/// it likes. With the log cap and the journal's, a record stays under about
-/// 1.5 MB whatever the plugin does; what was cut is said in the run's log.
-pub mod caps {
-    pub const FINDINGS: usize = 100;
-    /// A finding's summary, an outcome's manual step.
-    pub const LINE: usize = 1024;
-    pub const EVIDENCE_ENTRIES: usize = 32;
-    pub const EVIDENCE_KEY: usize = 128;
-    pub const EVIDENCE_VALUE: usize = 2048;
-    /// All evidence values of one detection together.
-    pub const EVIDENCE_TOTAL: usize = 256 * 1024;
-    pub const OUTCOME_SUMMARY: usize = 4096;
-    pub const MANUAL_STEPS: usize = 50;
-    /// A plugin's error message, an action's reason.
-    pub const MESSAGE: usize = 2048;
-}
-
-/// `s` cut to at most `max` bytes (at a char boundary), marked with `…`.
-pub fn cut(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
-}
+pub use crate::record::{caps, cut};
 
 /// The detection as the record keeps it, and notes on what was cut.
 pub fn detection(d: &wit::Detection) -> (record::Detection, Vec<String>) {

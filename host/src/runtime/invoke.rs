@@ -12,10 +12,13 @@ use wasmtime::{Store, Trap, UpdateDeadline};
 use super::engine::Runtime;
 use super::plugin::{LoadError, Plugin, PluginInfo, PluginSettings};
 use super::state::RunState;
+use crate::backends::Backends;
 use crate::bindings::types as wit;
 use crate::bindings::{Runbook, RunbookPre};
 use crate::capabilities::HostCtx;
-use crate::gate::{Gate, Journal, Phase};
+use crate::escalation::Policy;
+use crate::gate::{Phase, RunGate};
+use crate::journal::Journal;
 
 /// Why a guest call did not return.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -39,15 +42,11 @@ const DESCRIBE_TIMEOUT: Duration = Duration::from_millis(1_000);
 
 /// What a call needs besides its arguments.
 pub struct CallSetup<'a> {
-    pub run_id: &'a str,
-    pub plugin_name: &'a str,
+    /// The run as the gate knows it.
+    pub run: &'a Arc<RunGate>,
     pub settings: &'a PluginSettings,
-    pub backends: &'a Arc<crate::backends::Backends>,
-    pub journal: &'a Journal,
-    pub dry_run: bool,
-    pub stage: &'a crate::guardrails::Stage,
-    pub ledger: Option<&'a Arc<dyn crate::guardrails::Ledger>>,
-    pub kill: Option<&'a crate::killswitch::KillSwitch>,
+    pub backends: &'a Arc<Backends>,
+    pub escalation: &'a Arc<Policy>,
 }
 
 /// The `panicked at` part of a Rust guest's stderr, if it panicked.
@@ -115,21 +114,10 @@ impl Runtime {
     fn host(&self, setup: &CallSetup<'_>, phase: Phase, timeout: Duration) -> HostCtx {
         HostCtx {
             backends: setup.backends.clone(),
-            gate: Gate {
-                plugin: setup.plugin_name.to_string(),
-                grants: setup.settings.grants.clone(),
-                dry_run: setup.dry_run,
-                phase,
-                journal: setup.journal.clone(),
-                run_id: setup.run_id.to_string(),
-                limits: setup.settings.limits.clone(),
-                stage: setup.stage.clone(),
-                ledger: setup.ledger.cloned(),
-                kill: setup.kill.cloned(),
-                deadline: Some(tokio::time::Instant::now() + timeout),
-            },
-            probe_allow: setup.settings.probe_allow.clone(),
-            run_id: setup.run_id.to_string(),
+            escalation: setup.escalation.clone(),
+            gate: setup
+                .run
+                .call(phase, Some(tokio::time::Instant::now() + timeout)),
             files: setup.settings.files.clone(),
         }
     }
@@ -140,18 +128,15 @@ impl Runtime {
         pre: &RunbookPre<RunState>,
     ) -> Result<PluginInfo, LoadError> {
         let settings = PluginSettings::default();
-        let backends = Arc::new(crate::backends::Backends::none());
-        let journal = Journal::new(4096);
+        let run = Arc::new(RunGate {
+            journal: Journal::new(4096),
+            ..RunGate::new("(loading)", "(describe)", settings.grants.clone(), true)
+        });
         let setup = CallSetup {
-            run_id: "(describe)",
-            plugin_name: "(loading)",
+            run: &run,
             settings: &settings,
-            backends: &backends,
-            journal: &journal,
-            dry_run: true,
-            stage: &crate::guardrails::Stage::Normal,
-            ledger: None,
-            kill: None,
+            backends: &Arc::new(Backends::none()),
+            escalation: &Arc::default(),
         };
         let host = self.host(&setup, Phase::Describe, DESCRIBE_TIMEOUT);
         let info = self

@@ -12,4 +12,4 @@ pub mod state;
 
 pub use engine::Runtime;
 pub use invoke::CallError;
-pub use plugin::{LoadError, Plugin, PluginInfo, PluginSettings};
+pub use plugin::{LoadError, Plugin, PluginInfo, PluginSettings, Routing};

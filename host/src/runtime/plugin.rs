@@ -13,9 +13,8 @@ use wasmtime::component::Component;
 
 use super::engine::Runtime;
 use crate::bindings::RunbookPre;
-use crate::capabilities::probe::AllowPattern;
-use crate::config::{Capability, Mode};
-use crate::gate::Grants;
+use crate::config::{Mode, Pin, Schedule};
+use crate::grants::{Capability, Grants};
 
 use super::state::RunState;
 
@@ -53,11 +52,12 @@ pub struct PluginInfo {
     pub alerts: Vec<String>,
 }
 
-/// How the operator lets a plugin run.
+/// How the operator lets a plugin run: bundled defaults, then the config
+/// file, then command-line overrides, resolved once (see
+/// the invoker's `settings` module). Every consumer reads these.
 #[derive(Debug, Clone)]
 pub struct PluginSettings {
     pub grants: Arc<Grants>,
-    pub probe_allow: Arc<Vec<AllowPattern>>,
     /// Config keys as strings, sorted.
     pub config: BTreeMap<String, String>,
     pub mode: Mode,
@@ -69,13 +69,58 @@ pub struct PluginSettings {
     pub priority: crate::escalation::Priority,
     /// The one directory the plugin may read, as `/data`.
     pub files: Option<std::path::PathBuf>,
+    /// Which alerts reach the plugin, and what they act on.
+    pub routing: Arc<Routing>,
+    pub schedules: Arc<Vec<Schedule>>,
+    /// The only digest the plugin may have.
+    pub pin: Option<Pin>,
+}
+
+/// Which alerts a plugin takes, and what single flight keys them by.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Routing {
+    /// Alert names routed to the plugin (`None`: what it describes).
+    pub alerts: Option<Vec<String>>,
+    /// Labels a routed alert must carry, with these values.
+    pub match_labels: BTreeMap<String, String>,
+    /// Labels naming an alert's target for single flight.
+    pub target_labels: Vec<String>,
+}
+
+impl Default for Routing {
+    fn default() -> Self {
+        Routing {
+            alerts: None,
+            match_labels: BTreeMap::new(),
+            target_labels: ["alertname", "service", "instance"]
+                .map(String::from)
+                .to_vec(),
+        }
+    }
+}
+
+impl Routing {
+    /// Does an alert of this name and labels go to a plugin that describes
+    /// itself as taking `described`?
+    pub fn takes(
+        &self,
+        described: &[String],
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> bool {
+        let names = self.alerts.as_deref().unwrap_or(described);
+        names.iter().any(|n| n == name)
+            && self
+                .match_labels
+                .iter()
+                .all(|(k, v)| labels.get(k) == Some(v))
+    }
 }
 
 impl Default for PluginSettings {
     fn default() -> Self {
         Self {
             grants: Arc::default(),
-            probe_allow: Arc::default(),
             config: BTreeMap::new(),
             mode: Mode::DryRun,
             detect_timeout: Duration::from_millis(2_000),
@@ -84,6 +129,9 @@ impl Default for PluginSettings {
             limits: Arc::default(),
             priority: crate::escalation::Priority::P1,
             files: None,
+            routing: Arc::default(),
+            schedules: Arc::default(),
+            pin: None,
         }
     }
 }
@@ -102,6 +150,15 @@ pub struct Plugin {
 impl Plugin {
     pub fn name(&self) -> &str {
         &self.info.name
+    }
+
+    /// Name, version and digest, as records name the plugin.
+    pub fn plugin_ref(&self) -> crate::record::PluginRef {
+        crate::record::PluginRef {
+            name: self.info.name.clone(),
+            version: self.info.version.clone(),
+            digest: self.digest.clone(),
+        }
     }
 }
 

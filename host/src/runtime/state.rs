@@ -5,7 +5,9 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::limits::MemoryLimiter;
+use super::logs::guest_output;
 use crate::capabilities::HostCtx;
+use crate::journal::Stream;
 
 pub struct RunState {
     wasi: WasiCtx,
@@ -23,7 +25,8 @@ impl RunState {
         // through the cap-std handle of that preopen: `..`, absolute paths
         // and symlinks cannot leave it, and nothing can be written.
         let mut wasi = WasiCtxBuilder::new();
-        wasi.stdout(logs.stdout()).stderr(logs.stderr());
+        wasi.stdout(guest_output(logs, Stream::Stdout))
+            .stderr(guest_output(logs, Stream::Stderr));
         if let Some(dir) = &host.files {
             if let Err(e) = wasi.preopened_dir(dir, "/data", FsPerms::ReadOnly) {
                 logs.host_line(format!(

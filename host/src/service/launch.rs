@@ -198,7 +198,13 @@ impl Service {
         let key = (plugin.name().to_string(), l.target.clone());
         let mode = l.mode.unwrap_or(plugin.settings.mode);
         let dry = mode != Mode::Auto && l.approved.is_none();
-        let mut rec = RunRecord::begin(id, &plugin, l.trigger.clone(), dry, RunStatus::Queued);
+        let mut rec = RunRecord::begin(
+            id,
+            &plugin.plugin_ref(),
+            l.trigger.clone(),
+            dry,
+            RunStatus::Queued,
+        );
         rec.mode = mode.as_str().into();
         rec.params = l.params.clone();
         rec.target = Some(l.target.clone());
@@ -352,7 +358,7 @@ impl Service {
             .iter()
             .filter(|a| a.applied == Applied::Simulated)
             .map(|a| PlannedAction {
-                kind: a.kind.clone(),
+                kind: a.kind,
                 target: a.target.clone(),
             })
             .collect();

@@ -61,11 +61,10 @@ impl Metrics {
                 h.sum += secs;
             }
             for a in &rec.actions {
-                let applied = serde_json::to_value(a.applied)
-                    .ok()
-                    .and_then(|v| v.as_str().map(String::from))
-                    .unwrap_or_default();
-                *m.actions.entry((a.kind.clone(), applied)).or_default() += 1;
+                let applied = crate::record::wire(&a.applied);
+                *m.actions
+                    .entry((a.kind.as_str().to_string(), applied))
+                    .or_default() += 1;
             }
         });
     }
@@ -188,5 +187,89 @@ impl Metrics {
             u8::from(m.paused)
         );
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{ActionKind, ActionRecord, Applied, PluginRef, RunRecord, RunStatus};
+
+    fn rec(plugin: &str, status: RunStatus, ms: u64, applied: &[Applied]) -> RunRecord {
+        let p = PluginRef {
+            name: plugin.into(),
+            version: "1".into(),
+            digest: "d".into(),
+        };
+        let mut r = RunRecord::begin(
+            "r".into(),
+            &p,
+            crate::record::Trigger::Manual { by: "t".into() },
+            true,
+            status,
+        );
+        r.duration_ms = Some(ms);
+        r.actions = applied
+            .iter()
+            .map(|a| ActionRecord {
+                kind: ActionKind::CacheDelete,
+                target: "key:k".into(),
+                reason: String::new(),
+                applied: *a,
+                error: None,
+                at: chrono::Utc::now(),
+            })
+            .collect();
+        r
+    }
+
+    #[test]
+    fn the_exposition_counts_what_happened() {
+        let m = Metrics::default();
+        m.run_finished(&rec("a", RunStatus::Succeeded, 3, &[Applied::Executed]));
+        m.run_finished(&rec(
+            "a",
+            RunStatus::Succeeded,
+            200,
+            &[Applied::Simulated, Applied::Simulated],
+        ));
+        m.run_finished(&rec("we\"ird\nname", RunStatus::Failed, 1, &[]));
+        m.tick_skipped("a", "nightly");
+        m.alert_received("firing");
+        m.alert_received("firing");
+        m.verified("a", "resolved");
+        m.load_failed("bad.wasm");
+        m.set_paused(true);
+        let text = m.render();
+        for line in [
+            "remedy_runs_total{plugin=\"a\",status=\"succeeded\"} 2",
+            "remedy_runs_total{plugin=\"we\\\"ird\\nname\",status=\"failed\"} 1",
+            // Buckets are cumulative: 3 ms is under 5 ms, 200 ms is not.
+            "remedy_run_duration_seconds_bucket{plugin=\"a\",le=\"0.005\"} 1",
+            "remedy_run_duration_seconds_bucket{plugin=\"a\",le=\"0.25\"} 2",
+            "remedy_run_duration_seconds_bucket{plugin=\"a\",le=\"+Inf\"} 2",
+            "remedy_run_duration_seconds_count{plugin=\"a\"} 2",
+            "remedy_actions_total{kind=\"cache.delete\",applied=\"executed\"} 1",
+            "remedy_actions_total{kind=\"cache.delete\",applied=\"simulated\"} 2",
+            "remedy_schedule_skipped_ticks_total{plugin=\"a\",schedule=\"nightly\"} 1",
+            "remedy_alerts_received_total{status=\"firing\"} 2",
+            "remedy_verifications_total{plugin=\"a\",result=\"resolved\"} 1",
+            "remedy_plugin_load_failures_total{source=\"bad.wasm\"} 1",
+            "remedy_paused 1",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing `{line}` in:\n{text}"
+            );
+        }
+        // Every sample belongs to a declared family.
+        for l in text.lines().filter(|l| !l.starts_with('#')) {
+            let family = l.split(['{', ' ']).next().unwrap();
+            let family = family
+                .trim_end_matches("_bucket")
+                .trim_end_matches("_sum")
+                .trim_end_matches("_count");
+            assert!(text.contains(&format!("# TYPE {family} ")), "{l}");
+        }
     }
 }

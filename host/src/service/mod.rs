@@ -56,7 +56,7 @@ pub struct Service {
 type SeenFile = (SystemTime, u64, Option<String>);
 
 pub(crate) fn now() -> String {
-    Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+    crate::record::timestamp(Utc::now())
 }
 
 impl Service {
@@ -388,18 +388,19 @@ impl Service {
             .config
             .server
             .retention
-            .as_deref()
-            .and_then(|r| crate::triggers::schedule::parse_duration(r).ok())
-            .unwrap_or(Duration::from_secs(90 * 86_400));
+            .unwrap_or(crate::config::DEFAULT_RETENTION)
+            .get();
         let cutoff = |d: Duration| {
             chrono::Duration::from_std(d)
                 .ok()
                 .and_then(|d| Utc::now().checked_sub_signed(d))
-                .unwrap_or(chrono::DateTime::<Utc>::MIN_UTC)
-                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+                .map_or_else(
+                    || crate::record::timestamp(chrono::DateTime::<Utc>::MIN_UTC),
+                    crate::record::timestamp,
+                )
         };
         // Budgets count in the ledger over windows of up to a year.
-        let ledger = keep.max(crate::guardrails::MAX_DURATION);
+        let ledger = keep.max(crate::units::MAX_DURATION);
         for _ in 0..100 {
             match self.store.prune(&cutoff(keep), &cutoff(ledger)).await {
                 Ok(true) => tokio::task::yield_now().await,

@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 
 use serde::Serialize;
 
-use crate::runtime::Plugin;
+use crate::runtime::{Plugin, PluginSettings};
 
 #[derive(Clone)]
 pub struct Entry {
@@ -17,7 +17,7 @@ pub struct Entry {
     pub error: Option<String>,
 }
 
-/// `GET /v1/plugins` row.
+/// A plugin as `GET /v1/plugins` and `remedy plugins` show it.
 #[derive(Serialize, schemars::JsonSchema)]
 pub struct EntryView {
     pub name: String,
@@ -30,6 +30,45 @@ pub struct EntryView {
     pub grants: Vec<String>,
     pub mode: Option<String>,
     pub error: Option<String>,
+}
+
+impl EntryView {
+    /// The row of `name` from `source`: what loaded (if anything), the
+    /// settings it runs under (the loaded plugin's, else `settings`), and
+    /// the last load error.
+    pub fn of(
+        name: &str,
+        source: String,
+        plugin: Option<&Plugin>,
+        settings: Option<&PluginSettings>,
+        error: Option<String>,
+    ) -> EntryView {
+        let settings = plugin.map(|p| &p.settings).or(settings);
+        EntryView {
+            name: name.to_string(),
+            source,
+            status: match (plugin, &error) {
+                (Some(_), None) => "loaded",
+                (Some(_), Some(_)) => "loaded_with_error",
+                (None, _) => "error",
+            },
+            version: plugin.map(|p| p.info.version.clone()),
+            description: plugin.map(|p| p.info.description.clone()),
+            digest: plugin.map(|p| p.digest.clone()),
+            alerts: plugin.map(|p| p.info.alerts.clone()).unwrap_or_default(),
+            grants: settings
+                .map(|s| {
+                    s.grants
+                        .capabilities
+                        .iter()
+                        .map(|c| c.as_str().to_string())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            mode: settings.map(|s| s.mode.as_str().to_string()),
+            error,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -97,32 +136,13 @@ impl Registry {
         self.read()
             .iter()
             .map(|(name, e)| {
-                let p = e.plugin.as_ref();
-                EntryView {
-                    name: name.clone(),
-                    source: e.source.clone(),
-                    status: match (p, &e.error) {
-                        (Some(_), None) => "loaded",
-                        (Some(_), Some(_)) => "loaded_with_error",
-                        (None, _) => "error",
-                    },
-                    version: p.map(|p| p.info.version.clone()),
-                    description: p.map(|p| p.info.description.clone()),
-                    digest: p.map(|p| p.digest.clone()),
-                    alerts: p.map(|p| p.info.alerts.clone()).unwrap_or_default(),
-                    grants: p
-                        .map(|p| {
-                            p.settings
-                                .grants
-                                .capabilities
-                                .iter()
-                                .map(|c| c.as_str().to_string())
-                                .collect()
-                        })
-                        .unwrap_or_default(),
-                    mode: p.map(|p| p.settings.mode.as_str().to_string()),
-                    error: e.error.clone(),
-                }
+                EntryView::of(
+                    name,
+                    e.source.clone(),
+                    e.plugin.as_deref(),
+                    None,
+                    e.error.clone(),
+                )
             })
             .collect()
     }

@@ -8,12 +8,13 @@ use std::sync::Arc;
 use chrono::Utc;
 
 use super::Service;
-use crate::backends::NotifyMessage;
-use crate::config::{Capability, Scope};
+use crate::capabilities::notify::{escalate, Outgoing};
 use crate::escalation::Priority;
-use crate::gate::{Action, Gate, Grants, Journal, Phase, Target};
+use crate::gate::{Phase, RunGate};
+use crate::grants::{Capability, Grants, Scope};
 use crate::guardrails::Stage;
-use crate::record::{self, RunRecord, Trigger};
+use crate::journal::Journal;
+use crate::record::{self, ActionKind, RunRecord, Trigger};
 use crate::remedy::RunRequest;
 use crate::runtime::Plugin;
 
@@ -38,8 +39,7 @@ impl Service {
     /// live run of the last day that acted and has no verification gets
     /// one, due when it would have been (at once if that has passed).
     pub(crate) async fn resume_verifications(self: &Arc<Self>) {
-        let since = (Utc::now() - chrono::Duration::days(1))
-            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        let since = record::timestamp(Utc::now() - chrono::Duration::days(1));
         let runs = match self.store.unverified_runs(&since).await {
             Ok(r) => r,
             Err(e) => {
@@ -125,8 +125,10 @@ impl Service {
     }
 
     /// Tells the route of the alert's priority (its `priority` label, else
-    /// the plugin's) about `rec`, through the gate; answers the actions and
-    /// the gate's notes (e.g. that the kill switch let them through).
+    /// the plugin's) about `rec`, through the one escalation path and the
+    /// gate (budget included) as a plugin's own escalation would; answers
+    /// the actions and the gate's notes (e.g. that the kill switch let them
+    /// through, or that no channel is configured).
     pub(crate) async fn escalate(
         &self,
         plugin: &Plugin,
@@ -142,67 +144,44 @@ impl Service {
             _ => None,
         }
         .unwrap_or(plugin.settings.priority);
-        let backends = &self.remedy.backends;
-        let route = backends.escalation.route(priority).clone();
         let journal = Journal::new(4096);
-        let Some(notify) = backends.notify.clone() else {
-            tracing::error!(run_id = %rec.id, what, "no notify channel is configured to escalate to");
-            return (
-                Vec::new(),
-                vec![format!(
-                    "[remedy] {what}: no notify channel is configured to escalate to"
-                )],
-            );
-        };
-        // The host escalates on the plugin's behalf, through the same gate
-        // (budget included) as any plugin action.
-        let gate = Gate {
-            plugin: rec.plugin.clone(),
-            grants: Arc::new(Grants {
-                capabilities: [Capability::Notify].into(),
-                scope: Scope {
-                    notify_channels: Some(vec!["*".into()]),
-                    ..Scope::default()
-                },
-            }),
-            dry_run: false,
-            phase: Phase::Mitigate,
-            journal: journal.clone(),
-            run_id: rec.id.clone(),
+        // The host escalates on the plugin's behalf, to whichever channels
+        // the policy names.
+        let grants = Arc::new(Grants {
+            capabilities: [Capability::Notify].into(),
+            scope: Scope {
+                notify_channels: Some(vec!["*".into()]),
+                ..Scope::default()
+            },
+        });
+        let run = Arc::new(RunGate {
             limits: plugin.settings.limits.clone(),
-            stage: Stage::Normal,
+            journal: journal.clone(),
             ledger: self.remedy.ledger.clone(),
             kill: self.remedy.kill.clone(),
-            // No guest call to outlive: the notify backend's own request
-            // timeout bounds each escalation.
-            deadline: None,
+            ..RunGate::new(&rec.plugin, &rec.id, grants, false)
+        });
+        // No guest call to outlive: the notify backend's own request
+        // timeout bounds each escalation.
+        let gate = run.call(Phase::Mitigate, None);
+        let message = Outgoing {
+            channel: String::new(),
+            severity: record::Severity::Critical,
+            title: format!("{what}: {}", rec.plugin),
+            body,
+            evidence: vec![("run".into(), rec.id.clone())],
         };
-        let title = format!("[{}] {what}: {}", priority.as_str(), rec.plugin);
-        for channel in route.channels.iter().filter(|c| notify.has_channel(c)) {
-            let message = NotifyMessage {
-                channel: channel.clone(),
-                severity: record::Severity::Critical,
-                title: title.clone(),
-                body: body.clone(),
-                evidence: vec![
-                    ("priority".into(), priority.as_str().into()),
-                    ("respond-within".into(), route.respond_within.clone()),
-                    ("escalate-to".into(), route.escalate_to.clone()),
-                    ("run".into(), rec.id.clone()),
-                ],
-                plugin: rec.plugin.clone(),
-                run_id: rec.id.clone(),
-            };
-            let notify = notify.clone();
-            let action = Action {
-                kind: "notify.escalate",
-                capability: Capability::Notify,
-                target: Target::Channel(channel.clone()),
-                reason: title.clone(),
-            };
-            let _ = gate
-                .act(action, || async move { notify.send(&message).await })
-                .await;
+        let notify = self.remedy.backends.notify.clone();
+        if let Err(e) = escalate(
+            &gate,
+            notify.as_ref(),
+            &self.remedy.escalation,
+            priority,
+            message,
+        )
+        .await
+        {
+            tracing::error!(run_id = %rec.id, what, error = %crate::gate::error_text(&e), "escalation failed");
         }
         (journal.actions(), journal.logs.lines())
     }
@@ -291,7 +270,7 @@ impl Service {
         if latest
             .actions
             .iter()
-            .any(|a| a.kind == "notify.escalate" && a.reason.contains("Remedy gave up"))
+            .any(|a| a.kind == ActionKind::NotifyEscalate && a.reason.contains("Remedy gave up"))
         {
             return Repeat::Nothing;
         }

@@ -8,6 +8,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
 
 use super::{AuditEvent, AuditFilter, RunFilter, StoreError, StoredAlert};
+use crate::action::ActionKind;
 use crate::guardrails::{Intent, Ledger, Refusal};
 use crate::record::{ActionRecord, Applied, RunRecord, RunStatus};
 
@@ -137,9 +138,7 @@ CREATE TABLE IF NOT EXISTS settings (
 /// The `settings` key of the kill switch.
 const KILL_SWITCH: &str = "kill_switch";
 
-fn ts(t: chrono::DateTime<chrono::Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-}
+use crate::record::timestamp as ts;
 
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -681,8 +680,7 @@ fn put_run(tx: &Connection, rec: &RunRecord) -> Result<(), StoreError> {
         rec.id,
         rec.plugin,
         rec.status.as_str(),
-        rec.started_at
-            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        ts(rec.started_at),
         serde_json::to_string(rec)?
     ])?;
     Ok(())
@@ -697,6 +695,22 @@ fn insert_alert(tx: &Connection, a: &StoredAlert) -> Result<bool, StoreError> {
     Ok(n == 1)
 }
 
+/// The last earlier action on a cooldown key. The run's own earlier
+/// actions do not count: one mitigation may take several (a runbook ending
+/// several leaking sessions of one application). Only the kinds a cooldown
+/// applies to count (not notifications: [`ActionKind::cooled`]).
+static COOLDOWN_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let kinds: Vec<String> = ActionKind::cooled()
+        .map(|k| format!("'{}'", k.as_str()))
+        .collect();
+    format!(
+        "SELECT max(at) FROM actions WHERE plugin = ?1 AND coalesce(cooldown_key, target) = ?2 \
+         AND at >= ?3 AND run_id <> ?4 \
+         AND status IN ('intent', 'executed', 'interrupted', 'unknown') AND kind IN ({})",
+        kinds.join(", ")
+    )
+});
+
 /// Budget and cooldown, then the intent: one transaction on the one writer
 /// thread, so no two runs can take the last unit of a budget.
 fn intend(tx: &Connection, i: &Intent) -> Result<Result<i64, String>, StoreError> {
@@ -707,7 +721,7 @@ fn intend(tx: &Connection, i: &Intent) -> Result<Result<i64, String>, StoreError
             "SELECT count(*) FROM actions WHERE plugin = ?1 AND kind = ?2 AND at >= ?3 \
              AND status IN ('intent', 'executed', 'interrupted', 'unknown')",
         )?
-        .query_row(params![i.plugin, i.kind, since], |r| r.get(0))?;
+        .query_row(params![i.plugin, i.kind.as_str(), since], |r| r.get(0))?;
     if used >= i.budget.max {
         return Ok(Err(format!(
             "budget: {} already ran {used} time(s) in the last {}; at most {} (plugin {})",
@@ -720,15 +734,10 @@ fn intend(tx: &Connection, i: &Intent) -> Result<Result<i64, String>, StoreError
     if let Some(cooldown) = i.cooldown {
         let since = ts(window_start(i.at, cooldown));
         let last: Option<String> = tx
-            .prepare_cached(
-                // The run's own earlier actions do not count: one mitigation
-                // may take several (a runbook ending several leaking
-                // sessions of one application).
-                "SELECT max(at) FROM actions WHERE plugin = ?1 AND coalesce(cooldown_key, target) = ?2 \
-                 AND at >= ?3 AND run_id <> ?4 \
-                 AND status IN ('intent', 'executed', 'interrupted', 'unknown') AND kind NOT LIKE 'notify.%'",
-            )?
-            .query_row(params![i.plugin, i.cooldown_key, since, i.run_id], |r| r.get(0))?;
+            .prepare_cached(&COOLDOWN_SQL)?
+            .query_row(params![i.plugin, i.cooldown_key, since, i.run_id], |r| {
+                r.get(0)
+            })?;
         if let Some(last) = last {
             return Ok(Err(format!(
                 "cooldown: {} acted on {} at {last}; wait {} after a live action (plugin {})",
@@ -742,7 +751,7 @@ fn intend(tx: &Connection, i: &Intent) -> Result<Result<i64, String>, StoreError
     tx.prepare_cached(
         "INSERT INTO actions (run_id, plugin, kind, target, reason, status, at, cooldown_key) VALUES (?1, ?2, ?3, ?4, ?5, 'intent', ?6, ?7)",
     )?
-    .execute(params![i.run_id, i.plugin, i.kind, i.target, i.reason, ts(i.at), i.cooldown_key])?;
+    .execute(params![i.run_id, i.plugin, i.kind.as_str(), i.target, i.reason, ts(i.at), i.cooldown_key])?;
     Ok(Ok(tx.last_insert_rowid()))
 }
 
@@ -797,8 +806,14 @@ fn mark_interrupted_actions(c: &Connection) -> Result<(), StoreError> {
         let at_parsed = chrono::DateTime::parse_from_rfc3339(&at)
             .map(|t| t.with_timezone(&chrono::Utc))
             .unwrap_or_else(|_| chrono::Utc::now());
+        let Some(action_kind) = ActionKind::parse(&kind) else {
+            // Only a newer binary could have written it; the row itself
+            // reads `interrupted` now.
+            tracing::warn!(%run_id, %kind, "interrupted action of an unknown kind");
+            continue;
+        };
         let action = ActionRecord {
-            kind: kind.clone(),
+            kind: action_kind,
             target: target.clone(),
             reason,
             applied: Applied::Interrupted,

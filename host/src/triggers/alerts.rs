@@ -56,6 +56,25 @@ pub struct WebhookAlert {
     pub fingerprint: Option<String>,
 }
 
+impl WebhookAlert {
+    /// Its `alertname` (validated present by [`parse`]).
+    pub fn name(&self) -> &str {
+        self.labels.get("alertname").map_or("", String::as_str)
+    }
+
+    /// The alert as runs and records see it.
+    pub fn info(&self) -> AlertInfo {
+        AlertInfo {
+            name: self.name().to_string(),
+            firing: self.status != "resolved",
+            labels: self.labels.clone(),
+            annotations: self.annotations.clone(),
+            starts_at: self.starts_at.clone(),
+            fingerprint: fingerprint(self),
+        }
+    }
+}
+
 /// What one run start came to.
 #[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct StartedRun {
@@ -72,6 +91,17 @@ pub struct Receipt {
     pub duplicates: usize,
     pub resolved: usize,
     pub runs: Vec<StartedRun>,
+}
+
+/// A payload from a file (`remedy run --alert`): a webhook payload, or one
+/// alert object, validated as a POST is.
+pub fn parse_file(body: &[u8]) -> Result<Vec<WebhookAlert>, AlertError> {
+    let v: serde_json::Value = super::parse_json(body).map_err(AlertError::Malformed)?;
+    if v.get("alerts").is_some() {
+        return parse(body).map(|h| h.alerts);
+    }
+    let wrapped = serde_json::json!({ "alerts": [v] });
+    parse(wrapped.to_string().as_bytes()).map(|h| h.alerts)
 }
 
 /// Parses and validates a payload; errors name the field.
@@ -125,29 +155,18 @@ fn fingerprint(a: &WebhookAlert) -> String {
 }
 
 /// Does the plugin take this alert (by name and label matchers)?
-fn routes_to(service: &Service, p: &Plugin, name: &str, labels: &BTreeMap<String, String>) -> bool {
-    let pc = service.remedy.config.plugins.get(p.name());
-    let names = pc.and_then(|c| c.alerts.as_ref()).unwrap_or(&p.info.alerts);
-    let matchers = pc.map(|c| &c.match_labels);
-    names.iter().any(|n| n == name)
-        && matchers.is_none_or(|m| m.iter().all(|(k, v)| labels.get(k) == Some(v)))
+fn routes_to(p: &Plugin, name: &str, labels: &BTreeMap<String, String>) -> bool {
+    p.settings.routing.takes(&p.info.alerts, name, labels)
 }
 
 /// The target of an alert for single flight: the values of the plugin's
 /// `target_labels` (default `alertname`, `service`, `instance`), as JSON so
 /// that values containing `,` or `=` cannot make two targets one.
-fn target(service: &Service, p: &Plugin, labels: &BTreeMap<String, String>) -> String {
-    let default = ["alertname", "service", "instance"]
-        .map(String::from)
-        .to_vec();
-    let keys = service
-        .remedy
-        .config
-        .plugins
-        .get(p.name())
-        .and_then(|c| c.target_labels.clone())
-        .unwrap_or(default);
-    let picked: BTreeMap<&String, &String> = keys
+fn target(p: &Plugin, labels: &BTreeMap<String, String>) -> String {
+    let picked: BTreeMap<&String, &String> = p
+        .settings
+        .routing
+        .target_labels
         .iter()
         .filter_map(|k| labels.get_key_value(k))
         .collect();
@@ -165,7 +184,7 @@ pub async fn receive(service: &Arc<Service>, hook: Webhook) -> Result<Receipt, A
         received: hook.alerts.len(),
         ..Receipt::default()
     };
-    let received_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let received_at = crate::record::timestamp(chrono::Utc::now());
     let loaded = service.registry.loaded();
     // Claims are taken before the commit (single flight decides `queued` or
     // `skipped`); those of alerts that turn out to be repeats are dropped.
@@ -177,11 +196,8 @@ pub async fn receive(service: &Arc<Service>, hook: Webhook) -> Result<Receipt, A
         let mut records = Vec::new();
         let mut mine = Vec::new();
         if a.status == "firing" {
-            for p in loaded
-                .iter()
-                .filter(|p| routes_to(service, p, &name, &a.labels))
-            {
-                let claim = service.claim(p.clone(), alert_launch(service, p, a, &name, &fp));
+            for p in loaded.iter().filter(|p| routes_to(p, &name, &a.labels)) {
+                let claim = service.claim(p.clone(), alert_launch(p, a));
                 records.push(match &claim {
                     Ok(c) => c.rec.clone(),
                     Err(skipped) => skipped.clone(),
@@ -245,27 +261,14 @@ pub async fn receive(service: &Arc<Service>, hook: Webhook) -> Result<Receipt, A
 
 /// How an alert starts a run of `p`: the plugin's mode, keyed for single
 /// flight by the alert's target labels.
-fn alert_launch(service: &Service, p: &Plugin, a: &WebhookAlert, name: &str, fp: &str) -> Launch {
+fn alert_launch(p: &Plugin, a: &WebhookAlert) -> Launch {
     Launch {
         id: None,
-        trigger: alert_trigger(a, name, fp),
+        trigger: Trigger::Alert { alert: a.info() },
         mode: None,
         params: BTreeMap::new(),
-        target: target(service, p, &a.labels),
+        target: target(p, &a.labels),
         approved: None,
-    }
-}
-
-fn alert_trigger(a: &WebhookAlert, name: &str, fp: &str) -> Trigger {
-    Trigger::Alert {
-        alert: AlertInfo {
-            name: name.to_string(),
-            firing: true,
-            labels: a.labels.clone(),
-            annotations: a.annotations.clone(),
-            starts_at: a.starts_at.clone(),
-            fingerprint: fp.to_string(),
-        },
     }
 }
 
@@ -281,11 +284,8 @@ async fn repeat(
 ) -> Result<(), AlertError> {
     let fp = fingerprint(a);
     let name = a.labels.get("alertname").cloned().unwrap_or_default();
-    for p in loaded
-        .iter()
-        .filter(|p| routes_to(service, p, &name, &a.labels))
-    {
-        let launch = || alert_launch(service, p, a, &name, &fp);
+    for p in loaded.iter().filter(|p| routes_to(p, &name, &a.labels)) {
+        let launch = || alert_launch(p, a);
         match service.on_repeat(p, &fp, &a.starts_at).await {
             Repeat::Nothing => {}
             Repeat::Escalated(run_id) => receipt.runs.push(StartedRun {

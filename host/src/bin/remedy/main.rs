@@ -8,11 +8,15 @@ use std::process::ExitCode;
 use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand};
 use remedy::config::{Capability, Config};
-use remedy::record::{AlertInfo, RunRecord, RunStatus, Trigger};
+use remedy::record::{RunRecord, RunStatus, Trigger};
 use remedy::remedy::Overrides;
+use remedy::service::registry::EntryView;
 use remedy::{Remedy, RunRequest};
 
+mod client;
 mod output;
+
+use client::{admin, decide, report, run_id, runs, show_run};
 
 #[derive(Parser)]
 #[command(
@@ -216,7 +220,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
     usage(match path {
         Some(p) => Config::load(p).map_err(Into::into),
-        None => Ok(Config::from_env()),
+        None => Config::from_env().map_err(Into::into),
     })
 }
 
@@ -299,69 +303,20 @@ fn exit_for(record: &RunRecord) -> ExitCode {
     }
 }
 
-/// The alert to run against: from a webhook payload, the first alert the
-/// plugin handles (else the first alert); or a single alert object.
+/// The alert to run against, from a webhook payload (or one alert
+/// object) validated as the receiver validates a POST: the first alert the
+/// plugin handles, else the first alert.
 fn alert_trigger(path: &Path, handled: &[String]) -> anyhow::Result<Trigger> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let v: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
-    let alerts: Vec<&serde_json::Value> = match v.get("alerts") {
-        Some(serde_json::Value::Array(a)) => a.iter().collect(),
-        Some(_) => bail!("{}: `alerts` must be an array", path.display()),
-        None => vec![&v],
-    };
-    let name_of = |a: &serde_json::Value| {
-        a.pointer("/labels/alertname")
-            .and_then(|n| n.as_str())
-            .map(String::from)
-    };
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let alerts = remedy::triggers::alerts::parse_file(&bytes)
+        .with_context(|| format!("{}", path.display()))?;
     let alert = alerts
         .iter()
-        .find(|a| name_of(a).is_some_and(|n| handled.contains(&n)))
+        .find(|a| handled.contains(&a.name().to_string()))
         .or(alerts.first())
         .with_context(|| format!("{}: no alerts in the payload", path.display()))?;
-    let map = |key: &str| -> anyhow::Result<BTreeMap<String, String>> {
-        match alert.get(key) {
-            None | Some(serde_json::Value::Null) => Ok(BTreeMap::new()),
-            Some(serde_json::Value::Object(o)) => o
-                .iter()
-                .map(|(k, v)| match v.as_str() {
-                    Some(s) => Ok((k.clone(), s.to_string())),
-                    None => bail!(
-                        "{}: alert field `{key}.{k}` must be a string",
-                        path.display()
-                    ),
-                })
-                .collect(),
-            Some(_) => bail!("{}: alert field `{key}` must be an object", path.display()),
-        }
-    };
-    let labels = map("labels")?;
-    let name = labels
-        .get("alertname")
-        .cloned()
-        .with_context(|| format!("{}: alert has no `labels.alertname`", path.display()))?;
-    let s = |k: &str| {
-        alert
-            .get(k)
-            .and_then(|v| v.as_str())
-            .unwrap_or_default()
-            .to_string()
-    };
     Ok(Trigger::Alert {
-        alert: AlertInfo {
-            name,
-            firing: alert
-                .get("status")
-                .and_then(|s| s.as_str())
-                .unwrap_or("firing")
-                != "resolved",
-            annotations: map("annotations")?,
-            labels,
-            starts_at: s("startsAt"),
-            fingerprint: s("fingerprint"),
-        },
+        alert: alert.info(),
     })
 }
 
@@ -374,11 +329,14 @@ async fn plugins(config: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> 
         if loaded.is_err() {
             failures += 1;
         }
-        rows.push(output::plugin_row(
+        let settings =
+            remedy.settings_for(&name, matches!(source, remedy::remedy::Source::Bundled(_)));
+        rows.push(EntryView::of(
             &name,
-            &source,
-            &remedy.settings_for(&name, matches!(source, remedy::remedy::Source::Bundled(_))),
-            loaded,
+            source.to_string(),
+            loaded.as_ref().ok(),
+            Some(&settings),
+            loaded.as_ref().err().map(|e| e.to_string()),
         ));
     }
     if json {
@@ -429,181 +387,4 @@ async fn inspect(file: &Path, json: bool) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(1))
         }
     }
-}
-
-/// A run id as the server hands them out (a UUID), in its canonical
-/// form: anything else would be spliced into a URL path, and
-/// `x/../../admin/resume?` is not an id.
-fn run_id(id: &str) -> anyhow::Result<String> {
-    uuid::Uuid::parse_str(id.trim())
-        .map(|u| u.hyphenated().to_string())
-        .map_err(|_| {
-            anyhow::anyhow!(
-                "`{id}` is not a run id (run ids are UUIDs, as `remedy runs` shows them)"
-            )
-        })
-}
-
-/// GETs `path` of a running server as JSON; HTTP errors name the server.
-async fn get_json(
-    server: &str,
-    path: &str,
-    query: &[(&str, String)],
-) -> anyhow::Result<serde_json::Value> {
-    let req = reqwest::Client::new()
-        .get(format!("{}{path}", server.trim_end_matches('/')))
-        .query(query);
-    send_json(server, req).await
-}
-
-/// POSTs `body` to `path` of a running server; the answer is JSON.
-async fn post_json(
-    server: &str,
-    path: &str,
-    body: serde_json::Value,
-) -> anyhow::Result<serde_json::Value> {
-    let req = reqwest::Client::new()
-        .post(format!("{}{path}", server.trim_end_matches('/')))
-        .json(&body);
-    send_json(server, req).await
-}
-
-async fn send_json(
-    server: &str,
-    mut req: reqwest::RequestBuilder,
-) -> anyhow::Result<serde_json::Value> {
-    if let Ok(token) = std::env::var("REMEDY_TOKEN") {
-        req = req.bearer_auth(token);
-    }
-    let resp = req
-        .send()
-        .await
-        .with_context(|| format!("cannot reach {server}"))?;
-    let code = resp.status();
-    let body: serde_json::Value = resp
-        .json()
-        .await
-        .context("the server did not answer JSON")?;
-    if !code.is_success() {
-        bail!(
-            "{server}: HTTP {code}: {}",
-            body["error"]["message"].as_str().unwrap_or("?")
-        );
-    }
-    Ok(body)
-}
-
-async fn decide(server: &str, id: &str, verb: &str) -> anyhow::Result<ExitCode> {
-    let body = post_json(
-        server,
-        &format!("/v1/runs/{id}/{verb}"),
-        serde_json::json!({}),
-    )
-    .await?;
-    let run = &body["run"];
-    let plan = run["approval"]["plan"]
-        .as_array()
-        .map(|p| {
-            p.iter()
-                .map(|a| {
-                    format!(
-                        "  {} {}",
-                        a["kind"].as_str().unwrap_or("?"),
-                        a["target"].as_str().unwrap_or("?")
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join("\n")
-        })
-        .unwrap_or_default();
-    println!(
-        "run {id}: {} by {}\nplan:\n{plan}",
-        run["approval"]["decision"].as_str().unwrap_or("?"),
-        run["approval"]["decided_by"].as_str().unwrap_or("?")
-    );
-    if let Some(live) = body["live_run"].as_str() {
-        println!("live run: {live} (remedy runs {live})");
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn admin(server: &str, verb: &str, body: serde_json::Value) -> anyhow::Result<ExitCode> {
-    let body = post_json(server, &format!("/v1/admin/{verb}"), body).await?;
-    match body["paused"].as_object() {
-        Some(p) => println!(
-            "paused by {} at {}{}: every run is a dry run",
-            p["by"].as_str().unwrap_or("?"),
-            p["at"].as_str().unwrap_or("?"),
-            p["reason"]
-                .as_str()
-                .map(|r| format!(" ({r})"))
-                .unwrap_or_default()
-        ),
-        None => println!("not paused: runs follow their plugins' modes"),
-    }
-    if let Some(w) = body["warning"].as_str() {
-        eprintln!("warning: {w}");
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn report(server: &str, id: &str, out: Option<&Path>) -> anyhow::Result<ExitCode> {
-    let mut req = reqwest::Client::new().get(format!(
-        "{}/v1/runs/{id}/report",
-        server.trim_end_matches('/')
-    ));
-    if let Ok(token) = std::env::var("REMEDY_TOKEN") {
-        req = req.bearer_auth(token);
-    }
-    let resp = req
-        .send()
-        .await
-        .with_context(|| format!("cannot reach {server}"))?;
-    let code = resp.status();
-    let text = resp.text().await.context("reading the report")?;
-    if !code.is_success() {
-        let msg = serde_json::from_str::<serde_json::Value>(&text)
-            .ok()
-            .and_then(|v| v["error"]["message"].as_str().map(String::from))
-            .unwrap_or(text);
-        bail!("{server}: HTTP {code}: {msg}");
-    }
-    match out {
-        Some(path) => std::fs::write(path, &text)
-            .with_context(|| format!("cannot write {}", path.display()))?,
-        None => print!("{}", output::terminal_safe(&text)),
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn show_run(server: &str, id: &str, json: bool) -> anyhow::Result<ExitCode> {
-    let body = get_json(server, &format!("/v1/runs/{id}"), &[]).await?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&body)?);
-        return Ok(ExitCode::SUCCESS);
-    }
-    let run: RunRecord = serde_json::from_value(body).context("unexpected run record")?;
-    print!("{}", output::terminal_safe(&output::run_text(&run)));
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn runs(
-    server: &str,
-    plugin: Option<String>,
-    status: Option<String>,
-    limit: u32,
-    json: bool,
-) -> anyhow::Result<ExitCode> {
-    let mut q = vec![("limit", limit.to_string())];
-    q.extend(plugin.map(|p| ("plugin", p)));
-    q.extend(status.map(|s| ("status", s)));
-    let body = get_json(server, "/v1/runs", &q).await?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&body["runs"])?);
-        return Ok(ExitCode::SUCCESS);
-    }
-    let runs: Vec<RunRecord> =
-        serde_json::from_value(body["runs"].clone()).context("unexpected run records")?;
-    print!("{}", output::terminal_safe(&output::runs_table(&runs)));
-    Ok(ExitCode::SUCCESS)
 }

@@ -1,33 +1,28 @@
-//! The facade the CLI (and later the HTTP service) drives: settings
-//! resolution, plugin loading, and the one invocation path for every trigger.
+//! The facade the CLI and the HTTP service drive: settings resolution
+//! (`settings`), plugin loading, and the one invocation path for every
+//! trigger.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::Utc;
 use tracing::Instrument;
 
 use crate::backends::Backends;
 use crate::bundled;
-use crate::capabilities::probe::AllowPattern;
 use crate::capabilities::types as conv;
-use crate::config::{config_value_string, Capability, Config, Mode, PluginConfig};
-use crate::gate::{error_text, Grants, Journal};
+use crate::config::{Config, Mode};
+use crate::escalation::Policy;
+use crate::gate::{error_text, RunGate};
+use crate::journal::{Journal, LOG_CAP};
 use crate::record::{RunRecord, RunStatus, Trigger};
 use crate::runtime::invoke::CallSetup;
-use crate::runtime::logs::LOG_CAP;
 use crate::runtime::{CallError, LoadError, Plugin, PluginSettings, Runtime};
 
-/// Per-invocation overrides from the command line.
-#[derive(Debug, Clone, Default)]
-pub struct Overrides {
-    /// Extra grants: a capability and, optionally, scope patterns for it.
-    pub grants: Vec<(Capability, Vec<String>)>,
-    pub timeout_ms: Option<u64>,
-    pub memory_mb: Option<u64>,
-}
+pub mod settings;
+
+pub use settings::Overrides;
 
 /// Where a plugin comes from.
 #[derive(Debug, Clone)]
@@ -87,6 +82,8 @@ pub struct RunRequest {
 pub struct Remedy {
     pub runtime: Arc<Runtime>,
     pub backends: Arc<Backends>,
+    /// Where escalations go, by priority, and the templates.
+    pub escalation: Arc<Policy>,
     pub config: Config,
     pub overrides: Overrides,
     /// Compiled code is cached here, keyed by digest and engine config.
@@ -100,11 +97,7 @@ pub struct Remedy {
 
 impl Remedy {
     pub fn new(config: Config, overrides: Overrides) -> anyhow::Result<Remedy> {
-        let mut backends = Backends::from_config(&config.backends)?;
-        backends.escalation = Arc::new(crate::escalation::Policy::new(
-            &config.escalation,
-            &config.templates,
-        ));
+        let backends = Backends::from_config(&config.backends)?;
         Self::with_backends(config, overrides, Arc::new(backends))
     }
 
@@ -117,6 +110,7 @@ impl Remedy {
         Ok(Remedy {
             runtime: Runtime::new()?,
             backends,
+            escalation: Arc::new(Policy::new(&config.escalation, &config.templates)),
             config,
             overrides,
             cache_dir: None,
@@ -139,98 +133,11 @@ impl Remedy {
     /// apply only to the bundled plugin itself (`bundled`), never to a file
     /// that merely reports the same name.
     pub fn settings_for(&self, name: &str, bundled: bool) -> PluginSettings {
-        let bundled = bundled.then(|| bundled::find(name)).flatten();
-        let empty = PluginConfig::default();
-        let pc = self.config.plugins.get(name).unwrap_or(&empty);
-        let mut caps: BTreeSet<Capability> = match (&pc.grants, bundled) {
-            (Some(g), _) => g.iter().copied().collect(),
-            (None, Some(b)) => b.grants.iter().copied().collect(),
-            (None, None) => BTreeSet::new(),
-        };
-        let mut scope = bundled.map(|b| (b.scope)()).unwrap_or_default();
-        for (field, value) in [
-            (&mut scope.breakers, &pc.scope.breakers),
-            (
-                &mut scope.database_applications,
-                &pc.scope.database_applications,
-            ),
-            (&mut scope.probe, &pc.scope.probe),
-            (&mut scope.cache_prefixes, &pc.scope.cache_prefixes),
-            (&mut scope.notify_channels, &pc.scope.notify_channels),
-        ] {
-            if value.is_some() {
-                *field = value.clone();
-            }
-        }
-        // Only the config file can allow a flush: no bundled default does.
-        scope.cache_flush = pc.scope.cache_flush;
-        for (cap, targets) in &self.overrides.grants {
-            caps.insert(*cap);
-            let field = match cap {
-                Capability::Breaker => Some(&mut scope.breakers),
-                Capability::Database => Some(&mut scope.database_applications),
-                Capability::Probe => Some(&mut scope.probe),
-                Capability::Cache => Some(&mut scope.cache_prefixes),
-                Capability::Notify => Some(&mut scope.notify_channels),
-                _ => None,
-            };
-            if let Some(field) = field {
-                if !targets.is_empty() {
-                    field
-                        .get_or_insert_with(Vec::new)
-                        .extend(targets.iter().cloned());
-                }
-            }
-        }
-        // Patterns were validated with the config; a bad one from the
-        // command line is dropped with a warning rather than widening access.
-        let probe_allow = scope
-            .probe
-            .iter()
-            .flatten()
-            .filter_map(|p| {
-                AllowPattern::parse(p)
-                    .map_err(|e| tracing::warn!("{e}"))
-                    .ok()
-            })
-            .collect();
-        let defaults = PluginSettings::default();
-        let timeout = |v: Option<u64>, d: Duration| v.map(Duration::from_millis).unwrap_or(d);
-        PluginSettings {
-            grants: Arc::new(Grants {
-                capabilities: caps,
-                scope,
-            }),
-            probe_allow: Arc::new(probe_allow),
-            config: pc
-                .config
-                .iter()
-                .filter_map(|(k, v)| Some((k.clone(), config_value_string(v)?)))
-                .collect(),
-            mode: pc.mode.unwrap_or_default(),
-            detect_timeout: timeout(
-                self.overrides.timeout_ms.or(pc.timeout_ms),
-                defaults.detect_timeout,
-            ),
-            mitigate_timeout: timeout(
-                self.overrides.timeout_ms.or(pc.mitigate_timeout_ms),
-                defaults.mitigate_timeout,
-            ),
-            memory_bytes: self
-                .overrides
-                .memory_mb
-                .or(pc.memory_mb)
-                .map(|mb| (mb as usize) << 20)
-                .unwrap_or(defaults.memory_bytes)
-                .min(crate::runtime::engine::MAX_MEMORY_BYTES),
-            limits: Arc::new(limits(pc)),
-            priority: pc
-                .priority
-                .as_deref()
-                .and_then(crate::escalation::Priority::parse)
-                .unwrap_or(crate::escalation::Priority::P1),
-            files: pc.files.clone(),
-        }
+        settings::resolve(
+            bundled.then(|| bundled::find(name)).flatten(),
+            self.config.plugins.get(name),
+            &self.overrides,
+        )
     }
 
     /// Whether a request runs dry for this plugin.
@@ -322,17 +229,8 @@ impl Remedy {
                 });
             }
         }
-        let pin = self
-            .config
-            .plugins
-            .get(plugin.name())
-            .and_then(|pc| pc.sha256.as_deref());
-        if let Some(pin) = pin {
-            let want = pin
-                .strip_prefix("sha256:")
-                .unwrap_or(pin)
-                .to_ascii_lowercase();
-            if plugin.digest != format!("sha256:{want}") {
+        if let Some(pin) = &plugin.settings.pin {
+            if !pin.matches(&plugin.digest) {
                 return Err(PluginError::Pin {
                     origin: source.to_string(),
                     name: plugin.name().to_string(),
@@ -367,20 +265,26 @@ impl Remedy {
         let config: Vec<(String, String)> = config.into_iter().collect();
         let ctx = conv::context(&id, &req.trigger, &config, dry_run);
         let journal = Journal::new(LOG_CAP);
+        let run = Arc::new(RunGate {
+            plugin: plugin.name().to_string(),
+            run_id: id.clone(),
+            grants: settings.grants.clone(),
+            limits: settings.limits.clone(),
+            dry_run,
+            stage: req.stage.clone(),
+            journal: journal.clone(),
+            ledger: self.ledger.clone(),
+            kill: self.kill.clone(),
+        });
         let setup = || CallSetup {
-            run_id: &id,
-            plugin_name: plugin.name(),
+            run: &run,
             settings,
             backends: &self.backends,
-            journal: &journal,
-            dry_run,
-            stage: &req.stage,
-            ledger: self.ledger.as_ref(),
-            kill: self.kill.as_ref(),
+            escalation: &self.escalation,
         };
         let mut rec = RunRecord::begin(
             id.clone(),
-            plugin,
+            &plugin.plugin_ref(),
             req.trigger.clone(),
             dry_run,
             RunStatus::Running,
@@ -423,7 +327,7 @@ impl Remedy {
         if dropped > 0 {
             journal.logs.host_line(format!(
                 "[remedy] {dropped} more refused or simulated actions were not kept (at most {} per run)",
-                crate::gate::MAX_ACTIONS
+                crate::journal::MAX_ACTIONS
             ));
         }
         rec.logs = journal.logs.lines();
@@ -436,37 +340,6 @@ impl Remedy {
             "run finished"
         );
         rec
-    }
-}
-
-/// A plugin's guardrails; the config was validated, so a bad value here
-/// can only come from a hand-built config and falls back to the default.
-fn limits(pc: &PluginConfig) -> crate::guardrails::Limits {
-    use crate::guardrails::{duration, Budget, Limits};
-    let d = Limits::default();
-    let dur = |k: &str, v: &Option<String>, default| {
-        v.as_deref()
-            .and_then(|v| duration(k, v).ok())
-            .unwrap_or(default)
-    };
-    Limits {
-        budgets: pc
-            .budgets
-            .iter()
-            .filter_map(|(kind, b)| {
-                Some((
-                    kind.clone(),
-                    Budget {
-                        max: b.max,
-                        per: duration("per", &b.per).ok()?,
-                    },
-                ))
-            })
-            .collect(),
-        cooldown: dur("cooldown", &pc.cooldown, d.cooldown),
-        approval_ttl: dur("approval_ttl", &pc.approval_ttl, d.approval_ttl),
-        verify_after: dur("verify_after", &pc.verify_after, d.verify_after),
-        retry_after: dur("retry_after", &pc.retry_after, d.retry_after),
     }
 }
 

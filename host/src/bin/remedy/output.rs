@@ -4,11 +4,9 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use remedy::record::RunRecord;
-use remedy::remedy::{PluginError, Source};
-use remedy::runtime::{Plugin, PluginSettings};
-use serde::Serialize;
+use remedy::runtime::Plugin;
+use remedy::service::registry::EntryView;
 
-/// The wire name of a record enum (`critical`, `simulated`, ...).
 /// `s` safe to print on a terminal: control characters (escape sequences
 /// that could rewrite the screen, retitle the window or hide text), except
 /// newlines and tabs, become `?`. Records hold text from plugins and alert
@@ -25,12 +23,7 @@ pub fn terminal_safe(s: &str) -> String {
         .collect()
 }
 
-fn name<T: Serialize>(v: &T) -> String {
-    serde_json::to_value(v)
-        .ok()
-        .and_then(|v| v.as_str().map(String::from))
-        .unwrap_or_default()
-}
+use remedy::record::wire as name;
 
 pub fn run_text(r: &RunRecord) -> String {
     let mut s = String::new();
@@ -129,54 +122,7 @@ pub fn run_text(r: &RunRecord) -> String {
     s
 }
 
-#[derive(Serialize)]
-pub struct PluginRow {
-    name: String,
-    source: String,
-    status: String,
-    version: Option<String>,
-    digest: Option<String>,
-    alerts: Vec<String>,
-    grants: Vec<String>,
-    mode: String,
-    error: Option<String>,
-}
-
-pub fn plugin_row(
-    name: &str,
-    source: &Source,
-    settings: &PluginSettings,
-    loaded: Result<Plugin, PluginError>,
-) -> PluginRow {
-    let (status, version, digest, alerts, error) = match loaded {
-        Ok(p) => (
-            "loaded",
-            Some(p.info.version.clone()),
-            Some(p.digest.clone()),
-            p.info.alerts.clone(),
-            None,
-        ),
-        Err(e) => ("error", None, None, vec![], Some(e.to_string())),
-    };
-    PluginRow {
-        name: name.to_string(),
-        source: source.to_string(),
-        status: status.to_string(),
-        version,
-        digest,
-        alerts,
-        grants: settings
-            .grants
-            .capabilities
-            .iter()
-            .map(|c| c.as_str().to_string())
-            .collect(),
-        mode: settings.mode.as_str().to_string(),
-        error,
-    }
-}
-
-pub fn plugins_text(rows: &[PluginRow]) -> String {
+pub fn plugins_text(rows: &[EntryView]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -190,7 +136,7 @@ pub fn plugins_text(rows: &[PluginRow]) -> String {
             r.name,
             r.version.as_deref().unwrap_or("-"),
             r.status,
-            r.mode,
+            r.mode.as_deref().unwrap_or("-"),
             r.grants.join(","),
             r.alerts.join(",")
         );

@@ -1,0 +1,193 @@
+//! `[backends]`: where the capabilities' backends live. URLs and the CA
+//! file are checked (and the CA parsed) when the config is read.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::units::TimeoutMs;
+
+/// Where the capabilities' backends live. Unset means unconfigured: calls
+/// answer `unavailable`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendsConfig {
+    /// PostgreSQL connection string (`postgres://user@host:5432/db`).
+    /// TLS follows its `sslmode` (`prefer`, the default, uses TLS when the
+    /// server offers it; `require` insists). As with libpq, the server's
+    /// certificate is verified only against `database_ca` when it is set.
+    pub database_url: Option<DatabaseUrl>,
+    /// A PEM file of the CA(s) that sign the PostgreSQL server's
+    /// certificate (a private CA), instead of the public web roots.
+    pub database_ca: Option<CaFile>,
+    /// Base URL of a Prometheus-compatible API (`http://127.0.0.1:9090`).
+    pub prometheus_url: Option<HttpUrl>,
+    /// Base URL of the application's breaker admin API (docs/breaker-api.md).
+    pub breaker_url: Option<HttpUrl>,
+    /// Redis URL of the application's cache (`redis://127.0.0.1:6379/0`).
+    pub redis_url: Option<RedisUrl>,
+    /// Notify channels by name (`[backends.notify.critical]`).
+    #[serde(default)]
+    pub notify: BTreeMap<String, ChannelConfig>,
+    /// Timeout of one probe request in ms (default 2000).
+    pub probe_timeout_ms: Option<TimeoutMs>,
+    /// Timeout of one backend request in ms (default 5000).
+    pub request_timeout_ms: Option<TimeoutMs>,
+    /// What of a session's query text (from `pg_stat_activity`, which can
+    /// carry passwords and personal data) reaches plugins and so records,
+    /// reports and notifications: `redacted` (the default: string literals
+    /// and numbers replaced by `?`, at most 256 characters), `full` (at most
+    /// 1024 characters) or `off`.
+    pub query_text: Option<QueryText>,
+}
+
+/// See [`BackendsConfig::query_text`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueryText {
+    #[default]
+    Redacted,
+    Full,
+    Off,
+}
+
+/// What a notify channel speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelKind {
+    /// A Slack incoming webhook.
+    Slack,
+    /// PagerDuty Events API v2.
+    Pagerduty,
+    /// Any endpoint taking the message as JSON.
+    Webhook,
+}
+
+/// One notify channel. Secrets (webhook URLs, routing keys) come from
+/// environment variables.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelConfig {
+    pub kind: ChannelKind,
+    /// The endpoint; for PagerDuty it defaults to the public Events API.
+    pub url: Option<String>,
+    /// An environment variable holding the endpoint (Slack webhook URLs are secrets).
+    pub url_env: Option<String>,
+    /// PagerDuty: the environment variable holding the integration's routing key.
+    pub routing_key_env: Option<String>,
+}
+
+/// An http(s) base URL without credentials (they would travel into errors
+/// and records).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct HttpUrl(String);
+
+impl HttpUrl {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for HttpUrl {
+    type Error = String;
+    fn try_from(u: String) -> Result<Self, String> {
+        match reqwest::Url::parse(&u) {
+            Ok(parsed) if !parsed.username().is_empty() || parsed.password().is_some() => Err(
+                "credentials in the URL (`user:pass@`) are not supported: they would travel into errors and records".into(),
+            ),
+            Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => Ok(HttpUrl(u)),
+            Ok(_) => Err(format!("`{}` is not an http(s) URL", without_userinfo(&u))),
+            Err(e) => Err(format!("`{}`: {e}", without_userinfo(&u))),
+        }
+    }
+}
+
+/// A Redis URL the client accepts.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct RedisUrl(String);
+
+impl RedisUrl {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for RedisUrl {
+    type Error = String;
+    fn try_from(u: String) -> Result<Self, String> {
+        match redis::Client::open(u.as_str()) {
+            Ok(_) => Ok(RedisUrl(u)),
+            Err(e) => Err(format!("`{}`: {e}", without_userinfo(&u))),
+        }
+    }
+}
+
+/// A PostgreSQL connection string the client accepts.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for DatabaseUrl {
+    type Error = String;
+    fn try_from(u: String) -> Result<Self, String> {
+        match u.parse::<tokio_postgres::Config>() {
+            Ok(_) => Ok(DatabaseUrl(u)),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+/// A PEM file of CA certificates, read and parsed when the config is.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(try_from = "PathBuf")]
+pub struct CaFile {
+    pub path: PathBuf,
+    pub certs: Vec<rustls::pki_types::CertificateDer<'static>>,
+}
+
+impl CaFile {
+    pub fn read(path: &Path) -> Result<CaFile, String> {
+        let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let certs = rustls::pki_types::pem::PemObject::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if certs.is_empty() {
+            return Err(format!("{}: no PEM certificate in it", path.display()));
+        }
+        Ok(CaFile {
+            path: path.to_path_buf(),
+            certs,
+        })
+    }
+}
+
+impl TryFrom<PathBuf> for CaFile {
+    type Error = String;
+    fn try_from(p: PathBuf) -> Result<Self, String> {
+        CaFile::read(&p)
+    }
+}
+
+/// `u` with anything between `://` and `@` masked: an error about a URL
+/// must not repeat the password in it.
+pub fn without_userinfo(u: &str) -> String {
+    match u.split_once("://") {
+        Some((scheme, rest)) => {
+            let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            match rest[..end].rfind('@') {
+                Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+                None => u.to_string(),
+            }
+        }
+        None => u.to_string(),
+    }
+}

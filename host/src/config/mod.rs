@@ -1,0 +1,372 @@
+//! `remedy.toml`, read once into typed values: durations, schedules,
+//! probe patterns, priorities, action kinds and URLs are checked as they
+//! are parsed, and an error names the file and the key.
+//!
+//! With no config file, backends come from the environment
+//! (`REMEDY_DATABASE_URL` else `DATABASE_URL`, `REMEDY_PROMETHEUS_URL`,
+//! `REMEDY_BREAKER_URL`, `REMEDY_REDIS_URL`) and every bundled plugin runs
+//! on its defaults.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+mod backends;
+mod plugin;
+mod server;
+
+pub use crate::grants::{Capability, Scope};
+pub use backends::{
+    without_userinfo, BackendsConfig, CaFile, ChannelConfig, ChannelKind, DatabaseUrl, HttpUrl,
+    QueryText, RedisUrl,
+};
+pub use plugin::{strings, BudgetConfig, ConfigValue, MemoryMb, Mode, Pin, PluginConfig, Schedule};
+pub use server::{Role, ServerConfig, TokenConfig, DEFAULT_RETENTION};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {file}: {source}")]
+    Read {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {file}: {message}")]
+    Parse { file: PathBuf, message: String },
+    #[error("config file {file}: {key}: {message}")]
+    Invalid {
+        file: PathBuf,
+        key: String,
+        message: String,
+    },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub backends: BackendsConfig,
+    /// Settings per plugin, by plugin name.
+    #[serde(default)]
+    pub plugins: BTreeMap<String, PluginConfig>,
+    /// Overrides of the seed's escalation policy, by priority (`p0`..`p3`,
+    /// or `P0`..`P3`).
+    #[serde(default)]
+    pub escalation: BTreeMap<crate::escalation::Priority, crate::escalation::PriorityConfig>,
+    /// Communication templates by name, beside the seed's `status-page-p0`
+    /// and `customer-p1` (a template of the same name replaces the seed's).
+    #[serde(default)]
+    pub templates: BTreeMap<String, crate::escalation::Template>,
+    /// Where this config was read from (for error messages).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+}
+
+impl Config {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: path.to_path_buf(),
+            source,
+        })?;
+        let mut cfg = Self::parse(&text, path)?;
+        // Relative plugin paths are relative to the config file.
+        let base = path.parent().unwrap_or(Path::new("."));
+        for pc in cfg.plugins.values_mut() {
+            if let Some(p) = &pc.path {
+                if p.is_relative() {
+                    pc.path = Some(base.join(p));
+                }
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// Parses config text; `file` names it in errors, with the key at fault.
+    pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
+        let parse_error = |e: toml::de::Error| ConfigError::Parse {
+            file: file.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        };
+        let de = toml::Deserializer::parse(text).map_err(parse_error)?;
+        let mut cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            if key == "." {
+                return parse_error(inner);
+            }
+            let line = inner
+                .span()
+                .map(|s| {
+                    format!(
+                        " (line {})",
+                        text[..s.start.min(text.len())].lines().count().max(1)
+                    )
+                })
+                .unwrap_or_default();
+            ConfigError::Invalid {
+                file: file.to_path_buf(),
+                key,
+                message: format!("{}{line}", inner.message().trim_end()),
+            }
+        })?;
+        cfg.source = Some(file.to_path_buf());
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// No file: backends from the environment, plugins on their defaults.
+    /// A malformed variable is an error naming it.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        fn var<T: TryFrom<String, Error = String>>(
+            names: &[&str],
+        ) -> Result<Option<T>, ConfigError> {
+            for name in names {
+                if let Some(v) = std::env::var(name).ok().filter(|v| !v.trim().is_empty()) {
+                    return T::try_from(v)
+                        .map(Some)
+                        .map_err(|message| ConfigError::Invalid {
+                            file: PathBuf::from("(environment)"),
+                            key: name.to_string(),
+                            message,
+                        });
+                }
+            }
+            Ok(None)
+        }
+        Ok(Config {
+            backends: BackendsConfig {
+                database_url: var(&["REMEDY_DATABASE_URL", "DATABASE_URL"])?,
+                prometheus_url: var(&["REMEDY_PROMETHEUS_URL"])?,
+                breaker_url: var(&["REMEDY_BREAKER_URL"])?,
+                redis_url: var(&["REMEDY_REDIS_URL"])?,
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+    }
+
+    fn invalid(&self, key: String, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            file: self.source.clone().unwrap_or_default(),
+            key,
+            message: message.into(),
+        }
+    }
+
+    /// What no single value can check: references between sections, and
+    /// the filesystem.
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.server.retention.is_some_and(|r| r.get().is_zero()) {
+            return Err(self.invalid(
+                "server.retention".into(),
+                "0 would delete every finished run at once; give a duration such as `90d`",
+            ));
+        }
+        for (i, t) in self.server.tokens.iter().enumerate() {
+            if t.roles.is_empty() {
+                return Err(self.invalid(
+                    format!("server.tokens[{i}].roles"),
+                    "give the token at least one role",
+                ));
+            }
+        }
+        for (p, route) in &self.escalation {
+            for c in route.channels.iter().flatten() {
+                if !self.backends.notify.contains_key(c) {
+                    return Err(self.invalid(
+                        format!("escalation.{}.channels", p.as_str().to_ascii_lowercase()),
+                        format!("no channel `{c}` under [backends.notify]"),
+                    ));
+                }
+            }
+        }
+        for (name, t) in &self.templates {
+            if t.title.trim().is_empty() || t.body.trim().is_empty() {
+                return Err(self.invalid(
+                    format!("templates.{name}"),
+                    "title and body must not be empty",
+                ));
+            }
+        }
+        for (name, pc) in &self.plugins {
+            let key = |k: &str| format!("plugins.{name}.{k}");
+            for (i, prefix) in pc.scope.cache_prefixes.iter().flatten().enumerate() {
+                if prefix.is_empty() {
+                    return Err(self.invalid(
+                        key(&format!("scope.cache_prefixes[{i}]")),
+                        "an empty prefix would grant every key; name a prefix such as `tenant:acme:`",
+                    ));
+                }
+            }
+            if let Some(f) = &pc.files {
+                if !f.is_dir() {
+                    return Err(self.invalid(
+                        key("files"),
+                        format!("`{}` is not a directory", f.display()),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Config, ConfigError> {
+        Config::parse(s, Path::new("remedy.toml"))
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_file() {
+        let err = parse("[plugins.x]\ntimeout = 5\n").unwrap_err().to_string();
+        assert!(err.contains("remedy.toml"), "{err}");
+        assert!(err.contains("timeout"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let err = parse("[plugins.x]\nmemory_mb = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("plugins.x.memory_mb"), "{err}");
+        let err = parse("[backends]\nprometheus_url = \"ftp://x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("backends.prometheus_url"), "{err}");
+        let err = parse("[plugins.x.scope]\nprobe = [\"not a url\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("plugins.x.scope.probe"), "{err}");
+        let err = parse("[plugins.x]\nmode = \"yolo\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("mode"), "{err}");
+    }
+
+    /// Each of these validated once and then did nothing, or panicked the
+    /// store's writer at the first live action (issue 9, items 8 and 18).
+    #[test]
+    fn silent_or_dangerous_values_are_refused_naming_the_key() {
+        let cases = [
+            (
+                "[plugins.x]\nbudgets = { \"database.terminat\" = { max = 1, per = \"1h\" } }\n",
+                "plugins.x.budgets",
+                "`database.terminat` is not an action kind",
+            ),
+            (
+                "[plugins.x]\nbudgets = { \"database.terminate\" = { max = 1, per = \"3000000000000h\" } }\n",
+                "plugins.x.budgets.database.terminate",
+                "longer than a year",
+            ),
+            (
+                "[plugins.x]\nbudgets = { \"database.terminate\" = { max = 1, per = \"99999999999999999h\" } }\n",
+                "plugins.x.budgets.database.terminate",
+                "too long",
+            ),
+            ("[plugins.x]\napproval_ttl = \"9000000h\"\n", "plugins.x.approval_ttl", "longer than a year"),
+            ("[plugins.x]\ntimeout_ms = 9223372036854775807\n", "plugins.x.timeout_ms", "at most"),
+            ("[plugins.x.scope]\ncache_prefixes = [\"\"]\n", "plugins.x.scope.cache_prefixes[0]", "empty prefix"),
+            ("[plugins.x.scope]\nprobe = [\"http://*:*\"]\n", "plugins.x.scope.probe[0]", "every address"),
+            ("[plugins.x]\npriority = \"p7\"\n", "plugins.x.priority", "not a priority"),
+            ("[[plugins.x.schedules]]\nname = \"t\"\nevery = \"10ms\"\n", "plugins.x.schedules[0]", "100ms"),
+            ("[plugins.x]\nconfig = { t = { a = 1 } }\n", "plugins.x.config.t", "must be a string"),
+            ("[plugins.x]\nsha256 = \"abc\"\n", "plugins.x.sha256", "64 hex digits"),
+            ("[server]\nretention = \"0s\"\n", "server.retention", "delete every"),
+            ("[backends]\nprometheus_url = \"http://u:secret@127.0.0.1:9090\"\n", "backends.prometheus_url", "credentials"),
+            // Found by fuzzing: an unparseable URL was repeated whole.
+            ("[backends]\nprometheus_url = \"http://u:secret@127.0.0.1:99999\"\n", "backends.prometheus_url", "invalid port"),
+            ("[server]\ndrain_timeout_ms = 0\n", "server.drain_timeout_ms", "between"),
+        ];
+        for (text, key, why) in cases {
+            let err = parse(text).map(|_| ()).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains(why), "{text}: {err}");
+            assert!(
+                !err.contains("secret"),
+                "the error repeats a credential: {err}"
+            );
+        }
+        assert!(parse("[plugins.x.scope]\nprobe = [\"http://*.example.com:*\"]\n").is_ok());
+        assert!(parse(
+            "[plugins.x]\nbudgets = { \"cache.flush\" = { max = 1, per = \"8784h\" } }\n"
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn escalation_keys_are_checked() {
+        let err = parse("[escalation.p9]\nescalate_to = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("escalation") && err.contains("`p9` is not a priority"),
+            "{err}"
+        );
+        // `P0` was accepted and then ignored (the policy looked up `p0`).
+        let cfg = parse("[escalation.P0]\nescalate_to = \"the CEO\"\n").unwrap();
+        let policy = crate::escalation::Policy::new(&cfg.escalation, &cfg.templates);
+        assert_eq!(
+            policy.route(crate::escalation::Priority::P0).escalate_to,
+            "the CEO"
+        );
+        let err = parse("[escalation.p0]\nchannels = [\"nowhere\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("escalation.p0.channels") && err.contains("nowhere"),
+            "{err}"
+        );
+        let cfg = parse(
+            "[backends.notify.lead]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:1/\"\n\
+             [escalation.p1]\nchannels = [\"lead\"]\n[templates.x]\ntitle = \"t {a}\"\nbody = \"b\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.escalation[&crate::escalation::Priority::P1]
+                .channels
+                .as_deref()
+                .unwrap(),
+            ["lead"]
+        );
+        let err = parse("[templates.x]\ntitle = \"\"\nbody = \"b\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("templates.x"), "{err}");
+    }
+
+    #[test]
+    fn the_example_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/remedy.toml");
+        let cfg = Config::load(&path).unwrap();
+        assert_eq!(cfg.plugins["circuit-breaker-open"].schedules.len(), 1);
+        assert!(cfg.backends.database_url.is_some());
+    }
+
+    #[test]
+    fn full_config_parses() {
+        let cfg = parse(
+            r#"
+            [backends]
+            database_url = "postgres://postgres@127.0.0.1:5432/test"
+            prometheus_url = "http://127.0.0.1:9090"
+            [plugins.db-connection-exhaustion]
+            mode = "auto"
+            grants = ["database", "log"]
+            config = { long_query_ms = 500, protected_applications = ["a", "b"] }
+            [plugins.db-connection-exhaustion.scope]
+            database_applications = ["app-*"]
+            "#,
+        )
+        .unwrap();
+        let pc = &cfg.plugins["db-connection-exhaustion"];
+        assert_eq!(pc.mode, Some(Mode::Auto));
+        assert_eq!(pc.config["long_query_ms"].0, "500");
+        assert_eq!(pc.config["protected_applications"].0, "a,b");
+    }
+}

@@ -1,0 +1,235 @@
+//! `[plugins.NAME]`: one plugin's mode, grants, limits, routing and
+//! schedules, each value typed as it is read.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::action::{ActionKind, Budget};
+use crate::escalation::Priority;
+use crate::grants::{Capability, Scope};
+use crate::units::{Every, Span, TimeoutMs};
+
+/// How mitigations run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Mitigations are recorded as `simulated`, not executed (the default).
+    #[default]
+    DryRun,
+    /// Mitigations are executed.
+    Auto,
+    /// Mitigation runs dry and its plan waits for a human's approval; the
+    /// approved plan then runs live, limited to the planned actions.
+    Approve,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::DryRun => "dry-run",
+            Mode::Auto => "auto",
+            Mode::Approve => "approve",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Mode> {
+        [Mode::DryRun, Mode::Auto, Mode::Approve]
+            .into_iter()
+            .find(|m| m.as_str() == s)
+    }
+}
+
+/// Settings of one plugin. Every key is optional: bundled plugins bring
+/// their own defaults.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// A `.wasm` component to load; bundled plugins need none.
+    pub path: Option<PathBuf>,
+    pub mode: Option<Mode>,
+    /// Interfaces granted (replaces the bundled default).
+    pub grants: Option<Vec<Capability>>,
+    #[serde(default)]
+    pub scope: Scope,
+    /// The plugin's own keys (thresholds, lists); values may be strings,
+    /// numbers or booleans and reach the plugin as strings.
+    #[serde(default)]
+    pub config: BTreeMap<String, ConfigValue>,
+    /// Deadline of `detect` in ms (default 2000).
+    pub timeout_ms: Option<TimeoutMs>,
+    /// Deadline of `mitigate` in ms (default 10000).
+    pub mitigate_timeout_ms: Option<TimeoutMs>,
+    /// Memory of one instance in MiB (default 32).
+    pub memory_mb: Option<MemoryMb>,
+    /// A directory the plugin may read (and nothing else of the host's
+    /// filesystem): it appears to the plugin as `/data`, read-only.
+    pub files: Option<PathBuf>,
+    /// Refuse any bytes but these (`sha256:<hex>` or `<hex>`).
+    pub sha256: Option<Pin>,
+    /// Alert names routed to this plugin (replaces what it describes).
+    pub alerts: Option<Vec<String>>,
+    /// Routed alerts must carry these labels with these values.
+    #[serde(default)]
+    pub match_labels: BTreeMap<String, String>,
+    /// Labels naming the target of an alert for single flight (default:
+    /// `alertname`, plus `service` and `instance` when present).
+    pub target_labels: Option<Vec<String>>,
+    #[serde(default)]
+    pub schedules: Vec<Schedule>,
+    /// Budgets by action kind (`"database.terminate" = { max = 3, per = "1h" }`);
+    /// kinds not listed keep their conservative defaults.
+    #[serde(default)]
+    pub budgets: BTreeMap<ActionKind, BudgetConfig>,
+    /// Wait after a live action on a target before acting on it again
+    /// (default `5m`; `0s` turns it off).
+    pub cooldown: Option<Span>,
+    /// How long a plan in `approve` mode waits (default `1h`).
+    pub approval_ttl: Option<Span>,
+    /// When detect runs again after a live mitigation (default `30s`).
+    pub verify_after: Option<Span>,
+    /// After a run for an alert fails (or is interrupted or skipped), a
+    /// repeat of the alert retries it once this long has passed, doubling
+    /// per attempt (default `30s`; at most 30 min between attempts).
+    pub retry_after: Option<Span>,
+    /// Escalation priority when verification fails and the alert carries
+    /// no `priority` label (default `p1`).
+    pub priority: Option<Priority>,
+}
+
+/// A plugin config value as the string the plugin receives: strings,
+/// numbers and booleans, and arrays of those as comma-separated lists.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "toml::Value")]
+pub struct ConfigValue(pub String);
+
+impl TryFrom<toml::Value> for ConfigValue {
+    type Error = String;
+    fn try_from(v: toml::Value) -> Result<Self, String> {
+        fn text(v: &toml::Value) -> Option<String> {
+            match v {
+                toml::Value::String(s) => Some(s.clone()),
+                toml::Value::Integer(i) => Some(i.to_string()),
+                toml::Value::Float(f) => Some(f.to_string()),
+                toml::Value::Boolean(b) => Some(b.to_string()),
+                toml::Value::Array(items) => items
+                    .iter()
+                    .map(text)
+                    .collect::<Option<Vec<_>>>()
+                    .map(|v| v.join(",")),
+                _ => None,
+            }
+        }
+        text(&v)
+            .map(ConfigValue)
+            .ok_or_else(|| "must be a string, number, boolean or array of those".into())
+    }
+}
+
+/// Config values as plugins receive them.
+pub fn strings(values: &BTreeMap<String, ConfigValue>) -> BTreeMap<String, String> {
+    values
+        .iter()
+        .map(|(k, v)| (k.clone(), v.0.clone()))
+        .collect()
+}
+
+/// Memory of one instance: 1 MiB to 4 GiB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "u64")]
+pub struct MemoryMb(pub u64);
+
+impl TryFrom<u64> for MemoryMb {
+    type Error = String;
+    fn try_from(mb: u64) -> Result<Self, String> {
+        if (1..=4096).contains(&mb) {
+            Ok(MemoryMb(mb))
+        } else {
+            Err(format!("{mb}: must be between 1 and 4096"))
+        }
+    }
+}
+
+/// A pinned digest, normalised to `sha256:<lowercase hex>`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Pin(String);
+
+impl Pin {
+    pub fn matches(&self, digest: &str) -> bool {
+        self.0 == digest
+    }
+}
+
+impl TryFrom<String> for Pin {
+    type Error = String;
+    fn try_from(pin: String) -> Result<Self, String> {
+        let hex = pin.strip_prefix("sha256:").unwrap_or(&pin);
+        if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err("must be 64 hex digits, optionally prefixed by `sha256:`".into());
+        }
+        Ok(Pin(format!("sha256:{}", hex.to_ascii_lowercase())))
+    }
+}
+
+/// A budget as configured: `{ max = 3, per = "1h" }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "RawBudget")]
+pub struct BudgetConfig(pub Budget);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBudget {
+    max: u32,
+    per: Span,
+}
+
+impl TryFrom<RawBudget> for BudgetConfig {
+    type Error = String;
+    fn try_from(b: RawBudget) -> Result<Self, String> {
+        if b.max == 0 {
+            return Err("max must be at least 1 (remove the grant instead)".into());
+        }
+        if b.per.get().is_zero() {
+            return Err("per must be longer than 0".into());
+        }
+        Ok(BudgetConfig(Budget {
+            max: b.max,
+            per: b.per.get(),
+        }))
+    }
+}
+
+/// A schedule: exactly one of `cron` (5 or 6 fields, seconds optional) and
+/// `every` (`500ms`, `30s`, `5m`, `1h`), and the config keys of its runs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "RawSchedule")]
+pub struct Schedule {
+    pub name: String,
+    pub every: Every,
+    pub params: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSchedule {
+    name: String,
+    cron: Option<String>,
+    every: Option<String>,
+    #[serde(default)]
+    params: BTreeMap<String, ConfigValue>,
+}
+
+impl TryFrom<RawSchedule> for Schedule {
+    type Error = String;
+    fn try_from(s: RawSchedule) -> Result<Self, String> {
+        let every = Every::parse(s.cron.as_deref(), s.every.as_deref())
+            .map_err(|e| format!("schedule `{}`: {e}", s.name))?;
+        Ok(Schedule {
+            params: strings(&s.params),
+            name: s.name,
+            every,
+        })
+    }
+}

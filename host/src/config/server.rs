@@ -1,0 +1,87 @@
+//! `[server]`: where `remedy serve` listens, keeps its data and finds
+//! plugins, and who may call it.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::units::{Span, TimeoutMs};
+
+/// `remedy serve`: where it listens, keeps its data and finds plugins.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on (default `127.0.0.1:8080`; `--listen` and
+    /// `REMEDY_LISTEN` override it).
+    pub listen: Option<std::net::SocketAddr>,
+    /// The store and compiled-code cache (default `./remedy-data`).
+    pub data_dir: Option<PathBuf>,
+    /// A directory watched for custom `.wasm` plugins.
+    pub plugins_dir: Option<PathBuf>,
+    /// Largest request body in bytes (default 1 MiB).
+    pub max_body_bytes: Option<usize>,
+    /// Runs executing at once (default 256); further triggers wait, which
+    /// slows their answers instead of queueing without bound.
+    pub max_concurrent_runs: Option<usize>,
+    /// Most runs of one plugin at a time (default: half of
+    /// `max_concurrent_runs`, at least 1): a storm routed to one plugin
+    /// leaves run slots for the others.
+    pub max_runs_per_plugin: Option<usize>,
+    /// How long shutdown waits for running runs, in ms (default 10000).
+    pub drain_timeout_ms: Option<TimeoutMs>,
+    /// How long a client may take to send a request's headers, and then its
+    /// body, in ms (default 10000): a half-sent request is dropped, it
+    /// neither holds a connection open nor delays shutdown.
+    pub read_timeout_ms: Option<TimeoutMs>,
+    /// The kill switch at start-up: every run is a dry run until
+    /// `POST /v1/admin/resume`.
+    pub paused: Option<bool>,
+    /// How long finished runs, received alerts and audit events are kept
+    /// (default `90d`; swept at start and hourly). Runs still queued,
+    /// running or waiting for approval are never removed, and the action
+    /// ledger keeps a year whatever this says (budgets count in it).
+    pub retention: Option<Span>,
+    /// Bearer tokens; with none, the API is open and only a loopback
+    /// address may be used.
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
+}
+
+/// Default of `server.retention`.
+pub const DEFAULT_RETENTION: Span = Span::from_secs(90 * 86_400);
+
+/// A role a token may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Read,
+    Run,
+    Approve,
+    Alerts,
+    /// Everything.
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Read => "read",
+            Role::Run => "run",
+            Role::Approve => "approve",
+            Role::Alerts => "alerts",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// One bearer token; its value is read from an environment variable so that
+/// no secret lives in the file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Who holds it (appears in the audit log).
+    pub name: String,
+    /// The environment variable holding the token.
+    pub env: String,
+    pub roles: Vec<Role>,
+}

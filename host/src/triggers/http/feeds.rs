@@ -1,0 +1,59 @@
+//! Alertmanager's webhook, and the alert and audit listings.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{at_most, ApiError, AppResult, AppState, Q};
+use crate::store::AuditFilter;
+use crate::triggers::alerts;
+
+pub(super) async fn post_alerts(
+    State(s): State<Arc<AppState>>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> AppResult<Response> {
+    let body = body?;
+    let hook = alerts::parse(&body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let receipt = alerts::receive(&s.service, hook).await?;
+    Ok((StatusCode::ACCEPTED, Json(receipt)).into_response())
+}
+
+#[derive(Deserialize, schemars::JsonSchema)]
+pub(crate) struct LimitQuery {
+    #[schemars(range(max = 1000))]
+    limit: Option<u32>,
+}
+
+pub(super) async fn list_alerts(
+    State(s): State<Arc<AppState>>,
+    Q(q): Q<LimitQuery>,
+) -> AppResult<impl IntoResponse> {
+    at_most("limit", q.limit, 1000)?;
+    let alerts = s
+        .service
+        .store
+        .list_alerts(q.limit.unwrap_or(100))
+        .await
+        .map_err(ApiError::unavailable)?;
+    Ok(Json(json!({"alerts": alerts})))
+}
+
+pub(super) async fn list_audit(
+    State(s): State<Arc<AppState>>,
+    Q(f): Q<AuditFilter>,
+) -> AppResult<impl IntoResponse> {
+    at_most("limit", f.limit, 10_000)?;
+    let events = s
+        .service
+        .store
+        .list_audit(f)
+        .await
+        .map_err(ApiError::unavailable)?;
+    Ok(Json(json!({"events": events})))
+}

@@ -1,0 +1,191 @@
+//! Units of configuration: durations (`500ms`, `30s`, `5m`, `1h`, `7d`)
+//! and schedule specs (an interval or a cron expression), parsed once when
+//! the config is read.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+/// The longest configurable duration (budget window, cooldown, approval
+/// TTL, retention): a year. Longer is a typo, and would overflow the time
+/// arithmetic downstream.
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// `0` (off), or a number and a unit (`ms`, `s`, `m`, `h`, `d`), at most
+/// [`MAX_DURATION`].
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("`{s}`: expected a number and a unit (500ms, 30s, 5m, 1h, 7d)"))?;
+    let too_long = || format!("`{s}`: too long");
+    let scaled = |k: u64| {
+        n.checked_mul(k)
+            .map(Duration::from_secs)
+            .ok_or_else(too_long)
+    };
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => scaled(60)?,
+        "h" => scaled(3600)?,
+        "d" => scaled(86_400)?,
+        _ => return Err(format!("`{s}`: unknown unit `{unit}` (ms, s, m, h, d)")),
+    };
+    if d > MAX_DURATION {
+        return Err(format!("`{s}` is longer than a year (8784h)"));
+    }
+    Ok(d)
+}
+
+/// A configured duration (`"30s"`); `"0s"` is a guardrail turned off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, serde::Deserialize)]
+#[serde(try_from = "String")]
+pub struct Span(Duration);
+
+impl Span {
+    pub const fn from_secs(s: u64) -> Span {
+        Span(Duration::from_secs(s))
+    }
+
+    pub fn get(self) -> Duration {
+        self.0
+    }
+}
+
+impl TryFrom<String> for Span {
+    type Error = String;
+    fn try_from(s: String) -> Result<Span, String> {
+        parse_duration(&s).map(Span)
+    }
+}
+
+/// The longest timeout any `*_ms` key takes: ten minutes.
+pub const MAX_TIMEOUT_MS: u64 = 600_000;
+
+/// A configured timeout in milliseconds (`timeout_ms = 2000`): 1 ms to
+/// ten minutes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(try_from = "u64")]
+pub struct TimeoutMs(Duration);
+
+impl TimeoutMs {
+    pub fn get(self) -> Duration {
+        self.0
+    }
+}
+
+impl TryFrom<u64> for TimeoutMs {
+    type Error = String;
+    fn try_from(ms: u64) -> Result<Self, String> {
+        if (1..=MAX_TIMEOUT_MS).contains(&ms) {
+            Ok(TimeoutMs(Duration::from_millis(ms)))
+        } else {
+            Err(format!(
+                "{ms} ms: must be between 1 and {MAX_TIMEOUT_MS} (at most 10 minutes)"
+            ))
+        }
+    }
+}
+
+/// When a schedule fires.
+#[derive(Debug, Clone)]
+pub enum Every {
+    Interval(Duration),
+    Cron(Box<cron::Schedule>),
+}
+
+/// The shortest schedule interval.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+
+impl Every {
+    /// Exactly one of a cron expression (5 or 6 fields, seconds optional)
+    /// and an interval (`every`).
+    pub fn parse(cron: Option<&str>, every: Option<&str>) -> Result<Every, String> {
+        match (cron, every) {
+            (Some(_), Some(_)) | (None, None) => {
+                Err("give exactly one of `cron` and `every`".into())
+            }
+            (None, Some(e)) => {
+                let d = parse_duration(e)?;
+                if d < MIN_INTERVAL {
+                    return Err(format!("`{e}`: the shortest interval is 100ms"));
+                }
+                Ok(Every::Interval(d))
+            }
+            (Some(c), None) => {
+                // The cron crate wants seconds first; standard 5-field
+                // expressions fire at second 0.
+                let expr = if c.split_whitespace().count() == 5 {
+                    format!("0 {c}")
+                } else {
+                    c.to_string()
+                };
+                cron::Schedule::from_str(&expr)
+                    .map(|s| Every::Cron(Box::new(s)))
+                    .map_err(|e| format!("cron `{c}`: {e}"))
+            }
+        }
+    }
+
+    /// Time until the next tick.
+    pub fn next_in(&self) -> Option<Duration> {
+        match self {
+            Every::Interval(d) => Some(*d),
+            Every::Cron(s) => s
+                .upcoming(chrono::Utc)
+                .next()
+                .map(|t| (t - chrono::Utc::now()).to_std().unwrap_or_default()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        assert_eq!(parse_duration("0s").unwrap(), Duration::ZERO);
+        assert_eq!(
+            parse_duration("7d").unwrap(),
+            Duration::from_secs(7 * 86_400)
+        );
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("9000000h")
+            .unwrap_err()
+            .contains("longer than a year"));
+        assert!(parse_duration("99999999999999999h")
+            .unwrap_err()
+            .contains("too long"));
+    }
+
+    #[test]
+    fn schedules() {
+        assert!(
+            matches!(Every::parse(None, Some("1s")), Ok(Every::Interval(d)) if d == Duration::from_secs(1))
+        );
+        assert!(matches!(
+            Every::parse(Some("*/5 * * * *"), None),
+            Ok(Every::Cron(_))
+        ));
+        assert!(matches!(
+            Every::parse(Some("*/10 * * * * *"), None),
+            Ok(Every::Cron(_))
+        ));
+        assert!(Every::parse(Some("nope"), None)
+            .unwrap_err()
+            .contains("cron"));
+        assert!(Every::parse(None, None).is_err());
+        assert!(Every::parse(Some("* * * * *"), Some("1s")).is_err());
+        assert!(Every::parse(None, Some("10ms"))
+            .unwrap_err()
+            .contains("100ms"));
+    }
+}
