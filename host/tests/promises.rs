@@ -13,33 +13,6 @@ use serde_json::{json, Value};
 mod common;
 use common::*;
 
-async fn sim() -> servio_sim::Sim {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    servio_sim::spawn(listener).unwrap()
-}
-
-/// `[server]` lines, then circuit-breaker-open against `sim` with `extra`
-/// lines in its section, then `tail` (more sections).
-fn config(dir: &Path, sim: &servio_sim::Sim, server: &str, extra: &str, tail: &str) -> String {
-    format!(
-        r#"
-        [server]
-        data_dir = "{data}"
-        {server}
-        [backends]
-        breaker_url = "{base}"
-        [plugins.circuit-breaker-open]
-        {extra}
-        [plugins.circuit-breaker-open.scope]
-        breakers = ["stripe", "supabase", "openai"]
-        probe = ["{base}"]
-        {tail}
-        "#,
-        data = dir.join("data").display(),
-        base = sim.base_url()
-    )
-}
-
 /// A `[plugins.hostile]` section serving tests/plugins/hostile.
 fn hostile(dir: &Path, extra: &str) -> String {
     let wasm = dir.join("hostile.wasm");
@@ -79,7 +52,7 @@ async fn a_secret_webhook_url_appears_in_no_record_report_api_answer_log_or_stor
         kind = \"slack\"
         url_env = \"T_SLACK_URL\"
     ";
-    let cfg = config(
+    let cfg = breaker_config(
         dir.path(),
         &sim,
         "",
@@ -151,7 +124,7 @@ async fn a_run_queued_before_the_pause_runs_dry_and_the_pause_survives_a_crash()
     let dir = tempfile::tempdir().unwrap();
     let sim = sim().await;
     sim.open_breaker("stripe");
-    let cfg = config(
+    let cfg = breaker_config(
         dir.path(),
         &sim,
         "max_concurrent_runs = 1",
@@ -227,7 +200,7 @@ async fn a_run_queued_before_the_pause_runs_dry_and_the_pause_survives_a_crash()
 async fn concurrent_approvals_and_rejections_decide_a_plan_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let sim = sim().await;
-    let cfg = config(
+    let cfg = breaker_config(
         dir.path(),
         &sim,
         "",
@@ -429,7 +402,7 @@ async fn the_run_role_can_make_a_run_safer_never_less_safe() {
     let dir = tempfile::tempdir().unwrap();
     let sim = sim().await;
     sim.open_breaker("stripe");
-    let cfg = config(
+    let cfg = breaker_config(
         dir.path(),
         &sim,
         TOKENS,
@@ -548,7 +521,7 @@ async fn without_tokens_foreign_hosts_and_origins_are_refused_and_every_error_is
 async fn a_hung_backend_is_named_and_a_change_answered_too_late_counts_against_the_budget() {
     let dir = tempfile::tempdir().unwrap();
     let sim = sim().await;
-    let cfg = config(
+    let cfg = breaker_config(
         dir.path(),
         &sim,
         "",
@@ -713,8 +686,16 @@ async fn a_file_cannot_take_over_a_bundled_name_or_another_sections_grants() {
     }
     // Removing the file takes nothing bundled with it.
     std::fs::remove_file(plugins.join("evil.wasm")).unwrap();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let views = server.get("/v1/plugins").await;
+    let views = eventually("the removed file's entry is gone", 10, || async {
+        let v = server.get("/v1/plugins").await;
+        let gone = !v["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "file:evil.wasm");
+        gone.then_some(v)
+    })
+    .await;
     assert!(
         views["plugins"]
             .as_array()
@@ -852,7 +833,7 @@ async fn a_verification_due_when_the_process_died_runs_after_the_restart() {
     let dir = tempfile::tempdir().unwrap();
     let sim = sim().await;
     sim.open_breaker("stripe");
-    let cfg = config(
+    let cfg = breaker_config(
         dir.path(),
         &sim,
         "",
@@ -1106,7 +1087,7 @@ async fn retention_removes_old_history_but_never_a_plan_waiting_for_a_human() {
     let dir = tempfile::tempdir().unwrap();
     let sim = sim().await;
     sim.open_breaker("stripe");
-    let cfg = config(
+    let cfg = breaker_config(
         dir.path(),
         &sim,
         "retention = \"1s\"",
@@ -1132,7 +1113,13 @@ async fn retention_removes_old_history_but_never_a_plan_waiting_for_a_human() {
         )
         .await;
     assert_eq!(code, 202);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The alert (routed nowhere) and the dry run age past the retention
+    // (1s), by the clock the store stamps them with.
+    let stored_by = chrono::Utc::now();
+    eventually("the history is older than the retention", 5, || async {
+        (chrono::Utc::now() > stored_by + chrono::Duration::milliseconds(1100)).then_some(())
+    })
+    .await;
     server.child.kill().unwrap();
     server.child.wait().unwrap();
     drop(server);
@@ -1158,7 +1145,7 @@ async fn retention_removes_old_history_but_never_a_plan_waiting_for_a_human() {
 async fn a_storm_on_one_plugin_leaves_run_slots_for_the_others() {
     let dir = tempfile::tempdir().unwrap();
     let sim = sim().await;
-    let cfg = config(
+    let cfg = breaker_config(
         dir.path(),
         &sim,
         "max_concurrent_runs = 3\nmax_runs_per_plugin = 1",

@@ -11,40 +11,6 @@ use serde_json::{json, Value};
 mod common;
 use common::*;
 
-async fn sim() -> servio_sim::Sim {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    servio_sim::spawn(listener).unwrap()
-}
-
-/// `circuit-breaker-open` against `sim`, with `extra` lines in its section.
-fn breaker_config(dir: &Path, sim: &servio_sim::Sim, server: &str, extra: &str) -> String {
-    format!(
-        r#"
-        [server]
-        data_dir = "{data}"
-        {server}
-        [backends]
-        breaker_url = "{base}"
-        [plugins.circuit-breaker-open]
-        {extra}
-        [plugins.circuit-breaker-open.scope]
-        breakers = ["stripe", "supabase", "openai"]
-        probe = ["{base}"]
-        "#,
-        data = dir.join("data").display(),
-        base = sim.base_url()
-    )
-}
-
-fn actions_on<'a>(rec: &'a Value, target: &str) -> Vec<&'a Value> {
-    rec["actions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|a| a["target"] == target)
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn budget_of_three_terminations_holds_across_concurrent_alerts_and_a_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -124,7 +90,12 @@ async fn budget_of_three_terminations_holds_across_concurrent_alerts_and_a_resta
             .count();
     }
     assert!(refused > 0, "later runs meet the budget");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Every run has finished: what PostgreSQL shows once the terminated
+    // sessions are gone is all there will be.
+    eventually("three sessions gone", 10, || async {
+        (gone(pids.clone()).await >= 3).then_some(())
+    })
+    .await;
     assert_eq!(gone(pids.clone()).await, 3, "exactly three terminations");
     let metrics = server
         .http
@@ -146,9 +117,18 @@ async fn budget_of_three_terminations_holds_across_concurrent_alerts_and_a_resta
     let (code, r) = server.post("/v1/alerts", alerts(100)).await;
     assert_eq!(code, 202, "{r}");
     for x in r["runs"].as_array().unwrap() {
-        server.finished(x["run_id"].as_str().unwrap()).await;
+        let rec = server.finished(x["run_id"].as_str().unwrap()).await;
+        // Nothing more is terminated: the records say so at once, and the
+        // sessions a fourth termination would end are still there.
+        assert!(
+            rec["actions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|a| a["applied"] != "executed"),
+            "{rec}"
+        );
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(gone(pids.clone()).await, 3, "still three after a restart");
     pg::terminate(&pids).await;
 }
@@ -158,7 +138,7 @@ async fn crash_between_intent_and_action_leaves_an_interrupted_action() {
     let dir = tempfile::tempdir().unwrap();
     let sim = sim().await;
     sim.open_breaker("stripe");
-    let config = breaker_config(dir.path(), &sim, "", "mode = \"auto\"");
+    let config = breaker_config(dir.path(), &sim, "", "mode = \"auto\"", "");
     let mut server = start(
         dir.path(),
         &config,
@@ -223,6 +203,7 @@ async fn approved_plan_runs_only_its_actions_reject_runs_nothing_wrong_role_is_4
         &sim,
         TOKENS,
         "mode = \"approve\"\nverify_after = \"1h\"",
+        "",
     );
     let mut server = start(dir.path(), &config, &ENV);
     server.token = Some("run-token".into());
@@ -343,6 +324,7 @@ async fn an_expired_plan_runs_nothing() {
         &sim,
         "",
         "mode = \"approve\"\napproval_ttl = \"200ms\"",
+        "",
     );
     let server = start(dir.path(), &config, &[]);
     let (_, plan) = server
@@ -350,7 +332,14 @@ async fn an_expired_plan_runs_nothing() {
         .await;
     assert_eq!(plan["status"], "pending_approval", "{plan}");
     let id = plan["id"].as_str().unwrap();
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Wait until the plan's own expiry has passed (by its clock).
+    let expires =
+        chrono::DateTime::parse_from_rfc3339(plan["approval"]["expires_at"].as_str().unwrap())
+            .unwrap();
+    eventually("the plan's expiry passes", 5, || async {
+        (chrono::Utc::now() > expires + chrono::Duration::milliseconds(10)).then_some(())
+    })
+    .await;
     let (code, r) = server
         .post(&format!("/v1/runs/{id}/approve"), json!({}))
         .await;
@@ -389,6 +378,7 @@ async fn kill_switch_turns_auto_runs_dry_and_says_why() {
         &sim,
         TOKENS,
         "mode = \"auto\"\nverify_after = \"1h\"",
+        "",
     );
     let mut server = start(dir.path(), &config, &ENV);
     server.token = Some("run-token".into());
@@ -433,7 +423,7 @@ fn verifying_config(dir: &Path, sim: &servio_sim::Sim, sink: &str) -> String {
             dir,
             sim,
             "",
-            "mode = \"auto\"\nverify_after = \"300ms\"\npriority = \"p2\"\ncooldown = \"0s\""
+            "mode = \"auto\"\nverify_after = \"300ms\"\npriority = \"p2\"\ncooldown = \"0s\"", ""
         )
     )
 }

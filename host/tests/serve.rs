@@ -181,13 +181,33 @@ async fn a_one_second_schedule_runs_and_never_overlaps_itself() {
         &hostile_config(dir.path(), "schedules = [{ name = \"tick\", every = \"1s\", params = { behave = \"sleep\", sleep_ms = 1600 } }]\n"),
         &[],
     );
-    tokio::time::sleep(Duration::from_millis(6500)).await;
+    // Three runs of 1.6 s on a 1 s schedule: ticks in between are skipped.
+    eventually("three scheduled runs finished", 30, || async {
+        let runs = server.get("/v1/runs?plugin=hostile").await;
+        let n = runs["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["status"] == "succeeded")
+            .count();
+        (n >= 3).then_some(())
+    })
+    .await;
     let runs = server.get("/v1/runs?plugin=hostile").await["runs"]
         .as_array()
         .unwrap()
         .clone();
-    let finished: Vec<&Value> = runs.iter().filter(|r| r["status"] == "succeeded").collect();
-    assert!(finished.len() >= 2, "{runs:#?}");
+    // The last run too: it finishes, and no run started while it ran.
+    let last = runs
+        .iter()
+        .max_by_key(|r| r["started_at"].as_str().unwrap().to_string())
+        .unwrap();
+    let last = server.finished(last["id"].as_str().unwrap()).await;
+    assert_eq!(last["status"], "succeeded", "{last}");
+    let runs = server.get("/v1/runs?plugin=hostile").await["runs"]
+        .as_array()
+        .unwrap()
+        .clone();
     assert!(runs
         .iter()
         .all(|r| r["trigger"]["kind"] == "schedule" && r["trigger"]["schedule"] == "tick"));

@@ -152,6 +152,67 @@ impl Server {
     }
 }
 
+/// Polls `check` every 50 ms until it answers `Some`, for at most `secs`
+/// seconds: tests wait for what they expect, never for a fixed time.
+pub async fn eventually<T, F, Fut>(what: &str, secs: u64, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The demo application (servio-sim) on a free port.
+pub async fn sim() -> servio_sim::Sim {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    servio_sim::spawn(listener).unwrap()
+}
+
+/// `[server]` lines, then circuit-breaker-open against `sim` with `extra`
+/// lines in its section, then `tail` (more sections).
+pub fn breaker_config(
+    dir: &Path,
+    sim: &servio_sim::Sim,
+    server: &str,
+    extra: &str,
+    tail: &str,
+) -> String {
+    format!(
+        r#"
+        [server]
+        data_dir = "{data}"
+        {server}
+        [backends]
+        breaker_url = "{base}"
+        [plugins.circuit-breaker-open]
+        {extra}
+        [plugins.circuit-breaker-open.scope]
+        breakers = ["stripe", "supabase", "openai"]
+        probe = ["{base}"]
+        {tail}
+        "#,
+        data = dir.join("data").display(),
+        base = sim.base_url()
+    )
+}
+
+/// The actions of a record (JSON) on `target`.
+pub fn actions_on<'a>(rec: &'a Value, target: &str) -> Vec<&'a Value> {
+    rec["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["target"] == target)
+        .collect()
+}
+
 pub fn alert(name: &str, status: &str, labels: Value, fingerprint: &str, starts_at: &str) -> Value {
     let mut l = labels;
     l["alertname"] = json!(name);
