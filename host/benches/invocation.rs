@@ -9,9 +9,10 @@
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use remedy::backends::memory::MemoryDatabase;
-use remedy::backends::{Backends, DatabaseBackend, Session};
 use remedy::bindings::types as wit;
+use remedy::capabilities::database::backend::{DatabaseBackend, Session};
+use remedy::capabilities::database::memory::MemoryDatabase;
+use remedy::capabilities::Backends;
 use remedy::config::Config;
 use remedy::gate::RunGate;
 use remedy::journal::Journal;

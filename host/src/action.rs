@@ -92,6 +92,14 @@ impl ActionKind {
         self.capability() == Capability::Notify
     }
 
+    /// Kinds whose simulation says nothing (a flush cannot be undone, and
+    /// what it would hit a minute later is unknown): they run only when an
+    /// operator has put the plugin in `auto` on purpose, or are planned for
+    /// an approval; a plain dry run refuses them.
+    pub fn never_simulated(self) -> bool {
+        self == ActionKind::CacheFlush
+    }
+
     /// The kinds a cooldown applies to (the ledger counts only these).
     pub fn cooled() -> impl Iterator<Item = ActionKind> {
         Self::ALL.into_iter().filter(|k| !k.is_notification())

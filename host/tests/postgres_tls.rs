@@ -6,8 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use remedy::backends::postgres::Postgres;
-use remedy::backends::DatabaseBackend;
+use remedy::capabilities::database::backend::DatabaseBackend;
+use remedy::capabilities::database::postgres::Postgres;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// PostgreSQL's SSLRequest: length 8, code 80877103.

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::AsyncCommands;
-use remedy::backends::redis::Redis;
-use remedy::backends::Backends;
 use remedy::bindings::remedy::plugin::cache::Host;
 use remedy::bindings::types::{Applied, Error};
+use remedy::capabilities::cache::redis::Redis;
+use remedy::capabilities::Backends;
 use remedy::capabilities::HostCtx;
 use remedy::config::{Capability, Scope};
 use remedy::gate::{Phase, RunGate};

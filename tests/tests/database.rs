@@ -208,14 +208,15 @@ async fn no_leak_and_room_to_spare_is_healthy_and_takes_no_action() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signal_for_another_application_never_reaches_the_session() {
     use remedy::action::ActionKind;
-    use remedy::backends::DatabaseBackend;
+    use remedy::capabilities::database::backend::DatabaseBackend;
     use remedy::capabilities::database::signal_session;
-    use remedy::gate::{Action, Phase, RunGate, Target};
+    use remedy::capabilities::database::SessionTarget;
+    use remedy::gate::{Action, Phase, RunGate};
     use remedy::grants::{Capability, Grants, Scope};
     let app = remedy_e2e::pg::unique("remedy-test-pidreuse");
     let pid = remedy_e2e::pg::sleeper(&app, std::time::Duration::from_millis(100)).await;
     let db: std::sync::Arc<dyn DatabaseBackend> = std::sync::Arc::new(
-        remedy::backends::postgres::Postgres::new(
+        remedy::capabilities::database::postgres::Postgres::new(
             &remedy_e2e::pg::pg_url(),
             std::time::Duration::from_secs(5),
         )
@@ -232,7 +233,7 @@ async fn a_signal_for_another_application_never_reaches_the_session() {
         .call(Phase::Mitigate, None);
     let signal = |kind: ActionKind, application: &str| {
         let application = application.to_string();
-        let target = Target::DatabaseSession {
+        let target = SessionTarget {
             pid,
             application: application.clone(),
         };
@@ -262,8 +263,8 @@ async fn a_signal_for_another_application_never_reaches_the_session() {
 /// reports and notifications) see it with literals redacted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn query_text_is_redacted_unless_configured_otherwise() {
-    use remedy::backends::postgres::Postgres;
-    use remedy::backends::DatabaseBackend;
+    use remedy::capabilities::database::backend::DatabaseBackend;
+    use remedy::capabilities::database::postgres::Postgres;
     use remedy::config::QueryText;
     let app = remedy_e2e::pg::unique("remedy-test-redact");
     let client = remedy_e2e::pg::connect(&app).await;

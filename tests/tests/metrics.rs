@@ -6,8 +6,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::prom::{self, free_port};
-use remedy::backends::prometheus::Prometheus;
-use remedy::backends::{BackendError, MetricsBackend};
+use remedy::backends::BackendError;
+use remedy::capabilities::metrics::backend::MetricsBackend;
+use remedy::capabilities::metrics::prometheus::Prometheus;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_prometheus_vectors_scalars_and_invalid_queries() {

@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use remedy::backends::notify_http::HttpNotify;
-use remedy::backends::Backends;
 use remedy::bindings::remedy::plugin::notify::{Host, Message};
 use remedy::bindings::types::{Applied, Error, Severity};
+use remedy::capabilities::notify::http::HttpNotify;
+use remedy::capabilities::Backends;
 use remedy::capabilities::HostCtx;
 use remedy::config::{Capability, ChannelConfig, ChannelKind, Scope};
 use remedy::gate::{Phase, RunGate};

@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 use axum::response::Redirect;
 use axum::routing::get;
 use axum::Router;
-use remedy::backends::probe_http::{HttpProbe, BODY_CAP};
-use remedy::backends::{BackendError, Indicator, ProbeBackend};
+use remedy::backends::BackendError;
+use remedy::capabilities::probe::backend::{Indicator, ProbeBackend};
+use remedy::capabilities::probe::http::{HttpProbe, BODY_CAP};
 
 async fn server() -> String {
     let app = Router::new()

@@ -1,14 +1,16 @@
-//! The host side of each WIT interface: one module per interface. Reads go
-//! straight to the backend (granted, bounded by the call's deadline,
-//! traced); mutations go through the action gate.
+//! The capabilities: one folder per WIT interface, holding its host impl,
+//! its backend trait and implementations, its action targets and how
+//! `[backends]` configures it. Reads go straight to the backend (granted,
+//! bounded by the call's deadline, traced); mutations go through the gate.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use tracing::Instrument;
 
-use crate::backends::{BackendResult, Backends};
+use crate::backends::BackendResult;
 use crate::bindings::types::Error as WitError;
+use crate::config::BackendsConfig;
 use crate::escalation::Policy;
 use crate::gate::{finish_span, host_call_span, wit_error, Gate};
 use crate::grants::Capability;
@@ -21,6 +23,48 @@ pub mod metrics;
 pub mod notify;
 pub mod probe;
 pub mod types;
+
+/// The backends of one Remedy process, one per capability; `None` is
+/// unconfigured (its calls answer `unavailable`).
+#[derive(Clone)]
+pub struct Backends {
+    pub metrics: Option<Arc<dyn metrics::backend::MetricsBackend>>,
+    pub database: Option<Arc<dyn database::backend::DatabaseBackend>>,
+    pub breaker: Option<Arc<dyn breaker::backend::BreakerBackend>>,
+    pub cache: Option<Arc<dyn cache::backend::CacheBackend>>,
+    pub notify: Option<Arc<dyn notify::backend::NotifyBackend>>,
+    pub probe: Arc<dyn probe::backend::ProbeBackend>,
+}
+
+impl Backends {
+    /// Nothing configured: every call but probe answers `unavailable`.
+    pub fn none() -> Backends {
+        Backends {
+            metrics: None,
+            database: None,
+            breaker: None,
+            cache: None,
+            notify: None,
+            probe: Arc::new(probe::backend::NoProbe),
+        }
+    }
+
+    /// Real backends from config. Nothing connects here: connections are
+    /// made on first use, so an unreachable backend never stops start-up.
+    pub fn from_config(cfg: &BackendsConfig) -> anyhow::Result<Backends> {
+        let timeout = cfg
+            .request_timeout_ms
+            .map_or(std::time::Duration::from_millis(5_000), |t| t.get());
+        Ok(Backends {
+            metrics: metrics::from_config(cfg, timeout)?,
+            database: database::from_config(cfg, timeout)?,
+            breaker: breaker::from_config(cfg, timeout)?,
+            cache: cache::from_config(cfg, timeout)?,
+            notify: notify::from_config(cfg, timeout)?,
+            probe: probe::from_config(cfg)?,
+        })
+    }
+}
 
 /// What host functions of one guest call can reach.
 pub struct HostCtx {

@@ -27,7 +27,7 @@ pub mod permit;
 mod target;
 
 pub use permit::Permit;
-pub use target::{Action, Target};
+pub use target::{outside, Action, ActionTarget};
 
 /// Which guest export is running.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,21 +140,10 @@ impl Gate {
         self.grants
             .check(action.kind.capability(), &self.plugin)
             .map_err(denied)?;
-        if !action.target.in_scope(&self.grants.scope) {
-            return Err(denied(format!(
-                "{} is outside the scope granted to {}",
-                action.target.describe(),
-                self.plugin
-            )));
-        }
-        if let Target::CachePrefix(p) = &action.target {
-            if self.grants.scope.cache_flush != Some(true) {
-                return Err(denied(format!(
-                    "flushing `{p}*` needs `cache_flush = true` in the scope of {}",
-                    self.plugin
-                )));
-            }
-        }
+        action
+            .target
+            .check_scope(&self.grants.scope, &self.plugin)
+            .map_err(denied)?;
         if self.phase != Phase::Mitigate {
             return Err(refused(format!(
                 "{} is a mutation and is not allowed during {:?}",
@@ -175,13 +164,10 @@ impl Gate {
             }
         }
         let planning = matches!(self.stage, Stage::Plan);
-        if matches!(action.target, Target::CachePrefix(_)) && self.dry_run && !planning {
-            // A flush cannot be undone and its simulation says nothing about
-            // what it would hit a minute later: it runs only when an operator
-            // has put the plugin in `auto` on purpose.
+        if action.kind.never_simulated() && self.dry_run && !planning {
             return Err(refused(format!(
-                "a full cache flush runs only in mode `auto` or `approve`, never in a dry run of {}",
-                self.plugin
+                "{} runs only in mode `auto` or `approve`, never in a dry run of {}",
+                action.kind, self.plugin
             )));
         }
         Ok(())

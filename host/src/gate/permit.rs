@@ -10,7 +10,7 @@
 /// the gate does not compile:
 ///
 /// ```compile_fail
-/// async fn bypass(db: &dyn remedy::backends::DatabaseBackend) {
+/// async fn bypass(db: &dyn remedy::capabilities::database::backend::DatabaseBackend) {
 ///     let _ = db.terminate(4242, "billing").await;
 /// }
 /// ```

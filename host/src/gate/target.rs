@@ -1,93 +1,57 @@
 //! What an action is and what it acts on, as the gate checks, counts and
-//! records it.
+//! records it. Each capability defines its own target types (a breaker, a
+//! database session, a cache key, a channel) in its own folder.
+
+use std::fmt::Debug;
+use std::sync::Arc;
 
 use crate::action::ActionKind;
-use crate::grants::{any_match, Scope};
+use crate::grants::Scope;
 
-/// What an action acts on, for the scope check.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Target {
-    /// A breaker, by name.
-    Breaker(String),
-    /// A database session, by the application that owns it (empty when
-    /// the session could not be found).
-    DatabaseSession { pid: i32, application: String },
-    /// A cache key.
-    CacheKey(String),
-    /// Every cache key under a prefix (a flush).
-    CachePrefix(String),
-    /// A notify channel.
-    Channel(String),
+/// What an action acts on.
+pub trait ActionTarget: Debug + Send + Sync {
+    /// How the target appears in the run record and plans (`breaker:stripe`).
+    fn label(&self) -> String;
+
+    /// How it reads in a refusal (``breaker `stripe` ``).
+    fn describe(&self) -> String;
+
+    /// `Err` with the reason when `scope` does not cover it.
+    fn check_scope(&self, scope: &Scope, plugin: &str) -> Result<(), String>;
+
+    /// What a cooldown is kept per (see [`crate::guardrails::Intent`]): the
+    /// thing remediated, which is the label unless the handle acted on is
+    /// new every time (a database session's pid).
+    fn cooldown_key(&self) -> String {
+        self.label()
+    }
 }
 
-impl Target {
-    /// What a cooldown is kept per (see [`crate::guardrails::Intent`]).
-    pub fn cooldown_key(&self) -> String {
-        match self {
-            Target::DatabaseSession { application, .. } => format!("application:{application}"),
-            other => other.label(),
-        }
-    }
-
-    /// How the target appears in the run record.
-    pub fn label(&self) -> String {
-        match self {
-            Target::Breaker(n) => format!("breaker:{n}"),
-            Target::DatabaseSession { pid, .. } => format!("pid:{pid}"),
-            Target::CacheKey(k) => format!("key:{k}"),
-            Target::CachePrefix(p) => format!("prefix:{p}"),
-            Target::Channel(c) => format!("channel:{c}"),
-        }
-    }
-
-    /// How the target reads in a refusal.
-    pub fn describe(&self) -> String {
-        match self {
-            Target::Breaker(n) => format!("breaker `{n}`"),
-            Target::DatabaseSession { pid, application } => {
-                format!("session {pid} of application `{application}`")
-            }
-            Target::CacheKey(k) => format!("cache key `{k}`"),
-            Target::CachePrefix(p) => format!("cache prefix `{p}`"),
-            Target::Channel(c) => format!("notify channel `{c}`"),
-        }
-    }
-
-    /// Is the target inside `scope`?
-    pub fn in_scope(&self, scope: &Scope) -> bool {
-        let any = |patterns: &Option<Vec<String>>, text: &str| {
-            any_match(patterns.as_deref().unwrap_or_default(), text)
-        };
-        match self {
-            Target::Breaker(name) => any(&scope.breakers, name),
-            Target::DatabaseSession { application, .. } => {
-                any(&scope.database_applications, application)
-            }
-            // Plain prefixes: `tenant:acme:` must not match `tenant:acmex:`
-            // the way a glob without its colon would.
-            Target::CacheKey(key) | Target::CachePrefix(key) => scope
-                .cache_prefixes
-                .iter()
-                .flatten()
-                .any(|p| key.starts_with(p.as_str())),
-            Target::Channel(name) => any(&scope.notify_channels, name),
-        }
-    }
+/// The usual refusal of [`ActionTarget::check_scope`].
+pub fn outside(target: &dyn ActionTarget, plugin: &str) -> String {
+    format!(
+        "{} is outside the scope granted to {plugin}",
+        target.describe()
+    )
 }
 
 /// One mutating call as the gate sees it.
 #[derive(Debug, Clone)]
 pub struct Action {
     pub kind: ActionKind,
-    pub target: Target,
+    pub target: Arc<dyn ActionTarget>,
     pub reason: String,
 }
 
 impl Action {
-    pub fn new(kind: ActionKind, target: Target, reason: impl Into<String>) -> Action {
+    pub fn new(
+        kind: ActionKind,
+        target: impl ActionTarget + 'static,
+        reason: impl Into<String>,
+    ) -> Action {
         Action {
             kind,
-            target,
+            target: Arc::new(target),
             reason: reason.into(),
         }
     }

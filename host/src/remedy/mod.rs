@@ -9,9 +9,9 @@ use std::sync::Arc;
 use chrono::Utc;
 use tracing::Instrument;
 
-use crate::backends::Backends;
 use crate::bundled;
 use crate::capabilities::types as conv;
+use crate::capabilities::Backends;
 use crate::config::{Config, Mode};
 use crate::escalation::Policy;
 use crate::gate::{error_text, RunGate};

@@ -5,8 +5,8 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use remedy::backends::prometheus::Prometheus;
-use remedy::backends::MetricsBackend;
+use remedy::capabilities::metrics::backend::MetricsBackend;
+use remedy::capabilities::metrics::prometheus::Prometheus;
 
 pub struct Prom {
     pub url: String,

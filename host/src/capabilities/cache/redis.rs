@@ -1,13 +1,13 @@
 //! Cache backend: Redis through INFO, DBSIZE, SCAN, PTTL, UNLINK and
 //! PEXPIRE. One multiplexed, auto-reconnecting connection, made on first use.
 
-use crate::gate::permit::Permit;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 
-use super::{BackendError, BackendResult, CacheBackend, CacheStats};
+use super::backend::{CacheBackend, CacheStats};
+use crate::backends::{BackendError, BackendResult, Permit};
 
 /// Most keys one scan returns.
 pub const MAX_SCAN: u32 = 10_000;

@@ -1,14 +1,14 @@
 //! Notify backend: channels from config, each a Slack incoming webhook, a
 //! PagerDuty Events API v2 endpoint or a generic JSON webhook.
 
-use crate::gate::permit::Permit;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
-use super::{write_error, BackendError, BackendResult, NotifyBackend, NotifyMessage};
+use super::backend::{NotifyBackend, NotifyMessage};
+use crate::backends::{write_error, BackendError, BackendResult, Permit};
 use crate::config::{ChannelConfig, ChannelKind};
 use crate::record::Severity;
 

@@ -1,12 +1,12 @@
 //! In-memory backends behind the same traits as the real ones: for unit
 //! tests and the invocation benchmark, never for production.
 
-use crate::gate::permit::Permit;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use super::*;
+use super::backend::*;
+use crate::backends::{BackendError, BackendResult, Permit};
 
 /// A fixed set of sessions; terminate/cancel remove them.
 #[derive(Default)]
@@ -88,17 +88,5 @@ impl DatabaseBackend for MemoryDatabase {
             return Ok(false);
         }
         self.remove(pid)
-    }
-}
-
-/// A probe that reaches nothing (used while a plugin describes itself).
-pub struct NoProbe;
-
-#[async_trait]
-impl ProbeBackend for NoProbe {
-    async fn get(&self, url: &reqwest::Url) -> BackendResult<ProbeResponse> {
-        Err(BackendError::Unavailable(format!(
-            "probe of {url} not available here"
-        )))
     }
 }

@@ -1,14 +1,54 @@
 //! `breaker`: list and get (read); force-state (through the gate, scoped by
 //! breaker name).
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use crate::action::ActionKind;
-use crate::backends::{Breaker, BreakerState};
 use crate::bindings::remedy::plugin::breaker::{BreakerStatus, Host, State};
 use crate::bindings::types::{Applied, Error};
-use crate::gate::{Action, Target};
-use crate::grants::Capability;
+use crate::config::BackendsConfig;
+use crate::gate::{outside, Action, ActionTarget};
+use crate::grants::{any_match, Capability, Scope};
 
 use super::{HostCtx, Wiring};
+
+pub mod api;
+pub mod backend;
+
+use backend::{Breaker, BreakerBackend, BreakerState};
+
+/// The backend `[backends]` configures (`breaker_url`), if any.
+pub fn from_config(
+    cfg: &BackendsConfig,
+    timeout: Duration,
+) -> anyhow::Result<Option<Arc<dyn BreakerBackend>>> {
+    Ok(match &cfg.breaker_url {
+        Some(u) => Some(Arc::new(api::BreakerApi::new(u.as_str(), timeout)?)),
+        None => None,
+    })
+}
+
+/// A breaker, by name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BreakerTarget(pub String);
+
+impl ActionTarget for BreakerTarget {
+    fn label(&self) -> String {
+        format!("breaker:{}", self.0)
+    }
+
+    fn describe(&self) -> String {
+        format!("breaker `{}`", self.0)
+    }
+
+    fn check_scope(&self, scope: &Scope, plugin: &str) -> Result<(), String> {
+        match any_match(scope.breakers.as_deref().unwrap_or_default(), &self.0) {
+            true => Ok(()),
+            false => Err(outside(self, plugin)),
+        }
+    }
+}
 
 fn status(b: Breaker) -> BreakerStatus {
     BreakerStatus {
@@ -59,7 +99,7 @@ impl Host for HostCtx {
         };
         let action = Action::new(
             ActionKind::BreakerForceState,
-            Target::Breaker(name.clone()),
+            BreakerTarget(name.clone()),
             format!("{} → {}: {reason}", name, state.as_str()),
         );
         let backend = self.configured(&BREAKER, &self.backends.breaker);

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use serde::Deserialize;
 
-use super::{transport_error, BackendError, BackendResult, Indicator, ProbeBackend, ProbeResponse};
+use super::backend::{Indicator, ProbeBackend, ProbeResponse};
+use crate::backends::{transport_error, BackendError, BackendResult};
 
 /// Most body bytes handed to a plugin.
 pub const BODY_CAP: usize = 64 * 1024;

@@ -1,11 +1,31 @@
 //! `probe`: HTTP GET to allow-listed upstreams. The URL is checked against the
 //! plugin's `scope.probe` patterns before any connection is made.
 
+use std::time::Duration;
+
 use crate::bindings::remedy::plugin::probe::{Host, Indicator, Response};
 use crate::bindings::types::Error;
+use crate::config::BackendsConfig;
 use crate::grants::Capability;
 
 use super::{HostCtx, Wiring};
+
+pub mod backend;
+pub mod http;
+
+/// The prober, with `probe_timeout_ms` (default 2 s): always there, since
+/// what it may reach is the plugin's allow-list.
+pub fn from_config(
+    cfg: &BackendsConfig,
+) -> anyhow::Result<std::sync::Arc<dyn backend::ProbeBackend>> {
+    let timeout = cfg
+        .probe_timeout_ms
+        .map_or(Duration::from_millis(2_000), |t| t.get());
+    Ok(std::sync::Arc::new(http::HttpProbe::new(
+        timeout,
+        http::BODY_CAP,
+    )?))
+}
 
 impl Host for HostCtx {
     async fn get(&mut self, url: String) -> Result<Response, Error> {
@@ -46,10 +66,10 @@ impl Host for HostCtx {
             truncated: r.truncated,
             elapsed_ms: r.elapsed_ms,
             indicator: r.indicator.map(|i| match i {
-                crate::backends::Indicator::Operational => Indicator::Operational,
-                crate::backends::Indicator::Minor => Indicator::Minor,
-                crate::backends::Indicator::Major => Indicator::Major,
-                crate::backends::Indicator::Critical => Indicator::Critical,
+                backend::Indicator::Operational => Indicator::Operational,
+                backend::Indicator::Minor => Indicator::Minor,
+                backend::Indicator::Major => Indicator::Major,
+                backend::Indicator::Critical => Indicator::Critical,
             }),
             description: r.description,
         })

@@ -5,16 +5,58 @@
 //! (verification, repeated alerts) calls it directly.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::action::ActionKind;
-use crate::backends::{NotifyBackend, NotifyMessage};
 use crate::bindings::remedy::plugin::notify::{Host, Message, Priority as WitPriority, Rendered};
 use crate::bindings::types::{Applied, Error, Severity};
+use crate::config::BackendsConfig;
 use crate::escalation::{Policy, Priority};
-use crate::gate::{Action, Gate, Target};
+use crate::gate::{outside, Action, ActionTarget, Gate};
+use crate::grants::{any_match, Scope};
 use crate::record;
 
 use super::HostCtx;
+
+pub mod backend;
+pub mod http;
+
+use backend::{NotifyBackend, NotifyMessage};
+
+/// The channels `[backends.notify.*]` configures, if any.
+pub fn from_config(
+    cfg: &BackendsConfig,
+    timeout: Duration,
+) -> anyhow::Result<Option<Arc<dyn NotifyBackend>>> {
+    if cfg.notify.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Arc::new(http::HttpNotify::new(&cfg.notify, timeout)?)))
+}
+
+/// A notify channel, by name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChannelTarget(pub String);
+
+impl ActionTarget for ChannelTarget {
+    fn label(&self) -> String {
+        format!("channel:{}", self.0)
+    }
+
+    fn describe(&self) -> String {
+        format!("notify channel `{}`", self.0)
+    }
+
+    fn check_scope(&self, scope: &Scope, plugin: &str) -> Result<(), String> {
+        match any_match(
+            scope.notify_channels.as_deref().unwrap_or_default(),
+            &self.0,
+        ) {
+            true => Ok(()),
+            false => Err(outside(self, plugin)),
+        }
+    }
+}
 
 /// Largest body a plugin may send.
 const MAX_BODY: usize = 16 * 1024;
@@ -53,7 +95,7 @@ pub async fn deliver(
     kind: ActionKind,
     m: Outgoing,
 ) -> Result<Applied, Error> {
-    let action = Action::new(kind, Target::Channel(m.channel.clone()), m.title.clone());
+    let action = Action::new(kind, ChannelTarget(m.channel.clone()), m.title.clone());
     if let Err(denied) = gate.grants.check(kind.capability(), &gate.plugin) {
         return Err(gate.refuse(&action, Error::Denied(denied)));
     }

@@ -1,10 +1,30 @@
 //! `metrics`: PromQL instant queries (read-only).
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use crate::bindings::remedy::plugin::metrics::{Host, Sample};
 use crate::bindings::types::Error;
+use crate::config::BackendsConfig;
 use crate::grants::Capability;
 
 use super::{HostCtx, Wiring};
+
+pub mod backend;
+pub mod prometheus;
+
+use backend::MetricsBackend;
+
+/// The backend `[backends]` configures (`prometheus_url`), if any.
+pub fn from_config(
+    cfg: &BackendsConfig,
+    timeout: Duration,
+) -> anyhow::Result<Option<Arc<dyn MetricsBackend>>> {
+    Ok(match &cfg.prometheus_url {
+        Some(u) => Some(Arc::new(prometheus::Prometheus::new(u.as_str(), timeout)?)),
+        None => None,
+    })
+}
 
 const METRICS: Wiring = Wiring {
     cap: Capability::Metrics,

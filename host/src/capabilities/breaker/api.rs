@@ -1,16 +1,13 @@
 //! Breaker backend: the application's breaker admin API over HTTP, as
 //! specified in docs/breaker-api.md.
 
-use crate::gate::permit::Permit;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use super::{
-    transport_error, write_error, BackendError, BackendResult, Breaker, BreakerBackend,
-    BreakerState,
-};
+use super::backend::{Breaker, BreakerBackend, BreakerState};
+use crate::backends::{transport_error, write_error, BackendError, BackendResult, Permit};
 
 pub struct BreakerApi {
     client: reqwest::Client,
@@ -87,7 +84,7 @@ impl BreakerApi {
         resp: reqwest::Response,
     ) -> BackendResult<Option<T>> {
         let status = resp.status();
-        let body = super::read_capped("breaker api", resp, MAX_BODY).await?;
+        let body = crate::backends::read_capped("breaker api", resp, MAX_BODY).await?;
         if status == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);
         }

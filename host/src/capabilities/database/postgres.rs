@@ -5,14 +5,14 @@
 //! on first use and remade when it drops. Its `application_name` is `remedy`
 //! and it excludes itself (`pg_backend_pid()`) from every listing and action.
 
-use crate::gate::permit::Permit;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio_postgres::{Client, Row};
 
-use super::{BackendError, BackendResult, DatabaseBackend, PoolStats, Session};
+use super::backend::{DatabaseBackend, PoolStats, Session};
+use crate::backends::{BackendError, BackendResult, Permit};
 use crate::config::QueryText;
 
 pub struct Postgres {

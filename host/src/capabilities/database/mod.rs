@@ -1,14 +1,72 @@
 //! `database`: pool stats and long-running sessions (read); cancel and
 //! terminate (through the gate, scoped by the session's application name).
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use crate::action::ActionKind;
-use crate::backends::{BackendError, DatabaseBackend, Permit, Session as BackendSession};
+use crate::backends::{BackendError, Permit};
 use crate::bindings::remedy::plugin::database::{Host, PoolStats, Session};
 use crate::bindings::types::{Applied, Error};
-use crate::gate::{Action, Target};
-use crate::grants::Capability;
+use crate::config::BackendsConfig;
+use crate::gate::{outside, Action, ActionTarget};
+use crate::grants::{any_match, Capability, Scope};
 
 use super::{HostCtx, Wiring};
+
+pub mod backend;
+pub mod memory;
+pub mod postgres;
+
+use backend::{DatabaseBackend, Session as BackendSession};
+
+/// The backend `[backends]` configures (`database_url`, `database_ca`,
+/// `query_text`), if any.
+pub fn from_config(
+    cfg: &BackendsConfig,
+    timeout: Duration,
+) -> anyhow::Result<Option<Arc<dyn DatabaseBackend>>> {
+    let Some(u) = &cfg.database_url else {
+        return Ok(None);
+    };
+    let mut pg = postgres::Postgres::new(u.as_str(), timeout)?
+        .with_query_text(cfg.query_text.unwrap_or_default());
+    if let Some(ca) = &cfg.database_ca {
+        pg = pg.with_certs(&ca.certs)?;
+    }
+    Ok(Some(Arc::new(pg)))
+}
+
+/// A client session, scoped by the application that owns it (empty when
+/// the session could not be found).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionTarget {
+    pub pid: i32,
+    pub application: String,
+}
+
+impl ActionTarget for SessionTarget {
+    fn label(&self) -> String {
+        format!("pid:{}", self.pid)
+    }
+
+    fn describe(&self) -> String {
+        format!("session {} of application `{}`", self.pid, self.application)
+    }
+
+    fn check_scope(&self, scope: &Scope, plugin: &str) -> Result<(), String> {
+        let apps = scope.database_applications.as_deref().unwrap_or_default();
+        match any_match(apps, &self.application) {
+            true => Ok(()),
+            false => Err(outside(self, plugin)),
+        }
+    }
+
+    /// The application: pids are new every time.
+    fn cooldown_key(&self) -> String {
+        format!("application:{}", self.application)
+    }
+}
 
 fn session(s: BackendSession) -> Session {
     Session {
@@ -41,7 +99,7 @@ impl HostCtx {
     ) -> Result<Applied, Error> {
         let mut action = Action::new(
             kind,
-            Target::DatabaseSession {
+            SessionTarget {
                 pid,
                 application: String::new(),
             },
@@ -60,10 +118,10 @@ impl HostCtx {
             Ok(s) => s.application_name,
             Err(e) => return Err(self.gate.refuse(&action, e)),
         };
-        action.target = Target::DatabaseSession {
+        action.target = Arc::new(SessionTarget {
             pid,
             application: application.clone(),
-        };
+        });
         let db = self.configured(&DATABASE, &self.backends.database);
         self.gate
             .act(action, db, |db, permit| async move {

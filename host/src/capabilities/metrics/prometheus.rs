@@ -6,7 +6,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::Deserialize;
 
-use super::{read_capped, transport_error, BackendError, BackendResult, MetricsBackend, Sample};
+use super::backend::{MetricsBackend, Sample};
+use crate::backends::{read_capped, transport_error, BackendError, BackendResult};
 
 /// Most samples one query may return to a plugin.
 pub const MAX_SAMPLES: usize = 1000;

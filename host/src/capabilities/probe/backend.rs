@@ -1,0 +1,42 @@
+//! What `probe` fetches: the trait an HTTP prober implements.
+
+use async_trait::async_trait;
+
+use crate::backends::{BackendError, BackendResult};
+
+/// A Statuspage overall indicator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Indicator {
+    Operational,
+    Minor,
+    Major,
+    Critical,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeResponse {
+    pub status: u16,
+    pub body: String,
+    pub truncated: bool,
+    pub elapsed_ms: u32,
+    pub indicator: Option<Indicator>,
+    pub description: Option<String>,
+}
+
+#[async_trait]
+pub trait ProbeBackend: Send + Sync {
+    /// GETs an URL that the caller has already checked against the allow-list.
+    async fn get(&self, url: &reqwest::Url) -> BackendResult<ProbeResponse>;
+}
+
+/// A probe that reaches nothing (used while a plugin describes itself).
+pub struct NoProbe;
+
+#[async_trait]
+impl ProbeBackend for NoProbe {
+    async fn get(&self, url: &reqwest::Url) -> BackendResult<ProbeResponse> {
+        Err(BackendError::Unavailable(format!(
+            "probe of {url} not available here"
+        )))
+    }
+}
