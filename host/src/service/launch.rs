@@ -32,7 +32,7 @@ pub enum Started {
         handle: tokio::task::JoinHandle<RunRecord>,
     },
     /// Another run of the plugin for the same target is in flight.
-    Skipped(RunRecord),
+    Skipped(Box<RunRecord>),
 }
 
 /// How a run is to be started.
@@ -135,7 +135,7 @@ impl Service {
             Err(skipped) => {
                 self.store.put_run(&skipped).await?;
                 self.metrics.run_finished(&skipped);
-                return Ok(Started::Skipped(skipped));
+                return Ok(Started::Skipped(Box::new(skipped)));
             }
         };
         let id = claimed.rec.id.clone();

@@ -1,0 +1,139 @@
+//! The action ledger: budget and cooldown checked and the intent stored in
+//! one transaction on the writer thread; results settled afterwards.
+
+use super::*;
+
+#[async_trait::async_trait]
+impl Ledger for SqliteStore {
+    async fn intend(&self, intent: Intent) -> Result<i64, Refusal> {
+        let intent = Box::new(intent);
+        match self.send(|ack| Op::Intend { intent, ack }).await {
+            Ok(Ok(id)) => Ok(id),
+            Ok(Err(guardrail)) => Err(Refusal::Guardrail(guardrail)),
+            Err(e) => Err(Refusal::Unavailable(e.to_string())),
+        }
+    }
+
+    async fn settle(&self, id: i64, applied: Applied, error: Option<String>) {
+        let status = match applied {
+            Applied::Executed => "executed",
+            Applied::Unknown => "unknown",
+            Applied::Interrupted => "interrupted",
+            _ => "failed",
+        };
+        if let Err(e) = self
+            .send(|ack| Op::Settle {
+                id,
+                status,
+                error,
+                ack,
+            })
+            .await
+        {
+            // The intent stays: a restart will report the action as
+            // interrupted rather than lose it.
+            tracing::error!(action_id = id, error = %e, "action result not stored");
+        }
+    }
+}
+
+impl SqliteStore {
+    /// Live actions of a run, from the ledger (oldest first), as
+    /// `(kind, target, status)`.
+    pub async fn ledger_actions(
+        &self,
+        run_id: &str,
+    ) -> Result<Vec<(String, String, String)>, StoreError> {
+        let run_id = run_id.to_string();
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT kind, target, status FROM actions WHERE run_id = ?1 ORDER BY id",
+            )?;
+            let rows = stmt.query_map([run_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+}
+
+/// Columns added after the first release, added in place to older stores.
+/// The last earlier action on a cooldown key. The run's own earlier
+/// actions do not count: one mitigation may take several (a runbook ending
+/// several leaking sessions of one application). Only the kinds a cooldown
+/// applies to count (not notifications: [`ActionKind::cooled`]).
+pub(super) static COOLDOWN_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let kinds: Vec<String> = ActionKind::cooled()
+        .map(|k| format!("'{}'", k.as_str()))
+        .collect();
+    format!(
+        "SELECT max(at) FROM actions WHERE plugin = ?1 AND coalesce(cooldown_key, target) = ?2 \
+         AND at >= ?3 AND run_id <> ?4 \
+         AND status IN ('intent', 'executed', 'interrupted', 'unknown') AND kind IN ({})",
+        kinds.join(", ")
+    )
+});
+
+/// Budget and cooldown, then the intent: one transaction on the one writer
+/// thread, so no two runs can take the last unit of a budget.
+pub(super) fn intend(tx: &Connection, i: &Intent) -> Result<Result<i64, String>, StoreError> {
+    let since = ts(window_start(i.at, i.budget.per));
+    // Interrupted and unknown actions count: they may have taken effect.
+    let used: u32 = tx
+        .prepare_cached(
+            "SELECT count(*) FROM actions WHERE plugin = ?1 AND kind = ?2 AND at >= ?3 \
+             AND status IN ('intent', 'executed', 'interrupted', 'unknown')",
+        )?
+        .query_row(params![i.plugin, i.kind.as_str(), since], |r| r.get(0))?;
+    if used >= i.budget.max {
+        return Ok(Err(format!(
+            "budget: {} already ran {used} time(s) in the last {}; at most {} (plugin {})",
+            i.kind,
+            human(i.budget.per),
+            i.budget.max,
+            i.plugin
+        )));
+    }
+    if let Some(cooldown) = i.cooldown {
+        let since = ts(window_start(i.at, cooldown));
+        let last: Option<String> = tx
+            .prepare_cached(&COOLDOWN_SQL)?
+            .query_row(params![i.plugin, i.cooldown_key, since, i.run_id], |r| {
+                r.get(0)
+            })?;
+        if let Some(last) = last {
+            return Ok(Err(format!(
+                "cooldown: {} acted on {} at {last}; wait {} after a live action (plugin {})",
+                i.plugin,
+                i.cooldown_key,
+                human(cooldown),
+                i.plugin
+            )));
+        }
+    }
+    tx.prepare_cached(
+        "INSERT INTO actions (run_id, plugin, kind, target, reason, status, at, cooldown_key) VALUES (?1, ?2, ?3, ?4, ?5, 'intent', ?6, ?7)",
+    )?
+    .execute(params![i.run_id, i.plugin, i.kind.as_str(), i.target, i.reason, ts(i.at), i.cooldown_key])?;
+    Ok(Ok(tx.last_insert_rowid()))
+}
+
+/// `at - window`, saturating at the earliest time chrono knows: a window
+/// longer than history counts everything, it never overflows.
+pub(super) fn window_start(
+    at: chrono::DateTime<chrono::Utc>,
+    window: std::time::Duration,
+) -> chrono::DateTime<chrono::Utc> {
+    chrono::Duration::from_std(window)
+        .ok()
+        .and_then(|w| at.checked_sub_signed(w))
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC)
+}
+
+pub(super) fn human(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        s if s >= 3600 && s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s >= 60 && s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}

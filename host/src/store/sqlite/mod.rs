@@ -1,0 +1,342 @@
+//! The SQLite store: one writer thread (`writer`), a reader connection,
+//! the schema (`schema`) and the action ledger (`ledger`).
+
+use std::path::Path;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{params, Connection, OptionalExtension};
+use tokio::sync::oneshot;
+
+use super::{AuditEvent, AuditFilter, RunFilter, StoreError, StoredAlert};
+
+mod ledger;
+mod schema;
+mod writer;
+
+use crate::action::ActionKind;
+use crate::guardrails::{Intent, Ledger, Refusal};
+use crate::record::{ActionRecord, Applied, RunRecord, RunStatus};
+use ledger::*;
+use schema::*;
+use writer::*;
+
+const KILL_SWITCH: &str = "kill_switch";
+
+use crate::record::timestamp as ts;
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    writer: mpsc::SyncSender<Op>,
+    reader: Arc<Mutex<Connection>>,
+    /// Cleared when the writer thread ends, however it ends.
+    alive: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl SqliteStore {
+    /// Opens (or creates) `dir/remedy.db`, and marks runs that were
+    /// `running` when the previous process died as `interrupted` (`queued`
+    /// ones never started: the service resumes them).
+    pub fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
+        // Records can hold query text and alert labels: only Remedy's user
+        // may read them.
+        crate::private_fs::create_dir(dir).map_err(|source| StoreError::Dir {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        let path = dir.join("remedy.db");
+        let writer = connect(&path)?;
+        writer.execute_batch(SCHEMA)?;
+        migrate(&writer)?;
+        mark_interrupted(&writer)?;
+        mark_interrupted_actions(&writer)?;
+        let reader = connect(&path)?;
+        for f in ["remedy.db", "remedy.db-wal", "remedy.db-shm"] {
+            crate::private_fs::restrict_file(&dir.join(f)).map_err(|source| StoreError::Dir {
+                path: dir.join(f).display().to_string(),
+                source,
+            })?;
+        }
+        let (tx, rx) = mpsc::sync_channel(8192);
+        let alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let guard = AliveGuard(alive.clone());
+        std::thread::Builder::new()
+            .name("remedy-store".into())
+            .spawn(move || {
+                let _guard = guard;
+                write_loop(writer, rx)
+            })
+            .map_err(|source| StoreError::Dir {
+                path: "store writer thread".into(),
+                source,
+            })?;
+        Ok(SqliteStore {
+            writer: tx,
+            reader: Arc::new(Mutex::new(reader)),
+            alive,
+        })
+    }
+
+    /// Whether the writer thread still runs (`/healthz` reports it).
+    pub fn writer_alive(&self) -> bool {
+        self.alive.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    async fn send<T>(&self, make: impl FnOnce(Ack<T>) -> Op) -> Result<T, StoreError> {
+        let (ack, done) = oneshot::channel();
+        let writer = self.writer.clone();
+        let op = make(ack);
+        // The channel is bounded: a full one blocks this thread briefly,
+        // which is the back-pressure we want, but not on a runtime worker.
+        match writer.try_send(op) {
+            Ok(()) => {}
+            Err(mpsc::TrySendError::Full(op)) => {
+                tokio::task::spawn_blocking(move || {
+                    writer.send(op).map_err(|_| StoreError::Closed)
+                })
+                .await
+                .map_err(|_| StoreError::Closed)??;
+            }
+            Err(mpsc::TrySendError::Disconnected(_)) => return Err(StoreError::Closed),
+        }
+        done.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Inserts or replaces a run record; returns once it is committed.
+    pub async fn put_run(&self, rec: &RunRecord) -> Result<(), StoreError> {
+        let rec = Box::new(rec.clone());
+        self.send(|ack| Op::Run { rec, ack }).await
+    }
+
+    /// Stores an alert; `false` when (fingerprint, startsAt, status) was
+    /// already stored (a repeat or an HA duplicate).
+    pub async fn put_alert(&self, alert: StoredAlert) -> Result<bool, StoreError> {
+        self.send(|ack| Op::Alert { alert, ack }).await
+    }
+
+    /// Appends an audit event and waits for it to be committed.
+    pub async fn audit(&self, event: AuditEvent) -> Result<(), StoreError> {
+        self.send(|ack| Op::Audit {
+            event,
+            ack: Some(ack),
+        })
+        .await
+    }
+
+    /// Stores the alerts of one payload and, for each that is new, its
+    /// queued runs, in one transaction; answers which alerts were new.
+    pub async fn receive(
+        &self,
+        items: Vec<(StoredAlert, Vec<RunRecord>)>,
+    ) -> Result<Vec<bool>, StoreError> {
+        self.send(|ack| Op::Receive { items, ack }).await
+    }
+
+    /// Stores a decided plan if it is still `pending_approval`; `false`
+    /// when another decision got there first.
+    pub async fn decide(&self, rec: &RunRecord) -> Result<bool, StoreError> {
+        let rec = Box::new(rec.clone());
+        self.send(|ack| Op::Decide { rec, ack }).await
+    }
+
+    /// Removes finished runs, alerts and audit events older than `before`,
+    /// and settled ledger entries older than `ledger_before`, in batches;
+    /// answers whether any table still had more to remove.
+    pub async fn prune(&self, before: &str, ledger_before: &str) -> Result<bool, StoreError> {
+        let (before, ledger_before) = (before.to_string(), ledger_before.to_string());
+        let more = self
+            .send(|ack| Op::Prune {
+                before,
+                ledger_before,
+                ack,
+            })
+            .await?;
+        Ok(more.into_iter().any(|m| m))
+    }
+
+    /// Stores the kill switch (`None`: off).
+    pub async fn set_pause(
+        &self,
+        pause: Option<crate::killswitch::Pause>,
+    ) -> Result<(), StoreError> {
+        let value = pause.map(|p| serde_json::to_string(&p)).transpose()?;
+        self.send(|ack| Op::Setting {
+            key: KILL_SWITCH,
+            value,
+            ack,
+        })
+        .await
+    }
+
+    /// The kill switch as last stored.
+    pub async fn pause(&self) -> Result<Option<crate::killswitch::Pause>, StoreError> {
+        self.read(|c| {
+            let v: Option<String> = c
+                .query_row(
+                    "SELECT value FROM settings WHERE key = ?1",
+                    [KILL_SWITCH],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            Ok(v.map(|v| serde_json::from_str(&v)).transpose()?)
+        })
+        .await
+    }
+
+    /// The runs `plugin` made for one alert (fingerprint and start), newest
+    /// first, at most 50.
+    pub async fn runs_for_alert(
+        &self,
+        plugin: &str,
+        fingerprint: &str,
+        starts_at: &str,
+    ) -> Result<Vec<RunRecord>, StoreError> {
+        let (plugin, fingerprint, starts_at) = (
+            plugin.to_string(),
+            fingerprint.to_string(),
+            starts_at.to_string(),
+        );
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                // INDEXED BY: ordered by start, the planner prefers
+                // `runs_plugin` and decodes every run of the plugin.
+                "SELECT record FROM runs INDEXED BY runs_alert WHERE plugin = ?1 \
+                 AND json_extract(record, '$.trigger.alert.fingerprint') = ?2 \
+                 AND json_extract(record, '$.trigger.alert.starts_at') = ?3 \
+                 ORDER BY started_at DESC, id LIMIT 50",
+            )?;
+            let rows = stmt.query_map(params![plugin, fingerprint, starts_at], |r| {
+                r.get::<_, String>(0)
+            })?;
+            rows.map(|j| Ok(serde_json::from_str(&j?)?)).collect()
+        })
+        .await
+    }
+
+    /// Live runs that executed something, finished after `since`, and have
+    /// no verification yet (a restart reschedules it).
+    pub async fn unverified_runs(&self, since: &str) -> Result<Vec<RunRecord>, StoreError> {
+        let since = since.to_string();
+        self.read(move |c| {
+            let mut stmt = c.prepare(
+                "SELECT record FROM runs WHERE status = 'succeeded' AND started_at >= ?1 \
+                 AND json_extract(record, '$.dry_run') = 0 \
+                 AND json_extract(record, '$.verification') IS NULL",
+            )?;
+            let rows = stmt.query_map([since], |r| r.get::<_, String>(0))?;
+            let recs: Vec<RunRecord> = rows
+                .map(|j| Ok(serde_json::from_str(&j?)?))
+                .collect::<Result<_, StoreError>>()?;
+            Ok(recs
+                .into_iter()
+                .filter(|r| r.actions.iter().any(|a| a.applied == Applied::Executed))
+                .collect())
+        })
+        .await
+    }
+
+    /// Runs stored as `queued` that never started, oldest first.
+    pub async fn queued_runs(&self) -> Result<Vec<RunRecord>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c.prepare(
+                "SELECT record FROM runs WHERE status = 'queued' ORDER BY started_at, id",
+            )?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            rows.map(|j| Ok(serde_json::from_str(&j?)?)).collect()
+        })
+        .await
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let reader = self.reader.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = reader.lock().unwrap_or_else(|p| p.into_inner());
+            f(&conn)
+        })
+        .await
+        .map_err(|_| StoreError::Closed)?
+    }
+
+    pub async fn get_run(&self, id: &str) -> Result<Option<RunRecord>, StoreError> {
+        let id = id.to_string();
+        self.read(move |c| {
+            let json: Option<String> = c
+                .query_row("SELECT record FROM runs WHERE id = ?1", [id], |r| r.get(0))
+                .optional()?;
+            Ok(json.map(|j| serde_json::from_str(&j)).transpose()?)
+        })
+        .await
+    }
+
+    /// Newest first.
+    pub async fn list_runs(&self, f: RunFilter) -> Result<Vec<RunRecord>, StoreError> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT record FROM runs WHERE (?1 IS NULL OR plugin = ?1) AND (?2 IS NULL OR status = ?2) \
+                 AND (?3 IS NULL OR started_at >= ?3) ORDER BY started_at DESC, id LIMIT ?4",
+            )?;
+            let rows = stmt.query_map(
+                params![f.plugin, f.status, f.since, f.limit.unwrap_or(100).min(MAX_ROWS)],
+                |r| r.get::<_, String>(0),
+            )?;
+            rows.map(|j| Ok(serde_json::from_str(&j?)?)).collect()
+        })
+        .await
+    }
+
+    /// Newest first.
+    pub async fn list_alerts(&self, limit: u32) -> Result<Vec<StoredAlert>, StoreError> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT fingerprint, starts_at, status, name, received_at, alert FROM alerts \
+                 ORDER BY received_at DESC LIMIT ?1",
+            )?;
+            let rows = stmt.query_map([limit.min(MAX_ROWS)], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get::<_, String>(5)?,
+                ))
+            })?;
+            rows.map(|row| {
+                let (fingerprint, starts_at, status, name, received_at, alert) = row?;
+                Ok(StoredAlert {
+                    fingerprint,
+                    starts_at,
+                    status,
+                    name,
+                    received_at,
+                    alert: serde_json::from_str(&alert)?,
+                })
+            })
+            .collect()
+        })
+        .await
+    }
+
+    /// Oldest first.
+    pub async fn list_audit(&self, f: AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT seq, at, run_id, plugin, event, detail FROM audit WHERE (?1 IS NULL OR run_id = ?1) \
+                 AND (?2 IS NULL OR plugin = ?2) AND (?3 IS NULL OR at >= ?3) ORDER BY seq LIMIT ?4",
+            )?;
+            let rows = stmt.query_map(
+                params![f.run, f.plugin, f.since, f.limit.unwrap_or(1000).min(10 * MAX_ROWS)],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get::<_, String>(5)?)),
+            )?;
+            rows.map(|row| {
+                let (seq, at, run_id, plugin, event, detail) = row?;
+                Ok(AuditEvent { seq, at, run_id, plugin, event, detail: serde_json::from_str(&detail)? })
+            })
+            .collect()
+        })
+        .await
+    }
+}
