@@ -421,3 +421,62 @@ async fn an_open_api_answers_only_loopback_hosts_and_origins() {
         "cross-site",
     );
 }
+
+/// The whole service in-process on a socket of the test's own, stopped by
+/// the test's own signal: `serve` is this plus binding and SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_with_serves_a_listener_until_its_shutdown_future_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::parse(
+        &format!("[server]\ndata_dir = \"{}\"\n", dir.path().display()),
+        std::path::Path::new("routes.toml"),
+    )
+    .unwrap();
+    let service = Service::start(config).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(remedy::serve::serve_with(listener, service, async {
+        let _ = stopped.await;
+    }));
+    let http = reqwest::Client::new();
+    let health: Value = http
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "ok");
+    let rec: Value = http
+        .post(format!(
+            "{base}/v1/plugins/circuit-breaker-open/runs?wait=true"
+        ))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    // No breaker API is configured here: the run ends, saying so.
+    assert_eq!(rec["status"], "failed", "{rec}");
+    assert!(
+        rec["error"]
+            .as_str()
+            .unwrap()
+            .contains("no breaker backend configured"),
+        "{rec}"
+    );
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(15), server)
+        .await
+        .expect("serve_with returns after its shutdown future")
+        .unwrap()
+        .unwrap();
+    assert!(
+        http.get(format!("{base}/healthz")).send().await.is_err(),
+        "nothing listens after shutdown"
+    );
+}

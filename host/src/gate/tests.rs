@@ -3,6 +3,8 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use tracing::Instrument;
+
 use super::*;
 use crate::action::ActionKind;
 use crate::grants::{Capability, Scope};
@@ -284,4 +286,81 @@ async fn refusals_without_a_backend_are_journaled() {
         .unwrap()
         .contains("no breaker backend"));
     assert_eq!(a[1].applied, Applied::Denied);
+}
+
+/// Every host call is a `host_call` span (capability, function, target,
+/// outcome, duration) inside the span of its run.
+#[tokio::test]
+async fn each_action_is_a_host_call_span_inside_the_run_span() {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+    use tracing::field::{Field, Visit};
+    use tracing::span::{Attributes, Id, Record};
+    use tracing_subscriber::layer::{Context, SubscriberExt};
+    use tracing_subscriber::registry::LookupSpan;
+
+    type Fields = BTreeMap<String, String>;
+    struct Collect<'a>(&'a mut Fields);
+    impl Visit for Collect<'_> {
+        fn record_debug(&mut self, f: &Field, v: &dyn std::fmt::Debug) {
+            self.0
+                .insert(f.name().into(), format!("{v:?}").trim_matches('"').into());
+        }
+    }
+    /// Closed spans: name, fields, parent's name.
+    #[derive(Clone, Default)]
+    struct Spans(Arc<Mutex<Vec<(String, Fields, Option<String>)>>>);
+    impl<S: tracing::Subscriber + for<'a> LookupSpan<'a>> tracing_subscriber::Layer<S> for Spans {
+        fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+            let mut f = Fields::new();
+            attrs.record(&mut Collect(&mut f));
+            ctx.span(id).unwrap().extensions_mut().insert(f);
+        }
+        fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+            let span = ctx.span(id).unwrap();
+            let mut ext = span.extensions_mut();
+            values.record(&mut Collect(ext.get_mut::<Fields>().unwrap()));
+        }
+        fn on_close(&self, id: Id, ctx: Context<'_, S>) {
+            let span = ctx.span(&id).unwrap();
+            let fields = span.extensions().get::<Fields>().cloned().unwrap();
+            let parent = span.parent().map(|p| p.name().to_string());
+            let name = span.name().to_string();
+            self.0.lock().unwrap().push((name, fields, parent));
+        }
+    }
+    let spans = Spans::default();
+    let _guard =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(spans.clone()));
+    let g = gate(&KillSwitch::default());
+    let run = tracing::info_span!("run", plugin = "p", run_id = "r");
+    let _ = g
+        .act(
+            action(Capability::Breaker, Named("stripe".into())),
+            Ok(()),
+            |(), _| async { Ok(()) },
+        )
+        .instrument(run.clone())
+        .await;
+    let _ = g
+        .act(
+            Action::new(ActionKind::DatabaseCancel, Named("x".into()), "t"),
+            Ok(()),
+            |(), _| async { Ok(()) },
+        )
+        .instrument(run)
+        .await;
+    let seen = spans.0.lock().unwrap().clone();
+    let calls: Vec<_> = seen.iter().filter(|(n, _, _)| n == "host_call").collect();
+    assert_eq!(calls.len(), 2, "{seen:?}");
+    let (_, f, parent) = calls[0];
+    assert_eq!(parent.as_deref(), Some("run"));
+    assert_eq!(f["capability"], "breaker");
+    assert_eq!(f["function"], "force-state");
+    assert_eq!(f["target"], "t:stripe");
+    assert_eq!(f["outcome"], "executed");
+    assert!(f["duration_ms"].parse::<f64>().unwrap() >= 0.0, "{f:?}");
+    let (_, f, _) = calls[1];
+    assert_eq!(f["capability"], "database");
+    assert_eq!(f["outcome"], "denied", "{f:?}");
 }
