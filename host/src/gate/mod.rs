@@ -225,10 +225,101 @@ impl Gate {
         let (capability, function) = kind.split_once('.').unwrap_or((kind, kind));
         let span = host_call_span(capability, function, &action.target.label());
         let started = std::time::Instant::now();
-        let r = self
-            .pass(action, backend, execute)
-            .instrument(span.clone())
-            .await;
+        let r = async move {
+            if let Err((applied, err)) = self.check(&action) {
+                self.record(&action, applied, Some(error_text(&err)));
+                return Err(err);
+            }
+            let backend = match backend {
+                Ok(b) => b,
+                Err(e) => return Err(self.refuse(&action, e)),
+            };
+            if self.dry_run {
+                self.record(&action, Applied::Simulated, None);
+                return Ok(WitApplied::Simulated);
+            }
+            // The run may have decided to act live before the switch was pulled
+            // (queued behind the concurrency bound, or mid-mitigation): the
+            // switch as it is now is what counts.
+            if let Some(pause) = self.kill.as_ref().and_then(KillSwitch::get) {
+                if action.kind.is_notification() {
+                    // Telling humans is not remediation: while automation is
+                    // paused they need to hear more, not less.
+                    self.note(format!(
+                        "{}; {} to {} sent anyway: notifications are not paused",
+                        pause.describe(),
+                        action.kind,
+                        action.target.label()
+                    ));
+                } else {
+                    let err = WitError::Refused(format!(
+                        "{}: live actions are not run while automation is paused",
+                        pause.describe()
+                    ));
+                    return Err(self.refuse(&action, err));
+                }
+            }
+            let intent = match &self.ledger {
+                None => None,
+                Some(ledger) => match ledger.intend(self.intent(&action)).await {
+                    Ok(id) => Some((ledger.clone(), id)),
+                    Err(refusal) => {
+                        let err = match refusal {
+                            Refusal::Guardrail(m) => WitError::Refused(m),
+                            Refusal::Unavailable(m) => WitError::Unavailable(format!(
+                                "the action was not run because its intent could not be recorded: {m}"
+                            )),
+                        };
+                        return Err(self.refuse(&action, err));
+                    }
+                },
+            };
+            #[cfg(feature = "fault-injection")]
+            if intent.is_some() && std::env::var_os(ABORT_AFTER_INTENT).is_some() {
+                tracing::error!("{ABORT_AFTER_INTENT} is set: aborting between intent and action");
+                std::process::abort();
+            }
+            let mut flight = InFlight {
+                gate: self,
+                action: &action,
+                intent,
+                open: true,
+            };
+            let run = execute(backend, Permit::new());
+            let outcome = match self.deadline {
+                Some(deadline) => {
+                    let by = deadline.checked_sub(DEADLINE_MARGIN).unwrap_or(deadline);
+                    match tokio::time::timeout_at(by, run).await {
+                        Ok(r) => r,
+                        Err(_) => Err(BackendError::Unknown(format!(
+                            "no answer before the run's deadline ({} was still waiting for its backend)",
+                            action.kind
+                        ))),
+                    }
+                }
+                None => run.await,
+            };
+            let (applied, result) = match outcome {
+                Ok(()) => (Applied::Executed, Ok(WitApplied::Executed)),
+                Err(BackendError::Unknown(m)) => (
+                    Applied::Unknown,
+                    Err(WitError::Unavailable(format!(
+                        "{m}: the request was sent, whether it took effect is unknown"
+                    ))),
+                ),
+                Err(e) => (Applied::Failed, Err(wit_error(e))),
+            };
+            let error = result.as_ref().err().map(error_text);
+            if let Some((ledger, id)) = flight.intent.take() {
+                ledger.settle(id, applied, error.clone()).await;
+            }
+            flight.open = false;
+            drop(flight);
+            self.record(&action, applied, error);
+            result
+        }
+        .instrument(span.clone())
+        .await;
         finish_span(
             &span,
             started,
@@ -238,109 +329,6 @@ impl Gate {
             }),
         );
         r
-    }
-
-    async fn pass<B, F, Fut>(
-        &self,
-        action: Action,
-        backend: Result<B, WitError>,
-        execute: F,
-    ) -> Result<WitApplied, WitError>
-    where
-        F: FnOnce(B, Permit) -> Fut,
-        Fut: Future<Output = Result<(), BackendError>>,
-    {
-        if let Err((applied, err)) = self.check(&action) {
-            self.record(&action, applied, Some(error_text(&err)));
-            return Err(err);
-        }
-        let backend = match backend {
-            Ok(b) => b,
-            Err(e) => return Err(self.refuse(&action, e)),
-        };
-        if self.dry_run {
-            self.record(&action, Applied::Simulated, None);
-            return Ok(WitApplied::Simulated);
-        }
-        // The run may have decided to act live before the switch was pulled
-        // (queued behind the concurrency bound, or mid-mitigation): the
-        // switch as it is now is what counts.
-        if let Some(pause) = self.kill.as_ref().and_then(KillSwitch::get) {
-            if action.kind.is_notification() {
-                // Telling humans is not remediation: while automation is
-                // paused they need to hear more, not less.
-                self.note(format!(
-                    "{}; {} to {} sent anyway: notifications are not paused",
-                    pause.describe(),
-                    action.kind,
-                    action.target.label()
-                ));
-            } else {
-                let err = WitError::Refused(format!(
-                    "{}: live actions are not run while automation is paused",
-                    pause.describe()
-                ));
-                return Err(self.refuse(&action, err));
-            }
-        }
-        let intent = match &self.ledger {
-            None => None,
-            Some(ledger) => match ledger.intend(self.intent(&action)).await {
-                Ok(id) => Some((ledger.clone(), id)),
-                Err(refusal) => {
-                    let err = match refusal {
-                        Refusal::Guardrail(m) => WitError::Refused(m),
-                        Refusal::Unavailable(m) => WitError::Unavailable(format!(
-                            "the action was not run because its intent could not be recorded: {m}"
-                        )),
-                    };
-                    return Err(self.refuse(&action, err));
-                }
-            },
-        };
-        #[cfg(feature = "fault-injection")]
-        if intent.is_some() && std::env::var_os(ABORT_AFTER_INTENT).is_some() {
-            tracing::error!("{ABORT_AFTER_INTENT} is set: aborting between intent and action");
-            std::process::abort();
-        }
-        let mut flight = InFlight {
-            gate: self,
-            action: &action,
-            intent,
-            open: true,
-        };
-        let run = execute(backend, Permit::new());
-        let outcome = match self.deadline {
-            Some(deadline) => {
-                let by = deadline.checked_sub(DEADLINE_MARGIN).unwrap_or(deadline);
-                match tokio::time::timeout_at(by, run).await {
-                    Ok(r) => r,
-                    Err(_) => Err(BackendError::Unknown(format!(
-                        "no answer before the run's deadline ({} was still waiting for its backend)",
-                        action.kind
-                    ))),
-                }
-            }
-            None => run.await,
-        };
-        let (applied, result) = match outcome {
-            Ok(()) => (Applied::Executed, Ok(WitApplied::Executed)),
-            Err(BackendError::Unknown(m)) => (
-                Applied::Unknown,
-                Err(WitError::Unavailable(format!(
-                    "{m}: the request was sent, whether it took effect is unknown"
-                ))),
-            ),
-            Err(e) => (Applied::Failed, Err(wit_error(e))),
-        };
-        let error = result.as_ref().err().map(error_text);
-        if let Some((ledger, id)) = flight.intent.take() {
-            ledger.settle(id, applied, error.clone()).await;
-        }
-        flight.open = false;
-        drop(flight);
-        self.record(&action, applied, error);
-        result
     }
 
     fn intent(&self, action: &Action) -> Intent {
@@ -406,6 +394,11 @@ pub fn host_call_span(capability: &str, function: &str, target: &str) -> tracing
 
 /// Records how a host call ended in its span.
 pub fn finish_span(span: &tracing::Span, started: std::time::Instant, r: Result<&str, &WitError>) {
+    // With no subscriber listening (benchmarks, `RUST_LOG=off`) a span is
+    // disabled: nothing to format.
+    if span.is_disabled() {
+        return;
+    }
     let outcome = match r {
         Ok(o) => o.to_string(),
         Err(e) => crate::gate::error_text(e)

@@ -307,9 +307,10 @@ async fn each_action_is_a_host_call_span_inside_the_run_span() {
                 .insert(f.name().into(), format!("{v:?}").trim_matches('"').into());
         }
     }
-    /// Closed spans: name, fields, parent's name.
+    /// A closed span: name, fields, parent's name.
+    type Closed = (String, Fields, Option<String>);
     #[derive(Clone, Default)]
-    struct Spans(Arc<Mutex<Vec<(String, Fields, Option<String>)>>>);
+    struct Spans(Arc<Mutex<Vec<Closed>>>);
     impl<S: tracing::Subscriber + for<'a> LookupSpan<'a>> tracing_subscriber::Layer<S> for Spans {
         fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
             let mut f = Fields::new();

@@ -20,6 +20,7 @@ use crate::store::{AuditEvent, SqliteStore, StoreError};
 pub mod approval;
 mod launch;
 pub mod metrics;
+mod plugins;
 pub mod registry;
 pub mod verify;
 
@@ -127,41 +128,6 @@ impl Service {
         Ok(service)
     }
 
-    async fn load(&self, key: &str, source: &Source) {
-        match self.remedy.load_source(source).await {
-            Ok(p) => self.loaded(source.to_string(), p).await,
-            Err(e) => {
-                self.load_failed(key, source.to_string(), e.to_string())
-                    .await
-            }
-        }
-    }
-
-    async fn loaded(&self, source: String, p: Plugin) {
-        tracing::info!(plugin = %p.name(), digest = %p.digest, %source, "plugin loaded");
-        self.audit(
-            None,
-            Some(p.name()),
-            "plugin.loaded",
-            serde_json::json!({"source": source, "digest": p.digest, "version": p.info.version}),
-        )
-        .await;
-        self.registry.set_loaded(source, p);
-    }
-
-    async fn load_failed(&self, key: &str, source: String, error: String) {
-        tracing::warn!(%source, %error, "plugin failed to load");
-        self.metrics.load_failed(&source);
-        self.audit(
-            None,
-            Some(key),
-            "plugin.load_failed",
-            serde_json::json!({"source": source, "error": error}),
-        )
-        .await;
-        self.registry.set_error(key, source, error);
-    }
-
     /// Best effort: an audit event that cannot be stored is logged.
     pub async fn audit(
         &self,
@@ -180,153 +146,6 @@ impl Service {
         };
         if let Err(e) = self.store.audit(ev).await {
             tracing::error!(error = %e, event, "audit event not stored");
-        }
-    }
-
-    /// Loads new or changed `.wasm` files of the plugins directory; a file
-    /// that fails leaves the version loaded before serving.
-    pub async fn scan_plugins_dir(&self) {
-        let Some(dir) = self.remedy.config.server.plugins_dir.clone() else {
-            return;
-        };
-        let mut seen = Vec::new();
-        let handle = match self.plugins_dir_handle(&dir) {
-            Ok(h) => h,
-            Err(e) => {
-                self.load_failed(
-                    &format!("dir:{}", dir.display()),
-                    dir.display().to_string(),
-                    format!("cannot open plugins directory: {e}"),
-                )
-                .await;
-                return;
-            }
-        };
-        let entries = match handle.entries() {
-            Ok(e) => e,
-            Err(e) => {
-                self.load_failed(
-                    &format!("dir:{}", dir.display()),
-                    dir.display().to_string(),
-                    format!("cannot read plugins directory: {e}"),
-                )
-                .await;
-                return;
-            }
-        };
-        for entry in entries.flatten() {
-            let file_name = entry.file_name();
-            let path = dir.join(&file_name);
-            if path.extension().is_none_or(|x| x != "wasm") {
-                continue;
-            }
-            seen.push(path.clone());
-            let Ok(meta) = entry.metadata() else { continue };
-            let stamp = (
-                meta.modified()
-                    .map(|t| t.into_std())
-                    .unwrap_or(SystemTime::UNIX_EPOCH),
-                meta.len(),
-            );
-            let previous = self
-                .files
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&path)
-                .cloned();
-            if previous.as_ref().is_some_and(|(m, l, _)| (*m, *l) == stamp) {
-                continue;
-            }
-            let old_name = previous.and_then(|p| p.2);
-            let bytes = handle.read(&file_name);
-            let name = self.load_file(&path, bytes, old_name.as_deref()).await;
-            self.files
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(path, (stamp.0, stamp.1, name.or(old_name)));
-        }
-        // Files that disappeared take their plugin with them.
-        let gone: Vec<(PathBuf, Option<String>)> = {
-            let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
-            let gone: Vec<_> = files
-                .keys()
-                .filter(|p| !seen.contains(p))
-                .cloned()
-                .collect();
-            gone.into_iter()
-                .map(|p| {
-                    let n = files.remove(&p).and_then(|e| e.2);
-                    (p, n)
-                })
-                .collect()
-        };
-        for (path, name) in gone {
-            tracing::info!(file = %path.display(), "plugin file removed");
-            self.registry
-                .remove(&name.unwrap_or_else(|| file_key(&path)));
-        }
-    }
-
-    /// The handle of `plugins_dir`, opened on first use.
-    fn plugins_dir_handle(&self, dir: &Path) -> std::io::Result<Arc<cap_std::fs::Dir>> {
-        let mut slot = self.plugins_dir.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(h) = slot.as_ref() {
-            return Ok(h.clone());
-        }
-        let h = Arc::new(cap_std::fs::Dir::open_ambient_dir(
-            dir,
-            cap_std::ambient_authority(),
-        )?);
-        *slot = Some(h.clone());
-        Ok(h)
-    }
-
-    /// Returns the plugin name the file loaded as.
-    async fn load_file(
-        &self,
-        path: &Path,
-        bytes: std::io::Result<Vec<u8>>,
-        old_name: Option<&str>,
-    ) -> Option<String> {
-        let key = old_name.map(String::from).unwrap_or_else(|| file_key(path));
-        let loaded = match bytes {
-            Ok(b) => self.remedy.load_file_bytes(&b, path).await,
-            Err(e) => Err(crate::remedy::PluginError::Read {
-                path: path.to_path_buf(),
-                source: e,
-            }),
-        };
-        match loaded {
-            Ok(p) => {
-                let name = p.name().to_string();
-                // A file in plugins_dir may not take over a name another
-                // source serves (a bundled runbook, a configured file,
-                // another file): it would inherit that name's place in
-                // routing and config.
-                let owner = self.registry.source_of(&name);
-                let file = path.display().to_string();
-                if let Some(owner) = owner.filter(|o| *o != file) {
-                    self.load_failed(
-                        &key,
-                        file.clone(),
-                        format!(
-                            "{file} reports the plugin name `{name}`, which {owner} already serves; give the plugin a name of its own"
-                        ),
-                    )
-                    .await;
-                    return None;
-                }
-                if old_name.is_none() {
-                    self.registry.remove(&file_key(path));
-                }
-                self.loaded(path.display().to_string(), p).await;
-                Some(name)
-            }
-            Err(e) => {
-                self.load_failed(&key, path.display().to_string(), e.to_string())
-                    .await;
-                None
-            }
         }
     }
 
