@@ -37,26 +37,6 @@ impl Ledger for SqliteStore {
     }
 }
 
-impl SqliteStore {
-    /// Live actions of a run, from the ledger (oldest first), as
-    /// `(kind, target, status)`.
-    pub async fn ledger_actions(
-        &self,
-        run_id: &str,
-    ) -> Result<Vec<(String, String, String)>, StoreError> {
-        let run_id = run_id.to_string();
-        self.read(move |c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT kind, target, status FROM actions WHERE run_id = ?1 ORDER BY id",
-            )?;
-            let rows = stmt.query_map([run_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-            Ok(rows.collect::<Result<_, _>>()?)
-        })
-        .await
-    }
-}
-
-/// Columns added after the first release, added in place to older stores.
 /// The last earlier action on a cooldown key. The run's own earlier
 /// actions do not count: one mitigation may take several (a runbook ending
 /// several leaking sessions of one application). Only the kinds a cooldown

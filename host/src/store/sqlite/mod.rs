@@ -21,6 +21,7 @@ use ledger::*;
 use schema::*;
 use writer::*;
 
+/// The `settings` key of the kill switch.
 const KILL_SWITCH: &str = "kill_switch";
 
 use crate::record::timestamp as ts;
@@ -106,12 +107,6 @@ impl SqliteStore {
     pub async fn put_run(&self, rec: &RunRecord) -> Result<(), StoreError> {
         let rec = Box::new(rec.clone());
         self.send(|ack| Op::Run { rec, ack }).await
-    }
-
-    /// Stores an alert; `false` when (fingerprint, startsAt, status) was
-    /// already stored (a repeat or an HA duplicate).
-    pub async fn put_alert(&self, alert: StoredAlert) -> Result<bool, StoreError> {
-        self.send(|ack| Op::Alert { alert, ack }).await
     }
 
     /// Appends an audit event and waits for it to be committed.

@@ -61,7 +61,7 @@ CREATE TABLE IF NOT EXISTS settings (
 );
 ";
 
-/// The `settings` key of the kill switch.
+/// Columns added after the first release, added in place to older stores.
 pub(super) fn migrate(c: &Connection) -> Result<(), StoreError> {
     let has = c
         .prepare("SELECT 1 FROM pragma_table_info('actions') WHERE name = 'cooldown_key'")?
@@ -93,10 +93,6 @@ pub(super) fn mark_interrupted(c: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// One op inside the batch's transaction, all or nothing: a savepoint that
-/// an error rolls back, so a failed op leaves no half of itself behind and
-/// costs the others nothing. A panic is caught the same way: the writer
-/// thread is the store, and it must outlive any one bad write.
 /// Intents a previous process left behind: the action may or may not have
 /// happened. Each becomes `interrupted` in the table, in its run's record
 /// and in the audit log, so nobody is left believing nothing was done.

@@ -11,10 +11,6 @@ pub(super) enum Op {
         rec: Box<RunRecord>,
         ack: Ack<()>,
     },
-    Alert {
-        alert: StoredAlert,
-        ack: Ack<bool>,
-    },
     Audit {
         event: AuditEvent,
         ack: Option<Ack<()>>,
@@ -91,6 +87,10 @@ pub(super) fn connect(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
+/// One op inside the batch's transaction, all or nothing: a savepoint that
+/// an error rolls back, so a failed op leaves no half of itself behind and
+/// costs the others nothing. A panic is caught the same way: the writer
+/// thread is the store, and it must outlive any one bad write.
 pub(super) fn apply_alone(tx: &mut rusqlite::Transaction<'_>, op: &Op) -> Result<Done, StoreError> {
     let sp = tx.savepoint()?;
     let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| apply(&sp, op)))
@@ -117,7 +117,6 @@ pub(super) fn apply(tx: &Connection, op: &Op) -> Result<Done, StoreError> {
             put_run(tx, rec)?;
             Ok(Done::Nothing)
         }
-        Op::Alert { alert: a, .. } => Ok(Done::Inserted(insert_alert(tx, a)?)),
         Op::Audit { event: e, .. } => {
             tx.prepare_cached(
                 "INSERT INTO audit (at, run_id, plugin, event, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -245,7 +244,7 @@ pub(super) fn write_loop(mut conn: Connection, rx: mpsc::Receiver<Op>) {
                         Op::Run { ack, .. } | Op::Settle { ack, .. } => {
                             drop(ack.send(res.map(|_| ())))
                         }
-                        Op::Alert { ack, .. } | Op::Decide { ack, .. } => {
+                        Op::Decide { ack, .. } => {
                             drop(ack.send(res.map(|d| matches!(d, Done::Inserted(true)))))
                         }
                         Op::Setting { ack, .. } => drop(ack.send(res.map(|_| ()))),
@@ -271,9 +270,7 @@ pub(super) fn write_loop(mut conn: Connection, rx: mpsc::Receiver<Op>) {
                     let err = || StoreError::Failed(msg.clone());
                     match op {
                         Op::Run { ack, .. } | Op::Settle { ack, .. } => drop(ack.send(Err(err()))),
-                        Op::Alert { ack, .. } | Op::Decide { ack, .. } => {
-                            drop(ack.send(Err(err())))
-                        }
+                        Op::Decide { ack, .. } => drop(ack.send(Err(err()))),
                         Op::Setting { ack, .. } => drop(ack.send(Err(err()))),
                         Op::Receive { ack, .. } | Op::Prune { ack, .. } => {
                             drop(ack.send(Err(err())))
