@@ -400,14 +400,14 @@ pub fn finish_span(span: &tracing::Span, started: std::time::Instant, r: Result<
         return;
     }
     let outcome = match r {
-        Ok(o) => o.to_string(),
-        Err(e) => crate::gate::error_text(e)
-            .split(':')
-            .next()
-            .unwrap_or("error")
-            .to_string(),
+        Ok(o) => o,
+        Err(WitError::Denied(_)) => "denied",
+        Err(WitError::Unavailable(_)) => "unavailable",
+        Err(WitError::Invalid(_)) => "invalid",
+        Err(WitError::Refused(_)) => "refused",
+        Err(WitError::Failed(_)) => "failed",
     };
-    span.record("outcome", outcome.as_str());
+    span.record("outcome", outcome);
     span.record("duration_ms", started.elapsed().as_secs_f64() * 1000.0);
 }
 

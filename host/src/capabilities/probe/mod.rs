@@ -13,6 +13,15 @@ use super::{HostCtx, Wiring};
 pub mod backend;
 pub mod http;
 
+/// The prober always exists (what it may reach is the plugin's allow-list),
+/// so no "not configured" message ever names `key` or `env`.
+const PROBE: Wiring = Wiring {
+    cap: Capability::Probe,
+    name: "probe",
+    key: "probe_timeout_ms",
+    env: "",
+};
+
 /// The prober, with `probe_timeout_ms` (default 2 s): always there, since
 /// what it may reach is the plugin's allow-list.
 pub fn from_config(
@@ -46,12 +55,6 @@ impl Host for HostCtx {
             self.gate.note(msg.clone());
             return Err(Error::Denied(msg));
         }
-        const PROBE: Wiring = Wiring {
-            cap: Capability::Probe,
-            name: "probe",
-            key: "probe_timeout_ms",
-            env: "(none)",
-        };
         let probe = self.backends.probe.clone();
         let r = self.read(&PROBE, "get", &url, probe.get(&parsed)).await?;
         if r.truncated {

@@ -61,6 +61,20 @@ CREATE TABLE IF NOT EXISTS settings (
 );
 ";
 
+/// A connection to the store file, with the pragmas both the writer and
+/// the reader use.
+pub(super) fn connect(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    // WAL + NORMAL: a commit survives a process crash; only an OS crash
+    // can lose the last transactions.
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    // Fewer, larger checkpoints: the writer is the service's hot thread.
+    conn.pragma_update(None, "wal_autocheckpoint", 8000)?;
+    Ok(conn)
+}
+
 /// Columns added after the first release, added in place to older stores.
 pub(super) fn migrate(c: &Connection) -> Result<(), StoreError> {
     let has = c

@@ -75,18 +75,6 @@ impl Drop for AliveGuard {
     }
 }
 
-pub(super) fn connect(path: &Path) -> Result<Connection, StoreError> {
-    let conn = Connection::open(path)?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
-    // WAL + NORMAL: a commit survives a process crash; only an OS crash
-    // can lose the last transactions.
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
-    // Fewer, larger checkpoints: the writer is the service's hot thread.
-    conn.pragma_update(None, "wal_autocheckpoint", 8000)?;
-    Ok(conn)
-}
-
 /// One op inside the batch's transaction, all or nothing: a savepoint that
 /// an error rolls back, so a failed op leaves no half of itself behind and
 /// costs the others nothing. A panic is caught the same way: the writer

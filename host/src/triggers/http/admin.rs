@@ -84,10 +84,6 @@ pub(super) async fn resume(
     State(s): State<Arc<AppState>>,
     Extension(Who(who)): Extension<Who>,
 ) -> AppResult<impl IntoResponse> {
-    let p = s
-        .service
-        .set_paused(false, &who, None)
-        .await
-        .map_err(ApiError::unavailable)?;
+    let p = s.service.set_paused(false, &who, None).await?;
     Ok(Json(json!({"paused": p})))
 }

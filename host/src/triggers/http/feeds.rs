@@ -35,12 +35,7 @@ pub(super) async fn list_alerts(
     Q(q): Q<LimitQuery>,
 ) -> AppResult<impl IntoResponse> {
     at_most("limit", q.limit, 1000)?;
-    let alerts = s
-        .service
-        .store
-        .list_alerts(q.limit.unwrap_or(100))
-        .await
-        .map_err(ApiError::unavailable)?;
+    let alerts = s.service.store.list_alerts(q.limit.unwrap_or(100)).await?;
     Ok(Json(json!({"alerts": alerts})))
 }
 
@@ -49,11 +44,6 @@ pub(super) async fn list_audit(
     Q(f): Q<AuditFilter>,
 ) -> AppResult<impl IntoResponse> {
     at_most("limit", f.limit, 10_000)?;
-    let events = s
-        .service
-        .store
-        .list_audit(f)
-        .await
-        .map_err(ApiError::unavailable)?;
+    let events = s.service.store.list_audit(f).await?;
     Ok(Json(json!({"events": events})))
 }

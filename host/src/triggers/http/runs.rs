@@ -127,8 +127,7 @@ pub(super) async fn start_run(
     match s
         .service
         .start_run(plugin, trigger, mode, params, id_target)
-        .await
-        .map_err(ApiError::unavailable)?
+        .await?
     {
         Started::Running { id, handle } if q.wait => {
             let rec = handle.await.map_err(|e| {
@@ -154,12 +153,7 @@ pub(super) async fn list_runs(
     Q(f): Q<RunFilter>,
 ) -> AppResult<impl IntoResponse> {
     at_most("limit", f.limit, 1000)?;
-    let runs = s
-        .service
-        .store
-        .list_runs(f)
-        .await
-        .map_err(ApiError::unavailable)?;
+    let runs = s.service.store.list_runs(f).await?;
     Ok(Json(json!({"runs": runs})))
 }
 
@@ -167,13 +161,7 @@ pub(super) async fn get_run(
     State(s): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> AppResult<impl IntoResponse> {
-    match s
-        .service
-        .store
-        .get_run(&id)
-        .await
-        .map_err(ApiError::unavailable)?
-    {
+    match s.service.store.get_run(&id).await? {
         Some(rec) => Ok(Json(rec)),
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -214,8 +202,7 @@ pub(super) async fn report(
     Path(id): Path<String>,
 ) -> AppResult<Response> {
     let text = crate::report::for_run(&s.service.store, &id)
-        .await
-        .map_err(ApiError::unavailable)?
+        .await?
         .ok_or_else(|| {
             ApiError::new(
                 StatusCode::NOT_FOUND,
