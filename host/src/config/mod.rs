@@ -103,7 +103,12 @@ impl Config {
                 .map(|s| {
                     format!(
                         " (line {})",
-                        text[..s.start.min(text.len())].lines().count().max(1)
+                        // Bytes, not `str` slicing: no char boundary to miss.
+                        text.as_bytes()[..s.start.min(text.len())]
+                            .iter()
+                            .filter(|&&b| b == b'\n')
+                            .count()
+                            + 1
                     )
                 })
                 .unwrap_or_default();
@@ -297,6 +302,23 @@ mod tests {
             "[plugins.x]\nbudgets = { \"cache.flush\" = { max = 1, per = \"8784h\" } }\n"
         )
         .is_ok());
+    }
+
+    /// The line named is the one the bad key or value is on, also when it
+    /// starts its line (it was counted one short there).
+    #[test]
+    fn errors_name_the_line_at_fault() {
+        let err = parse("[plugins.x]\n\ntimeout = 5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("timeout") && err.contains("(line 3)"), "{err}");
+        let err = parse("[plugins.x]\n\ncooldown = \"5 parsecs\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("plugins.x.cooldown") && err.contains("(line 3)"),
+            "{err}"
+        );
     }
 
     #[test]
