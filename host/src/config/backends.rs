@@ -78,73 +78,60 @@ pub struct ChannelConfig {
     pub routing_key_env: Option<String>,
 }
 
-/// An http(s) base URL without credentials (they would travel into errors
-/// and records).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(try_from = "String")]
-pub struct HttpUrl(String);
+/// A string newtype whose value `check` accepted when the config was read.
+macro_rules! checked_string {
+    ($(#[$doc:meta])* $name:ident, $check:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Deserialize)]
+        #[serde(try_from = "String")]
+        pub struct $name(String);
 
-impl HttpUrl {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl TryFrom<String> for HttpUrl {
-    type Error = String;
-    fn try_from(u: String) -> Result<Self, String> {
-        match reqwest::Url::parse(&u) {
-            Ok(parsed) if !parsed.username().is_empty() || parsed.password().is_some() => Err(
-                "credentials in the URL (`user:pass@`) are not supported: they would travel into errors and records".into(),
-            ),
-            Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => Ok(HttpUrl(u)),
-            Ok(_) => Err(format!("`{}` is not an http(s) URL", without_userinfo(&u))),
-            Err(e) => Err(format!("`{}`: {e}", without_userinfo(&u))),
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
         }
-    }
-}
 
-/// A Redis URL the client accepts.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(try_from = "String")]
-pub struct RedisUrl(String);
-
-impl RedisUrl {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl TryFrom<String> for RedisUrl {
-    type Error = String;
-    fn try_from(u: String) -> Result<Self, String> {
-        match redis::Client::open(u.as_str()) {
-            Ok(_) => Ok(RedisUrl(u)),
-            Err(e) => Err(format!("`{}`: {e}", without_userinfo(&u))),
+        impl TryFrom<String> for $name {
+            type Error = String;
+            fn try_from(u: String) -> Result<Self, String> {
+                let check: fn(&str) -> Result<(), String> = $check;
+                check(&u).map(|()| $name(u))
+            }
         }
-    }
+    };
 }
 
-/// A PostgreSQL connection string the client accepts.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(try_from = "String")]
-pub struct DatabaseUrl(String);
-
-impl DatabaseUrl {
-    pub fn as_str(&self) -> &str {
-        &self.0
+checked_string!(
+    /// An http(s) base URL without credentials (they would travel into
+    /// errors and records).
+    HttpUrl,
+    |u| match reqwest::Url::parse(u) {
+        Ok(parsed) if !parsed.username().is_empty() || parsed.password().is_some() => Err(
+            "credentials in the URL (`user:pass@`) are not supported: they would travel into errors and records".into(),
+        ),
+        Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => Ok(()),
+        Ok(_) => Err(format!("`{}` is not an http(s) URL", without_userinfo(u))),
+        Err(e) => Err(format!("`{}`: {e}", without_userinfo(u))),
     }
-}
+);
 
-impl TryFrom<String> for DatabaseUrl {
-    type Error = String;
-    fn try_from(u: String) -> Result<Self, String> {
-        match u.parse::<tokio_postgres::Config>() {
-            Ok(_) => Ok(DatabaseUrl(u)),
-            Err(e) => Err(e.to_string()),
-        }
-    }
-}
+checked_string!(
+    /// A Redis URL the client accepts.
+    RedisUrl,
+    |u| redis::Client::open(u)
+        .map(drop)
+        .map_err(|e| format!("`{}`: {e}", without_userinfo(u)))
+);
+
+checked_string!(
+    /// A PostgreSQL connection string the client accepts.
+    DatabaseUrl,
+    |u| u
+        .parse::<tokio_postgres::Config>()
+        .map(drop)
+        .map_err(|e| e.to_string())
+);
 
 /// A PEM file of CA certificates, read and parsed when the config is.
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -27,7 +27,7 @@ pub mod permit;
 mod target;
 
 pub use permit::Permit;
-pub use target::{outside, Action, ActionTarget};
+pub use target::{glob_scope, outside, Action, ActionTarget};
 
 /// Which guest export is running.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

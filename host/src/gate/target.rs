@@ -6,7 +6,7 @@ use std::fmt::Debug;
 use std::sync::Arc;
 
 use crate::action::ActionKind;
-use crate::grants::Scope;
+use crate::grants::{any_match, Scope};
 
 /// What an action acts on.
 pub trait ActionTarget: Debug + Send + Sync {
@@ -33,6 +33,20 @@ pub fn outside(target: &dyn ActionTarget, plugin: &str) -> String {
         "{} is outside the scope granted to {plugin}",
         target.describe()
     )
+}
+
+/// The usual [`ActionTarget::check_scope`] of a target named `name` and
+/// granted by glob `patterns` (unset: nothing is granted).
+pub fn glob_scope(
+    target: &dyn ActionTarget,
+    patterns: &Option<Vec<String>>,
+    name: &str,
+    plugin: &str,
+) -> Result<(), String> {
+    match any_match(patterns.as_deref().unwrap_or_default(), name) {
+        true => Ok(()),
+        false => Err(outside(target, plugin)),
+    }
 }
 
 /// One mutating call as the gate sees it.

@@ -47,10 +47,7 @@ impl ActionTarget for Named {
     }
 
     fn check_scope(&self, scope: &Scope, plugin: &str) -> Result<(), String> {
-        match crate::grants::any_match(scope.breakers.as_deref().unwrap_or_default(), &self.0) {
-            true => Ok(()),
-            false => Err(outside(self, plugin)),
-        }
+        glob_scope(self, &scope.breakers, &self.0, plugin)
     }
 }
 

@@ -8,8 +8,8 @@ use crate::action::ActionKind;
 use crate::bindings::remedy::plugin::breaker::{BreakerStatus, Host, State};
 use crate::bindings::types::{Applied, Error};
 use crate::config::BackendsConfig;
-use crate::gate::{outside, Action, ActionTarget};
-use crate::grants::{any_match, Capability, Scope};
+use crate::gate::{glob_scope, Action, ActionTarget};
+use crate::grants::{Capability, Scope};
 
 use super::{HostCtx, Wiring};
 
@@ -43,10 +43,7 @@ impl ActionTarget for BreakerTarget {
     }
 
     fn check_scope(&self, scope: &Scope, plugin: &str) -> Result<(), String> {
-        match any_match(scope.breakers.as_deref().unwrap_or_default(), &self.0) {
-            true => Ok(()),
-            false => Err(outside(self, plugin)),
-        }
+        glob_scope(self, &scope.breakers, &self.0, plugin)
     }
 }
 

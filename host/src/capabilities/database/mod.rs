@@ -9,8 +9,8 @@ use crate::backends::{BackendError, Permit};
 use crate::bindings::remedy::plugin::database::{Host, PoolStats, Session};
 use crate::bindings::types::{Applied, Error};
 use crate::config::BackendsConfig;
-use crate::gate::{outside, Action, ActionTarget};
-use crate::grants::{any_match, Capability, Scope};
+use crate::gate::{glob_scope, Action, ActionTarget};
+use crate::grants::{Capability, Scope};
 
 use super::{HostCtx, Wiring};
 
@@ -55,11 +55,12 @@ impl ActionTarget for SessionTarget {
     }
 
     fn check_scope(&self, scope: &Scope, plugin: &str) -> Result<(), String> {
-        let apps = scope.database_applications.as_deref().unwrap_or_default();
-        match any_match(apps, &self.application) {
-            true => Ok(()),
-            false => Err(outside(self, plugin)),
-        }
+        glob_scope(
+            self,
+            &scope.database_applications,
+            &self.application,
+            plugin,
+        )
     }
 
     /// The application: pids are new every time.

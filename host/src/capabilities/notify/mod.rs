@@ -12,8 +12,8 @@ use crate::bindings::remedy::plugin::notify::{Host, Message, Priority as WitPrio
 use crate::bindings::types::{Applied, Error, Severity};
 use crate::config::BackendsConfig;
 use crate::escalation::{Policy, Priority};
-use crate::gate::{outside, Action, ActionTarget, Gate};
-use crate::grants::{any_match, Scope};
+use crate::gate::{glob_scope, Action, ActionTarget, Gate};
+use crate::grants::Scope;
 use crate::record;
 
 use super::HostCtx;
@@ -48,13 +48,7 @@ impl ActionTarget for ChannelTarget {
     }
 
     fn check_scope(&self, scope: &Scope, plugin: &str) -> Result<(), String> {
-        match any_match(
-            scope.notify_channels.as_deref().unwrap_or_default(),
-            &self.0,
-        ) {
-            true => Ok(()),
-            false => Err(outside(self, plugin)),
-        }
+        glob_scope(self, &scope.notify_channels, &self.0, plugin)
     }
 }
 
