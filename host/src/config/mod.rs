@@ -65,6 +65,45 @@ pub struct Config {
     pub source: Option<PathBuf>,
 }
 
+/// Parses TOML into `T`; an error names `file`, the key path at fault and
+/// its line (config files and `remedy test` fixtures alike).
+pub fn parse_toml<T: serde::de::DeserializeOwned>(
+    text: &str,
+    file: &Path,
+) -> Result<T, ConfigError> {
+    let parse_error = |e: toml::de::Error| ConfigError::Parse {
+        file: file.to_path_buf(),
+        message: e.to_string().trim_end().to_string(),
+    };
+    let de = toml::Deserializer::parse(text).map_err(parse_error)?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        let inner = e.into_inner();
+        if key == "." {
+            return parse_error(inner);
+        }
+        let line = inner
+            .span()
+            .map(|s| {
+                format!(
+                    " (line {})",
+                    // Bytes, not `str` slicing: no char boundary to miss.
+                    text.as_bytes()[..s.start.min(text.len())]
+                        .iter()
+                        .filter(|&&b| b == b'\n')
+                        .count()
+                        + 1
+                )
+            })
+            .unwrap_or_default();
+        ConfigError::Invalid {
+            file: file.to_path_buf(),
+            key,
+            message: format!("{}{line}", inner.message().trim_end()),
+        }
+    })
+}
+
 impl Config {
     /// Reads and validates `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -87,37 +126,7 @@ impl Config {
 
     /// Parses config text; `file` names it in errors, with the key at fault.
     pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
-        let parse_error = |e: toml::de::Error| ConfigError::Parse {
-            file: file.to_path_buf(),
-            message: e.to_string().trim_end().to_string(),
-        };
-        let de = toml::Deserializer::parse(text).map_err(parse_error)?;
-        let mut cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
-            let key = e.path().to_string();
-            let inner = e.into_inner();
-            if key == "." {
-                return parse_error(inner);
-            }
-            let line = inner
-                .span()
-                .map(|s| {
-                    format!(
-                        " (line {})",
-                        // Bytes, not `str` slicing: no char boundary to miss.
-                        text.as_bytes()[..s.start.min(text.len())]
-                            .iter()
-                            .filter(|&&b| b == b'\n')
-                            .count()
-                            + 1
-                    )
-                })
-                .unwrap_or_default();
-            ConfigError::Invalid {
-                file: file.to_path_buf(),
-                key,
-                message: format!("{}{line}", inner.message().trim_end()),
-            }
-        })?;
+        let mut cfg: Config = parse_toml(text, file)?;
         cfg.source = Some(file.to_path_buf());
         cfg.validate()?;
         Ok(cfg)

@@ -96,11 +96,15 @@ pub struct PluginConfig {
     /// Escalation priority when verification fails and the alert carries
     /// no `priority` label (default `p1`).
     pub priority: Option<Priority>,
+    /// minisign public keys trusted to sign this plugin's file (beside
+    /// `server.trusted_keys`).
+    #[serde(default)]
+    pub trusted_keys: Vec<crate::signature::TrustedKey>,
 }
 
 /// A plugin config value as the string the plugin receives: strings,
 /// numbers and booleans, and arrays of those as comma-separated lists.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(try_from = "toml::Value")]
 pub struct ConfigValue(pub String);
 

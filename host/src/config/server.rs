@@ -45,6 +45,13 @@ pub struct ServerConfig {
     /// address may be used.
     #[serde(default)]
     pub tokens: Vec<TokenConfig>,
+    /// minisign public keys (`RW…`) trusted to sign any plugin file.
+    #[serde(default)]
+    pub trusted_keys: Vec<crate::signature::TrustedKey>,
+    /// Refuse plugin files without a `FILE.wasm.minisig` that a trusted key
+    /// made (bundled plugins are part of the binary and exempt).
+    #[serde(default)]
+    pub require_signature: bool,
 }
 
 /// Default of `server.retention`.

@@ -59,6 +59,11 @@ pub enum PluginError {
         reported: String,
         configured: String,
     },
+    #[error("{origin}: {error}")]
+    Signature {
+        origin: String,
+        error: crate::signature::SignatureError,
+    },
     #[error("{origin}: digest {digest} does not match the sha256 pinned for plugin `{name}`")]
     Pin {
         origin: String,
@@ -117,6 +122,22 @@ impl Remedy {
             ledger: None,
             kill: None,
         })
+    }
+
+    /// The same runtime, config and compiled plugins over other backends
+    /// (a fixture's answers, or the real ones behind a recorder); one-shot,
+    /// so without the service's ledger and kill switch.
+    pub fn with_backends_of(&self, backends: Arc<Backends>) -> Remedy {
+        Remedy {
+            runtime: self.runtime.clone(),
+            backends,
+            escalation: self.escalation.clone(),
+            config: self.config.clone(),
+            overrides: self.overrides.clone(),
+            cache_dir: self.cache_dir.clone(),
+            ledger: None,
+            kill: None,
+        }
     }
 
     /// Caches compiled plugins in `dir`, so a restart does not recompile.
@@ -184,21 +205,95 @@ impl Remedy {
         }
     }
 
-    /// Loads a `.wasm` file; its settings are those of the name it reports.
+    /// Loads a `.wasm` file (and its `.minisig`, if any); its settings are
+    /// those of the name it reports.
     pub async fn load_file(&self, path: &Path) -> Result<Plugin, PluginError> {
         let bytes = std::fs::read(path).map_err(|source| PluginError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        self.load_bytes(&bytes, &Source::File(path.to_path_buf()))
-            .await
+        let sig = std::fs::read_to_string(crate::signature::sig_path(path)).ok();
+        self.load_file_bytes(&bytes, sig.as_deref(), path).await
     }
 
-    /// Loads a `.wasm` file's bytes, read by the caller (the service reads
-    /// `plugins_dir` through a capability handle).
-    pub async fn load_file_bytes(&self, bytes: &[u8], path: &Path) -> Result<Plugin, PluginError> {
-        self.load_bytes(bytes, &Source::File(path.to_path_buf()))
-            .await
+    /// Loads a `.wasm` file's bytes and signature, read by the caller (the
+    /// service reads `plugins_dir` through a capability handle).
+    pub async fn load_file_bytes(
+        &self,
+        bytes: &[u8],
+        sig: Option<&str>,
+        path: &Path,
+    ) -> Result<Plugin, PluginError> {
+        let source = Source::File(path.to_path_buf());
+        // Before compiling: bytes nobody trusted never reach the compiler.
+        let signed =
+            self.signature(bytes, sig, path, None)
+                .map_err(|error| PluginError::Signature {
+                    origin: source.to_string(),
+                    error,
+                })?;
+        let mut plugin = self.load_bytes(bytes, &source).await?;
+        // The key must be trusted for the name the plugin reports.
+        if let crate::signature::Signed::By(_) = &signed {
+            plugin.signed = self
+                .signature(bytes, sig, path, Some(plugin.name()))
+                .map_err(|error| PluginError::Signature {
+                    origin: source.to_string(),
+                    error,
+                })?;
+        } else {
+            plugin.signed = signed;
+        }
+        Ok(plugin)
+    }
+
+    /// Checks a file's signature: with `name`, against the keys trusted for
+    /// that plugin; without, against every trusted key (before the name is
+    /// known).
+    fn signature(
+        &self,
+        bytes: &[u8],
+        sig: Option<&str>,
+        path: &Path,
+        name: Option<&str>,
+    ) -> Result<crate::signature::Signed, crate::signature::SignatureError> {
+        let server = &self.config.server;
+        let plugin_keys = self
+            .config
+            .plugins
+            .iter()
+            .filter(|(n, _)| name.is_none_or(|name| name == n.as_str()))
+            .flat_map(|(_, pc)| &pc.trusted_keys);
+        let keys: Vec<_> = server.trusted_keys.iter().chain(plugin_keys).collect();
+        let sig_name = crate::signature::sig_path(path)
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let checked =
+            crate::signature::check(bytes, sig, &sig_name, &keys, server.require_signature);
+        match (checked, name) {
+            (Err(crate::signature::SignatureError::Invalid(_)), Some(name)) => {
+                // It verified against some key before: one of another plugin.
+                let all: Vec<_> = server
+                    .trusted_keys
+                    .iter()
+                    .chain(self.config.plugins.values().flat_map(|pc| &pc.trusted_keys))
+                    .collect();
+                let by = crate::signature::check(bytes, sig, &sig_name, &all, false)
+                    .ok()
+                    .and_then(|s| match s {
+                        crate::signature::Signed::By(k) => Some(k),
+                        _ => None,
+                    })
+                    .unwrap_or_default();
+                Err(crate::signature::SignatureError::NotForPlugin(
+                    sig_name,
+                    by,
+                    name.to_string(),
+                ))
+            }
+            (r, _) => r,
+        }
     }
 
     async fn load_bytes(&self, bytes: &[u8], source: &Source) -> Result<Plugin, PluginError> {

@@ -49,14 +49,51 @@ pub struct CallSetup<'a> {
     pub escalation: &'a Arc<Policy>,
 }
 
-/// The `panicked at` part of a Rust guest's stderr, if it panicked.
-fn panic_message(stderr: &str) -> Option<String> {
-    let start = stderr.find("panicked at")?;
-    let text: Vec<&str> = stderr[start..]
+/// What the guest said about its own failure, from its stderr: a Rust
+/// panic's `panicked at …`, a Python traceback's last frame and exception,
+/// else (JavaScript and the rest) the last lines it wrote. The run's error
+/// carries it, so an author need not dig in the logs.
+fn guest_error(stderr: &str) -> Option<String> {
+    // First: componentize-py's runtime panics *after* the traceback.
+    if let Some(tb) = stderr.rfind("Traceback (most recent call last):") {
+        let rest: Vec<&str> = stderr[tb..].lines().skip(1).collect();
+        let frame = rest
+            .iter()
+            .rfind(|l| l.trim_start().starts_with("File "))
+            .map(|l| l.trim());
+        // Frames and source lines are indented; the exception is not.
+        let exception = rest
+            .iter()
+            .find(|l| !l.trim().is_empty() && !l.starts_with(' '))?;
+        return Some(match frame {
+            Some(f) => format!("raised {} ({f})", exception.trim()),
+            None => format!("raised {}", exception.trim()),
+        });
+    }
+    if let Some(start) = stderr.find("panicked at") {
+        let text: Vec<&str> = stderr[start..]
+            .lines()
+            .take_while(|l| !l.starts_with("note:"))
+            .collect();
+        return Some(text.join(" ").trim().to_string());
+    }
+    // componentize-js, when a thrown value is not an `error` variant.
+    if let Some(i) = stderr.find("(received `") {
+        let rest = &stderr[i + "(received `".len()..];
+        if let Some(end) = rest.find("`)") {
+            return Some(format!(
+                "threw {} (throw {{ tag: 'failed', val: '…' }} to return an error)",
+                &rest[..end]
+            ));
+        }
+    }
+    let lines: Vec<&str> = stderr
         .lines()
-        .take_while(|l| !l.starts_with("note:"))
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
         .collect();
-    Some(text.join(" ").trim().to_string())
+    let last = &lines[lines.len().saturating_sub(3)..];
+    (!last.is_empty()).then(|| crate::record::cut(&last.join(" | "), 1000))
 }
 
 impl Runtime {
@@ -105,8 +142,8 @@ impl Runtime {
         }
         // `{:#}`: the trap and the guest backtrace, without the host's own.
         let mut msg = format!("{err:#}");
-        if let Some(panic) = panic_message(&logs.stderr_text()) {
-            msg = format!("guest {panic}\n{msg}");
+        if let Some(said) = guest_error(&logs.stderr_text()) {
+            msg = format!("guest {said}\n{msg}");
         }
         Err(CallError::Trapped(msg))
     }
@@ -123,10 +160,14 @@ impl Runtime {
     }
 
     /// `describe()` with no grants, a short deadline and the default memory.
+    /// `describe()`, and the memory the instance held after it: about its
+    /// memory image, which every run needs before doing anything. It runs
+    /// under the largest memory an instance may have, because the plugin's
+    /// own setting is not known until describe has said its name.
     pub(crate) async fn describe(
         &self,
         pre: &RunbookPre<RunState>,
-    ) -> Result<PluginInfo, LoadError> {
+    ) -> Result<(PluginInfo, usize), LoadError> {
         let settings = PluginSettings::default();
         let run = Arc::new(RunGate {
             journal: Journal::new(4096),
@@ -139,13 +180,18 @@ impl Runtime {
             escalation: &Arc::default(),
         };
         let host = self.host(&setup, Phase::Describe, DESCRIBE_TIMEOUT);
-        let info = self
+        let (info, memory) = self
             .call(
                 pre,
                 host,
-                settings.memory_bytes,
+                super::engine::MAX_MEMORY_BYTES,
                 DESCRIBE_TIMEOUT,
-                |rb, store| Box::pin(rb.call_describe(store)),
+                |rb, store| {
+                    Box::pin(async move {
+                        let info = rb.call_describe(&mut *store).await?;
+                        Ok((info, store.data().limiter.used()))
+                    })
+                },
             )
             .await
             .map_err(|e| LoadError::Describe(e.to_string()))?;
@@ -160,12 +206,13 @@ impl Runtime {
                 info.name
             )));
         }
-        Ok(PluginInfo {
+        let info = PluginInfo {
             name: info.name,
             version: info.version,
             description: info.description,
             alerts: info.alerts,
-        })
+        };
+        Ok((info, memory))
     }
 
     pub async fn detect(
@@ -208,15 +255,33 @@ impl Runtime {
 
 #[cfg(test)]
 mod tests {
-    use super::panic_message;
+    use super::guest_error;
 
     #[test]
-    fn panic_text() {
-        let err = "thread '<unnamed>' panicked at src/lib.rs:9:5:\nboom: disk on fire\nnote: run with `RUST_BACKTRACE=1`\n";
+    fn what_the_guest_said() {
+        let rust = "thread '<unnamed>' panicked at src/lib.rs:9:5:\nboom: disk on fire\nnote: run with `RUST_BACKTRACE=1`\n";
         assert_eq!(
-            panic_message(err).unwrap(),
+            guest_error(rust).unwrap(),
             "panicked at src/lib.rs:9:5: boom: disk on fire"
         );
-        assert_eq!(panic_message("all fine"), None);
+        // As componentize-py 0.25 writes it: the traceback, then its
+        // runtime's own panic.
+        let python = "Traceback (most recent call last):\n  File \"/0/app.py\", line 3, in detect\n    check(cfg)\n  File \"/0/app.py\", line 12, in check\nValueError: max_usage_ratio must be a number\nthread '<unnamed>' (1) panicked at runtime/src/lib.rs:1293:29:\nPython function threw an unexpected exception\nnote: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n";
+        assert_eq!(
+            guest_error(python).unwrap(),
+            "raised ValueError: max_usage_ratio must be a number (File \"/0/app.py\", line 12, in check)"
+        );
+        let js = "invalid variant tag value `undefined` (received `Error: threshold missing`) specified for `Error`\nStack:\n  export_mitigate@initializer.js:1229:17\nRedirecting call to abort() to mozalloc_abort\n";
+        assert_eq!(
+            guest_error(js).unwrap(),
+            "threw Error: threshold missing (throw { tag: 'failed', val: '…' } to return an error)"
+        );
+        let other = "starting\nout of cheese\n    at detect (x.js:4:11)\n";
+        assert_eq!(
+            guest_error(other).unwrap(),
+            "starting | out of cheese | at detect (x.js:4:11)"
+        );
+        assert_eq!(guest_error(""), None);
+        assert_eq!(guest_error("\n  \n"), None);
     }
 }

@@ -27,6 +27,11 @@ impl MemoryLimiter {
     pub fn limit(&self) -> usize {
         self.limit
     }
+
+    /// The memory the instance holds now, over all its memories.
+    pub fn used(&self) -> usize {
+        self.used
+    }
 }
 
 impl ResourceLimiter for MemoryLimiter {

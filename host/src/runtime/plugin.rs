@@ -37,10 +37,20 @@ pub enum LoadError {
     },
     #[error("imports `{0}`, which Remedy does not provide")]
     UnknownImport(String),
+    #[error("imports `{0}`: plugins get no network but the `probe` interface. Build without HTTP: componentize-js `-d http -d fetch-event` (what `remedy new --lang js` writes), or drop the import from the world")]
+    WasiHttp(String),
+    #[error("plugin `{plugin}` imports every interface of the `runbook` world, and {ungranted} are not granted to it: build it against a world that imports only the interfaces it uses (`remedy new --uses …` writes one; `remedy wit DIR` exports the WIT), or grant them")]
+    WholeWorld { plugin: String, ungranted: String },
     #[error("not a `remedy:plugin/runbook` component: {0}")]
     WrongWorld(String),
     #[error("describe() failed: {0}")]
     Describe(String),
+    #[error("plugin `{plugin}` needs {needs_mb} MiB of memory to start (its memory image), more than the {limit_mb} MiB it is given: set `memory_mb = {}` under [plugins.{plugin}] (or `--memory-mb`); at most 512", (needs_mb + 16).min(512))]
+    Memory {
+        plugin: String,
+        needs_mb: usize,
+        limit_mb: usize,
+    },
 }
 
 /// What a plugin says about itself (its `describe()`).
@@ -144,12 +154,28 @@ pub struct Plugin {
     /// Every import of the component, as `namespace:package/interface@version`.
     pub imports: Vec<String>,
     pub settings: PluginSettings,
+    /// Whether the file came with a trusted signature (set by the loader;
+    /// bundled plugins are `unsigned`, being part of the binary).
+    pub signed: crate::signature::Signed,
     pub(crate) pre: RunbookPre<RunState>,
 }
 
 impl Plugin {
     pub fn name(&self) -> &str {
         &self.info.name
+    }
+
+    /// The same compiled plugin under other settings (a `remedy test`
+    /// fixture's grants and scopes).
+    pub fn with_settings(&self, settings: PluginSettings) -> Plugin {
+        Plugin {
+            info: self.info.clone(),
+            digest: self.digest.clone(),
+            imports: self.imports.clone(),
+            settings,
+            signed: self.signed.clone(),
+            pre: self.pre.clone(),
+        }
     }
 
     /// Name, version and digest, as records name the plugin.
@@ -213,6 +239,9 @@ impl Runtime {
             .imports(&self.engine)
             .map(|(name, _)| name.to_string())
             .collect();
+        if let Some(http) = imports.iter().find(|i| i.starts_with("wasi:http/")) {
+            return Err(LoadError::WasiHttp(http.clone()));
+        }
         for import in &imports {
             let known = match remedy_interface(import) {
                 Some(i) => i == "types" || Capability::parse(i).is_some(),
@@ -227,26 +256,62 @@ impl Runtime {
             .instantiate_pre(&component)
             .map_err(|e| LoadError::UnknownImport(format!("{e:#}")))?;
         let pre = RunbookPre::new(pre).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
-        let info = self.describe(&pre).await?;
+        let (info, needs) = self.describe(&pre).await?;
         let settings = settings_for(&info.name);
-        for import in &imports {
-            if let Some(cap) = remedy_interface(import).and_then(Capability::parse) {
-                if !settings.grants.has(cap) {
-                    return Err(LoadError::Ungranted {
-                        plugin: info.name.clone(),
-                        interface: import.clone(),
-                        short: cap.as_str().to_string(),
-                    });
-                }
+        if needs > settings.memory_bytes {
+            // Every run would fail before the plugin's first line: say so now.
+            return Err(LoadError::Memory {
+                plugin: info.name.clone(),
+                needs_mb: needs.div_ceil(1 << 20),
+                limit_mb: settings.memory_bytes >> 20,
+            });
+        }
+        let ungranted: Vec<(&String, Capability)> = imports
+            .iter()
+            .filter_map(|i| Some((i, remedy_interface(i).and_then(Capability::parse)?)))
+            .filter(|(_, cap)| !settings.grants.has(*cap))
+            .collect();
+        if let [(interface, cap), ..] = ungranted[..] {
+            let used: Vec<&str> = imports
+                .iter()
+                .filter_map(|i| remedy_interface(i).and_then(Capability::parse))
+                .map(|c| c.as_str())
+                .collect();
+            if used.len() == Capability::ALL.len() {
+                // The toolchains' default: the whole `runbook` world.
+                return Err(LoadError::WholeWorld {
+                    plugin: info.name.clone(),
+                    ungranted: ungranted
+                        .iter()
+                        .map(|(_, c)| c.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
             }
+            return Err(LoadError::Ungranted {
+                plugin: info.name.clone(),
+                interface: interface.clone(),
+                short: cap.as_str().to_string(),
+            });
         }
         Ok(Plugin {
             info,
             digest,
             imports,
             settings,
+            signed: crate::signature::Signed::Unsigned,
             pre,
         })
+    }
+}
+
+/// A compile error, with the fix when it is a build setting an author can
+/// change: this engine has no component-model async.
+fn compile_hint(msg: String) -> String {
+    if msg.contains("async") {
+        format!("{msg}. Remedy runs components without component-model async: build the plugin synchronously (jco's QuickJS backend: `--backend-qjs-disable-async`)")
+    } else {
+        msg
     }
 }
 
@@ -258,8 +323,10 @@ fn compile(
     digest: &str,
     cache_dir: Option<&Path>,
 ) -> Result<Component, LoadError> {
-    let compile =
-        || Component::new(engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")));
+    let compile = || {
+        Component::new(engine, bytes)
+            .map_err(|e| LoadError::Compile(compile_hint(format!("{e:#}"))))
+    };
     let Some(dir) = cache_dir else {
         return compile();
     };

@@ -79,11 +79,19 @@ impl Service {
             }
             seen.push(path.clone());
             let Ok(meta) = entry.metadata() else { continue };
-            let stamp = (
-                meta.modified()
+            let mut sig_name = file_name.clone();
+            sig_name.push(".minisig");
+            // The signature is part of the file: one arriving (or changing)
+            // after its `.wasm` reloads it too.
+            let sig_meta = handle.metadata(&sig_name).ok();
+            let modified = |m: &cap_std::fs::Metadata| {
+                m.modified()
                     .map(|t| t.into_std())
-                    .unwrap_or(SystemTime::UNIX_EPOCH),
-                meta.len(),
+                    .unwrap_or(SystemTime::UNIX_EPOCH)
+            };
+            let stamp = (
+                modified(&meta).max(sig_meta.as_ref().map_or(SystemTime::UNIX_EPOCH, modified)),
+                meta.len() + sig_meta.as_ref().map_or(0, |m| m.len()),
             );
             let previous = self
                 .files
@@ -96,7 +104,10 @@ impl Service {
             }
             let old_name = previous.and_then(|p| p.2);
             let bytes = handle.read(&file_name);
-            let name = self.load_file(&path, bytes, old_name.as_deref()).await;
+            let sig = handle.read_to_string(&sig_name).ok();
+            let name = self
+                .load_file(&path, bytes, sig.as_deref(), old_name.as_deref())
+                .await;
             self.files
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -143,11 +154,12 @@ impl Service {
         &self,
         path: &Path,
         bytes: std::io::Result<Vec<u8>>,
+        sig: Option<&str>,
         old_name: Option<&str>,
     ) -> Option<String> {
         let key = old_name.map(String::from).unwrap_or_else(|| file_key(path));
         let loaded = match bytes {
-            Ok(b) => self.remedy.load_file_bytes(&b, path).await,
+            Ok(b) => self.remedy.load_file_bytes(&b, sig, path).await,
             Err(e) => Err(crate::remedy::PluginError::Read {
                 path: path.to_path_buf(),
                 source: e,

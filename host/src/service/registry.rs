@@ -30,6 +30,8 @@ pub struct EntryView {
     pub grants: Vec<String>,
     pub mode: Option<String>,
     pub error: Option<String>,
+    /// The trusted minisign key that signed the loaded file, if any.
+    pub signed_by: Option<String>,
 }
 
 impl EntryView {
@@ -55,6 +57,10 @@ impl EntryView {
             version: plugin.map(|p| p.info.version.clone()),
             description: plugin.map(|p| p.info.description.clone()),
             digest: plugin.map(|p| p.digest.clone()),
+            signed_by: plugin.and_then(|p| match &p.signed {
+                crate::signature::Signed::By(k) => Some(k.clone()),
+                _ => None,
+            }),
             alerts: plugin.map(|p| p.info.alerts.clone()).unwrap_or_default(),
             grants: settings
                 .map(|s| {

@@ -14,7 +14,9 @@ use remedy::service::registry::EntryView;
 use remedy::{Remedy, RunRequest};
 
 mod client;
+mod new;
 mod output;
+mod test;
 
 use client::{admin, decide, report, run_id, runs, show_run};
 
@@ -97,9 +99,46 @@ enum Command {
         #[arg(long, env = "REMEDY_URL", default_value = "http://127.0.0.1:8080")]
         server: String,
     },
+    /// Start a runbook project (Rust, Python or JavaScript) outside this repository.
+    New {
+        /// The plugin's name: lowercase letters, digits and dashes.
+        name: String,
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: new::Lang,
+        /// The interfaces it imports, comma-separated (`log` always).
+        #[arg(long, default_value = "database,log")]
+        uses: String,
+        /// Where to create it (default: ./NAME).
+        dir: Option<PathBuf>,
+    },
+    /// Write the WIT contract this binary implements into DIR.
+    Wit {
+        dir: PathBuf,
+        /// Narrow the world to these interfaces (comma-separated).
+        #[arg(long)]
+        uses: Option<String>,
+    },
+    /// Run a runbook against fixtures (recorded answers instead of live backends).
+    Test {
+        /// A plugin name (bundled or configured) or a path to a `.wasm` component.
+        plugin: String,
+        /// Fixture files or directories of them (default: ./fixtures).
+        fixtures: Vec<PathBuf>,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Grant an interface for the test: CAP or CAP=PATTERN[,PATTERN] (repeatable).
+        #[arg(long = "grant", value_name = "CAP[=TARGETS]")]
+        grants: Vec<String>,
+        /// Print each case's verdict and record as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate a component against the runbook world; print describe() and imports.
     Inspect {
         file: PathBuf,
+        /// Check the file's signature against this config's trusted keys.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -135,6 +174,10 @@ struct RunArgs {
     /// Print the run record as JSON.
     #[arg(long)]
     json: bool,
+    /// Also write the run as a fixture for `remedy test`: its trigger,
+    /// config and every answer its host calls got.
+    #[arg(long, value_name = "FIXTURE")]
+    record: Option<PathBuf>,
 }
 
 /// A usage or configuration problem: exit status 2.
@@ -185,7 +228,42 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(args) => run(args).await,
         Command::Plugins { config, json } => plugins(config.as_deref(), json).await,
-        Command::Inspect { file, json } => inspect(&file, json).await,
+        Command::Inspect { file, config, json } => inspect(&file, config.as_deref(), json).await,
+        Command::New {
+            name,
+            lang,
+            uses,
+            dir,
+        } => {
+            let uses = usage(new::parse_uses(&uses))?;
+            let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+            usage(new::scaffold(&name, lang, &uses, &dir))?;
+            println!(
+                "created {} ({}): see {}",
+                name,
+                dir.display(),
+                dir.join("README.md").display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Wit { dir, uses } => {
+            let uses = usage(uses.as_deref().map(new::parse_uses).transpose())?;
+            new::export_wit(&dir, uses.as_ref())?;
+            println!("wrote the remedy:plugin@0.1.0 WIT to {}", dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Test {
+            plugin,
+            fixtures,
+            config,
+            grants,
+            json,
+        } => {
+            let files = usage(test::fixture_files(&fixtures))?;
+            let remedy = remedy_for(config.as_deref(), &grants, None, None)?;
+            let (plugin, bundled) = load_plugin(&remedy, &plugin).await?;
+            test::run(&remedy, &plugin, bundled, &files, json).await
+        }
         Command::Serve { config, listen } => {
             let config = load_config(config.as_deref())?;
             remedy::serve::serve(config, listen.as_deref()).await?;
@@ -248,23 +326,70 @@ fn parse_params(params: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
         .collect()
 }
 
-async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let config = load_config(args.config.as_deref())?;
-    let grants = usage(args.grants.iter().map(|g| parse_grant(g)).collect())?;
-    let params = usage(parse_params(&args.params))?;
+/// Where the CLI caches compiled plugins, so a second `run`, `test` or
+/// `inspect` of a file does not compile it again: `REMEDY_CACHE_DIR`, else
+/// `$XDG_CACHE_HOME/remedy`, else `~/.cache/remedy`; none without a home.
+fn cache_dir() -> Option<PathBuf> {
+    let var = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    var("REMEDY_CACHE_DIR")
+        .or_else(|| var("XDG_CACHE_HOME").map(|d| d.join("remedy")))
+        .or_else(|| var("HOME").map(|h| h.join(".cache").join("remedy")))
+}
+
+/// A one-shot Remedy: config, command-line grants and limits, the cache.
+fn remedy_for(
+    config: Option<&Path>,
+    grants: &[String],
+    timeout_ms: Option<u64>,
+    memory_mb: Option<u64>,
+) -> anyhow::Result<Remedy> {
+    let config = load_config(config)?;
     let overrides = Overrides {
-        grants,
-        timeout_ms: args.timeout_ms,
-        memory_mb: args.memory_mb,
+        grants: usage(grants.iter().map(|g| parse_grant(g)).collect())?,
+        timeout_ms,
+        memory_mb,
     };
-    let remedy = usage(Remedy::new(config, overrides))?;
-    let is_file = args.plugin.ends_with(".wasm") || Path::new(&args.plugin).is_file();
-    let plugin = if is_file {
-        remedy.load_file(Path::new(&args.plugin)).await
+    let mut remedy = usage(Remedy::new(config, overrides))?;
+    if let Some(dir) = cache_dir() {
+        remedy.set_cache_dir(dir);
+    }
+    Ok(remedy)
+}
+
+/// A plugin by name or `.wasm` path; `true` when it is a bundled one.
+async fn load_plugin(
+    remedy: &Remedy,
+    plugin: &str,
+) -> anyhow::Result<(remedy::runtime::Plugin, bool)> {
+    let is_file = plugin.ends_with(".wasm") || Path::new(plugin).is_file();
+    let loaded = if is_file {
+        remedy.load_file(Path::new(plugin)).await
     } else {
-        remedy.load_named(&args.plugin).await
+        remedy.load_named(plugin).await
     };
-    let plugin = usage(plugin.map_err(Into::into))?;
+    // A configured path under a bundled name is not the bundled plugin.
+    let configured_path = remedy
+        .config
+        .plugins
+        .get(plugin)
+        .is_some_and(|pc| pc.path.is_some());
+    let bundled = !is_file && remedy::bundled::find(plugin).is_some() && !configured_path;
+    Ok((usage(loaded.map_err(Into::into))?, bundled))
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let params = usage(parse_params(&args.params))?;
+    let remedy = remedy_for(
+        args.config.as_deref(),
+        &args.grants,
+        args.timeout_ms,
+        args.memory_mb,
+    )?;
+    let (plugin, _) = load_plugin(&remedy, &args.plugin).await?;
     let trigger = match &args.alert {
         Some(path) => usage(alert_trigger(path, &plugin.info.alerts))?,
         None => Trigger::Manual { by: "cli".into() },
@@ -276,17 +401,27 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
-    let record = remedy
-        .run(
-            &plugin,
-            RunRequest {
-                trigger,
-                dry_run,
-                params,
-                stage: remedy::guardrails::Stage::Normal,
-            },
-        )
-        .await;
+    let request = RunRequest {
+        trigger: trigger.clone(),
+        dry_run,
+        params: params.clone(),
+        stage: remedy::guardrails::Stage::Normal,
+    };
+    let record = match &args.record {
+        None => remedy.run(&plugin, request).await,
+        Some(path) => {
+            let recorder = remedy::fixture::record::Recorder::new((*remedy.backends).clone());
+            let runner = remedy.with_backends_of(std::sync::Arc::new(recorder.backends()));
+            let record = runner.run(&plugin, request).await;
+            let mut config = plugin.settings.config.clone();
+            config.extend(params);
+            let fixture = recorder.fixture(&trigger, &config, &record);
+            let text = toml::to_string_pretty(&fixture).context("encoding the fixture")?;
+            std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+            eprintln!("recorded the run as the fixture {}", path.display());
+            record
+        }
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&record)?);
     } else {
@@ -351,13 +486,34 @@ async fn plugins(config: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> 
     })
 }
 
-async fn inspect(file: &Path, json: bool) -> anyhow::Result<ExitCode> {
+async fn inspect(file: &Path, config: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> {
     // Inspect grants everything so that it can report every import.
     let overrides = Overrides {
         grants: Capability::ALL.iter().map(|c| (*c, vec![])).collect(),
         ..Overrides::default()
     };
-    let remedy = Remedy::new(Config::default(), overrides)?;
+    // Only the trusted keys of a config matter here: inspect loads the
+    // file whatever the config says of it.
+    let mut cfg = Config::default();
+    if let Some(path) = config {
+        let full = load_config(Some(path))?;
+        cfg.server.trusted_keys = full.server.trusted_keys;
+        cfg.plugins = full
+            .plugins
+            .into_iter()
+            .map(|(n, pc)| {
+                let keys = remedy::config::PluginConfig {
+                    trusted_keys: pc.trusted_keys,
+                    ..Default::default()
+                };
+                (n, keys)
+            })
+            .collect();
+    }
+    let mut remedy = Remedy::new(cfg, overrides)?;
+    if let Some(dir) = cache_dir() {
+        remedy.set_cache_dir(dir);
+    }
     match remedy.load_file(file).await {
         Ok(plugin) => {
             let v = serde_json::json!({
@@ -366,6 +522,7 @@ async fn inspect(file: &Path, json: bool) -> anyhow::Result<ExitCode> {
                 "info": plugin.info,
                 "digest": plugin.digest,
                 "imports": plugin.imports,
+                "signature": plugin.signed,
             });
             if json {
                 println!("{}", serde_json::to_string_pretty(&v)?);

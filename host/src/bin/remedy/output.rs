@@ -159,6 +159,7 @@ pub fn inspect_text(file: &Path, p: &Plugin) -> String {
     let _ = writeln!(s, "  description: {}", p.info.description);
     let _ = writeln!(s, "  alerts:      {}", p.info.alerts.join(", "));
     let _ = writeln!(s, "  digest:      {}", p.digest);
+    let _ = writeln!(s, "  signature:   {}", p.signed);
     let _ = writeln!(s, "  imports:");
     for i in &p.imports {
         let _ = writeln!(s, "    {i}");

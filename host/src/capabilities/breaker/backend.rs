@@ -4,7 +4,8 @@ use async_trait::async_trait;
 
 use crate::backends::{BackendResult, Permit};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum BreakerState {
     Closed,
     Open,
@@ -31,12 +32,17 @@ impl BreakerState {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+// Serde: fixtures (`remedy test`) hold breakers as written here.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Breaker {
     pub name: String,
     pub state: BreakerState,
+    #[serde(default)]
     pub failures: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub opened_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_url: Option<String>,
 }
 

@@ -4,7 +4,9 @@ use async_trait::async_trait;
 
 use crate::backends::{BackendResult, Permit};
 
-#[derive(Debug, Clone, Default, PartialEq)]
+// Serde: fixtures (`remedy test`) hold stats as written here.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct CacheStats {
     pub hits: u64,
     pub misses: u64,

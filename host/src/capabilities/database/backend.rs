@@ -4,7 +4,9 @@ use async_trait::async_trait;
 
 use crate::backends::{BackendResult, Permit};
 
-#[derive(Debug, Clone, Default, PartialEq)]
+// Serde: fixtures (`remedy test`) hold stats and sessions as written here.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct PoolStats {
     pub total: u32,
     pub active: u32,
@@ -14,7 +16,8 @@ pub struct PoolStats {
     pub max_connections: u32,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Session {
     pub pid: i32,
     pub application_name: String,

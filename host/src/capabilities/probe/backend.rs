@@ -5,7 +5,8 @@ use async_trait::async_trait;
 use crate::backends::{BackendError, BackendResult};
 
 /// A Statuspage overall indicator.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Indicator {
     Operational,
     Minor,
