@@ -380,6 +380,41 @@ grants = ["metrics", "database", "log"]
         data = root.join("data").display(),
         plugins = plugins.display(),
     );
+    // inspect says who signed it, with the config's keys.
+    std::fs::write(root.join("inspect.toml"), &config).unwrap();
+    let out = remedy(
+        &root,
+        &[
+            "inspect",
+            plugins.join("python-runbook.wasm").to_str().unwrap(),
+            "-c",
+            "inspect.toml",
+            "--json",
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["signature"]["state"], "by", "{v}");
+    assert_eq!(v["signature"]["key"], public.as_str(), "{v}");
+    // Too little memory for the Python image: refused at load, naming the
+    // setting that fixes it (describe() itself ran with enough).
+    let out = remedy(
+        &root,
+        &[
+            "run",
+            py.to_str().unwrap(),
+            "--grant",
+            "database",
+            "--memory-mb",
+            "4",
+        ],
+    );
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    assert!(
+        t.contains("MiB of memory to start") && t.contains("set `memory_mb = "),
+        "{t}"
+    );
+
     let server = common::start(&root, &config, &[]);
     let rows = common::eventually("both runbooks loaded", 60, || async {
         let rows = server.get("/v1/plugins").await["plugins"].clone();
