@@ -305,7 +305,7 @@ fn readme(name: &str, lang: Lang, uses: &BTreeSet<Capability>, build: &str, wasm
     let toolchain = match lang {
         Lang::Rust => "Rust with the plugins' target: `rustup target add wasm32-wasip2`.",
         Lang::Python => "componentize-py (it bundles CPython; works offline once installed): `pip install componentize-py`.",
-        Lang::Js => "componentize-js (StarlingMonkey inside; works offline once installed): `npm install -g @bytecodealliance/componentize-js`. A smaller, faster QuickJS build: `npx jco componentize --backend quickjs --backend-qjs-disable-async -w wit -n runbook -d http -d fetch-event -o NAME.wasm runbook.js` (Remedy has no component-model async, hence the flag).",
+        Lang::Js => "componentize-js (StarlingMonkey inside; works offline once installed): `npm install -g @bytecodealliance/componentize-js`. A smaller, faster QuickJS build: `npx jco componentize --backend quickjs --backend-qjs-disable-async -w wit -n runbook -d http -d fetch-event -o NAME.wasm runbook.js` (Remedy has no component-model async, hence the flag; QuickJS passes u64 arguments as plain numbers, not BigInt).",
     };
     let grants: Vec<&str> = uses.iter().map(|c| c.as_str()).collect();
     format!(

@@ -1,5 +1,8 @@
 // {{name}}: a Remedy runbook.
 //
+// u64 arguments are BigInt under componentize-js (StarlingMonkey); with
+// jco's QuickJS backend they are plain numbers: drop the BigInt(...) calls.
+//
 // Build: npx componentize-js --wit wit --world-name runbook -d http -d fetch-event -o {{name}}.wasm runbook.js
 // Test:  remedy test {{name}}.wasm
 //
