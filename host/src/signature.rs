@@ -66,6 +66,23 @@ pub enum SignatureError {
     NotForPlugin(String, String, String),
 }
 
+/// Largest signature file read: minisign writes about 300 bytes; anything
+/// much larger is not one, and is not read into memory whole.
+pub const MAX_SIG_BYTES: u64 = 16 * 1024;
+
+/// Reads a signature file through `open` (the caller's filesystem handle),
+/// at most `MAX_SIG_BYTES`: `None` when there is none, a marker that fails
+/// to decode when it is too large or not text.
+pub fn read_sig<R: std::io::Read>(file: std::io::Result<R>) -> Option<String> {
+    use std::io::Read as _;
+    let mut text = String::new();
+    let mut limited = file.ok()?.take(MAX_SIG_BYTES + 1);
+    if limited.read_to_string(&mut text).is_err() || text.len() as u64 > MAX_SIG_BYTES {
+        return Some("(not a minisign signature: too large or not text)".into());
+    }
+    Some(text)
+}
+
 /// The signature file of a plugin file.
 pub fn sig_path(path: &std::path::Path) -> std::path::PathBuf {
     let mut p = path.as_os_str().to_owned();
@@ -170,6 +187,23 @@ wLMDjy9FLAuxZ3q4NlEvkgtyhrr0gtTu6KC4KBJdITbbOeAi1zBIYo0v4iTgt8jJpIidRJnp94ABQkJA
         assert_eq!(
             check(b"test", Some(SIG), "f.minisig", &[], false),
             Ok(Signed::Unverified)
+        );
+    }
+
+    #[test]
+    fn a_huge_signature_file_is_not_read_whole() {
+        let huge = vec![b'A'; 10 << 20];
+        let sig = read_sig(Ok(&huge[..])).unwrap();
+        assert!(sig.len() < 100, "{}", sig.len());
+        let k = key(KEY);
+        assert!(matches!(
+            check(b"test", Some(&sig), "f.minisig", &[&k], true),
+            Err(SignatureError::Malformed(..))
+        ));
+        assert_eq!(read_sig(Ok(SIG.as_bytes())).as_deref(), Some(SIG));
+        assert_eq!(
+            read_sig::<&[u8]>(Err(std::io::ErrorKind::NotFound.into())),
+            None
         );
     }
 

@@ -212,7 +212,7 @@ impl Remedy {
             path: path.to_path_buf(),
             source,
         })?;
-        let sig = std::fs::read_to_string(crate::signature::sig_path(path)).ok();
+        let sig = crate::signature::read_sig(std::fs::File::open(crate::signature::sig_path(path)));
         self.load_file_bytes(&bytes, sig.as_deref(), path).await
     }
 

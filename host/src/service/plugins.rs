@@ -104,7 +104,7 @@ impl Service {
             }
             let old_name = previous.and_then(|p| p.2);
             let bytes = handle.read(&file_name);
-            let sig = handle.read_to_string(&sig_name).ok();
+            let sig = crate::signature::read_sig(handle.open(&sig_name));
             let name = self
                 .load_file(&path, bytes, sig.as_deref(), old_name.as_deref())
                 .await;
