@@ -8,12 +8,25 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// The compiled-code cache of the test that owns `dir`: one per test (the
+/// temp dir `dir` is in), and the one its server uses too (`data_dir =
+/// ROOT/data`), so a 18 MB Python component is compiled once per test.
+fn cache_of(dir: &Path) -> PathBuf {
+    let root = dir
+        .ancestors()
+        .find(|a| {
+            a.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(".tmp"))
+        })
+        .unwrap_or(dir);
+    root.join("data").join("compiled")
+}
+
 fn remedy(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_remedy"))
         .args(args)
         .current_dir(dir)
-        // Each test its own compiled-code cache.
-        .env("REMEDY_CACHE_DIR", dir.join(".cache"))
+        .env("REMEDY_CACHE_DIR", cache_of(dir))
         .env_remove("DATABASE_URL")
         .env_remove("REMEDY_DATABASE_URL")
         .output()
@@ -174,7 +187,7 @@ async fn a_recorded_run_replays_and_keeps_no_secret() {
             "--record",
             fixture.to_str().unwrap(),
         ])
-        .env("REMEDY_CACHE_DIR", tmp.path().join(".cache"))
+        .env("REMEDY_CACHE_DIR", cache_of(tmp.path()))
         .env("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
         .output()
         .unwrap();
