@@ -9,10 +9,10 @@ use std::fmt::Write;
 use chrono::{DateTime, Utc};
 
 use crate::record::{Applied, RunRecord, Trigger};
-use crate::store::{AuditFilter, SqliteStore, StoreError};
+use crate::store::{AuditFilter, Store, StoreError};
 
 /// The report of run `id` (with the plan or live run it is linked to).
-pub async fn for_run(store: &SqliteStore, id: &str) -> Result<Option<String>, StoreError> {
+pub async fn for_run(store: &dyn Store, id: &str) -> Result<Option<String>, StoreError> {
     let Some(rec) = store.get_run(id).await? else {
         return Ok(None);
     };

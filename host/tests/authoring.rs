@@ -231,17 +231,22 @@ fn have(tool: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// Where a Rust scaffold builds: `target/wasm-bundled` (host/build.rs's).
+fn scaffold_target() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("CARGO_TARGET_TMPDIR is target/tmp")
+        .join("wasm-bundled")
+}
+
 /// Builds a scaffold as its README says; the `.wasm` it made.
 fn build(lang: &str, name: &str, dir: &Path) -> PathBuf {
     let out = match lang {
         "rust" => Command::new("cargo")
             .args(["build", "--release", "--target", "wasm32-wasip2"])
-            // One target dir for every run of this test: crates.io
-            // dependencies are compiled once.
-            .env(
-                "CARGO_TARGET_DIR",
-                Path::new(env!("CARGO_TARGET_TMPDIR")).join("scaffold-target"),
-            )
+            // The bundled plugins' target dir: the SDK's dependencies
+            // (wit-bindgen and its macros) are compiled there already.
+            .env("CARGO_TARGET_DIR", scaffold_target())
             .current_dir(dir)
             .output(),
         "python" => Command::new("componentize-py")
@@ -269,8 +274,8 @@ fn build(lang: &str, name: &str, dir: &Path) -> PathBuf {
     .unwrap_or_else(|e| panic!("{lang} build: {e}"));
     assert!(out.status.success(), "{lang} build failed:\n{}", text(&out));
     if lang == "rust" {
-        let wasm = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join("scaffold-target/wasm32-wasip2/release")
+        let wasm = scaffold_target()
+            .join("wasm32-wasip2/release")
             .join(format!("{}.wasm", name.replace('-', "_")));
         let local = dir.join(format!("{name}.wasm"));
         std::fs::copy(&wasm, &local).unwrap();

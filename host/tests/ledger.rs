@@ -6,7 +6,7 @@ use std::time::Duration;
 use remedy::action::{ActionKind, Budget};
 use remedy::guardrails::{Intent, Ledger, Refusal};
 use remedy::record::Applied;
-use remedy::store::SqliteStore;
+use remedy::store::{SqliteStore, Store};
 
 fn terminate(run: &str, pid: i32, app: &str) -> Intent {
     Intent {

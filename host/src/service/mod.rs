@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::killswitch::{KillSwitch, Pause};
 use crate::remedy::{Overrides, Remedy, Source};
 use crate::runtime::Plugin;
-use crate::store::{AuditEvent, SqliteStore, StoreError};
+use crate::store::{AuditEvent, SqliteStore, Store, StoreError};
 
 pub mod approval;
 mod launch;
@@ -33,7 +33,7 @@ pub const PLUGIN_SCAN_INTERVAL: Duration = Duration::from_secs(1);
 
 pub struct Service {
     pub remedy: Arc<Remedy>,
-    pub store: SqliteStore,
+    pub store: Arc<dyn Store>,
     pub registry: Registry,
     pub metrics: Metrics,
     pub data_dir: PathBuf,
@@ -71,7 +71,7 @@ impl Service {
             .data_dir
             .clone()
             .unwrap_or_else(|| PathBuf::from("remedy-data"));
-        let store = SqliteStore::open(&data_dir)?;
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&data_dir)?);
         let max_runs = config.server.max_concurrent_runs.unwrap_or(256);
         let per_plugin = config
             .server
@@ -99,7 +99,7 @@ impl Service {
         let kill = KillSwitch::new(paused);
         let mut remedy = Remedy::new(config, Overrides::default())?;
         remedy.set_cache_dir(data_dir.join("compiled"));
-        remedy.ledger = Some(Arc::new(store.clone()));
+        remedy.ledger = Some(store.clone());
         remedy.kill = Some(kill.clone());
         let metrics = Metrics::default();
         metrics.set_paused(kill.get().is_some());

@@ -11,6 +11,59 @@ pub use sqlite::SqliteStore;
 
 use serde::{Deserialize, Serialize};
 
+use crate::record::RunRecord;
+
+/// What the service keeps durably, whatever keeps it: the embedded SQLite
+/// store today; the seam a shared (PostgreSQL) store for several replicas
+/// plugs into. Every write returns once it is durable. A store is also the
+/// action ledger (budgets, cooldowns, the write-ahead intent of each live
+/// action), so both are checked and recorded in one place.
+#[async_trait::async_trait]
+pub trait Store: crate::guardrails::Ledger + Send + Sync {
+    /// Whether the store can still write (`/healthz` reports it).
+    fn healthy(&self) -> bool;
+    /// Inserts or replaces a run record; returns once it is committed.
+    async fn put_run(&self, rec: &RunRecord) -> Result<(), StoreError>;
+    /// Appends an audit event and waits for it to be committed.
+    async fn audit(&self, event: AuditEvent) -> Result<(), StoreError>;
+    /// Stores the alerts of one payload and, for each that is new, its
+    /// queued runs, in one transaction; answers which alerts were new.
+    async fn receive(
+        &self,
+        items: Vec<(StoredAlert, Vec<RunRecord>)>,
+    ) -> Result<Vec<bool>, StoreError>;
+    /// Stores a decided plan if it is still `pending_approval`; `false`
+    /// when another decision got there first.
+    async fn decide(&self, rec: &RunRecord) -> Result<bool, StoreError>;
+    /// Removes finished runs, alerts and audit events older than `before`,
+    /// and settled ledger entries older than `ledger_before`, in batches;
+    /// answers whether any table still had more to remove.
+    async fn prune(&self, before: &str, ledger_before: &str) -> Result<bool, StoreError>;
+    /// Stores the kill switch (`None`: off).
+    async fn set_pause(&self, pause: Option<crate::killswitch::Pause>) -> Result<(), StoreError>;
+    /// The kill switch as last stored.
+    async fn pause(&self) -> Result<Option<crate::killswitch::Pause>, StoreError>;
+    /// The runs `plugin` made for one alert (fingerprint and start), newest
+    /// first, at most 50.
+    async fn runs_for_alert(
+        &self,
+        plugin: &str,
+        fingerprint: &str,
+        starts_at: &str,
+    ) -> Result<Vec<RunRecord>, StoreError>;
+    /// Live runs that mitigated, started at or after `since`, whose
+    /// verification is still open.
+    async fn unverified_runs(&self, since: &str) -> Result<Vec<RunRecord>, StoreError>;
+    /// Runs stored `queued` and never started (resumed at start-up).
+    async fn queued_runs(&self) -> Result<Vec<RunRecord>, StoreError>;
+    async fn get_run(&self, id: &str) -> Result<Option<RunRecord>, StoreError>;
+    /// Newest first.
+    async fn list_runs(&self, f: RunFilter) -> Result<Vec<RunRecord>, StoreError>;
+    /// Newest first, at most `limit`.
+    async fn list_alerts(&self, limit: u32) -> Result<Vec<StoredAlert>, StoreError>;
+    async fn list_audit(&self, f: AuditFilter) -> Result<Vec<AuditEvent>, StoreError>;
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("store: {0}")]

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
 
-use super::{AuditEvent, AuditFilter, RunFilter, StoreError, StoredAlert};
+use super::{AuditEvent, AuditFilter, RunFilter, Store, StoreError, StoredAlert};
 
 mod ledger;
 mod schema;
@@ -78,11 +78,6 @@ impl SqliteStore {
         })
     }
 
-    /// Whether the writer thread still runs (`/healthz` reports it).
-    pub fn writer_alive(&self) -> bool {
-        self.alive.load(std::sync::atomic::Ordering::SeqCst)
-    }
-
     async fn send<T>(&self, make: impl FnOnce(Ack<T>) -> Op) -> Result<T, StoreError> {
         let (ack, done) = oneshot::channel();
         let writer = self.writer.clone();
@@ -103,14 +98,32 @@ impl SqliteStore {
         done.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// Inserts or replaces a run record; returns once it is committed.
-    pub async fn put_run(&self, rec: &RunRecord) -> Result<(), StoreError> {
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let reader = self.reader.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = reader.lock().unwrap_or_else(|p| p.into_inner());
+            f(&conn)
+        })
+        .await
+        .map_err(|_| StoreError::Closed)?
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    fn healthy(&self) -> bool {
+        self.alive.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    async fn put_run(&self, rec: &RunRecord) -> Result<(), StoreError> {
         let rec = Box::new(rec.clone());
         self.send(|ack| Op::Run { rec, ack }).await
     }
 
-    /// Appends an audit event and waits for it to be committed.
-    pub async fn audit(&self, event: AuditEvent) -> Result<(), StoreError> {
+    async fn audit(&self, event: AuditEvent) -> Result<(), StoreError> {
         self.send(|ack| Op::Audit {
             event,
             ack: Some(ack),
@@ -118,26 +131,19 @@ impl SqliteStore {
         .await
     }
 
-    /// Stores the alerts of one payload and, for each that is new, its
-    /// queued runs, in one transaction; answers which alerts were new.
-    pub async fn receive(
+    async fn receive(
         &self,
         items: Vec<(StoredAlert, Vec<RunRecord>)>,
     ) -> Result<Vec<bool>, StoreError> {
         self.send(|ack| Op::Receive { items, ack }).await
     }
 
-    /// Stores a decided plan if it is still `pending_approval`; `false`
-    /// when another decision got there first.
-    pub async fn decide(&self, rec: &RunRecord) -> Result<bool, StoreError> {
+    async fn decide(&self, rec: &RunRecord) -> Result<bool, StoreError> {
         let rec = Box::new(rec.clone());
         self.send(|ack| Op::Decide { rec, ack }).await
     }
 
-    /// Removes finished runs, alerts and audit events older than `before`,
-    /// and settled ledger entries older than `ledger_before`, in batches;
-    /// answers whether any table still had more to remove.
-    pub async fn prune(&self, before: &str, ledger_before: &str) -> Result<bool, StoreError> {
+    async fn prune(&self, before: &str, ledger_before: &str) -> Result<bool, StoreError> {
         let (before, ledger_before) = (before.to_string(), ledger_before.to_string());
         let more = self
             .send(|ack| Op::Prune {
@@ -149,11 +155,7 @@ impl SqliteStore {
         Ok(more.into_iter().any(|m| m))
     }
 
-    /// Stores the kill switch (`None`: off).
-    pub async fn set_pause(
-        &self,
-        pause: Option<crate::killswitch::Pause>,
-    ) -> Result<(), StoreError> {
+    async fn set_pause(&self, pause: Option<crate::killswitch::Pause>) -> Result<(), StoreError> {
         let value = pause.map(|p| serde_json::to_string(&p)).transpose()?;
         self.send(|ack| Op::Setting {
             key: KILL_SWITCH,
@@ -163,8 +165,7 @@ impl SqliteStore {
         .await
     }
 
-    /// The kill switch as last stored.
-    pub async fn pause(&self) -> Result<Option<crate::killswitch::Pause>, StoreError> {
+    async fn pause(&self) -> Result<Option<crate::killswitch::Pause>, StoreError> {
         self.read(|c| {
             let v: Option<String> = c
                 .query_row(
@@ -178,9 +179,7 @@ impl SqliteStore {
         .await
     }
 
-    /// The runs `plugin` made for one alert (fingerprint and start), newest
-    /// first, at most 50.
-    pub async fn runs_for_alert(
+    async fn runs_for_alert(
         &self,
         plugin: &str,
         fingerprint: &str,
@@ -208,9 +207,7 @@ impl SqliteStore {
         .await
     }
 
-    /// Live runs that executed something, finished after `since`, and have
-    /// no verification yet (a restart reschedules it).
-    pub async fn unverified_runs(&self, since: &str) -> Result<Vec<RunRecord>, StoreError> {
+    async fn unverified_runs(&self, since: &str) -> Result<Vec<RunRecord>, StoreError> {
         let since = since.to_string();
         self.read(move |c| {
             let mut stmt = c.prepare(
@@ -230,8 +227,7 @@ impl SqliteStore {
         .await
     }
 
-    /// Runs stored as `queued` that never started, oldest first.
-    pub async fn queued_runs(&self) -> Result<Vec<RunRecord>, StoreError> {
+    async fn queued_runs(&self) -> Result<Vec<RunRecord>, StoreError> {
         self.read(|c| {
             let mut stmt = c.prepare(
                 "SELECT record FROM runs WHERE status = 'queued' ORDER BY started_at, id",
@@ -242,20 +238,7 @@ impl SqliteStore {
         .await
     }
 
-    async fn read<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, StoreError> {
-        let reader = self.reader.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = reader.lock().unwrap_or_else(|p| p.into_inner());
-            f(&conn)
-        })
-        .await
-        .map_err(|_| StoreError::Closed)?
-    }
-
-    pub async fn get_run(&self, id: &str) -> Result<Option<RunRecord>, StoreError> {
+    async fn get_run(&self, id: &str) -> Result<Option<RunRecord>, StoreError> {
         let id = id.to_string();
         self.read(move |c| {
             let json: Option<String> = c
@@ -266,8 +249,7 @@ impl SqliteStore {
         .await
     }
 
-    /// Newest first.
-    pub async fn list_runs(&self, f: RunFilter) -> Result<Vec<RunRecord>, StoreError> {
+    async fn list_runs(&self, f: RunFilter) -> Result<Vec<RunRecord>, StoreError> {
         self.read(move |c| {
             let mut stmt = c.prepare_cached(
                 "SELECT record FROM runs WHERE (?1 IS NULL OR plugin = ?1) AND (?2 IS NULL OR status = ?2) \
@@ -282,8 +264,7 @@ impl SqliteStore {
         .await
     }
 
-    /// Newest first.
-    pub async fn list_alerts(&self, limit: u32) -> Result<Vec<StoredAlert>, StoreError> {
+    async fn list_alerts(&self, limit: u32) -> Result<Vec<StoredAlert>, StoreError> {
         self.read(move |c| {
             let mut stmt = c.prepare_cached(
                 "SELECT fingerprint, starts_at, status, name, received_at, alert FROM alerts \
@@ -315,8 +296,7 @@ impl SqliteStore {
         .await
     }
 
-    /// Oldest first.
-    pub async fn list_audit(&self, f: AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
+    async fn list_audit(&self, f: AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
         self.read(move |c| {
             let mut stmt = c.prepare_cached(
                 "SELECT seq, at, run_id, plugin, event, detail FROM audit WHERE (?1 IS NULL OR run_id = ?1) \

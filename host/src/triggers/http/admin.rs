@@ -15,7 +15,7 @@ use super::{json_body, ApiError, AppResult, AppState, Who};
 /// Fails when the store cannot write any more: nothing the service
 /// acknowledged from then on would be durable.
 pub(super) async fn healthz(State(s): State<Arc<AppState>>) -> Response {
-    if s.service.store.writer_alive() {
+    if s.service.store.healthy() {
         Json(json!({"status": "ok"})).into_response()
     } else {
         ApiError::new(

@@ -201,7 +201,7 @@ pub(super) async fn report(
     State(s): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> AppResult<Response> {
-    let text = crate::report::for_run(&s.service.store, &id)
+    let text = crate::report::for_run(s.service.store.as_ref(), &id)
         .await?
         .ok_or_else(|| {
             ApiError::new(
