@@ -10,45 +10,37 @@
 //! under `key_prefix` — the seed's stampede recovery — which the host allows
 //! only in mode `auto` with `cache_flush = true` in the plugin's scope.
 //!
-//! Config keys:
-//! - `window` ("5m"): PromQL range of the hit rate.
-//! - `min_hit_rate` (0.8): below this the cache is not doing its job.
-//! - `key_prefix` ("servio:"): the application's key space.
-//! - `tenant_segment` ("tenant"): isolated keys are `<key_prefix><tenant_segment>:<id>:…`.
-//! - `max_deletions` (100): most keys deleted in one run.
-//! - `scan_limit` (10000): most keys audited in one run.
-//! - `flush_on_low_hit_rate` (false).
-//! - `cache_metric` ("servio_cache_requests_total", with `result` = hit|miss).
+//! Config keys: the fields of `Settings`.
 
 use remedy_plugin_sdk::cache;
 use remedy_plugin_sdk::*;
 
 struct CacheHealth;
 
-struct Settings {
-    window: String,
-    min_hit_rate: f64,
-    key_prefix: String,
-    tenant_segment: String,
-    max_deletions: u64,
-    scan_limit: u32,
-    flush: bool,
-    metric: String,
+settings! {
+    struct Settings {
+        /// PromQL range of the hit rate.
+        window: query::Window = "5m",
+        /// Below this the cache is not doing its job.
+        min_hit_rate: f64 = 0.8,
+        /// The application's key space.
+        key_prefix: String = "servio:",
+        /// Isolated keys are `<key_prefix><tenant_segment>:<id>:…`.
+        tenant_segment: String = "tenant",
+        /// Most keys deleted in one run.
+        max_deletions: u64 = 100,
+        /// Most keys audited in one run (the host caps a scan at 10000).
+        scan_limit: u64 = 10_000,
+        /// Flush everything under `key_prefix` when the hit rate is low.
+        flush_on_low_hit_rate: bool = false,
+        /// Counter of cache lookups, with `result` = hit|miss.
+        cache_metric: String = "servio_cache_requests_total",
+    }
 }
 
 impl Settings {
-    fn from(ctx: &Context) -> Result<Self, Error> {
-        let cfg = ctx.cfg();
-        Ok(Self {
-            window: query::window(&cfg.string("window", "5m"), "window")?,
-            min_hit_rate: cfg.f64("min_hit_rate", 0.8)?,
-            key_prefix: cfg.string("key_prefix", "servio:"),
-            tenant_segment: cfg.string("tenant_segment", "tenant"),
-            max_deletions: cfg.u64("max_deletions", 100)?,
-            scan_limit: cfg.u64("scan_limit", 10_000)?.min(10_000) as u32,
-            flush: cfg.string("flush_on_low_hit_rate", "false") == "true",
-            metric: cfg.string("cache_metric", "servio_cache_requests_total"),
-        })
+    fn scan_limit(&self) -> u32 {
+        self.scan_limit.min(10_000) as u32
     }
 
     /// `<prefix>tenant:<non-empty id>:<rest>`.
@@ -76,7 +68,7 @@ fn observe(s: &Settings) -> Result<Observed, Error> {
     let redis = cache::stats().ok();
     let (hit_rate, source) = match query::scalar(&format!(
         "sum(rate({m}{{result=\"hit\"}}[{w}])) / sum(rate({m}[{w}]))",
-        m = s.metric,
+        m = s.cache_metric,
         w = s.window
     )) {
         Ok(v) => (v, "metrics"),
@@ -94,7 +86,7 @@ fn observe(s: &Settings) -> Result<Observed, Error> {
             (r, "redis")
         }
     };
-    let keys = cache::scan(&format!("{}*", s.key_prefix), s.scan_limit)?;
+    let keys = cache::scan(&format!("{}*", s.key_prefix), s.scan_limit())?;
     let scanned = keys.len();
     let leaky = keys.into_iter().filter(|k| !s.isolated(k)).collect();
     Ok(Observed {
@@ -108,13 +100,10 @@ fn observe(s: &Settings) -> Result<Observed, Error> {
 
 impl Guest for CacheHealth {
     fn describe() -> PluginInfo {
-        PluginInfo {
-            name: "cache-health".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            description: "Checks the cache hit rate and deletes keys that break tenant isolation"
-                .into(),
-            alerts: vec!["LowCacheHitRate".into()],
-        }
+        plugin_info!(
+            "Checks the cache hit rate and deletes keys that break tenant isolation",
+            ["LowCacheHitRate"]
+        )
     }
 
     fn detect(ctx: Context) -> Result<Detection, Error> {
@@ -135,7 +124,7 @@ impl Guest for CacheHealth {
             ),
             &[
                 ("hit_rate", o.hit_rate.map(percent).unwrap_or_default()),
-                ("window", s.window.clone()),
+                ("window", s.window.to_string()),
                 (
                     "evicted_keys",
                     o.evicted.map(|e| e.to_string()).unwrap_or_default(),
@@ -143,7 +132,6 @@ impl Guest for CacheHealth {
             ],
         )];
         if !o.leaky.is_empty() {
-            let sample: Vec<&str> = o.leaky.iter().take(10).map(String::as_str).collect();
             findings.push(finding(
                 Severity::Critical,
                 format!(
@@ -158,7 +146,7 @@ impl Guest for CacheHealth {
                         "expected",
                         format!("{}{}:<id>:…", s.key_prefix, s.tenant_segment),
                     ),
-                    ("sample", sample.join(", ")),
+                    ("sample", sample(&o.leaky)),
                 ],
             ));
         }
@@ -171,15 +159,12 @@ impl Guest for CacheHealth {
     fn mitigate(ctx: Context, _detection: Detection) -> Result<Outcome, Error> {
         let s = Settings::from(&ctx)?;
         let o = observe(&s)?;
-        let mut actions = Actions::default();
+        let mut actions = Actions::limited(s.max_deletions);
         let mut manual_steps = Vec::new();
         for key in &o.leaky {
-            if u64::from(actions.attempted()) >= s.max_deletions {
-                break;
-            }
-            let _ = actions.record(key, cache::delete(key, "key breaks tenant isolation"));
+            actions.try_act(key, || cache::delete(key, "key breaks tenant isolation"));
         }
-        let left = o.leaky.len().saturating_sub(actions.attempted() as usize);
+        let left = actions.left();
         if left > 0 {
             manual_steps.push(format!(
                 "{left} more non-isolated key(s) left (max_deletions={})",
@@ -191,7 +176,7 @@ impl Guest for CacheHealth {
         }
         let low = o.hit_rate.is_some_and(|r| r < s.min_hit_rate);
         let mut flushed = None;
-        if low && s.flush {
+        if low && s.flush_on_low_hit_rate {
             match cache::flush(&s.key_prefix, "hit rate below minimum: stampede recovery") {
                 Ok(n) => flushed = Some(n),
                 Err(e) => manual_steps.push(format!("Flush not done ({}); clear and repopulate the cache by hand if it is corrupted", error_text(&e))),
@@ -204,14 +189,8 @@ impl Guest for CacheHealth {
                     .to_string(),
             ]);
         }
-        for n in &actions.not_done {
-            manual_steps.push(format!("Not deleted: {n}"));
-        }
-        let n = if ctx.dry_run {
-            actions.simulated
-        } else {
-            actions.executed
-        };
+        manual_steps.extend(actions.not_done_steps("Not deleted: "));
+        let n = actions.done(ctx.dry_run);
         Ok(Outcome {
             summary: format!(
                 "{} {n} non-isolated key(s){}; hit rate {}",
@@ -225,10 +204,7 @@ impl Guest for CacheHealth {
                     .unwrap_or_default(),
                 o.hit_rate.map(percent).unwrap_or_else(|| "unknown".into())
             ),
-            mitigated: !ctx.dry_run
-                && left == 0
-                && actions.not_done.is_empty()
-                && (!low || flushed.is_some()),
+            mitigated: !ctx.dry_run && left == 0 && (!low || flushed.is_some()),
             manual_steps,
         })
     }

@@ -15,8 +15,8 @@
 //!   and openai.
 
 use remedy_plugin_sdk::breaker::{self, BreakerStatus, State};
-use remedy_plugin_sdk::notify::{self, Message, Priority};
-use remedy_plugin_sdk::probe::{self, Indicator};
+use remedy_plugin_sdk::notify::Priority;
+use remedy_plugin_sdk::statuspage::{self, Verdict};
 use remedy_plugin_sdk::*;
 
 struct CircuitBreakerOpen;
@@ -37,15 +37,6 @@ fn default_status_url(name: &str) -> Option<&'static str> {
     }
 }
 
-fn indicator_name(i: Indicator) -> &'static str {
-    match i {
-        Indicator::Operational => "operational",
-        Indicator::Minor => "minor",
-        Indicator::Major => "major",
-        Indicator::Critical => "critical",
-    }
-}
-
 fn status_url(ctx: &Context, b: &BreakerStatus) -> Option<String> {
     ctx.cfg()
         .get(&format!("status_url.{}", b.name))
@@ -60,18 +51,14 @@ fn check_upstream(ctx: &Context, b: &BreakerStatus) -> (Upstream, Option<String>
     };
     let verdict = match probe::get(&url) {
         Err(e) => Upstream::Unknown(format!("probe failed: {}", error_text(&e))),
-        Ok(r) => match (r.indicator, r.status) {
-            (Some(Indicator::Operational), 200..=299) => {
+        Ok(r) => match statuspage::verdict(&r) {
+            Verdict::Operational => {
                 Upstream::Healthy(r.description.unwrap_or_else(|| "operational".into()))
             }
-            (Some(i), _) => Upstream::Unhealthy(format!(
-                "{} ({})",
-                r.description.unwrap_or_default(),
-                indicator_name(i)
-            )),
-            (None, status) => {
-                Upstream::Unknown(format!("HTTP {status}, not a Statuspage document"))
+            Verdict::Unhealthy(i) => {
+                Upstream::Unhealthy(format!("{} ({i})", r.description.unwrap_or_default()))
             }
+            Verdict::Unknown(why) => Upstream::Unknown(why),
         },
     };
     (verdict, Some(url))
@@ -90,14 +77,10 @@ fn open_breakers(ctx: &Context) -> Result<Vec<BreakerStatus>, Error> {
 
 impl Guest for CircuitBreakerOpen {
     fn describe() -> PluginInfo {
-        PluginInfo {
-            name: "circuit-breaker-open".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            description:
-                "Half-opens stuck circuit breakers whose upstream is healthy; escalates the rest"
-                    .into(),
-            alerts: vec!["CircuitBreakerOpen".into()],
-        }
+        plugin_info!(
+            "Half-opens stuck circuit breakers whose upstream is healthy; escalates the rest",
+            ["CircuitBreakerOpen"]
+        )
     }
 
     fn detect(ctx: Context) -> Result<Detection, Error> {
@@ -160,18 +143,15 @@ impl Guest for CircuitBreakerOpen {
         }
         if !kept_open.is_empty() {
             // Not in `actions`: those count breakers.
-            let escalated = notify::escalate(
+            let escalated = escalate(
                 Priority::P0,
-                &Message {
-                    channel: String::new(),
-                    severity: Severity::Critical,
-                    title: format!(
-                        "Upstream down, breaker(s) kept OPEN: {}",
-                        kept_open.join(", ")
-                    ),
-                    body: manual_steps.join("\n"),
-                    evidence: vec![("breakers".into(), kept_open.join(","))],
-                },
+                Severity::Critical,
+                format!(
+                    "Upstream down, breaker(s) kept OPEN: {}",
+                    kept_open.join(", ")
+                ),
+                manual_steps.join("\n"),
+                vec![("breakers".into(), kept_open.join(","))],
             );
             if let Err(e) = escalated {
                 manual_steps.push(format!(
@@ -190,11 +170,7 @@ impl Guest for CircuitBreakerOpen {
         } else {
             "half-opened"
         };
-        let n = if ctx.dry_run {
-            actions.simulated
-        } else {
-            actions.executed
-        };
+        let n = actions.done(ctx.dry_run);
         Ok(Outcome {
             summary: format!("{verb} {n} breaker(s); {} kept open", kept_open.len()),
             mitigated: actions.executed > 0 && kept_open.is_empty() && actions.not_done.is_empty(),

@@ -6,38 +6,31 @@
 //! `max_terminations`, never one of `protected_applications`. At capacity with
 //! no leak, automation stops and the seed's manual steps are handed over.
 //!
-//! Config keys (defaults from the seed):
-//! - `max_usage_ratio` (0.9): usage at or above this fraction is critical.
-//! - `long_query_ms` (60000): a session longer than this is a leak suspect.
-//! - `max_terminations` (5): most sessions terminated in one run.
-//! - `protected_applications` ("pg_dump,pg_basebackup"): comma-separated
-//!   `application_name`s never terminated.
+//! Config keys (defaults from the seed): the fields of `Settings`.
 
 use remedy_plugin_sdk::database::{self, Session};
 use remedy_plugin_sdk::*;
 
 struct DbConnectionExhaustion;
 
-struct Settings {
-    max_usage_ratio: f64,
-    long_query_ms: u64,
-    max_terminations: u64,
-    protected: Vec<String>,
+settings! {
+    struct Settings {
+        /// Usage at or above this fraction is critical.
+        max_usage_ratio: f64 = 0.9,
+        /// A session longer than this is a leak suspect.
+        long_query_ms: u64 = 60_000,
+        /// Most sessions terminated in one run.
+        max_terminations: u64 = 5,
+        /// `application_name`s never terminated (comma-separated).
+        protected_applications: Vec<String> = &["pg_dump", "pg_basebackup"],
+    }
 }
 
 impl Settings {
-    fn from(ctx: &Context) -> Result<Self, Error> {
-        let cfg = ctx.cfg();
-        Ok(Self {
-            max_usage_ratio: cfg.f64("max_usage_ratio", 0.9)?,
-            long_query_ms: cfg.u64("long_query_ms", 60_000)?,
-            max_terminations: cfg.u64("max_terminations", 5)?,
-            protected: cfg.list("protected_applications", &["pg_dump", "pg_basebackup"]),
-        })
-    }
-
     fn is_protected(&self, s: &Session) -> bool {
-        self.protected.iter().any(|p| p == &s.application_name)
+        self.protected_applications
+            .iter()
+            .any(|p| p == &s.application_name)
     }
 }
 
@@ -56,14 +49,10 @@ fn session_evidence(s: &Session) -> Vec<(&'static str, String)> {
 
 impl Guest for DbConnectionExhaustion {
     fn describe() -> PluginInfo {
-        PluginInfo {
-            name: "db-connection-exhaustion".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            description:
-                "Finds leaking or runaway PostgreSQL sessions and terminates them within budget"
-                    .into(),
-            alerts: vec!["DatabaseConnectionExhaustion".into()],
-        }
+        plugin_info!(
+            "Finds leaking or runaway PostgreSQL sessions and terminates them within budget",
+            ["DatabaseConnectionExhaustion"]
+        )
     }
 
     fn detect(ctx: Context) -> Result<Detection, Error> {
@@ -137,22 +126,25 @@ impl Guest for DbConnectionExhaustion {
         let s = Settings::from(&ctx)?;
         // Re-read: the detection may be seconds old and sessions come and go.
         let sessions = database::long_running(s.long_query_ms, 500)?;
-        let mut actions = Actions::default();
+        let mut actions = Actions::limited(s.max_terminations);
         let mut skipped_protected = 0;
         for sess in &sessions {
             if s.is_protected(sess) {
                 skipped_protected += 1;
                 continue;
             }
-            if u64::from(actions.attempted()) >= s.max_terminations {
-                break;
-            }
             let reason = format!(
                 "{} for {} ms exceeds long_query_ms={} (application {:?})",
                 sess.state, sess.duration_ms, s.long_query_ms, sess.application_name
             );
             let target = format!("pid:{}", sess.pid);
-            let _ = actions.record(&target, database::terminate(sess.pid, &reason));
+            if actions
+                .try_act(&target, || database::terminate(sess.pid, &reason))
+                .is_none()
+            {
+                // What follows, protected or not, counts as left below.
+                break;
+            }
         }
         let leaks = sessions.len() - skipped_protected;
         let left = leaks.saturating_sub(actions.attempted() as usize);
@@ -171,9 +163,7 @@ impl Guest for DbConnectionExhaustion {
                 s.max_terminations
             ));
         }
-        for n in &actions.not_done {
-            manual_steps.push(format!("Not terminated, handle by hand: {n}"));
-        }
+        manual_steps.extend(actions.not_done_steps("Not terminated, handle by hand: "));
         manual_steps.push(
             "Monitor connection recovery in Grafana and verify error rates return to normal"
                 .to_string(),

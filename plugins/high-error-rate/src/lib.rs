@@ -7,34 +7,23 @@
 //! the seed's rollback procedure; with no recent change it reports the
 //! infrastructure (open breakers, cache hit rate, database latency).
 //!
-//! Config keys (defaults from the seed):
-//! - `window` ("5m"): PromQL range of the error ratio.
-//! - `max_error_ratio` (0.05): "> 5% of requests returning 5xx".
-//! - `deploy_window_minutes` (30): a deploy this recent is the suspect.
-//! - `requests_metric` ("servio_http_requests_total"): counter with a
-//!   `status` label.
+//! Config keys (defaults from the seed): the fields of `Settings`.
 
-use remedy_plugin_sdk::notify::{self, Message, Priority};
+use remedy_plugin_sdk::notify::Priority;
 use remedy_plugin_sdk::*;
 
 struct HighErrorRate;
 
-struct Settings {
-    window: String,
-    max_error_ratio: f64,
-    deploy_window_s: f64,
-    metric: String,
-}
-
-impl Settings {
-    fn from(ctx: &Context) -> Result<Self, Error> {
-        let cfg = ctx.cfg();
-        Ok(Self {
-            window: query::window(&cfg.string("window", "5m"), "window")?,
-            max_error_ratio: cfg.f64("max_error_ratio", 0.05)?,
-            deploy_window_s: cfg.f64("deploy_window_minutes", 30.0)? * 60.0,
-            metric: cfg.string("requests_metric", "servio_http_requests_total"),
-        })
+settings! {
+    struct Settings {
+        /// PromQL range of the error ratio.
+        window: query::Window = "5m",
+        /// "> 5% of requests returning 5xx".
+        max_error_ratio: f64 = 0.05,
+        /// A deploy this recent is the suspect.
+        deploy_window_minutes: f64 = 30.0,
+        /// Counter with a `status` label.
+        requests_metric: String = "servio_http_requests_total",
     }
 }
 
@@ -46,14 +35,15 @@ struct Observed {
 
 impl Observed {
     fn recent_deploy(&self, s: &Settings) -> bool {
-        self.deploy_age_s.is_some_and(|a| a <= s.deploy_window_s)
+        self.deploy_age_s
+            .is_some_and(|a| a <= s.deploy_window_minutes * 60.0)
     }
 }
 
 fn observe(s: &Settings) -> Result<Observed, Error> {
     let error_ratio = query::scalar(&format!(
         "sum(rate({m}{{status=~\"5..\"}}[{w}])) / sum(rate({m}[{w}]))",
-        m = s.metric,
+        m = s.requests_metric,
         w = s.window
     ))?;
     let deploy_age_s = query::scalar("time() - max(servio_deploy_timestamp_seconds)")?;
@@ -77,7 +67,7 @@ fn evidence(o: &Observed, s: &Settings) -> Vec<(&'static str, String)> {
                 .unwrap_or_else(|| "no data".into()),
         ),
         ("max_error_ratio", percent(s.max_error_ratio)),
-        ("window", s.window.clone()),
+        ("window", s.window.to_string()),
         (
             "version",
             o.version.clone().unwrap_or_else(|| "unknown".into()),
@@ -122,12 +112,10 @@ fn infrastructure() -> Vec<(String, String)> {
 
 impl Guest for HighErrorRate {
     fn describe() -> PluginInfo {
-        PluginInfo {
-            name: "high-error-rate".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            description: "Ties a 5xx spike to a recent deploy and escalates a rollback, else reports the infrastructure".into(),
-            alerts: vec!["HighErrorRate".into()],
-        }
+        plugin_info!(
+            "Ties a 5xx spike to a recent deploy and escalates a rollback, else reports the infrastructure",
+            ["HighErrorRate"]
+        )
     }
 
     fn detect(ctx: Context) -> Result<Detection, Error> {
@@ -205,16 +193,7 @@ impl Guest for HighErrorRate {
         let mut actions = Actions::default();
         let sent = actions.record(
             "escalation P1",
-            notify::escalate(
-                Priority::P1,
-                &Message {
-                    channel: String::new(),
-                    severity: Severity::Critical,
-                    title: title.clone(),
-                    body,
-                    evidence: ev,
-                },
-            ),
+            escalate(Priority::P1, Severity::Critical, title.clone(), body, ev),
         );
         if let Err(e) = &sent {
             manual_steps.insert(

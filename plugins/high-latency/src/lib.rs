@@ -7,50 +7,34 @@
 //! session), at most `max_cancellations`, never of `protected_applications`.
 //! Otherwise the breakdown goes to a human with the seed's common causes.
 //!
-//! Config keys:
-//! - `window` ("5m"): PromQL range.
-//! - `p95_threshold_ms` (500), `p99_threshold_ms` (1000): the alert lines.
-//! - `runaway_query_ms` (30000): an active query older than this is runaway.
-//! - `max_cancellations` (3): most queries cancelled in one run.
-//! - `protected_applications` ("pg_dump,pg_basebackup").
-//! - `applications` (all): only queries of these `application_name`s are
-//!   considered at all.
-//! - `latency_metric` ("servio_http_request_duration_seconds"),
-//!   `dependency_metric` ("servio_dependency_duration_seconds", with a
-//!   `dependency` label).
+//! Config keys: the fields of `Settings`.
 
 use remedy_plugin_sdk::database::{self, Session};
 use remedy_plugin_sdk::*;
 
 struct HighLatency;
 
-struct Settings {
-    window: String,
-    p95_ms: f64,
-    p99_ms: f64,
-    runaway_ms: u64,
-    max_cancellations: u64,
-    protected: Vec<String>,
-    applications: Vec<String>,
-    latency_metric: String,
-    dependency_metric: String,
-}
-
-impl Settings {
-    fn from(ctx: &Context) -> Result<Self, Error> {
-        let cfg = ctx.cfg();
-        Ok(Self {
-            window: query::window(&cfg.string("window", "5m"), "window")?,
-            p95_ms: cfg.f64("p95_threshold_ms", 500.0)?,
-            p99_ms: cfg.f64("p99_threshold_ms", 1000.0)?,
-            runaway_ms: cfg.u64("runaway_query_ms", 30_000)?,
-            max_cancellations: cfg.u64("max_cancellations", 3)?,
-            protected: cfg.list("protected_applications", &["pg_dump", "pg_basebackup"]),
-            applications: cfg.list("applications", &[]),
-            latency_metric: cfg.string("latency_metric", "servio_http_request_duration_seconds"),
-            dependency_metric: cfg
-                .string("dependency_metric", "servio_dependency_duration_seconds"),
-        })
+settings! {
+    struct Settings {
+        /// PromQL range.
+        window: query::Window = "5m",
+        /// The alert line of p95.
+        p95_threshold_ms: f64 = 500.0,
+        /// The alert line of p99.
+        p99_threshold_ms: f64 = 1000.0,
+        /// An active query older than this is runaway.
+        runaway_query_ms: u64 = 30_000,
+        /// Most queries cancelled in one run.
+        max_cancellations: u64 = 3,
+        /// `application_name`s whose queries are never cancelled.
+        protected_applications: Vec<String> = &["pg_dump", "pg_basebackup"],
+        /// Only queries of these `application_name`s are considered at all
+        /// (empty: all).
+        applications: Vec<String> = &[],
+        /// Histogram of request latency.
+        latency_metric: String = "servio_http_request_duration_seconds",
+        /// Histogram of dependency latency, with a `dependency` label.
+        dependency_metric: String = "servio_dependency_duration_seconds",
     }
 }
 
@@ -63,7 +47,8 @@ struct Observed {
 
 impl Observed {
     fn slow(&self, s: &Settings) -> bool {
-        self.p95_ms.is_some_and(|v| v > s.p95_ms) || self.p99_ms.is_some_and(|v| v > s.p99_ms)
+        self.p95_ms.is_some_and(|v| v > s.p95_threshold_ms)
+            || self.p99_ms.is_some_and(|v| v > s.p99_threshold_ms)
     }
 
     fn dominant(&self) -> Option<&str> {
@@ -101,22 +86,24 @@ fn ms(v: Option<f64>) -> String {
 }
 
 fn runaway(s: &Settings) -> Result<Vec<Session>, Error> {
-    Ok(database::long_running(s.runaway_ms, 100)?
+    Ok(database::long_running(s.runaway_query_ms, 100)?
         .into_iter()
         .filter(|x| x.state == "active")
-        .filter(|x| !s.protected.iter().any(|p| p == &x.application_name))
+        .filter(|x| {
+            !s.protected_applications
+                .iter()
+                .any(|p| p == &x.application_name)
+        })
         .filter(|x| s.applications.is_empty() || s.applications.contains(&x.application_name))
         .collect())
 }
 
 impl Guest for HighLatency {
     fn describe() -> PluginInfo {
-        PluginInfo {
-            name: "high-latency".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            description: "Breaks p95/p99 latency down by dependency; cancels runaway queries when the database is the cause".into(),
-            alerts: vec!["HighLatencyP95".into(), "HighLatencyP99".into()],
-        }
+        plugin_info!(
+            "Breaks p95/p99 latency down by dependency; cancels runaway queries when the database is the cause",
+            ["HighLatencyP95", "HighLatencyP99"]
+        )
     }
 
     fn detect(ctx: Context) -> Result<Detection, Error> {
@@ -126,9 +113,9 @@ impl Guest for HighLatency {
         let mut ev = vec![
             ("p95", ms(o.p95_ms)),
             ("p99", ms(o.p99_ms)),
-            ("p95_threshold", format!("{:.0} ms", s.p95_ms)),
-            ("p99_threshold", format!("{:.0} ms", s.p99_ms)),
-            ("window", s.window.clone()),
+            ("p95_threshold", format!("{:.0} ms", s.p95_threshold_ms)),
+            ("p99_threshold", format!("{:.0} ms", s.p99_threshold_ms)),
+            ("window", s.window.to_string()),
         ];
         let names: Vec<String> = o
             .breakdown
@@ -184,24 +171,25 @@ impl Guest for HighLatency {
     fn mitigate(ctx: Context, _detection: Detection) -> Result<Outcome, Error> {
         let s = Settings::from(&ctx)?;
         let o = observe(&s)?;
-        let mut actions = Actions::default();
+        let mut actions = Actions::limited(s.max_cancellations);
         let mut manual_steps = Vec::new();
         let db_bound = o.dominant() == Some("db");
         let queries = if db_bound { runaway(&s)? } else { Vec::new() };
         for q in &queries {
-            if u64::from(actions.attempted()) >= s.max_cancellations {
-                manual_steps.push(format!(
-                    "{} more runaway query(ies) left (max_cancellations={})",
-                    queries.len() - actions.attempted() as usize,
-                    s.max_cancellations
-                ));
-                break;
-            }
             let reason = format!(
                 "query running {} ms > runaway_query_ms={} while latency is high",
-                q.duration_ms, s.runaway_ms
+                q.duration_ms, s.runaway_query_ms
             );
-            let _ = actions.record(&format!("pid:{}", q.pid), database::cancel(q.pid, &reason));
+            actions.try_act(&format!("pid:{}", q.pid), || {
+                database::cancel(q.pid, &reason)
+            });
+        }
+        if !actions.past_limit.is_empty() {
+            manual_steps.push(format!(
+                "{} more runaway query(ies) left (max_cancellations={})",
+                actions.left(),
+                s.max_cancellations
+            ));
         }
         let breakdown = o
             .breakdown
@@ -219,14 +207,8 @@ impl Guest for HighLatency {
             _ => {}
         }
         manual_steps.push(format!("Latency breakdown (p95): {breakdown}"));
-        for n in &actions.not_done {
-            manual_steps.push(format!("Not cancelled, handle by hand: {n}"));
-        }
-        let n = if ctx.dry_run {
-            actions.simulated
-        } else {
-            actions.executed
-        };
+        manual_steps.extend(actions.not_done_steps("Not cancelled, handle by hand: "));
+        let n = actions.done(ctx.dry_run);
         Ok(Outcome {
             summary: format!(
                 "p95 {} / p99 {}; slowest: {}; {} {n} runaway query(ies)",

@@ -8,34 +8,30 @@
 //! periodically", also as a scheduled job. Malformed keys are never touched:
 //! deleting one could let a retried payment charge twice.
 //!
-//! Config keys:
-//! - `key_prefix` ("idem:"): where idempotency keys live.
-//! - `default_ttl_s` (86400): TTL given to keys without one (Stripe keeps
-//!   idempotency keys for 24 hours).
-//! - `max_actions` (100): most TTLs set in one run.
-//! - `scan_limit` (10000): most keys audited in one run.
+//! Config keys: the fields of `Settings`.
 
 use remedy_plugin_sdk::cache;
 use remedy_plugin_sdk::*;
 
 struct IdempotencyKeys;
 
-struct Settings {
-    key_prefix: String,
-    default_ttl_s: u64,
-    max_actions: u64,
-    scan_limit: u32,
+settings! {
+    struct Settings {
+        /// Where idempotency keys live.
+        key_prefix: String = "idem:",
+        /// TTL given to keys without one (Stripe keeps idempotency keys for
+        /// 24 hours).
+        default_ttl_s: u64 = 86_400,
+        /// Most TTLs set in one run.
+        max_actions: u64 = 100,
+        /// Most keys audited in one run (the host caps a scan at 10000).
+        scan_limit: u64 = 10_000,
+    }
 }
 
 impl Settings {
-    fn from(ctx: &Context) -> Result<Self, Error> {
-        let cfg = ctx.cfg();
-        Ok(Self {
-            key_prefix: cfg.string("key_prefix", "idem:"),
-            default_ttl_s: cfg.u64("default_ttl_s", 86_400)?,
-            max_actions: cfg.u64("max_actions", 100)?,
-            scan_limit: cfg.u64("scan_limit", 10_000)?.min(10_000) as u32,
-        })
+    fn scan_limit(&self) -> u32 {
+        self.scan_limit.min(10_000) as u32
     }
 
     /// `<prefix>tenant:operation:scope`, three non-empty parts.
@@ -56,7 +52,7 @@ struct Observed {
 }
 
 fn observe(s: &Settings) -> Result<Observed, Error> {
-    let keys = cache::scan(&format!("{}*", s.key_prefix), s.scan_limit)?;
+    let keys = cache::scan(&format!("{}*", s.key_prefix), s.scan_limit())?;
     let mut no_ttl = Vec::new();
     let mut malformed = Vec::new();
     for key in &keys {
@@ -76,24 +72,12 @@ fn observe(s: &Settings) -> Result<Observed, Error> {
     })
 }
 
-fn sample(keys: &[String]) -> String {
-    keys.iter()
-        .take(10)
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 impl Guest for IdempotencyKeys {
     fn describe() -> PluginInfo {
-        PluginInfo {
-            name: "idempotency-keys".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            description:
-                "Audits idem:tenant:operation:scope keys; gives keys without expiry the default TTL"
-                    .into(),
-            alerts: vec!["HighIdempotencyKeyExpiry".into()],
-        }
+        plugin_info!(
+            "Audits idem:tenant:operation:scope keys; gives keys without expiry the default TTL",
+            ["HighIdempotencyKeyExpiry"]
+        )
     }
 
     fn detect(ctx: Context) -> Result<Detection, Error> {
@@ -107,7 +91,7 @@ impl Guest for IdempotencyKeys {
             ),
             &[
                 ("scanned", o.scanned.to_string()),
-                ("scan_limit", s.scan_limit.to_string()),
+                ("scan_limit", s.scan_limit().to_string()),
             ],
         )];
         if !o.no_ttl.is_empty() {
@@ -143,19 +127,16 @@ impl Guest for IdempotencyKeys {
     fn mitigate(ctx: Context, _detection: Detection) -> Result<Outcome, Error> {
         let s = Settings::from(&ctx)?;
         let o = observe(&s)?;
-        let mut actions = Actions::default();
+        let mut actions = Actions::limited(s.max_actions);
         let ttl_ms = s.default_ttl_s.saturating_mul(1000);
+        let reason = format!(
+            "idempotency key without expiry; default TTL {} s",
+            s.default_ttl_s
+        );
         for key in &o.no_ttl {
-            if u64::from(actions.attempted()) >= s.max_actions {
-                break;
-            }
-            let reason = format!(
-                "idempotency key without expiry; default TTL {} s",
-                s.default_ttl_s
-            );
-            let _ = actions.record(key, cache::expire(key, ttl_ms, &reason));
+            actions.try_act(key, || cache::expire(key, ttl_ms, &reason));
         }
-        let left = o.no_ttl.len().saturating_sub(actions.attempted() as usize);
+        let left = actions.left();
         let mut manual_steps = Vec::new();
         if left > 0 {
             manual_steps.push(format!(
@@ -174,14 +155,8 @@ impl Guest for IdempotencyKeys {
             "Verify idempotency is used in every payment flow (getIdempotencyResult)".to_string(),
             "Check reports of duplicate charges against the keys' tenants".to_string(),
         ]);
-        for n in &actions.not_done {
-            manual_steps.push(format!("TTL not set: {n}"));
-        }
-        let n = if ctx.dry_run {
-            actions.simulated
-        } else {
-            actions.executed
-        };
+        manual_steps.extend(actions.not_done_steps("TTL not set: "));
+        let n = actions.done(ctx.dry_run);
         Ok(Outcome {
             summary: format!(
                 "{} a {} s TTL on {n} key(s); {} malformed key(s) left to humans",
@@ -189,10 +164,7 @@ impl Guest for IdempotencyKeys {
                 s.default_ttl_s,
                 o.malformed.len()
             ),
-            mitigated: !ctx.dry_run
-                && left == 0
-                && actions.not_done.is_empty()
-                && o.malformed.is_empty(),
+            mitigated: !ctx.dry_run && left == 0 && o.malformed.is_empty(),
             manual_steps,
         })
     }

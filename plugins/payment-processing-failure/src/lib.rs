@@ -7,38 +7,27 @@
 //! failures with the breaker closed → P1 escalation (rate limits, declines).
 //! Always handed over: idempotency check, duplicate charges, monitoring.
 //!
-//! Config keys (defaults from the seed where it has numbers):
-//! - `window` ("5m"): PromQL range of the success rate.
-//! - `min_success_rate` (0.95): below this the payment flow is failing.
-//! - `breaker` ("stripe"): the payment provider's breaker.
-//! - `status_url`: Stripe's Statuspage document; defaults to what the
-//!   breaker reports, else status.stripe.com.
-//! - `payments_metric` ("servio_payments_total"): counter with an
-//!   `outcome` label (`succeeded`, `failed`).
+//! Config keys (defaults from the seed where it has numbers): the fields
+//! of `Settings`, and `status_url`: Stripe's Statuspage document; defaults
+//! to what the breaker reports, else status.stripe.com.
 
 use remedy_plugin_sdk::breaker::{self, BreakerStatus, State};
-use remedy_plugin_sdk::notify::{self, Message, Priority};
-use remedy_plugin_sdk::probe::{self, Indicator};
+use remedy_plugin_sdk::notify::{self, Priority};
+use remedy_plugin_sdk::statuspage::{self, Verdict};
 use remedy_plugin_sdk::*;
 
 struct PaymentProcessingFailure;
 
-struct Settings {
-    window: String,
-    min_success_rate: f64,
-    breaker: String,
-    metric: String,
-}
-
-impl Settings {
-    fn from(ctx: &Context) -> Result<Self, Error> {
-        let cfg = ctx.cfg();
-        Ok(Self {
-            window: query::window(&cfg.string("window", "5m"), "window")?,
-            min_success_rate: cfg.f64("min_success_rate", 0.95)?,
-            breaker: cfg.string("breaker", "stripe"),
-            metric: cfg.string("payments_metric", "servio_payments_total"),
-        })
+settings! {
+    struct Settings {
+        /// PromQL range of the success rate.
+        window: query::Window = "5m",
+        /// Below this the payment flow is failing.
+        min_success_rate: f64 = 0.95,
+        /// The payment provider's breaker.
+        breaker: String = "stripe",
+        /// Counter with an `outcome` label (`succeeded`, `failed`).
+        payments_metric: String = "servio_payments_total",
     }
 }
 
@@ -62,7 +51,7 @@ fn observe(ctx: &Context, s: &Settings) -> Result<Observed, Error> {
     // the story: a missing number is evidence, not a reason to stop.
     let success_rate = query::scalar(&format!(
         "sum(rate({m}{{outcome=\"succeeded\"}}[{w}])) / sum(rate({m}[{w}]))",
-        m = s.metric,
+        m = s.payments_metric,
         w = s.window
     ))
     .unwrap_or_else(|e| {
@@ -87,10 +76,12 @@ fn observe(ctx: &Context, s: &Settings) -> Result<Observed, Error> {
         .unwrap_or_else(|| "https://status.stripe.com/api/v2/status.json".into());
     let upstream = match probe::get(&status_url) {
         Err(e) => Upstream::Unknown(error_text(&e)),
-        Ok(r) => match r.indicator {
-            Some(Indicator::Operational) if (200..300).contains(&r.status) => Upstream::Operational,
-            Some(_) => Upstream::Unhealthy(r.description.unwrap_or_else(|| "degraded".into())),
-            None => Upstream::Unknown(format!("HTTP {}, not a Statuspage document", r.status)),
+        Ok(r) => match statuspage::verdict(&r) {
+            Verdict::Operational => Upstream::Operational,
+            Verdict::Unhealthy(_) => {
+                Upstream::Unhealthy(r.description.unwrap_or_else(|| "degraded".into()))
+            }
+            Verdict::Unknown(why) => Upstream::Unknown(why),
         },
     };
     Ok(Observed {
@@ -99,14 +90,6 @@ fn observe(ctx: &Context, s: &Settings) -> Result<Observed, Error> {
         upstream,
         status_url,
     })
-}
-
-fn state_name(s: State) -> &'static str {
-    match s {
-        State::Closed => "CLOSED",
-        State::Open => "OPEN",
-        State::HalfOpen => "HALF_OPEN",
-    }
 }
 
 fn breaker_open(st: &Observed) -> bool {
@@ -131,19 +114,12 @@ fn evidence(st: &Observed, s: &Settings) -> Vec<(String, String)> {
                 .unwrap_or_else(|| "no data".into()),
         ),
         ("min_success_rate".into(), percent(s.min_success_rate)),
-        ("window".into(), s.window.clone()),
+        ("window".into(), s.window.to_string()),
         (
             "breaker".into(),
             st.breaker
                 .as_ref()
-                .map(|b| {
-                    format!(
-                        "{} {} ({} failures)",
-                        b.name,
-                        state_name(b.state),
-                        b.failures
-                    )
-                })
+                .map(|b| format!("{} {} ({} failures)", b.name, b.state, b.failures))
                 .unwrap_or_else(|| format!("{} unknown", s.breaker)),
         ),
         ("upstream".into(), upstream),
@@ -161,12 +137,10 @@ fn follow_ups() -> Vec<String> {
 
 impl Guest for PaymentProcessingFailure {
     fn describe() -> PluginInfo {
-        PluginInfo {
-            name: "payment-processing-failure".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            description: "Half-opens a stuck Stripe breaker; escalates a Stripe outage with the P0 status-page text".into(),
-            alerts: vec!["PaymentProcessingFailure".into()],
-        }
+        plugin_info!(
+            "Half-opens a stuck Stripe breaker; escalates a Stripe outage with the P0 status-page text",
+            ["PaymentProcessingFailure"]
+        )
     }
 
     fn detect(ctx: Context) -> Result<Detection, Error> {
@@ -253,15 +227,12 @@ impl Guest for PaymentProcessingFailure {
                 )?;
                 let sent = actions.record(
                     "escalation P0",
-                    notify::escalate(
+                    escalate(
                         Priority::P0,
-                        &Message {
-                            channel: String::new(),
-                            severity: Severity::Critical,
-                            title: text.title.clone(),
-                            body: text.body.clone(),
-                            evidence: ev.clone(),
-                        },
+                        Severity::Critical,
+                        text.title.clone(),
+                        text.body.clone(),
+                        ev.clone(),
                     ),
                 );
                 if sent.is_err() {
@@ -286,15 +257,12 @@ impl Guest for PaymentProcessingFailure {
             (Upstream::Operational, false) => {
                 let sent = actions.record(
                     "escalation P1",
-                    notify::escalate(
+                    escalate(
                         Priority::P1,
-                        &Message {
-                            channel: String::new(),
-                            severity: Severity::Warning,
-                            title: "Payment failures with Stripe operational".into(),
-                            body: "Payments are failing while Stripe reports no outage and the breaker is closed: look for rate limiting or a spike of declines.".into(),
-                            evidence: ev.clone(),
-                        },
+                        Severity::Warning,
+                        "Payment failures with Stripe operational",
+                        "Payments are failing while Stripe reports no outage and the breaker is closed: look for rate limiting or a spike of declines.",
+                        ev.clone(),
                     ),
                 );
                 if sent.is_err() {
@@ -308,9 +276,7 @@ impl Guest for PaymentProcessingFailure {
             }
         }
         manual_steps.extend(follow_ups());
-        for n in &actions.not_done {
-            manual_steps.push(format!("Not done by Remedy: {n}"));
-        }
+        manual_steps.extend(actions.not_done_steps("Not done by Remedy: "));
         Ok(Outcome {
             summary: summary.join("; "),
             mitigated: st.upstream == Upstream::Operational

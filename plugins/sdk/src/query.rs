@@ -40,3 +40,28 @@ pub fn window(value: &str, key: &str) -> Result<String, Error> {
     }
     Ok(v.to_string())
 }
+
+/// A PromQL range from config (`5m`), checked by [`window`]; a
+/// [`settings!`](crate::settings) type. Reads and prints as its text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Window(String);
+
+impl core::ops::Deref for Window {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl core::fmt::Display for Window {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl crate::Setting for Window {
+    type Default = &'static str;
+    fn read(cfg: &crate::Config<'_>, key: &str, default: &'static str) -> Result<Self, Error> {
+        window(&cfg.string(key, default), key).map(Window)
+    }
+}

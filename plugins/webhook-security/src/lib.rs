@@ -7,41 +7,26 @@
 //! secret or blocking ranges needs a human), so the security channel gets the
 //! classification with the evidence and the outcome lists the seed's steps.
 //!
-//! Config keys:
-//! - `window` ("5m"): PromQL range.
-//! - `min_failures` (10): failures of one reason in the window that count as
-//!   an attack pattern (fewer are clock skew and noise).
-//! - `channel` ("security"): the notify channel for the classification.
-//! - `failures_metric` ("servio_webhook_verification_failures_total"):
-//!   counter with a `reason` label.
-//! - `received_metric` ("servio_webhooks_received_total").
+//! Config keys: the fields of `Settings`.
 
 use remedy_plugin_sdk::notify::{self, Message};
 use remedy_plugin_sdk::*;
 
 struct WebhookSecurity;
 
-struct Settings {
-    window: String,
-    min_failures: f64,
-    channel: String,
-    failures_metric: String,
-    received_metric: String,
-}
-
-impl Settings {
-    fn from(ctx: &Context) -> Result<Self, Error> {
-        let cfg = ctx.cfg();
-        Ok(Self {
-            window: query::window(&cfg.string("window", "5m"), "window")?,
-            min_failures: cfg.f64("min_failures", 10.0)?,
-            channel: cfg.string("channel", "security"),
-            failures_metric: cfg.string(
-                "failures_metric",
-                "servio_webhook_verification_failures_total",
-            ),
-            received_metric: cfg.string("received_metric", "servio_webhooks_received_total"),
-        })
+settings! {
+    struct Settings {
+        /// PromQL range.
+        window: query::Window = "5m",
+        /// Failures of one reason in the window that count as an attack
+        /// pattern (fewer are clock skew and noise).
+        min_failures: f64 = 10.0,
+        /// The notify channel for the classification.
+        channel: String = "security",
+        /// Counter with a `reason` label.
+        failures_metric: String = "servio_webhook_verification_failures_total",
+        /// Counter of webhooks received.
+        received_metric: String = "servio_webhooks_received_total",
     }
 }
 
@@ -115,18 +100,16 @@ fn evidence(p: &Pattern, received: Option<f64>, s: &Settings) -> Vec<(&'static s
                 .map(|r| format!("{r:.0}"))
                 .unwrap_or_else(|| "no data".into()),
         ),
-        ("window", s.window.clone()),
+        ("window", s.window.to_string()),
     ]
 }
 
 impl Guest for WebhookSecurity {
     fn describe() -> PluginInfo {
-        PluginInfo {
-            name: "webhook-security".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            description: "Classifies webhook verification failures (replay, forgery, tenant violation) and alerts security".into(),
-            alerts: vec!["WebhookVerificationFailure".into(), "WebhookReplayAttack".into()],
-        }
+        plugin_info!(
+            "Classifies webhook verification failures (replay, forgery, tenant violation) and alerts security",
+            ["WebhookVerificationFailure", "WebhookReplayAttack"]
+        )
     }
 
     fn detect(ctx: Context) -> Result<Detection, Error> {
