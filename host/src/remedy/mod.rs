@@ -46,10 +46,12 @@ pub enum PluginError {
         "no plugin named `{0}` (bundled: {1}); configure one with [plugins.{0}] path = \"...\""
     )]
     Unknown(String, String),
-    #[error("cannot read {path}: {source}")]
+    // Not `source`: the message carries the cause already, and the CLI
+    // prints the chain (it read "No such file…: No such file…").
+    #[error("cannot read {path}: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{origin}: {error}")]
     Load { origin: String, error: LoadError },
@@ -208,9 +210,9 @@ impl Remedy {
     /// Loads a `.wasm` file (and its `.minisig`, if any); its settings are
     /// those of the name it reports.
     pub async fn load_file(&self, path: &Path) -> Result<Plugin, PluginError> {
-        let bytes = std::fs::read(path).map_err(|source| PluginError::Read {
+        let bytes = std::fs::read(path).map_err(|error| PluginError::Read {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         let sig = crate::signature::read_sig(std::fs::File::open(crate::signature::sig_path(path)));
         self.load_file_bytes(&bytes, sig.as_deref(), path).await

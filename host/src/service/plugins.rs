@@ -160,9 +160,9 @@ impl Service {
         let key = old_name.map(String::from).unwrap_or_else(|| file_key(path));
         let loaded = match bytes {
             Ok(b) => self.remedy.load_file_bytes(&b, sig, path).await,
-            Err(e) => Err(crate::remedy::PluginError::Read {
+            Err(error) => Err(crate::remedy::PluginError::Read {
                 path: path.to_path_buf(),
-                source: e,
+                error,
             }),
         };
         match loaded {

@@ -19,12 +19,11 @@ use remedy_plugin_sdk::*;
 
 impl Guest for Runbook {
     fn describe() -> PluginInfo {
-        PluginInfo {
-            name: "{{name}}".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            description: "TODO: say in one sentence what this runbook detects and does".into(),
-            alerts: vec!["{{alert}}".into()],
-        }
+        // Name and version come from Cargo.toml.
+        plugin_info!(
+            "TODO: say in one sentence what this runbook detects and does",
+            ["{{alert}}"]
+        )
     }
 
     fn detect(ctx: Context) -> Result<Detection, Error> {
@@ -67,23 +66,23 @@ impl Guest for Runbook {
     }
 
     fn mitigate(ctx: Context, _detection: Detection) -> Result<Outcome, Error> {
-        #[allow(unused_mut)]
-        let mut actions = Actions::default();
-{{#database}}        let cfg = ctx.cfg();
-        let max = cfg.u64("max_terminations", 5)?;
+{{^database}}        let actions = Actions::default();
+{{/database}}{{#database}}        let cfg = ctx.cfg();
+        // At most `max_terminations`; the rest are handed over below.
+        let mut actions = Actions::limited(cfg.u64("max_terminations", 5)?);
         for s in database::long_running(cfg.u64("long_query_ms", 60_000)?, 50)? {
-            if u64::from(actions.attempted()) >= max {
-                break;
-            }
             let reason = format!("{} for {} ms", s.state, s.duration_ms);
-            let _ = actions.record(&format!("pid:{}", s.pid), database::terminate(s.pid, &reason));
+            actions.try_act(&format!("pid:{}", s.pid), || database::terminate(s.pid, &reason));
         }
 {{/database}}        let mut manual_steps = vec!["TODO: what a human must still do".to_string()];
-        manual_steps.extend(actions.not_done.iter().map(|n| format!("Not done, do by hand: {n}")));
+        manual_steps.extend(actions.not_done_steps("Not done, do by hand: "));
+        if !actions.past_limit.is_empty() {
+            manual_steps.push(format!("Left alone (limit reached): {}", sample(&actions.past_limit)));
+        }
         let verb = if ctx.dry_run { "would take" } else { "took" };
         Ok(Outcome {
             summary: format!("{verb} {} action(s)", actions.attempted()),
-            mitigated: actions.executed > 0 && actions.not_done.is_empty(),
+            mitigated: actions.executed > 0 && actions.left() == 0,
             manual_steps,
         })
     }
