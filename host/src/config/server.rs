@@ -16,6 +16,10 @@ pub struct ServerConfig {
     pub listen: Option<std::net::SocketAddr>,
     /// The store and compiled-code cache (default `./remedy-data`).
     pub data_dir: Option<PathBuf>,
+    /// A PostgreSQL store (`postgres://…`, or `REMEDY_STORE_URL`) instead of
+    /// the embedded SQLite one under `data_dir`. Migrations are applied at
+    /// start; a schema newer than this binary is refused.
+    pub store: Option<crate::config::DatabaseUrl>,
     /// A directory watched for custom `.wasm` plugins.
     pub plugins_dir: Option<PathBuf>,
     /// Largest request body in bytes (default 1 MiB).

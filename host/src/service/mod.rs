@@ -2,6 +2,7 @@
 //! registry and the per-target single flight, and hands every trigger (HTTP,
 //! Alertmanager, schedule) to the one invocation path, `Remedy::run`.
 
+use anyhow::Context as _;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -71,7 +72,24 @@ impl Service {
             .data_dir
             .clone()
             .unwrap_or_else(|| PathBuf::from("remedy-data"));
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&data_dir)?);
+        let store_url = config
+            .server
+            .store
+            .as_ref()
+            .map(|u| u.as_str().to_string())
+            .or_else(|| {
+                std::env::var("REMEDY_STORE_URL")
+                    .ok()
+                    .filter(|v| !v.trim().is_empty())
+            });
+        let store: Arc<dyn Store> = match store_url {
+            Some(url) => Arc::new(
+                crate::store::PgStore::connect(&url)
+                    .await
+                    .context("opening the PostgreSQL store (server.store / REMEDY_STORE_URL)")?,
+            ),
+            None => Arc::new(SqliteStore::open(&data_dir)?),
+        };
         let max_runs = config.server.max_concurrent_runs.unwrap_or(256);
         let per_plugin = config
             .server

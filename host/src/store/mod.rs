@@ -5,8 +5,11 @@
 //! acknowledged only once its transaction committed, so an answer never
 //! reports a record that a crash could lose); reads use their own connection.
 
+mod postgres;
+mod rules;
 mod sqlite;
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 use serde::{Deserialize, Serialize};
@@ -68,6 +71,8 @@ pub trait Store: crate::guardrails::Ledger + Send + Sync {
 pub enum StoreError {
     #[error("store: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("store (PostgreSQL): {0}")]
+    Postgres(String),
     #[error("store: cannot create {path}: {source}")]
     Dir {
         path: String,

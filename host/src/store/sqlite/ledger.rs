@@ -2,6 +2,7 @@
 //! one transaction on the writer thread; results settled afterwards.
 
 use super::*;
+use crate::store::rules::*;
 
 #[async_trait::async_trait]
 impl Ledger for SqliteStore {
@@ -39,17 +40,12 @@ impl Ledger for SqliteStore {
 
 /// The last earlier action on a cooldown key. The run's own earlier
 /// actions do not count: one mitigation may take several (a runbook ending
-/// several leaking sessions of one application). Only the kinds a cooldown
-/// applies to count (not notifications: [`ActionKind::cooled`]).
+/// several leaking sessions of one application).
 pub(super) static COOLDOWN_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    let kinds: Vec<String> = ActionKind::cooled()
-        .map(|k| format!("'{}'", k.as_str()))
-        .collect();
     format!(
         "SELECT max(at) FROM actions WHERE plugin = ?1 AND coalesce(cooldown_key, target) = ?2 \
-         AND at >= ?3 AND run_id <> ?4 \
-         AND status IN ('intent', 'executed', 'interrupted', 'unknown') AND kind IN ({})",
-        kinds.join(", ")
+         AND at >= ?3 AND run_id <> ?4 AND status IN {COUNTED} AND kind IN {}",
+        cooled_kinds()
     )
 });
 
@@ -59,19 +55,13 @@ pub(super) fn intend(tx: &Connection, i: &Intent) -> Result<Result<i64, String>,
     let since = ts(window_start(i.at, i.budget.per));
     // Interrupted and unknown actions count: they may have taken effect.
     let used: u32 = tx
-        .prepare_cached(
+        .prepare_cached(&format!(
             "SELECT count(*) FROM actions WHERE plugin = ?1 AND kind = ?2 AND at >= ?3 \
-             AND status IN ('intent', 'executed', 'interrupted', 'unknown')",
-        )?
+             AND status IN {COUNTED}"
+        ))?
         .query_row(params![i.plugin, i.kind.as_str(), since], |r| r.get(0))?;
     if used >= i.budget.max {
-        return Ok(Err(format!(
-            "budget: {} already ran {used} time(s) in the last {}; at most {} (plugin {})",
-            i.kind,
-            human(i.budget.per),
-            i.budget.max,
-            i.plugin
-        )));
+        return Ok(Err(budget_refusal(i, used)));
     }
     if let Some(cooldown) = i.cooldown {
         let since = ts(window_start(i.at, cooldown));
@@ -81,13 +71,7 @@ pub(super) fn intend(tx: &Connection, i: &Intent) -> Result<Result<i64, String>,
                 r.get(0)
             })?;
         if let Some(last) = last {
-            return Ok(Err(format!(
-                "cooldown: {} acted on {} at {last}; wait {} after a live action (plugin {})",
-                i.plugin,
-                i.cooldown_key,
-                human(cooldown),
-                i.plugin
-            )));
+            return Ok(Err(cooldown_refusal(i, &last, cooldown)));
         }
     }
     tx.prepare_cached(
@@ -95,25 +79,4 @@ pub(super) fn intend(tx: &Connection, i: &Intent) -> Result<Result<i64, String>,
     )?
     .execute(params![i.run_id, i.plugin, i.kind.as_str(), i.target, i.reason, ts(i.at), i.cooldown_key])?;
     Ok(Ok(tx.last_insert_rowid()))
-}
-
-/// `at - window`, saturating at the earliest time chrono knows: a window
-/// longer than history counts everything, it never overflows.
-pub(super) fn window_start(
-    at: chrono::DateTime<chrono::Utc>,
-    window: std::time::Duration,
-) -> chrono::DateTime<chrono::Utc> {
-    chrono::Duration::from_std(window)
-        .ok()
-        .and_then(|w| at.checked_sub_signed(w))
-        .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC)
-}
-
-pub(super) fn human(d: std::time::Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        s if s >= 3600 && s % 3600 == 0 => format!("{}h", s / 3600),
-        s if s >= 60 && s % 60 == 0 => format!("{}m", s / 60),
-        s => format!("{s}s"),
-    }
 }

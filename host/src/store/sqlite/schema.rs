@@ -97,7 +97,7 @@ pub(super) fn mark_interrupted(c: &Connection) -> Result<(), StoreError> {
     for json in stale {
         let mut rec: RunRecord = serde_json::from_str(&json)?;
         rec.status = RunStatus::Interrupted;
-        rec.error = Some("the Remedy process stopped while this run was in flight".into());
+        rec.error = Some(crate::store::rules::RUN_INTERRUPTED.into());
         c.execute(
             "UPDATE runs SET status = 'interrupted', record = ?2 WHERE id = ?1",
             params![rec.id, serde_json::to_string(&rec)?],
@@ -128,7 +128,7 @@ pub(super) fn mark_interrupted_actions(c: &Connection) -> Result<(), StoreError>
         })?
         .collect::<Result<_, _>>()?;
     let now = ts(chrono::Utc::now());
-    let error = "the Remedy process stopped after recording the intent and before the result: whether the action took effect is unknown; check the target";
+    let error = crate::store::rules::ACTION_INTERRUPTED;
     for (id, run_id, plugin, kind, target, reason, at) in rows {
         c.execute(
             "UPDATE actions SET status = 'interrupted', error = ?2, settled_at = ?3 WHERE id = ?1",

@@ -1,0 +1,531 @@
+//! The PostgreSQL store (`server.store = "postgres://…"`): what several
+//! replicas will share. A pool (deadpool-postgres) over the same
+//! tokio-postgres client the database backend uses; the schema is versioned
+//! by refinery, embedded in the binary and applied at start, and a database
+//! whose schema has migrations this binary does not know is refused rather
+//! than written with an older idea of it.
+//!
+//! Each guarantee is the database's, not timing's: an alert is stored once
+//! (its primary key), a plan is decided once (a conditional update), and
+//! budgets and cooldowns are checked and the intent recorded in one
+//! transaction under a transaction-scoped advisory lock per plugin (safe
+//! behind PgBouncer, unlike session locks).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::NoTls;
+
+use super::rules::*;
+use super::{AuditEvent, AuditFilter, RunFilter, Store, StoreError, StoredAlert};
+use crate::action::ActionKind;
+use crate::guardrails::{Intent, Ledger, Refusal};
+use crate::record::{timestamp as ts, ActionRecord, Applied, RunRecord, RunStatus, Trigger};
+
+mod embedded {
+    refinery::embed_migrations!("src/store/postgres/migrations");
+}
+
+/// Most rows one listing returns (as the SQLite store).
+const MAX_ROWS: u32 = 1000;
+/// Most rows of one table one prune removes.
+const PRUNE_BATCH: i64 = 5_000;
+const KILL_SWITCH: &str = "kill_switch";
+
+pub struct PgStore {
+    pool: Pool,
+    /// Cleared when a write finds the database gone; set again by the next
+    /// write that succeeds.
+    healthy: AtomicBool,
+}
+
+fn pg(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Postgres(e.to_string())
+}
+
+impl PgStore {
+    /// Connects, applies the migrations this binary carries (refusing a
+    /// newer schema), and marks runs and intents left `running` by a
+    /// stopped process as `interrupted` (one replica at a time for now:
+    /// with several, this becomes the survivors' job, by heartbeat).
+    pub async fn connect(url: &str) -> Result<PgStore, StoreError> {
+        let config: tokio_postgres::Config = url.parse().map_err(pg)?;
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager).max_size(16).build().map_err(pg)?;
+        let mut client = pool.get().await.map_err(pg)?;
+        embedded::migrations::runner()
+            .set_abort_missing(true)
+            .run_async(&mut **client)
+            .await
+            .map_err(|e| {
+                StoreError::Postgres(format!(
+                    "schema migration failed: {e} (a schema newer than this binary is refused: run the newer Remedy, or a fresh database)"
+                ))
+            })?;
+        drop(client);
+        let store = PgStore {
+            pool,
+            healthy: AtomicBool::new(true),
+        };
+        store.mark_interrupted().await?;
+        Ok(store)
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        let c = self.pool.get().await.map_err(|e| {
+            self.healthy.store(false, Ordering::SeqCst);
+            pg(e)
+        })?;
+        self.healthy.store(true, Ordering::SeqCst);
+        Ok(c)
+    }
+
+    async fn mark_interrupted(&self) -> Result<(), StoreError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        for row in tx
+            .query("SELECT record FROM runs WHERE status = 'running'", &[])
+            .await
+            .map_err(pg)?
+        {
+            let mut rec: RunRecord = serde_json::from_str(row.get(0))?;
+            rec.status = RunStatus::Interrupted;
+            rec.error = Some(RUN_INTERRUPTED.into());
+            tx.execute(
+                "UPDATE runs SET status = 'interrupted', record = $2 WHERE id = $1",
+                &[&rec.id, &serde_json::to_string(&rec)?],
+            )
+            .await
+            .map_err(pg)?;
+        }
+        let now = ts(chrono::Utc::now());
+        for row in tx
+            .query(
+                "UPDATE actions SET status = 'interrupted', error = $1, settled_at = $2 \
+                 WHERE status = 'intent' RETURNING run_id, plugin, kind, target, reason, at",
+                &[&ACTION_INTERRUPTED, &now],
+            )
+            .await
+            .map_err(pg)?
+        {
+            let (run_id, plugin, kind): (String, String, String) =
+                (row.get(0), row.get(1), row.get(2));
+            let Some(kind) = ActionKind::parse(&kind) else {
+                continue;
+            };
+            let at: String = row.get(5);
+            let action = ActionRecord {
+                kind,
+                target: row.get(3),
+                reason: row.get(4),
+                applied: Applied::Interrupted,
+                error: Some(ACTION_INTERRUPTED.into()),
+                at: chrono::DateTime::parse_from_rfc3339(&at)
+                    .map(|t| t.with_timezone(&chrono::Utc))
+                    .unwrap_or_else(|_| chrono::Utc::now()),
+            };
+            if let Some(r) = tx
+                .query_opt(
+                    "SELECT record FROM runs WHERE id = $1 FOR UPDATE",
+                    &[&run_id],
+                )
+                .await
+                .map_err(pg)?
+            {
+                let mut rec: RunRecord = serde_json::from_str(r.get(0))?;
+                rec.actions.push(action.clone());
+                tx.execute(
+                    "UPDATE runs SET record = $2 WHERE id = $1",
+                    &[&run_id, &serde_json::to_string(&rec)?],
+                )
+                .await
+                .map_err(pg)?;
+            }
+            tx.execute(
+                "INSERT INTO audit (at, run_id, plugin, event, detail) VALUES ($1, $2, $3, 'action.interrupted', $4)",
+                &[&now, &run_id, &plugin, &serde_json::to_string(&action)?],
+            )
+            .await
+            .map_err(pg)?;
+        }
+        tx.commit().await.map_err(pg)
+    }
+}
+
+/// The alert columns of a run (a repeat looks its runs up by them).
+fn alert_of(rec: &RunRecord) -> (Option<&str>, Option<&str>) {
+    match &rec.trigger {
+        Trigger::Alert { alert } => (Some(&alert.fingerprint), Some(&alert.starts_at)),
+        _ => (None, None),
+    }
+}
+
+async fn put_run(
+    c: &impl deadpool_postgres::GenericClient,
+    rec: &RunRecord,
+) -> Result<(), StoreError> {
+    let (fingerprint, starts_at) = alert_of(rec);
+    c.execute(
+        "INSERT INTO runs (id, plugin, status, started_at, alert_fingerprint, alert_starts_at, record) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) \
+         ON CONFLICT (id) DO UPDATE SET status = excluded.status, record = excluded.record",
+        &[
+            &rec.id,
+            &rec.plugin,
+            &rec.status.as_str(),
+            &ts(rec.started_at),
+            &fingerprint,
+            &starts_at,
+            &serde_json::to_string(rec)?,
+        ],
+    )
+    .await
+    .map_err(pg)?;
+    Ok(())
+}
+
+fn records(rows: Vec<tokio_postgres::Row>) -> Result<Vec<RunRecord>, StoreError> {
+    rows.iter()
+        .map(|r| Ok(serde_json::from_str(r.get(0))?))
+        .collect()
+}
+
+#[async_trait::async_trait]
+impl Store for PgStore {
+    fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::SeqCst)
+    }
+
+    async fn put_run(&self, rec: &RunRecord) -> Result<(), StoreError> {
+        put_run(&self.client().await?, rec).await
+    }
+
+    async fn audit(&self, e: AuditEvent) -> Result<(), StoreError> {
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO audit (at, run_id, plugin, event, detail) VALUES ($1, $2, $3, $4, $5)",
+                &[&e.at, &e.run_id, &e.plugin, &e.event, &e.detail.to_string()],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(())
+    }
+
+    async fn receive(
+        &self,
+        items: Vec<(StoredAlert, Vec<RunRecord>)>,
+    ) -> Result<Vec<bool>, StoreError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        let mut new = Vec::with_capacity(items.len());
+        for (a, runs) in &items {
+            let n = tx
+                .execute(
+                    "INSERT INTO alerts (fingerprint, starts_at, status, name, received_at, alert) \
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                    &[&a.fingerprint, &a.starts_at, &a.status, &a.name, &a.received_at, &a.alert.to_string()],
+                )
+                .await
+                .map_err(pg)?;
+            if n == 1 {
+                for rec in runs {
+                    put_run(&tx, rec).await?;
+                }
+            }
+            new.push(n == 1);
+        }
+        tx.commit().await.map_err(pg)?;
+        Ok(new)
+    }
+
+    async fn decide(&self, rec: &RunRecord) -> Result<bool, StoreError> {
+        let n = self
+            .client()
+            .await?
+            .execute(
+                "UPDATE runs SET status = $2, record = $3 WHERE id = $1 AND status = 'pending_approval'",
+                &[&rec.id, &rec.status.as_str(), &serde_json::to_string(rec)?],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(n == 1)
+    }
+
+    async fn prune(&self, before: &str, ledger_before: &str) -> Result<bool, StoreError> {
+        let c = self.client().await?;
+        let mut more = false;
+        for (sql, cutoff) in [
+            ("DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE started_at < $1 \
+              AND status NOT IN ('queued', 'running', 'pending_approval') LIMIT $2)", before),
+            ("DELETE FROM alerts WHERE (fingerprint, starts_at, status) IN (SELECT fingerprint, starts_at, status \
+              FROM alerts WHERE received_at < $1 LIMIT $2)", before),
+            ("DELETE FROM audit WHERE seq IN (SELECT seq FROM audit WHERE at < $1 LIMIT $2)", before),
+            ("DELETE FROM actions WHERE id IN (SELECT id FROM actions WHERE at < $1 AND status <> 'intent' LIMIT $2)", ledger_before),
+        ] {
+            let n = c.execute(sql, &[&cutoff, &PRUNE_BATCH]).await.map_err(pg)?;
+            more |= n == PRUNE_BATCH as u64;
+        }
+        Ok(more)
+    }
+
+    async fn set_pause(&self, pause: Option<crate::killswitch::Pause>) -> Result<(), StoreError> {
+        let c = self.client().await?;
+        match pause {
+            Some(p) => c
+                .execute(
+                    "INSERT INTO settings (key, value) VALUES ($1, $2) \
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    &[&KILL_SWITCH, &serde_json::to_string(&p)?],
+                )
+                .await
+                .map_err(pg)?,
+            None => c
+                .execute("DELETE FROM settings WHERE key = $1", &[&KILL_SWITCH])
+                .await
+                .map_err(pg)?,
+        };
+        Ok(())
+    }
+
+    async fn pause(&self) -> Result<Option<crate::killswitch::Pause>, StoreError> {
+        let row = self
+            .client()
+            .await?
+            .query_opt("SELECT value FROM settings WHERE key = $1", &[&KILL_SWITCH])
+            .await
+            .map_err(pg)?;
+        Ok(row.map(|r| serde_json::from_str(r.get(0))).transpose()?)
+    }
+
+    async fn runs_for_alert(
+        &self,
+        plugin: &str,
+        fingerprint: &str,
+        starts_at: &str,
+    ) -> Result<Vec<RunRecord>, StoreError> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT record FROM runs WHERE plugin = $1 AND alert_fingerprint = $2 \
+                 AND alert_starts_at = $3 ORDER BY started_at DESC LIMIT 50",
+                &[&plugin, &fingerprint, &starts_at],
+            )
+            .await
+            .map_err(pg)?;
+        records(rows)
+    }
+
+    async fn unverified_runs(&self, since: &str) -> Result<Vec<RunRecord>, StoreError> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT record FROM runs WHERE status = 'succeeded' AND started_at >= $1 ORDER BY started_at",
+                &[&since],
+            )
+            .await
+            .map_err(pg)?;
+        // As the SQLite store: live, unverified, and something was done.
+        Ok(records(rows)?
+            .into_iter()
+            .filter(|r| {
+                !r.dry_run
+                    && r.verification.is_none()
+                    && r.actions.iter().any(|a| a.applied == Applied::Executed)
+            })
+            .collect())
+    }
+
+    async fn queued_runs(&self) -> Result<Vec<RunRecord>, StoreError> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT record FROM runs WHERE status = 'queued' ORDER BY started_at, id",
+                &[],
+            )
+            .await
+            .map_err(pg)?;
+        records(rows)
+    }
+
+    async fn get_run(&self, id: &str) -> Result<Option<RunRecord>, StoreError> {
+        let row = self
+            .client()
+            .await?
+            .query_opt("SELECT record FROM runs WHERE id = $1", &[&id])
+            .await
+            .map_err(pg)?;
+        Ok(row.map(|r| serde_json::from_str(r.get(0))).transpose()?)
+    }
+
+    async fn list_runs(&self, f: RunFilter) -> Result<Vec<RunRecord>, StoreError> {
+        let limit = i64::from(f.limit.unwrap_or(100).min(MAX_ROWS));
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT record FROM runs WHERE ($1::TEXT IS NULL OR plugin = $1) \
+                 AND ($2::TEXT IS NULL OR status = $2) AND ($3::TEXT IS NULL OR started_at >= $3) \
+                 ORDER BY started_at DESC, id LIMIT $4",
+                &[&f.plugin, &f.status, &f.since, &limit],
+            )
+            .await
+            .map_err(pg)?;
+        records(rows)
+    }
+
+    async fn list_alerts(&self, limit: u32) -> Result<Vec<StoredAlert>, StoreError> {
+        let limit = i64::from(limit.min(MAX_ROWS));
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT fingerprint, starts_at, status, name, received_at, alert FROM alerts \
+                 ORDER BY received_at DESC LIMIT $1",
+                &[&limit],
+            )
+            .await
+            .map_err(pg)?;
+        rows.iter()
+            .map(|r| {
+                Ok(StoredAlert {
+                    fingerprint: r.get(0),
+                    starts_at: r.get(1),
+                    status: r.get(2),
+                    name: r.get(3),
+                    received_at: r.get(4),
+                    alert: serde_json::from_str(r.get(5))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn list_audit(&self, f: AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
+        let limit = i64::from(f.limit.unwrap_or(1000).min(10 * MAX_ROWS));
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT seq, at, run_id, plugin, event, detail FROM audit \
+                 WHERE ($1::TEXT IS NULL OR run_id = $1) AND ($2::TEXT IS NULL OR plugin = $2) \
+                 AND ($3::TEXT IS NULL OR at >= $3) ORDER BY seq LIMIT $4",
+                &[&f.run, &f.plugin, &f.since, &limit],
+            )
+            .await
+            .map_err(pg)?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditEvent {
+                    seq: r.get(0),
+                    at: r.get(1),
+                    run_id: r.get(2),
+                    plugin: r.get(3),
+                    event: r.get(4),
+                    detail: serde_json::from_str(r.get(5))?,
+                })
+            })
+            .collect()
+    }
+}
+
+impl PgStore {
+    /// Budget and cooldown, then the intent, in one transaction holding
+    /// the plugin's ledger lock: two replicas never both take the last
+    /// unit of a budget.
+    async fn intend_tx(&self, i: &Intent) -> Result<Result<i64, String>, StoreError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg)?;
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtext('remedy.ledger'), hashtext($1))",
+            &[&i.plugin],
+        )
+        .await
+        .map_err(pg)?;
+        let since = ts(window_start(i.at, i.budget.per));
+        let used: i64 = tx
+            .query_one(
+                &format!(
+                    "SELECT count(*) FROM actions WHERE plugin = $1 AND kind = $2 AND at >= $3 AND status IN {COUNTED}"
+                ),
+                &[&i.plugin, &i.kind.as_str(), &since],
+            )
+            .await
+            .map_err(pg)?
+            .get(0);
+        if used >= i64::from(i.budget.max) {
+            return Ok(Err(budget_refusal(i, used as u32)));
+        }
+        if let Some(cooldown) = i.cooldown {
+            let since = ts(window_start(i.at, cooldown));
+            let last: Option<String> = tx
+                .query_one(
+                    &format!(
+                        "SELECT max(at) FROM actions WHERE plugin = $1 AND coalesce(cooldown_key, target) = $2 \
+                         AND at >= $3 AND run_id <> $4 AND status IN {COUNTED} AND kind IN {}",
+                        cooled_kinds()
+                    ),
+                    &[&i.plugin, &i.cooldown_key, &since, &i.run_id],
+                )
+                .await
+                .map_err(pg)?
+                .get(0);
+            if let Some(last) = last {
+                return Ok(Err(cooldown_refusal(i, &last, cooldown)));
+            }
+        }
+        let id: i64 = tx
+            .query_one(
+                "INSERT INTO actions (run_id, plugin, kind, target, reason, status, at, cooldown_key) \
+                 VALUES ($1, $2, $3, $4, $5, 'intent', $6, $7) RETURNING id",
+                &[&i.run_id, &i.plugin, &i.kind.as_str(), &i.target, &i.reason, &ts(i.at), &i.cooldown_key],
+            )
+            .await
+            .map_err(pg)?
+            .get(0);
+        tx.commit().await.map_err(pg)?;
+        Ok(Ok(id))
+    }
+}
+
+#[async_trait::async_trait]
+impl Ledger for PgStore {
+    async fn intend(&self, intent: Intent) -> Result<i64, Refusal> {
+        match self.intend_tx(&intent).await {
+            Ok(Ok(id)) => Ok(id),
+            Ok(Err(guardrail)) => Err(Refusal::Guardrail(guardrail)),
+            Err(e) => Err(Refusal::Unavailable(e.to_string())),
+        }
+    }
+
+    async fn settle(&self, id: i64, applied: Applied, error: Option<String>) {
+        let status = match applied {
+            Applied::Executed => "executed",
+            Applied::Unknown => "unknown",
+            Applied::Interrupted => "interrupted",
+            _ => "failed",
+        };
+        let r = match self.client().await {
+            Ok(c) => c
+                .execute(
+                    "UPDATE actions SET status = $2, error = $3, settled_at = $4 WHERE id = $1",
+                    &[&id, &status, &error, &ts(chrono::Utc::now())],
+                )
+                .await
+                .map_err(pg),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = r {
+            // The intent stays: it reads `interrupted` later rather than lost.
+            tracing::error!(action_id = id, error = %e, "action result not stored");
+        }
+    }
+}
