@@ -38,6 +38,17 @@ pub(super) fn cooldown_refusal(i: &Intent, last: &str, cooldown: std::time::Dura
     )
 }
 
+/// The ledger status an action's result is stored as.
+pub(super) fn settled_status(applied: crate::record::Applied) -> &'static str {
+    use crate::record::Applied;
+    match applied {
+        Applied::Executed => "executed",
+        Applied::Unknown => "unknown",
+        Applied::Interrupted => "interrupted",
+        _ => "failed",
+    }
+}
+
 pub(super) const RUN_INTERRUPTED: &str = "the Remedy process stopped while this run was in flight";
 
 pub(super) const ACTION_INTERRUPTED: &str = "the Remedy process stopped after recording the intent and before the result: whether the action took effect is unknown; check the target";

@@ -507,12 +507,7 @@ impl Ledger for PgStore {
     }
 
     async fn settle(&self, id: i64, applied: Applied, error: Option<String>) {
-        let status = match applied {
-            Applied::Executed => "executed",
-            Applied::Unknown => "unknown",
-            Applied::Interrupted => "interrupted",
-            _ => "failed",
-        };
+        let status = settled_status(applied);
         let r = match self.client().await {
             Ok(c) => c
                 .execute(

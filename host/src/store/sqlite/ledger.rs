@@ -16,12 +16,7 @@ impl Ledger for SqliteStore {
     }
 
     async fn settle(&self, id: i64, applied: Applied, error: Option<String>) {
-        let status = match applied {
-            Applied::Executed => "executed",
-            Applied::Unknown => "unknown",
-            Applied::Interrupted => "interrupted",
-            _ => "failed",
-        };
+        let status = settled_status(applied);
         if let Err(e) = self
             .send(|ack| Op::Settle {
                 id,
