@@ -29,6 +29,15 @@ impl Pause {
             .unwrap_or_default();
         format!("kill switch on since {} (by {}{why})", self.at, self.by)
     }
+
+    /// Why a live action was refused (the gate and the shared store's
+    /// ledger say it the same way).
+    pub fn refusal(&self) -> String {
+        format!(
+            "{}: live actions are not run while automation is paused",
+            self.describe()
+        )
+    }
 }
 
 /// Shared by the service (which flips it) and every gate (which reads it).
@@ -47,5 +56,16 @@ impl KillSwitch {
 
     pub fn set(&self, pause: Option<Pause>) {
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = pause;
+    }
+
+    /// Sets `pause` only if the switch still reads `expected`: a value
+    /// read from the shared store before a local change must not undo it.
+    pub fn replace_if(&self, expected: &Option<Pause>, pause: Option<Pause>) -> bool {
+        let mut cur = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if *cur != *expected {
+            return false;
+        }
+        *cur = pause;
+        true
     }
 }

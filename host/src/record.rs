@@ -114,9 +114,18 @@ pub struct AlertInfo {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Trigger {
-    Alert { alert: AlertInfo },
-    Schedule { schedule: String },
-    Manual { by: String },
+    Alert {
+        alert: AlertInfo,
+    },
+    Schedule {
+        schedule: String,
+        /// The tick this run serves (RFC 3339), as claimed in the store.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tick: Option<String>,
+    },
+    Manual {
+        by: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]

@@ -90,6 +90,10 @@ pub async fn serve_with(
     spawn_expiry_sweeper(service.clone(), stop_rx.clone());
     spawn_retention_sweeper(service.clone(), stop_rx.clone());
     spawn_plugin_watcher(service.clone(), stop_rx);
+    // The heartbeat outlives the drain: a replica still finishing runs must
+    // not look dead to the others.
+    let (beat_stop, beat_rx) = watch::channel(false);
+    spawn_heartbeat(service.clone(), beat_rx);
     let app = router(
         Arc::new(AppState {
             service: service.clone(),
@@ -123,12 +127,19 @@ pub async fn serve_with(
         _ = bound => tracing::warn!("connections still open at the drain bound: closed"),
     }
     let _ = stop_tx.send(true);
+    // Another replica takes over the schedules now, not a lease later.
+    service.stop_scheduling().await;
     let since = (*signalled_rx.borrow())
         .map(|at| at.elapsed())
         .unwrap_or_default();
     let left = service.drain(drain.saturating_sub(since)).await;
     if left > 0 {
         tracing::warn!(left, "runs still in flight at the drain bound; they will read `interrupted` at the next start");
+    }
+    let _ = beat_stop.send(true);
+    // Other replicas take over what is left now, not a lease later.
+    if let Err(e) = service.store.leave().await {
+        tracing::warn!(error = %e, "could not leave the cluster; the others take over when the lease ends");
     }
     Ok(())
 }
@@ -210,6 +221,24 @@ fn spawn_retention_sweeper(service: Arc<Service>, mut stop: watch::Receiver<bool
         loop {
             tokio::select! {
                 _ = tick.tick() => service.apply_retention().await,
+                _ = stop.changed() => return,
+            }
+        }
+    });
+}
+
+/// On a shared store: heartbeat, scheduler lease, kill switch and
+/// take-over, every [`HEARTBEAT`](crate::service::cluster::HEARTBEAT).
+fn spawn_heartbeat(service: Arc<Service>, mut stop: watch::Receiver<bool>) {
+    if !service.store.shared() {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(crate::service::cluster::HEARTBEAT);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => service.beat().await,
                 _ = stop.changed() => return,
             }
         }

@@ -133,13 +133,21 @@ impl Every {
     }
 
     /// Time until the next tick.
-    pub fn next_in(&self) -> Option<Duration> {
+    /// The first tick strictly after `after`. Intervals are aligned to the
+    /// Unix epoch (every 10s fires at :00, :10, …), so every replica, and
+    /// every restart, names a tick the same way.
+    pub fn next_tick(
+        &self,
+        after: chrono::DateTime<chrono::Utc>,
+    ) -> Option<chrono::DateTime<chrono::Utc>> {
         match self {
-            Every::Interval(d) => Some(*d),
-            Every::Cron(s) => s
-                .upcoming(chrono::Utc)
-                .next()
-                .map(|t| (t - chrono::Utc::now()).to_std().unwrap_or_default()),
+            Every::Interval(d) => {
+                let step = i64::try_from(d.as_millis()).ok()?.max(1);
+                let ms = after.timestamp_millis();
+                let next = ms.div_euclid(step).checked_add(1)?.checked_mul(step)?;
+                chrono::DateTime::from_timestamp_millis(next)
+            }
+            Every::Cron(s) => s.after(&after).next(),
         }
     }
 }
@@ -187,5 +195,25 @@ mod tests {
         assert!(Every::parse(None, Some("10ms"))
             .unwrap_err()
             .contains("100ms"));
+    }
+
+    #[test]
+    fn ticks_are_aligned_so_replicas_name_them_alike() {
+        let at = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap().to_utc();
+        let ten = Every::parse(None, Some("10s")).unwrap();
+        assert_eq!(
+            ten.next_tick(at("2026-01-01T00:00:03.5Z")),
+            Some(at("2026-01-01T00:00:10Z"))
+        );
+        // Strictly after: a tick that just fired is not named again.
+        assert_eq!(
+            ten.next_tick(at("2026-01-01T00:00:10Z")),
+            Some(at("2026-01-01T00:00:20Z"))
+        );
+        let cron = Every::parse(Some("*/15 * * * * *"), None).unwrap();
+        assert_eq!(
+            cron.next_tick(at("2026-01-01T00:00:15Z")),
+            Some(at("2026-01-01T00:00:30Z"))
+        );
     }
 }

@@ -1,12 +1,46 @@
-//! The ledger (budgets, cooldowns, write-ahead intents) against the real
-//! SQLite store, without a server.
+//! The ledger (budgets, cooldowns, write-ahead intents) against both real
+//! stores, SQLite and PostgreSQL (a database of its own), without a server:
+//! the rules are the same whichever keeps them.
 
 use std::time::Duration;
 
 use remedy::action::{ActionKind, Budget};
 use remedy::guardrails::{Intent, Ledger, Refusal};
 use remedy::record::Applied;
-use remedy::store::{SqliteStore, Store};
+use remedy::store::{PgStore, Replica, SqliteStore, Store};
+
+mod common;
+
+/// A fresh store, and what keeps it alive (its directory or database).
+struct Fresh {
+    kind: &'static str,
+    store: Box<dyn Store>,
+    _dir: Option<tempfile::TempDir>,
+    _db: Option<common::Db>,
+}
+
+/// One fresh store of each kind.
+async fn fresh_stores() -> Vec<Fresh> {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = SqliteStore::open(dir.path()).unwrap();
+    let db = common::Db::new("ledger").await;
+    let me = Replica::new("ledger-test".into(), Duration::from_secs(5));
+    let pg = PgStore::connect(&db.url(), me).await.unwrap();
+    vec![
+        Fresh {
+            kind: "sqlite",
+            store: Box::new(sqlite),
+            _dir: Some(dir),
+            _db: None,
+        },
+        Fresh {
+            kind: "postgres",
+            store: Box::new(pg),
+            _dir: None,
+            _db: Some(db),
+        },
+    ]
+}
 
 fn terminate(run: &str, pid: i32, app: &str) -> Intent {
     Intent {
@@ -30,8 +64,12 @@ fn terminate(run: &str, pid: i32, app: &str) -> Intent {
 /// actions do not count.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cooldown_holds_per_application_across_runs_not_within_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path()).unwrap();
+    for Fresh { kind, store, .. } in fresh_stores().await {
+        cooldown_per_application(kind, &*store).await;
+    }
+}
+
+async fn cooldown_per_application(kind: &str, store: &dyn Store) {
     let id = store
         .intend(terminate("run-a", 1, "billing"))
         .await
@@ -48,10 +86,10 @@ async fn a_cooldown_holds_per_application_across_runs_not_within_one() {
         Err(Refusal::Guardrail(m)) => {
             assert!(
                 m.contains("cooldown") && m.contains("application:billing"),
-                "{m}"
+                "{kind}: {m}"
             )
         }
-        other => panic!("no cooldown: {other:?}"),
+        other => panic!("{kind}: no cooldown: {other:?}"),
     }
     // Another application is not affected.
     store.intend(terminate("run-b", 4, "search")).await.unwrap();
@@ -61,8 +99,12 @@ async fn a_cooldown_holds_per_application_across_runs_not_within_one() {
 /// ran does (issue 9, item 10).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_and_interrupted_outcomes_spend_the_budget() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path()).unwrap();
+    for (spent, unspent) in fresh_stores().await.into_iter().zip(fresh_stores().await) {
+        outcomes_spend_the_budget(spent.kind, &*spent.store, &*unspent.store).await;
+    }
+}
+
+async fn outcomes_spend_the_budget(kind: &str, store: &dyn Store, fresh: &dyn Store) {
     let one = |run: &str, pid| {
         let mut i = terminate(run, pid, &format!("app-{pid}"));
         i.budget.max = 2;
@@ -77,12 +119,11 @@ async fn unknown_and_interrupted_outcomes_spend_the_budget() {
         .settle(id, Applied::Interrupted, Some("deadline".into()))
         .await;
     match store.intend(one("r3", 3)).await {
-        Err(Refusal::Guardrail(m)) => assert!(m.contains("budget"), "{m}"),
-        other => panic!("the budget let a third through: {other:?}"),
+        Err(Refusal::Guardrail(m)) => assert!(m.contains("budget"), "{kind}: {m}"),
+        other => panic!("{kind}: the budget let a third through: {other:?}"),
     }
     // A failure that certainly did nothing does not count.
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path()).unwrap();
+    let store = fresh;
     let id = store.intend(one("r1", 1)).await.unwrap();
     store
         .settle(id, Applied::Failed, Some("refused".into()))
@@ -99,8 +140,12 @@ async fn unknown_and_interrupted_outcomes_spend_the_budget() {
 /// from `ActionKind`, in Rust and in the ledger's SQL alike.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notifications_skip_the_cooldown_and_other_kinds_do_not() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path()).unwrap();
+    for Fresh { store, .. } in fresh_stores().await {
+        cooldown_exemptions(&*store).await;
+    }
+}
+
+async fn cooldown_exemptions(store: &dyn Store) {
     let limits = remedy::guardrails::Limits::default();
     for kind in ActionKind::ALL {
         let intent = |run: &str| Intent {
@@ -139,7 +184,8 @@ async fn notifications_skip_the_cooldown_and_other_kinds_do_not() {
 
 /// An intent a stopped process never settled reads `interrupted` when the
 /// store is opened again: in the ledger (it spends the budget) and in the
-/// run's record.
+/// run's record. (On PostgreSQL a survivor does it when the lease ends:
+/// `pg_store`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unsettled_intent_is_interrupted_at_the_next_open() {
     let dir = tempfile::tempdir().unwrap();

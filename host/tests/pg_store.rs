@@ -8,52 +8,19 @@ use std::time::Duration;
 use remedy::action::{ActionKind, Budget};
 use remedy::guardrails::{Intent, Ledger, Refusal};
 use remedy::record::{Applied, PluginRef, RunRecord, RunStatus, Trigger};
-use remedy::store::{PgStore, Store, StoredAlert};
+use remedy::store::{PgStore, Replica, Store, StoredAlert};
 
-/// A fresh database; dropped when the guard goes.
-struct Db {
-    name: String,
+use common::Db;
+
+/// A replica with a lease of `ms` (tests go below the configurable 3 s).
+fn replica(name: &str, ms: u64) -> Replica {
+    Replica::new(name.into(), Duration::from_millis(ms))
 }
 
-impl Db {
-    async fn new(tag: &str) -> Db {
-        let name = format!(
-            "remedy_{tag}_{}_{}",
-            std::process::id(),
-            uuid::Uuid::new_v4().simple()
-        );
-        admin(&format!("CREATE DATABASE {name}")).await;
-        Db { name }
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:5432/{}", self.name)
-    }
-}
-
-impl Drop for Db {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        let _ = std::thread::spawn(move || {
-            tokio::runtime::Runtime::new()
-                .unwrap()
-                .block_on(admin(&format!(
-                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                )))
-        })
-        .join();
-    }
-}
-
-async fn admin(sql: &str) {
-    let (c, conn) = tokio_postgres::connect(
-        "host=127.0.0.1 user=postgres dbname=test",
-        tokio_postgres::NoTls,
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
-    c.batch_execute(sql).await.unwrap();
+async fn connect(db: &Db, name: &str) -> PgStore {
+    PgStore::connect(&db.url(), replica(name, 5_000))
+        .await
+        .unwrap()
 }
 
 fn run(id: &str, status: RunStatus) -> RunRecord {
@@ -92,8 +59,8 @@ fn terminate(run: &str, max: u32) -> Intent {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn runs_alerts_approvals_and_the_kill_switch_hold_across_two_replicas() {
     let db = Db::new("contract").await;
-    let a = PgStore::connect(&db.url()).await.unwrap();
-    let b = PgStore::connect(&db.url()).await.unwrap();
+    let a = connect(&db, "a").await;
+    let b = connect(&db, "b").await;
     assert!(a.healthy());
 
     // A run written by one replica is read by the other.
@@ -128,7 +95,11 @@ async fn runs_alerts_approvals_and_the_kill_switch_hold_across_two_replicas() {
         "{x:?} {y:?}"
     );
     assert_eq!(a.list_alerts(10).await.unwrap().len(), 1);
-    assert_eq!(a.queued_runs().await.unwrap().len(), 1);
+    let queued = remedy::store::RunFilter {
+        status: Some("queued".into()),
+        ..Default::default()
+    };
+    assert_eq!(a.list_runs(queued).await.unwrap().len(), 1);
 
     // A plan decided on both replicas at once: one wins.
     a.put_run(&run("plan", RunStatus::PendingApproval))
@@ -158,8 +129,8 @@ async fn runs_alerts_approvals_and_the_kill_switch_hold_across_two_replicas() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_replicas_never_overspend_a_budget() {
     let db = Db::new("budget").await;
-    let a = Arc::new(PgStore::connect(&db.url()).await.unwrap());
-    let b = Arc::new(PgStore::connect(&db.url()).await.unwrap());
+    let a = Arc::new(connect(&db, "a").await);
+    let b = Arc::new(connect(&db, "b").await);
     // Every pooled connection open first, and all intents released at
     // once, so that they really overlap (without the ledger lock this
     // overspends).
@@ -192,21 +163,51 @@ async fn two_replicas_never_overspend_a_budget() {
     assert_eq!(ok, 3);
 }
 
-/// An intent left by a replica that stopped reads `interrupted` (in the
-/// ledger, its run's record and the audit log) once a store opens again.
+/// What a replica that stopped left (a running run with an unsettled
+/// intent, a queued run, a live run awaiting verification, a flight) is
+/// taken over by a survivor once its lease expires, not before: the run
+/// and intent read `interrupted` (ledger, record, audit), the queued run
+/// and the verification become the survivor's, the flight is free.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unsettled_intent_is_interrupted_and_a_newer_schema_refused() {
-    let db = Db::new("restart").await;
+async fn a_stopped_replicas_work_is_taken_over_after_its_lease_and_a_newer_schema_refused() {
+    let db = Db::new("takeover").await;
+    let b = connect(&db, "survivor").await;
     {
-        let a = PgStore::connect(&db.url()).await.unwrap();
+        let a = PgStore::connect(&db.url(), replica("doomed", 600))
+            .await
+            .unwrap();
         a.put_run(&run("in-flight", RunStatus::Running))
             .await
             .unwrap();
         a.intend(terminate("in-flight", 5)).await.unwrap();
+        a.put_run(&run("waiting", RunStatus::Queued)).await.unwrap();
+        let mut acted = run("acted", RunStatus::Succeeded);
+        acted.actions.push(remedy::record::ActionRecord {
+            kind: ActionKind::DatabaseTerminate,
+            target: "pid:1".into(),
+            reason: "leak".into(),
+            applied: Applied::Executed,
+            error: None,
+            at: chrono::Utc::now(),
+        });
+        a.put_run(&acted).await.unwrap();
+        assert!(a.claim_flight("db", "t", "in-flight").await.unwrap());
+        // Dropped without leaving: as if killed.
     }
-    let b = PgStore::connect(&db.url()).await.unwrap();
+    // Within the lease nothing is taken.
+    let early = b.take_over().await.unwrap();
+    assert!(early.replicas.is_empty() && early.queued.is_empty());
+    assert!(!b.claim_flight("db", "t", "next").await.unwrap());
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let orphans = b.take_over().await.unwrap();
+    assert_eq!(orphans.replicas, ["doomed"]);
+    assert_eq!(orphans.queued.len(), 1);
+    assert_eq!(orphans.queued[0].id, "waiting");
+    assert_eq!(orphans.unverified.len(), 1);
+    assert_eq!(orphans.unverified[0].id, "acted");
     let rec = b.get_run("in-flight").await.unwrap().unwrap();
     assert_eq!(rec.status, RunStatus::Interrupted);
+    assert!(rec.error.as_deref().unwrap().contains("doomed"), "{rec:?}");
     assert_eq!(rec.actions.len(), 1);
     assert_eq!(rec.actions[0].applied, Applied::Interrupted);
     let audit = b
@@ -214,11 +215,23 @@ async fn an_unsettled_intent_is_interrupted_and_a_newer_schema_refused() {
         .await
         .unwrap();
     assert!(audit.iter().any(|e| e.event == "action.interrupted"));
-    // The budget still counts it: it may have taken effect.
+    assert!(audit.iter().any(|e| e.event == "replica.lost"));
+    assert!(b.claim_flight("db", "t", "next").await.unwrap());
+    // Taken once: a second survivor finds nothing left.
+    assert!(b.take_over().await.unwrap().replicas.is_empty());
+    // The budget still counts the interrupted action: it may have taken effect.
     assert!(matches!(
         b.intend(terminate("next", 1)).await,
         Err(Refusal::Guardrail(_))
     ));
+    let alive: Vec<String> = b
+        .heartbeat()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    assert_eq!(alive, ["survivor"]);
 
     // A migration this binary does not know: refused, not written over.
     let (c, conn) = tokio_postgres::connect(&db.url(), tokio_postgres::NoTls)
@@ -232,8 +245,73 @@ async fn an_unsettled_intent_is_interrupted_and_a_newer_schema_refused() {
     .await
     .unwrap();
     drop(c);
-    let err = PgStore::connect(&db.url()).await.err().expect("refused");
+    let err = PgStore::connect(&db.url(), replica("new", 5_000))
+        .await
+        .err()
+        .expect("refused");
     assert!(err.to_string().contains("schema"), "{err}");
+}
+
+/// Leases, ticks, flights and the kill switch, each arbitrated by the
+/// database between two replicas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_ticks_flights_and_the_kill_switch_are_decided_by_the_database() {
+    let db = Db::new("coord").await;
+    let a = connect(&db, "a").await;
+    let b = connect(&db, "b").await;
+    let a_id = a.heartbeat().await.unwrap()[0].id.clone();
+    assert_eq!(a.lease("scheduler").await.unwrap(), Some(a_id.clone()));
+    assert_eq!(b.lease("scheduler").await.unwrap(), Some(a_id.clone()));
+    // Given up, it goes to the next replica that asks.
+    a.release_leases().await.unwrap();
+    let b_holds = b.lease("scheduler").await.unwrap().unwrap();
+    assert_ne!(b_holds, a_id);
+    assert_eq!(a.lease("scheduler").await.unwrap(), Some(b_holds));
+
+    assert!(a
+        .claim_tick("p", "s", "2026-01-01T00:00:01Z")
+        .await
+        .unwrap());
+    assert!(!b
+        .claim_tick("p", "s", "2026-01-01T00:00:01Z")
+        .await
+        .unwrap());
+    assert!(b
+        .claim_tick("p", "s", "2026-01-01T00:00:02Z")
+        .await
+        .unwrap());
+
+    assert!(a.claim_flight("p", "t", "r1").await.unwrap());
+    assert!(!b.claim_flight("p", "t", "r2").await.unwrap());
+    // The run holding it may claim again (a resumed run).
+    assert!(a.claim_flight("p", "t", "r1").await.unwrap());
+    a.release_flight("p", "t", "r1").await.unwrap();
+    assert!(b.claim_flight("p", "t", "r2").await.unwrap());
+
+    // A pause stored by one replica refuses the other's next live action
+    // at once, in the ledger; notifications still go out.
+    a.set_pause(Some(remedy::killswitch::Pause {
+        by: "ops".into(),
+        at: remedy::record::timestamp(chrono::Utc::now()),
+        reason: None,
+    }))
+    .await
+    .unwrap();
+    match b.intend(terminate("paused", 5)).await {
+        Err(Refusal::Guardrail(m)) => assert!(m.contains("kill switch"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    let mut page = terminate("paused", 5);
+    page.kind = ActionKind::NotifySend;
+    assert!(b.intend(page).await.is_ok());
+    b.set_pause(None).await.unwrap();
+    assert!(b.intend(terminate("resumed", 5)).await.is_ok());
+
+    // A clean stop expires the heartbeat at once.
+    a.leave().await.unwrap();
+    let rows = b.heartbeat().await.unwrap();
+    assert_eq!(rows.iter().filter(|r| r.alive).count(), 1);
+    assert_eq!(b.take_over().await.unwrap().replicas, ["a"]);
 }
 
 mod common;

@@ -28,6 +28,7 @@ const ROUTES: &[(&str, &str, Option<Role>)] = &[
     ("POST", "/v1/runs/{id}/reject", Some(Role::Approve)),
     ("GET", "/v1/runs/{id}/report", Some(Role::Read)),
     ("GET", "/v1/admin/pause", Some(Role::Read)),
+    ("GET", "/v1/cluster", Some(Role::Read)),
     ("POST", "/v1/admin/pause", Some(Role::Admin)),
     ("POST", "/v1/admin/resume", Some(Role::Admin)),
     ("GET", "/v1/alerts", Some(Role::Read)),

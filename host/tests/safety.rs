@@ -149,11 +149,7 @@ async fn crash_between_intent_and_action_leaves_an_interrupted_action() {
         .await;
     assert_eq!(code, 202, "{r}");
     let id = r["run_id"].as_str().unwrap().to_string();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while server.child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "the fault did not fire");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    server.exited("the fault did not fire").await;
     assert_eq!(
         sim.breaker_state("stripe").unwrap(),
         "OPEN",

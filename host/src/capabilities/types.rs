@@ -25,7 +25,7 @@ pub fn context(
                 starts_at: alert.starts_at.clone(),
                 fingerprint: alert.fingerprint.clone(),
             }),
-            Trigger::Schedule { schedule } => wit::Trigger::Schedule(schedule.clone()),
+            Trigger::Schedule { schedule, .. } => wit::Trigger::Schedule(schedule.clone()),
             Trigger::Manual { by } => wit::Trigger::Manual(by.clone()),
         },
         config: config.to_vec(),

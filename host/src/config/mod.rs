@@ -22,7 +22,7 @@ pub use backends::{
     QueryText, RedisUrl,
 };
 pub use plugin::{strings, BudgetConfig, ConfigValue, MemoryMb, Mode, Pin, PluginConfig, Schedule};
-pub use server::{Role, ServerConfig, TokenConfig, DEFAULT_RETENTION};
+pub use server::{Role, ServerConfig, TokenConfig, DEFAULT_LEASE, DEFAULT_RETENTION};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -180,6 +180,15 @@ impl Config {
                 "0 would delete every finished run at once; give a duration such as `90d`",
             ));
         }
+        if let Some(lease) = self.server.lease {
+            let l = lease.get();
+            if l < std::time::Duration::from_secs(3) || l > std::time::Duration::from_secs(600) {
+                return Err(self.invalid(
+                    "server.lease".into(),
+                    "give between `3s` (three missed heartbeats) and `10m`",
+                ));
+            }
+        }
         for (i, t) in self.server.tokens.iter().enumerate() {
             if t.roles.is_empty() {
                 return Err(self.invalid(
@@ -293,6 +302,7 @@ mod tests {
             ("[plugins.x]\nconfig = { t = { a = 1 } }\n", "plugins.x.config.t", "must be a string"),
             ("[plugins.x]\nsha256 = \"abc\"\n", "plugins.x.sha256", "64 hex digits"),
             ("[server]\nretention = \"0s\"\n", "server.retention", "delete every"),
+            ("[server]\nlease = \"1s\"\n", "server.lease", "between `3s`"),
             ("[backends]\nprometheus_url = \"http://u:secret@127.0.0.1:9090\"\n", "backends.prometheus_url", "credentials"),
             // Found by fuzzing: an unparseable URL was repeated whole.
             ("[backends]\nprometheus_url = \"http://u:secret@127.0.0.1:99999\"\n", "backends.prometheus_url", "invalid port"),

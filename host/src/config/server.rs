@@ -20,6 +20,14 @@ pub struct ServerConfig {
     /// the embedded SQLite one under `data_dir`. Migrations are applied at
     /// start; a schema newer than this binary is refused.
     pub store: Option<crate::config::DatabaseUrl>,
+    /// This replica's name in `GET /v1/cluster` and the audit log (default:
+    /// the host name and the process id).
+    pub replica: Option<String>,
+    /// With a PostgreSQL store: how long a replica's heartbeat (sent every
+    /// second) may be silent before another takes over its runs, flights,
+    /// verifications and the scheduler (default `5s`, between `3s` and
+    /// `10m`).
+    pub lease: Option<Span>,
     /// A directory watched for custom `.wasm` plugins.
     pub plugins_dir: Option<PathBuf>,
     /// Largest request body in bytes (default 1 MiB).
@@ -57,6 +65,9 @@ pub struct ServerConfig {
     #[serde(default)]
     pub require_signature: bool,
 }
+
+/// Default of `server.lease`.
+pub const DEFAULT_LEASE: Span = Span::from_secs(5);
 
 /// Default of `server.retention`.
 pub const DEFAULT_RETENTION: Span = Span::from_secs(90 * 86_400);

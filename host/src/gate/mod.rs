@@ -252,10 +252,7 @@ impl Gate {
                         action.target.label()
                     ));
                 } else {
-                    let err = WitError::Refused(format!(
-                        "{}: live actions are not run while automation is paused",
-                        pause.describe()
-                    ));
+                    let err = WitError::Refused(pause.refusal());
                     return Err(self.refuse(&action, err));
                 }
             }

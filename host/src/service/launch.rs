@@ -50,15 +50,43 @@ pub struct Launch {
     pub approved: Option<(String, Arc<Plan>)>,
 }
 
-/// Removes the (plugin, target) pair from the in-flight set however the run
-/// ends (or if it never starts).
+/// Removes the (plugin, target) pair from the in-flight set, and from the
+/// shared store's flights when it was claimed there, however the run ends
+/// (or if it never starts).
 pub(crate) struct FlightGuard {
     service: Arc<Service>,
     key: (String, String),
+    /// The run id whose flight row the shared store holds.
+    shared: Option<String>,
+}
+
+impl FlightGuard {
+    /// Releases the shared claim now (rather than from `drop`), so the next
+    /// run for the target, on any replica, finds it free.
+    async fn release_shared(&mut self) {
+        if let Some(id) = self.shared.take() {
+            if let Err(e) = self
+                .service
+                .store
+                .release_flight(&self.key.0, &self.key.1, &id)
+                .await
+            {
+                tracing::warn!(run_id = %id, error = %e, "flight not released; it is when this replica's lease ends");
+            }
+        }
+    }
 }
 
 impl Drop for FlightGuard {
     fn drop(&mut self) {
+        if let Some(id) = self.shared.take() {
+            let (store, (plugin, target)) = (self.service.store.clone(), self.key.clone());
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    let _ = store.release_flight(&plugin, &target, &id).await;
+                });
+            }
+        }
         self.service
             .inflight
             .lock()
@@ -138,6 +166,14 @@ impl Service {
                 return Ok(Started::Skipped(Box::new(skipped)));
             }
         };
+        let claimed = match self.claim_shared(claimed).await {
+            Ok(c) => c,
+            Err(not_started) => {
+                self.store.put_run(&not_started).await?;
+                self.metrics.run_finished(&not_started);
+                return Ok(Started::Skipped(Box::new(not_started)));
+            }
+        };
         let id = claimed.rec.id.clone();
         let handle = match self.try_slot(claimed.plugin.name()) {
             // A slot is free: straight to `running`, one write fewer.
@@ -215,25 +251,52 @@ impl Service {
             .unwrap_or_else(|p| p.into_inner())
             .insert(key.clone());
         if !fresh {
-            rec.status = RunStatus::Skipped;
-            rec.error = Some(format!(
+            let why = format!(
                 "a run of {} for target `{}` is already in flight",
                 key.0, key.1
-            ));
-            rec.finished_at = Some(rec.started_at);
-            rec.duration_ms = Some(0);
-            return Err(rec);
+            );
+            return Err(not_started(rec, RunStatus::Skipped, why));
         }
         self.running.fetch_add(1, Ordering::SeqCst);
         Ok(Claimed {
             guard: FlightGuard {
                 service: self.clone(),
                 key,
+                shared: None,
             },
             plugin,
             launch: l,
             rec,
         })
+    }
+
+    /// On a shared store, the claim of (plugin, target) across replicas;
+    /// `Err` is the record of a run that does not start (`skipped` when a
+    /// run of another replica holds the target, `failed` when the store
+    /// could not say), not yet stored.
+    #[allow(clippy::result_large_err)] // built once per run, moved once
+    pub(crate) async fn claim_shared(&self, mut c: Claimed) -> Result<Claimed, RunRecord> {
+        if !self.store.shared() || c.guard.shared.is_some() {
+            return Ok(c);
+        }
+        let (plugin, target) = c.guard.key.clone();
+        match self.store.claim_flight(&plugin, &target, &c.rec.id).await {
+            Ok(true) => {
+                c.guard.shared = Some(c.rec.id.clone());
+                Ok(c)
+            }
+            Ok(false) => {
+                let why = format!(
+                    "a run of {plugin} for target `{target}` is already in flight on another replica"
+                );
+                Err(not_started(c.rec.clone(), RunStatus::Skipped, why))
+            }
+            Err(e) => {
+                let why =
+                    format!("not started: single flight could not be checked in the store: {e}");
+                Err(not_started(c.rec.clone(), RunStatus::Failed, why))
+            }
+        }
     }
 
     /// Mode, kill switch and stage as they are now.
@@ -285,6 +348,16 @@ impl Service {
     ) -> tokio::task::JoinHandle<RunRecord> {
         let service = self.clone();
         tokio::spawn(async move {
+            let c = match service.claim_shared(c).await {
+                Ok(c) => c,
+                Err(not_started) => {
+                    if let Err(e) = service.store.put_run(&not_started).await {
+                        tracing::error!(run_id = %not_started.id, error = %e, "run record not stored");
+                    }
+                    service.metrics.run_finished(&not_started);
+                    return not_started;
+                }
+            };
             let (_permit, start) = match slot {
                 Some(s) => s,
                 None => {
@@ -303,7 +376,7 @@ impl Service {
                 }
             };
             let Claimed {
-                guard: _guard,
+                mut guard,
                 plugin,
                 launch: l,
                 rec: queued,
@@ -331,6 +404,7 @@ impl Service {
             if let Err(e) = service.store.put_run(&rec).await {
                 tracing::error!(run_id = %rec.id, error = %e, "run record not stored");
             }
+            guard.release_shared().await;
             for a in &rec.actions {
                 service
                     .audit(
@@ -383,14 +457,7 @@ impl Service {
     /// Starts the runs a previous process stored as `queued` and never got
     /// to: each resumes under its own id, or is marked `interrupted` when it
     /// cannot (its plugin is gone, its plan is missing).
-    pub(crate) async fn resume_queued(self: &Arc<Self>) {
-        let queued = match self.store.queued_runs().await {
-            Ok(q) => q,
-            Err(e) => {
-                tracing::error!(error = %e, "queued runs could not be read; they stay queued");
-                return;
-            }
-        };
+    pub(crate) async fn resume_queued(self: &Arc<Self>, queued: Vec<RunRecord>) {
         for rec in queued {
             match self.resumable(&rec).await {
                 Ok((plugin, l)) => match self.claim(plugin, l) {
@@ -460,4 +527,13 @@ impl Service {
         };
         Ok((plugin, l))
     }
+}
+
+/// A run that does not start: finished at once with `status` and why.
+fn not_started(mut rec: RunRecord, status: RunStatus, why: String) -> RunRecord {
+    rec.status = status;
+    rec.error = Some(why);
+    rec.finished_at = Some(rec.started_at);
+    rec.duration_ms = Some(0);
+    rec
 }

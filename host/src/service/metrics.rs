@@ -26,6 +26,10 @@ struct Inner {
     load_failures: BTreeMap<String, u64>,
     verifications: BTreeMap<(String, String), u64>,
     paused: bool,
+    /// Live replicas on the store (1 on the embedded one).
+    replicas: u64,
+    /// This replica runs the schedules.
+    scheduler: bool,
 }
 
 #[derive(Default)]
@@ -91,6 +95,14 @@ impl Metrics {
 
     pub fn set_paused(&self, paused: bool) {
         self.with(|m| m.paused = paused);
+    }
+
+    /// Live replicas, and whether this one holds the scheduler lease.
+    pub fn set_cluster(&self, replicas: u64, scheduler: bool) {
+        self.with(|m| {
+            m.replicas = replicas;
+            m.scheduler = scheduler;
+        });
     }
 
     pub fn load_failed(&self, source: &str) {
@@ -186,6 +198,16 @@ impl Metrics {
             "# HELP remedy_paused 1 while the kill switch turns every run into a dry run.\n# TYPE remedy_paused gauge\nremedy_paused {}",
             u8::from(m.paused)
         );
+        let _ = writeln!(
+            s,
+            "# HELP remedy_replicas Replicas whose heartbeat is within their lease, on this replica's store.\n# TYPE remedy_replicas gauge\nremedy_replicas {}",
+            m.replicas
+        );
+        let _ = writeln!(
+            s,
+            "# HELP remedy_scheduler_leader 1 while this replica holds the scheduler lease and runs the schedules.\n# TYPE remedy_scheduler_leader gauge\nremedy_scheduler_leader {}",
+            u8::from(m.scheduler)
+        );
         s
     }
 }
@@ -240,6 +262,7 @@ mod tests {
         m.verified("a", "resolved");
         m.load_failed("bad.wasm");
         m.set_paused(true);
+        m.set_cluster(3, true);
         let text = m.render();
         for line in [
             "remedy_runs_total{plugin=\"a\",status=\"succeeded\"} 2",
@@ -256,6 +279,8 @@ mod tests {
             "remedy_verifications_total{plugin=\"a\",result=\"resolved\"} 1",
             "remedy_plugin_load_failures_total{source=\"bad.wasm\"} 1",
             "remedy_paused 1",
+            "remedy_replicas 3",
+            "remedy_scheduler_leader 1",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

@@ -16,15 +16,17 @@ use crate::config::Config;
 use crate::killswitch::{KillSwitch, Pause};
 use crate::remedy::{Overrides, Remedy, Source};
 use crate::runtime::Plugin;
-use crate::store::{AuditEvent, SqliteStore, Store, StoreError};
+use crate::store::{AuditEvent, Replica, SqliteStore, Store, StoreError};
 
 pub mod approval;
+pub mod cluster;
 mod launch;
 pub mod metrics;
 mod plugins;
 pub mod registry;
 pub mod verify;
 
+pub use cluster::{Cluster, ClusterView};
 pub use launch::{Launch, Started};
 pub use metrics::Metrics;
 pub use registry::Registry;
@@ -48,6 +50,8 @@ pub struct Service {
     files: Mutex<HashMap<PathBuf, SeenFile>>,
     /// The kill switch, shared with every gate; persisted in the store.
     pub kill: KillSwitch,
+    /// This replica and the others on the store.
+    pub cluster: Cluster,
     /// `plugins_dir`, opened once as a capability: files are reached only
     /// relative to it, and a symlink leading out of it is refused.
     plugins_dir: Mutex<Option<Arc<cap_std::fs::Dir>>>,
@@ -82,14 +86,21 @@ impl Service {
                     .ok()
                     .filter(|v| !v.trim().is_empty())
             });
+        let lease = config
+            .server
+            .lease
+            .unwrap_or(crate::config::DEFAULT_LEASE)
+            .get();
+        let me = Replica::new(replica_name(config.server.replica.as_deref()), lease);
         let store: Arc<dyn Store> = match store_url {
             Some(url) => Arc::new(
-                crate::store::PgStore::connect(&url)
+                crate::store::PgStore::connect(&url, me.clone())
                     .await
                     .context("opening the PostgreSQL store (server.store / REMEDY_STORE_URL)")?,
             ),
             None => Arc::new(SqliteStore::open(&data_dir)?),
         };
+        let shared = store.shared();
         let max_runs = config.server.max_concurrent_runs.unwrap_or(256);
         let per_plugin = config
             .server
@@ -135,14 +146,24 @@ impl Service {
             idle: Notify::new(),
             files: Mutex::default(),
             kill,
+            cluster: Cluster::new(me, shared),
             plugins_dir: Mutex::default(),
         });
         for (name, source) in service.remedy.sources() {
             service.load(&name, &source).await;
         }
         service.scan_plugins_dir().await;
-        service.resume_queued().await;
-        service.resume_verifications().await;
+        // Shared: register, take the scheduler lease if free, and take over
+        // replicas that died. Alone: what the previous process left.
+        service.beat().await;
+        if !shared {
+            match service.store.take_over().await {
+                Ok(orphans) => service.adopt(orphans).await,
+                Err(e) => {
+                    tracing::error!(error = %e, "unfinished work could not be read; queued runs stay queued")
+                }
+            }
+        }
         Ok(service)
     }
 
@@ -265,6 +286,20 @@ impl Service {
             }
         }
     }
+}
+
+/// `server.replica`, else the host name and the process id.
+fn replica_name(configured: Option<&str>) -> String {
+    if let Some(name) = configured.filter(|n| !n.trim().is_empty()) {
+        return name.to_string();
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "remedy".into());
+    format!("{host}-{}", std::process::id())
 }
 
 fn file_key(path: &Path) -> String {

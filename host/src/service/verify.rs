@@ -35,24 +35,16 @@ impl Service {
         });
     }
 
-    /// Verifications a previous process had scheduled and never ran: each
-    /// live run of the last day that acted and has no verification gets
-    /// one, due when it would have been (at once if that has passed).
-    pub(crate) async fn resume_verifications(self: &Arc<Self>) {
-        let since = record::timestamp(Utc::now() - chrono::Duration::days(1));
-        let runs = match self.store.unverified_runs(&since).await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(error = %e, "unverified runs could not be read");
-                return;
-            }
-        };
+    /// Verifications a stopped process (this one's previous life, or a
+    /// replica that died) had scheduled and never ran: each gets one, due
+    /// when it would have been (at once if that has passed).
+    pub(crate) fn resume_verifications(self: &Arc<Self>, runs: Vec<RunRecord>) {
         for rec in runs {
             let Some(plugin) = self.registry.get(&rec.plugin) else {
                 tracing::warn!(run_id = %rec.id, plugin = %rec.plugin, "not verified: plugin not loaded");
                 continue;
             };
-            tracing::info!(run_id = %rec.id, plugin = %rec.plugin, "verification rescheduled after a restart");
+            tracing::info!(run_id = %rec.id, plugin = %rec.plugin, "verification taken over from a stopped process");
             self.clone().verify_later(plugin, rec);
         }
     }

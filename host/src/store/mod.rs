@@ -5,10 +5,12 @@
 //! acknowledged only once its transaction committed, so an answer never
 //! reports a record that a crash could lose); reads use their own connection.
 
+mod cluster;
 mod postgres;
 mod rules;
 mod sqlite;
 
+pub use cluster::{Orphans, Replica, ReplicaRow};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -54,11 +56,64 @@ pub trait Store: crate::guardrails::Ledger + Send + Sync {
         fingerprint: &str,
         starts_at: &str,
     ) -> Result<Vec<RunRecord>, StoreError>;
-    /// Live runs that mitigated, started at or after `since`, whose
-    /// verification is still open.
-    async fn unverified_runs(&self, since: &str) -> Result<Vec<RunRecord>, StoreError>;
-    /// Runs stored `queued` and never started (resumed at start-up).
-    async fn queued_runs(&self) -> Result<Vec<RunRecord>, StoreError>;
+    /// What stopped processes left: their running runs and unsettled
+    /// intents marked `interrupted`, their queued runs and open
+    /// verifications handed to this replica. SQLite: everything the
+    /// previous process left, once, at start. PostgreSQL: whatever replica's
+    /// heartbeat is older than its lease, on every call.
+    async fn take_over(&self) -> Result<Orphans, StoreError>;
+
+    // Cluster coordination; the defaults are a store with one replica.
+
+    /// Whether several replicas may share this store.
+    fn shared(&self) -> bool {
+        false
+    }
+    /// Renews this replica's heartbeat; answers every replica registered.
+    async fn heartbeat(&self) -> Result<Vec<ReplicaRow>, StoreError> {
+        Ok(Vec::new())
+    }
+    /// Takes or renews the lease `name`; answers who holds it (this
+    /// replica's id when it does).
+    async fn lease(&self, _name: &str) -> Result<Option<String>, StoreError> {
+        Ok(None)
+    }
+    /// Claims one tick of a schedule; `false` when another replica did.
+    async fn claim_tick(
+        &self,
+        _plugin: &str,
+        _schedule: &str,
+        _tick: &str,
+    ) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+    /// Claims the single flight of (plugin, target) for `run_id`; `false`
+    /// when a run of another replica holds it.
+    async fn claim_flight(
+        &self,
+        _plugin: &str,
+        _target: &str,
+        _run_id: &str,
+    ) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+    async fn release_flight(
+        &self,
+        _plugin: &str,
+        _target: &str,
+        _run_id: &str,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// Gives up every lease this replica holds.
+    async fn release_leases(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// A clean stop: this replica's heartbeat is expired at once, so a
+    /// survivor takes over what is left without waiting for the lease.
+    async fn leave(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
     async fn get_run(&self, id: &str) -> Result<Option<RunRecord>, StoreError>;
     /// Newest first.
     async fn list_runs(&self, f: RunFilter) -> Result<Vec<RunRecord>, StoreError>;

@@ -14,6 +14,7 @@ use super::http::{LimitQuery, PauseBody, RunBody, WaitQuery};
 use crate::killswitch::Pause;
 use crate::record::RunRecord;
 use crate::service::registry::EntryView;
+use crate::service::ClusterView;
 use crate::store::{AuditEvent, AuditFilter, RunFilter, StoredAlert};
 
 /// Every error answer.
@@ -194,6 +195,8 @@ fn build(secured: bool) -> Value {
             "get": op("The kill switch", "read", with(std_errors(&[]), "200", ok("state", pause_state.clone())), json!({})),
             "post": op("Turn the kill switch on", "admin", with(std_errors(&[]), "200", ok("state", pause_state.clone())), json!({"requestBody": body(pause_body)})),
         },
+        "/v1/cluster": {"get": op("Replicas on this store, their heartbeats, and which runs the schedules", "read",
+            with(std_errors(&[]), "200", ok("the cluster", g.schema::<ClusterView>())), json!({}))},
         "/v1/admin/resume": {"post": op("Turn the kill switch off", "admin",
             with(std_errors(&[]), "200", ok("state", pause_state)), json!({}))},
         "/v1/alerts": {

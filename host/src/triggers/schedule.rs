@@ -1,6 +1,7 @@
 //! Schedules: a cron expression (seconds field optional) or an interval per
-//! plugin. A tick never overlaps the previous run of its schedule: it is
-//! skipped and counted instead.
+//! plugin (aligned to the Unix epoch). A tick never overlaps the previous
+//! run of its schedule: it is skipped and counted instead. With several
+//! replicas, the one holding the scheduler lease runs them, each tick once.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -39,17 +40,24 @@ async fn run_schedule(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut previous: Option<tokio::task::JoinHandle<crate::record::RunRecord>> = None;
-    let mut next = tokio::time::Instant::now();
+    let mut last = chrono::Utc::now();
     loop {
-        let Some(wait) = every.next_in() else { return };
-        // Intervals keep their phase (no drift); cron computes each time.
-        next = match every {
-            Every::Interval(d) => (next + d).max(tokio::time::Instant::now()),
-            Every::Cron(_) => tokio::time::Instant::now() + wait,
+        // Never the same tick twice, never a burst of missed ones.
+        let Some(tick) = every.next_tick(last.max(chrono::Utc::now())) else {
+            return;
         };
+        last = tick;
+        let wait = (tick - chrono::Utc::now()).to_std().unwrap_or_default();
         tokio::select! {
-            _ = tokio::time::sleep_until(next) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = stop.changed() => return,
+        }
+        // On a shared store one replica, the holder of the scheduler
+        // lease, runs the schedules; and each tick is claimed in the store,
+        // so a holder that lost its lease without noticing yet (stalled,
+        // cut off) cannot run a tick its successor ran.
+        if !service.cluster.schedules() {
+            continue;
         }
         if previous.as_ref().is_some_and(|h| !h.is_finished()) {
             tracing::info!(%plugin, schedule = %name, "tick skipped: the previous run is still going");
@@ -61,8 +69,22 @@ async fn run_schedule(
             service.metrics.tick_skipped(&plugin, &name);
             continue;
         };
+        let tick = crate::record::timestamp(tick);
+        match service.store.claim_tick(&plugin, &name, &tick).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::debug!(%plugin, schedule = %name, %tick, "tick already run by another replica");
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(%plugin, schedule = %name, %tick, error = %e, "tick skipped: it could not be claimed");
+                service.metrics.tick_skipped(&plugin, &name);
+                continue;
+            }
+        }
         let trigger = Trigger::Schedule {
             schedule: name.clone(),
+            tick: Some(tick),
         };
         match service
             .start_run(p, trigger, None, params.clone(), format!("schedule:{name}"))

@@ -138,6 +138,15 @@ impl Server {
         (r.status().as_u16(), r.text().await.unwrap())
     }
 
+    /// Waits (at most 15 s) for the process to exit by itself.
+    pub async fn exited(&mut self, why_not: &str) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "{why_not}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Polls a run until it leaves `queued` and `running`.
     pub async fn finished(&self, id: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(15);
@@ -221,4 +230,60 @@ pub fn alert(name: &str, status: &str, labels: Value, fingerprint: &str, starts_
 
 pub fn payload(alerts: Vec<Value>) -> Value {
     json!({"version": "4", "status": "firing", "receiver": "remedy", "groupKey": "{}", "alerts": alerts})
+}
+
+/// A PostgreSQL database of the test's own (a store several replicas
+/// share), dropped when the guard goes: tests run in parallel and twice.
+pub struct Db {
+    pub name: String,
+}
+
+impl Db {
+    pub async fn new(tag: &str) -> Db {
+        let name = format!(
+            "remedy_{tag}_{}_{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        );
+        pg_admin(&format!("CREATE DATABASE {name}")).await;
+        Db { name }
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:5432/{}", self.name)
+    }
+
+    /// A client of this database.
+    pub async fn client(&self) -> tokio_postgres::Client {
+        let (c, conn) = tokio_postgres::connect(&self.url(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        c
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Runtime::new()
+                .unwrap()
+                .block_on(pg_admin(&format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+        })
+        .join();
+    }
+}
+
+async fn pg_admin(sql: &str) {
+    let (c, conn) = tokio_postgres::connect(
+        "host=127.0.0.1 user=postgres dbname=test",
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    c.batch_execute(sql).await.unwrap();
 }

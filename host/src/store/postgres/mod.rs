@@ -7,9 +7,11 @@
 //!
 //! Each guarantee is the database's, not timing's: an alert is stored once
 //! (its primary key), a plan is decided once (a conditional update), and
-//! budgets and cooldowns are checked and the intent recorded in one
-//! transaction under a transaction-scoped advisory lock per plugin (safe
-//! behind PgBouncer, unlike session locks).
+//! budgets, cooldowns and the kill switch are checked and the intent
+//! recorded in one transaction under a transaction-scoped advisory lock per
+//! plugin (safe behind PgBouncer, unlike session locks). How replicas
+//! coordinate (heartbeats, leases, flights, ticks, take-over) is in
+//! `cluster`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -17,10 +19,14 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
 use super::rules::*;
-use super::{AuditEvent, AuditFilter, RunFilter, Store, StoreError, StoredAlert};
-use crate::action::ActionKind;
+use super::{
+    AuditEvent, AuditFilter, Orphans, Replica, ReplicaRow, RunFilter, Store, StoreError,
+    StoredAlert,
+};
 use crate::guardrails::{Intent, Ledger, Refusal};
-use crate::record::{timestamp as ts, ActionRecord, Applied, RunRecord, RunStatus, Trigger};
+use crate::record::{timestamp as ts, Applied, RunRecord, Trigger};
+
+mod cluster;
 
 mod embedded {
     refinery::embed_migrations!("src/store/postgres/migrations");
@@ -34,21 +40,22 @@ const KILL_SWITCH: &str = "kill_switch";
 
 pub struct PgStore {
     pool: Pool,
+    /// The replica this process is: it owns the runs it writes.
+    me: Replica,
     /// Cleared when a write finds the database gone; set again by the next
     /// write that succeeds.
     healthy: AtomicBool,
 }
 
-fn pg(e: impl std::fmt::Display) -> StoreError {
+pub(super) fn pg(e: impl std::fmt::Display) -> StoreError {
     StoreError::Postgres(e.to_string())
 }
 
 impl PgStore {
     /// Connects, applies the migrations this binary carries (refusing a
-    /// newer schema), and marks runs and intents left `running` by a
-    /// stopped process as `interrupted` (one replica at a time for now:
-    /// with several, this becomes the survivors' job, by heartbeat).
-    pub async fn connect(url: &str) -> Result<PgStore, StoreError> {
+    /// newer schema) and registers `me` as a live replica. What stopped
+    /// replicas left is taken over by [`Store::take_over`].
+    pub async fn connect(url: &str, me: Replica) -> Result<PgStore, StoreError> {
         let config: tokio_postgres::Config = url.parse().map_err(pg)?;
         let manager = Manager::from_config(
             config,
@@ -71,9 +78,10 @@ impl PgStore {
         drop(client);
         let store = PgStore {
             pool,
+            me,
             healthy: AtomicBool::new(true),
         };
-        store.mark_interrupted().await?;
+        store.register().await?;
         Ok(store)
     }
 
@@ -85,77 +93,6 @@ impl PgStore {
         self.healthy.store(true, Ordering::SeqCst);
         Ok(c)
     }
-
-    async fn mark_interrupted(&self) -> Result<(), StoreError> {
-        let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(pg)?;
-        for row in tx
-            .query("SELECT record FROM runs WHERE status = 'running'", &[])
-            .await
-            .map_err(pg)?
-        {
-            let mut rec: RunRecord = serde_json::from_str(row.get(0))?;
-            rec.status = RunStatus::Interrupted;
-            rec.error = Some(RUN_INTERRUPTED.into());
-            tx.execute(
-                "UPDATE runs SET status = 'interrupted', record = $2 WHERE id = $1",
-                &[&rec.id, &serde_json::to_string(&rec)?],
-            )
-            .await
-            .map_err(pg)?;
-        }
-        let now = ts(chrono::Utc::now());
-        for row in tx
-            .query(
-                "UPDATE actions SET status = 'interrupted', error = $1, settled_at = $2 \
-                 WHERE status = 'intent' RETURNING run_id, plugin, kind, target, reason, at",
-                &[&ACTION_INTERRUPTED, &now],
-            )
-            .await
-            .map_err(pg)?
-        {
-            let (run_id, plugin, kind): (String, String, String) =
-                (row.get(0), row.get(1), row.get(2));
-            let Some(kind) = ActionKind::parse(&kind) else {
-                continue;
-            };
-            let at: String = row.get(5);
-            let action = ActionRecord {
-                kind,
-                target: row.get(3),
-                reason: row.get(4),
-                applied: Applied::Interrupted,
-                error: Some(ACTION_INTERRUPTED.into()),
-                at: chrono::DateTime::parse_from_rfc3339(&at)
-                    .map(|t| t.with_timezone(&chrono::Utc))
-                    .unwrap_or_else(|_| chrono::Utc::now()),
-            };
-            if let Some(r) = tx
-                .query_opt(
-                    "SELECT record FROM runs WHERE id = $1 FOR UPDATE",
-                    &[&run_id],
-                )
-                .await
-                .map_err(pg)?
-            {
-                let mut rec: RunRecord = serde_json::from_str(r.get(0))?;
-                rec.actions.push(action.clone());
-                tx.execute(
-                    "UPDATE runs SET record = $2 WHERE id = $1",
-                    &[&run_id, &serde_json::to_string(&rec)?],
-                )
-                .await
-                .map_err(pg)?;
-            }
-            tx.execute(
-                "INSERT INTO audit (at, run_id, plugin, event, detail) VALUES ($1, $2, $3, 'action.interrupted', $4)",
-                &[&now, &run_id, &plugin, &serde_json::to_string(&action)?],
-            )
-            .await
-            .map_err(pg)?;
-        }
-        tx.commit().await.map_err(pg)
-    }
 }
 
 /// The alert columns of a run (a repeat looks its runs up by them).
@@ -166,15 +103,16 @@ fn alert_of(rec: &RunRecord) -> (Option<&str>, Option<&str>) {
     }
 }
 
-async fn put_run(
+pub(super) async fn put_run_in(
     c: &impl deadpool_postgres::GenericClient,
+    me: &Replica,
     rec: &RunRecord,
 ) -> Result<(), StoreError> {
     let (fingerprint, starts_at) = alert_of(rec);
     c.execute(
-        "INSERT INTO runs (id, plugin, status, started_at, alert_fingerprint, alert_starts_at, record) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) \
-         ON CONFLICT (id) DO UPDATE SET status = excluded.status, record = excluded.record",
+        "INSERT INTO runs (id, plugin, status, started_at, alert_fingerprint, alert_starts_at, record, replica) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+         ON CONFLICT (id) DO UPDATE SET status = excluded.status, record = excluded.record, replica = excluded.replica",
         &[
             &rec.id,
             &rec.plugin,
@@ -183,6 +121,7 @@ async fn put_run(
             &fingerprint,
             &starts_at,
             &serde_json::to_string(rec)?,
+            &me.id,
         ],
     )
     .await
@@ -190,7 +129,7 @@ async fn put_run(
     Ok(())
 }
 
-fn records(rows: Vec<tokio_postgres::Row>) -> Result<Vec<RunRecord>, StoreError> {
+pub(super) fn records(rows: Vec<tokio_postgres::Row>) -> Result<Vec<RunRecord>, StoreError> {
     rows.iter()
         .map(|r| Ok(serde_json::from_str(r.get(0))?))
         .collect()
@@ -203,7 +142,7 @@ impl Store for PgStore {
     }
 
     async fn put_run(&self, rec: &RunRecord) -> Result<(), StoreError> {
-        put_run(&self.client().await?, rec).await
+        put_run_in(&self.client().await?, &self.me, rec).await
     }
 
     async fn audit(&self, e: AuditEvent) -> Result<(), StoreError> {
@@ -236,7 +175,7 @@ impl Store for PgStore {
                 .map_err(pg)?;
             if n == 1 {
                 for rec in runs {
-                    put_run(&tx, rec).await?;
+                    put_run_in(&tx, &self.me, rec).await?;
                 }
             }
             new.push(n == 1);
@@ -272,6 +211,17 @@ impl Store for PgStore {
             let n = c.execute(sql, &[&cutoff, &PRUNE_BATCH]).await.map_err(pg)?;
             more |= n == PRUNE_BATCH as u64;
         }
+        // A tick claim matters only while replicas may still reach its
+        // tick: a day is plenty.
+        let n = c
+            .execute(
+                "DELETE FROM ticks WHERE ctid IN (SELECT ctid FROM ticks \
+                 WHERE claimed_at < now() - interval '1 day' LIMIT $1)",
+                &[&PRUNE_BATCH],
+            )
+            .await
+            .map_err(pg)?;
+        more |= n == PRUNE_BATCH as u64;
         Ok(more)
     }
 
@@ -323,38 +273,55 @@ impl Store for PgStore {
         records(rows)
     }
 
-    async fn unverified_runs(&self, since: &str) -> Result<Vec<RunRecord>, StoreError> {
-        let rows = self
-            .client()
-            .await?
-            .query(
-                "SELECT record FROM runs WHERE status = 'succeeded' AND started_at >= $1 ORDER BY started_at",
-                &[&since],
-            )
-            .await
-            .map_err(pg)?;
-        // As the SQLite store: live, unverified, and something was done.
-        Ok(records(rows)?
-            .into_iter()
-            .filter(|r| {
-                !r.dry_run
-                    && r.verification.is_none()
-                    && r.actions.iter().any(|a| a.applied == Applied::Executed)
-            })
-            .collect())
+    async fn take_over(&self) -> Result<Orphans, StoreError> {
+        self.take_over_dead().await
     }
 
-    async fn queued_runs(&self) -> Result<Vec<RunRecord>, StoreError> {
-        let rows = self
-            .client()
-            .await?
-            .query(
-                "SELECT record FROM runs WHERE status = 'queued' ORDER BY started_at, id",
-                &[],
-            )
-            .await
-            .map_err(pg)?;
-        records(rows)
+    fn shared(&self) -> bool {
+        true
+    }
+
+    async fn heartbeat(&self) -> Result<Vec<ReplicaRow>, StoreError> {
+        self.beat().await
+    }
+
+    async fn lease(&self, name: &str) -> Result<Option<String>, StoreError> {
+        self.renew_lease(name).await
+    }
+
+    async fn claim_tick(
+        &self,
+        plugin: &str,
+        schedule: &str,
+        tick: &str,
+    ) -> Result<bool, StoreError> {
+        self.claim_tick_row(plugin, schedule, tick).await
+    }
+
+    async fn claim_flight(
+        &self,
+        plugin: &str,
+        target: &str,
+        run_id: &str,
+    ) -> Result<bool, StoreError> {
+        self.claim_flight_row(plugin, target, run_id).await
+    }
+
+    async fn release_flight(
+        &self,
+        plugin: &str,
+        target: &str,
+        run_id: &str,
+    ) -> Result<(), StoreError> {
+        self.release_flight_row(plugin, target, run_id).await
+    }
+
+    async fn release_leases(&self) -> Result<(), StoreError> {
+        self.drop_leases().await
+    }
+
+    async fn leave(&self) -> Result<(), StoreError> {
+        self.expire_self().await
     }
 
     async fn get_run(&self, id: &str) -> Result<Option<RunRecord>, StoreError> {
@@ -450,6 +417,18 @@ impl PgStore {
         )
         .await
         .map_err(pg)?;
+        // Another replica may have pulled the kill switch a moment ago: the
+        // stored switch, read under the same lock, is what counts.
+        if !i.kind.is_notification() {
+            if let Some(row) = tx
+                .query_opt("SELECT value FROM settings WHERE key = $1", &[&KILL_SWITCH])
+                .await
+                .map_err(pg)?
+            {
+                let pause: crate::killswitch::Pause = serde_json::from_str(row.get(0))?;
+                return Ok(Err(pause.refusal()));
+            }
+        }
         let since = ts(window_start(i.at, i.budget.per));
         let used: i64 = tx
             .query_one(
@@ -484,9 +463,9 @@ impl PgStore {
         }
         let id: i64 = tx
             .query_one(
-                "INSERT INTO actions (run_id, plugin, kind, target, reason, status, at, cooldown_key) \
-                 VALUES ($1, $2, $3, $4, $5, 'intent', $6, $7) RETURNING id",
-                &[&i.run_id, &i.plugin, &i.kind.as_str(), &i.target, &i.reason, &ts(i.at), &i.cooldown_key],
+                "INSERT INTO actions (run_id, plugin, kind, target, reason, status, at, cooldown_key, replica) \
+                 VALUES ($1, $2, $3, $4, $5, 'intent', $6, $7, $8) RETURNING id",
+                &[&i.run_id, &i.plugin, &i.kind.as_str(), &i.target, &i.reason, &ts(i.at), &i.cooldown_key, &self.me.id],
             )
             .await
             .map_err(pg)?

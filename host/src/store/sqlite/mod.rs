@@ -32,6 +32,8 @@ pub struct SqliteStore {
     reader: Arc<Mutex<Connection>>,
     /// Cleared when the writer thread ends, however it ends.
     alive: Arc<std::sync::atomic::AtomicBool>,
+    /// Set once `take_over` has answered.
+    handed_over: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl SqliteStore {
@@ -75,6 +77,7 @@ impl SqliteStore {
             writer: tx,
             reader: Arc::new(Mutex::new(reader)),
             alive,
+            handed_over: Arc::default(),
         })
     }
 
@@ -207,35 +210,21 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn unverified_runs(&self, since: &str) -> Result<Vec<RunRecord>, StoreError> {
-        let since = since.to_string();
-        self.read(move |c| {
-            let mut stmt = c.prepare(
-                "SELECT record FROM runs WHERE status = 'succeeded' AND started_at >= ?1 \
-                 AND json_extract(record, '$.dry_run') = 0 \
-                 AND json_extract(record, '$.verification') IS NULL",
-            )?;
-            let rows = stmt.query_map([since], |r| r.get::<_, String>(0))?;
-            let recs: Vec<RunRecord> = rows
-                .map(|j| Ok(serde_json::from_str(&j?)?))
-                .collect::<Result<_, StoreError>>()?;
-            Ok(recs
-                .into_iter()
-                .filter(|r| r.actions.iter().any(|a| a.applied == Applied::Executed))
-                .collect())
+    async fn take_over(&self) -> Result<super::Orphans, StoreError> {
+        // One process owns the file: what the previous one left is handed
+        // over once (its running runs and intents were marked at open).
+        if self
+            .handed_over
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return Ok(super::Orphans::default());
+        }
+        let since = ts(chrono::Utc::now() - chrono::Duration::days(1));
+        Ok(super::Orphans {
+            queued: self.queued_runs().await?,
+            unverified: self.unverified_runs(&since).await?,
+            replicas: Vec::new(),
         })
-        .await
-    }
-
-    async fn queued_runs(&self) -> Result<Vec<RunRecord>, StoreError> {
-        self.read(|c| {
-            let mut stmt = c.prepare(
-                "SELECT record FROM runs WHERE status = 'queued' ORDER BY started_at, id",
-            )?;
-            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-            rows.map(|j| Ok(serde_json::from_str(&j?)?)).collect()
-        })
-        .await
     }
 
     async fn get_run(&self, id: &str) -> Result<Option<RunRecord>, StoreError> {
@@ -311,6 +300,41 @@ impl Store for SqliteStore {
                 Ok(AuditEvent { seq, at, run_id, plugin, event, detail: serde_json::from_str(&detail)? })
             })
             .collect()
+        })
+        .await
+    }
+}
+
+impl SqliteStore {
+    /// Live runs that mitigated, started at or after `since`, whose
+    /// verification is still open.
+    async fn unverified_runs(&self, since: &str) -> Result<Vec<RunRecord>, StoreError> {
+        let since = since.to_string();
+        self.read(move |c| {
+            let mut stmt = c.prepare(
+                "SELECT record FROM runs WHERE status = 'succeeded' AND started_at >= ?1 \
+                 AND json_extract(record, '$.dry_run') = 0 \
+                 AND json_extract(record, '$.verification') IS NULL",
+            )?;
+            let rows = stmt.query_map([since], |r| r.get::<_, String>(0))?;
+            let recs: Vec<RunRecord> = rows
+                .map(|j| Ok(serde_json::from_str(&j?)?))
+                .collect::<Result<_, StoreError>>()?;
+            Ok(recs
+                .into_iter()
+                .filter(|r| r.actions.iter().any(|a| a.applied == Applied::Executed))
+                .collect())
+        })
+        .await
+    }
+
+    async fn queued_runs(&self) -> Result<Vec<RunRecord>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c.prepare(
+                "SELECT record FROM runs WHERE status = 'queued' ORDER BY started_at, id",
+            )?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            rows.map(|j| Ok(serde_json::from_str(&j?)?)).collect()
         })
         .await
     }

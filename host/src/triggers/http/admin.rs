@@ -49,6 +49,10 @@ pub(super) async fn reload(
     Ok(Json(json!({"plugins": s.service.registry.views()})))
 }
 
+pub(super) async fn cluster(State(s): State<Arc<AppState>>) -> AppResult<impl IntoResponse> {
+    Ok(Json(s.service.cluster.view()))
+}
+
 pub(super) async fn pause_state(State(s): State<Arc<AppState>>) -> AppResult<impl IntoResponse> {
     Ok(Json(json!({"paused": s.service.paused()})))
 }

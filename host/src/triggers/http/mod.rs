@@ -67,6 +67,7 @@ pub fn router(state: Arc<AppState>, max_body: usize, read_timeout: std::time::Du
         .route("/v1/runs/{id}", get(runs::get_run))
         .route("/v1/runs/{id}/report", get(runs::report))
         .route("/v1/admin/pause", get(admin::pause_state))
+        .route("/v1/cluster", get(admin::cluster))
         .route("/v1/alerts", get(feeds::list_alerts))
         .route("/v1/audit", get(feeds::list_audit));
     let run = Router::new().route("/v1/plugins/{name}/runs", post(runs::start_run));
