@@ -6,6 +6,9 @@ receipt → run start latency from the store.
 
     cargo build --release -p remedy && cargo test -p remedy-e2e --no-run
     scripts/alert-storm.py [POSTS] [ALERTS_PER_POST]
+
+With REMEDY_BENCH_PG=postgres://postgres@127.0.0.1:5432 (psql needed) the
+store is PostgreSQL: a database of the run's own, dropped at the end.
 """
 import json
 import os
@@ -26,9 +29,16 @@ wasm = os.path.join(root, "target/wasm-test-plugins/wasm32-wasip2/release/hostil
 binary = os.path.join(root, "target/release/remedy")
 
 tmp = tempfile.mkdtemp()
+pg_server = os.environ.get("REMEDY_BENCH_PG")
+pg_db = f"remedy_storm_{os.getpid()}"
+store_line = ""
+if pg_server:
+    subprocess.run(["psql", f"{pg_server}/postgres", "-qc", f"CREATE DATABASE {pg_db}"], check=True)
+    store_line = f'store = "{pg_server}/{pg_db}"'
 with open(os.path.join(tmp, "remedy.toml"), "w") as f:
     f.write(f"""[server]
 data_dir = "{tmp}/data"
+{store_line}
 [plugins.hostile]
 path = "{wasm}"
 config = {{ behave = "ok" }}
@@ -88,13 +98,23 @@ time.sleep(1)
 server.terminate()
 server.wait()
 
-db = sqlite3.connect(os.path.join(tmp, "data/remedy.db"))
+
+
+def rows(sql):
+    """The rows of a query, from whichever store the server used."""
+    if pg_server:
+        out = subprocess.run(["psql", f"{pg_server}/{pg_db}", "-AtF", "\t", "-c", sql],
+                             check=True, capture_output=True, text=True).stdout
+        return [tuple(line.split("\t")) for line in out.splitlines() if line]
+    return list(sqlite3.connect(os.path.join(tmp, "data/remedy.db")).execute(sql))
+
+
 total = posts * per_post
 unique = len({alert(i)["fingerprint"] for i in range(total)})
-stored = db.execute("select count(*) from alerts").fetchone()[0]
-received = {fp: at for fp, at in db.execute("select fingerprint, received_at from alerts")}
+stored = int(rows("select count(*) from alerts")[0][0])
+received = {fp: at for fp, at in rows("select fingerprint, received_at from alerts")}
 lat = []
-for (rec,) in db.execute("select record from runs where status not in ('queued', 'skipped')"):
+for (rec,) in rows("select record from runs where status not in ('queued', 'skipped')"):
     r = json.loads(rec)
     fp = r["trigger"]["alert"]["fingerprint"]
     t0 = datetime.fromisoformat(received[fp].replace("Z", "+00:00"))
@@ -110,3 +130,5 @@ print(f"runs recorded: {len(lat)} (one per distinct alert: {len(lat) == unique})
 if lat:
     q = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))]
     print(f"receipt -> run start: p50 {q(0.5):.1f} ms, p99 {q(0.99):.1f} ms, max {lat[-1]:.1f} ms")
+if pg_server:
+    subprocess.run(["psql", f"{pg_server}/postgres", "-qc", f"DROP DATABASE IF EXISTS {pg_db} WITH (FORCE)"], check=True)

@@ -3,6 +3,10 @@
 # every run record persisted in the SQLite store. Needs wrk (apt-get install wrk).
 #
 #   scripts/load.sh [DURATION] [CONNECTIONS]
+#   REMEDY_BENCH_PG=postgres://postgres@127.0.0.1:5432 scripts/load.sh ...
+#
+# With REMEDY_BENCH_PG (a server URL; psql needed) the store is PostgreSQL:
+# a database of the run's own is created there and dropped at the end.
 #
 # The plugin is tests/plugins/hostile with `behave = ok`: a detection that is
 # healthy without host calls, so the figure is Remedy's own cost (HTTP, single
@@ -18,10 +22,22 @@ cargo test -q -p remedy-e2e --no-run >/dev/null 2>&1
 wasm=target/wasm-test-plugins/wasm32-wasip2/release/hostile.wasm
 
 dir=$(mktemp -d)
-trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$dir"' EXIT
+store_line=""
+if [ -n "${REMEDY_BENCH_PG:-}" ]; then
+  db="remedy_load_$$"
+  psql "$REMEDY_BENCH_PG/postgres" -qc "CREATE DATABASE $db"
+  store_line="store = \"$REMEDY_BENCH_PG/$db\""
+fi
+cleanup() {
+  kill "$server" 2>/dev/null; wait "$server" 2>/dev/null
+  [ -n "${db:-}" ] && psql "$REMEDY_BENCH_PG/postgres" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)"
+  rm -rf "$dir"
+}
+trap cleanup EXIT
 cat > "$dir/remedy.toml" <<TOML
 [server]
 data_dir = "$dir/data"
+$store_line
 [plugins.hostile]
 path = "$PWD/$wasm"
 config = { behave = "ok" }
@@ -36,4 +52,8 @@ wrk -t2 -c"$conns" -d"$duration" --latency -s scripts/post-run.lua "$base"
 echo "== ?wait=true (the answer is the finished record, stored before it is sent)"
 wrk -t2 -c"$conns" -d"$duration" --latency -s scripts/post-run.lua "$base?wait=true"
 sleep 1
-echo "== runs stored: $(sqlite3 "$dir/data/remedy.db" 'select count(*) from runs' 2>/dev/null || echo '(install sqlite3 to count)')"
+if [ -n "${db:-}" ]; then
+  echo "== runs stored (PostgreSQL): $(psql "$REMEDY_BENCH_PG/$db" -Atc 'select count(*) from runs')"
+else
+  echo "== runs stored: $(sqlite3 "$dir/data/remedy.db" 'select count(*) from runs' 2>/dev/null || echo '(install sqlite3 to count)')"
+fi

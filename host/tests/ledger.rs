@@ -25,7 +25,7 @@ async fn fresh_stores() -> Vec<Fresh> {
     let sqlite = SqliteStore::open(dir.path()).unwrap();
     let db = common::Db::new("ledger").await;
     let me = Replica::new("ledger-test".into(), Duration::from_secs(5));
-    let pg = PgStore::connect(&db.url(), me).await.unwrap();
+    let pg = PgStore::connect(&db.url(), me, None).await.unwrap();
     vec![
         Fresh {
             kind: "sqlite",

@@ -18,7 +18,7 @@ fn replica(name: &str, ms: u64) -> Replica {
 }
 
 async fn connect(db: &Db, name: &str) -> PgStore {
-    PgStore::connect(&db.url(), replica(name, 5_000))
+    PgStore::connect(&db.url(), replica(name, 5_000), None)
         .await
         .unwrap()
 }
@@ -59,8 +59,9 @@ fn terminate(run: &str, max: u32) -> Intent {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn runs_alerts_approvals_and_the_kill_switch_hold_across_two_replicas() {
     let db = Db::new("contract").await;
-    let a = connect(&db, "a").await;
-    let b = connect(&db, "b").await;
+    // Replicas starting together on an empty database all get the schema.
+    let (a, b, c) = tokio::join!(connect(&db, "a"), connect(&db, "b"), connect(&db, "c"));
+    c.leave().await.unwrap();
     assert!(a.healthy());
 
     // A run written by one replica is read by the other.
@@ -173,7 +174,7 @@ async fn a_stopped_replicas_work_is_taken_over_after_its_lease_and_a_newer_schem
     let db = Db::new("takeover").await;
     let b = connect(&db, "survivor").await;
     {
-        let a = PgStore::connect(&db.url(), replica("doomed", 600))
+        let a = PgStore::connect(&db.url(), replica("doomed", 600), None)
             .await
             .unwrap();
         a.put_run(&run("in-flight", RunStatus::Running))
@@ -245,7 +246,7 @@ async fn a_stopped_replicas_work_is_taken_over_after_its_lease_and_a_newer_schem
     .await
     .unwrap();
     drop(c);
-    let err = PgStore::connect(&db.url(), replica("new", 5_000))
+    let err = PgStore::connect(&db.url(), replica("new", 5_000), None)
         .await
         .err()
         .expect("refused");

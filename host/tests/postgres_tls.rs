@@ -98,3 +98,35 @@ async fn sslmode_require_connects_over_verified_tls() {
         "{e}"
     );
 }
+
+/// The PostgreSQL store over TLS (the front refuses plain connections):
+/// verified against `server.store_ca`, refused with another CA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_speaks_tls_and_verifies_its_ca() {
+    use remedy::store::{PgStore, Replica, Store};
+    let (addr, ca_pem) = tls_front().await;
+    let db = common::Db::new("tls").await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, ca_pem).unwrap();
+    let ca = remedy::config::CaFile::read(&ca).unwrap();
+    let url = format!("postgres://postgres@{addr}/{}?sslmode=require", db.name);
+    let me = || Replica::new("tls".into(), Duration::from_secs(5));
+    let store = PgStore::connect(&url, me(), Some(&ca))
+        .await
+        .expect("over TLS");
+    assert!(store.get_run("none").await.unwrap().is_none());
+    store.leave().await.unwrap();
+
+    let other = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let wrong = dir.path().join("wrong.pem");
+    std::fs::write(&wrong, other.cert.pem()).unwrap();
+    let wrong = remedy::config::CaFile::read(&wrong).unwrap();
+    let err = PgStore::connect(&url, me(), Some(&wrong))
+        .await
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("certificate"), "{err}");
+}
+
+mod common;

@@ -239,6 +239,27 @@ async fn a_one_second_schedule_runs_and_never_overlaps_itself() {
             .contains("remedy_schedule_skipped_ticks_total{plugin=\"hostile\",schedule=\"tick\"}"),
         "{metrics}"
     );
+    // Alone on its SQLite store, the one replica runs the schedules, and
+    // every run names the tick it served.
+    assert!(
+        metrics.contains("remedy_replicas 1") && metrics.contains("remedy_scheduler_leader 1"),
+        "{metrics}"
+    );
+    let cluster = server.get("/v1/cluster").await;
+    assert_eq!(cluster["store"], "sqlite");
+    assert_eq!(cluster["scheduler"], cluster["replica"]);
+    assert_eq!(
+        cluster["replicas"].as_array().unwrap().len(),
+        1,
+        "{cluster}"
+    );
+    // A 1 s interval ticks on whole seconds (aligned to the epoch).
+    assert!(
+        runs.iter().all(|r| r["trigger"]["tick"]
+            .as_str()
+            .is_some_and(|t| t.ends_with(".000000Z"))),
+        "{runs:?}"
+    );
 }
 
 fn chrono_ts(s: &str) -> String {

@@ -20,6 +20,10 @@ pub struct ServerConfig {
     /// the embedded SQLite one under `data_dir`. Migrations are applied at
     /// start; a schema newer than this binary is refused.
     pub store: Option<crate::config::DatabaseUrl>,
+    /// PEM CA certificate(s) the PostgreSQL store's server certificate must
+    /// chain to (libpq's `sslrootcert`). Without it, TLS follows the URL's
+    /// `sslmode` (`prefer` by default) and encrypts without verifying.
+    pub store_ca: Option<crate::config::CaFile>,
     /// This replica's name in `GET /v1/cluster` and the audit log (default:
     /// the host name and the process id).
     pub replica: Option<String>,

@@ -22,6 +22,7 @@ const SCHEDULER: &str = "scheduler";
 
 pub struct Cluster {
     pub me: Replica,
+    started_at: String,
     /// A store other replicas may share (PostgreSQL).
     shared: bool,
     view: Mutex<View>,
@@ -54,6 +55,7 @@ impl Cluster {
     pub fn new(me: Replica, shared: bool) -> Cluster {
         Cluster {
             me,
+            started_at: crate::service::now(),
             shared,
             view: Mutex::default(),
             // Alone on its store, a replica is the scheduler.
@@ -73,13 +75,12 @@ impl Cluster {
         let (replicas, scheduler) = if self.shared {
             (v.replicas.clone(), v.scheduler.clone())
         } else {
-            let now = crate::service::now();
             let me = ReplicaRow {
                 id: self.me.id.clone(),
                 name: self.me.name.clone(),
                 version: env!("CARGO_PKG_VERSION").into(),
-                started_at: now.clone(),
-                heartbeat_at: now,
+                started_at: self.started_at.clone(),
+                heartbeat_at: crate::service::now(),
                 lease_ms,
                 alive: true,
             };

@@ -94,7 +94,7 @@ impl Service {
         let me = Replica::new(replica_name(config.server.replica.as_deref()), lease);
         let store: Arc<dyn Store> = match store_url {
             Some(url) => Arc::new(
-                crate::store::PgStore::connect(&url, me.clone())
+                crate::store::PgStore::connect(&url, me.clone(), config.server.store_ca.as_ref())
                     .await
                     .context("opening the PostgreSQL store (server.store / REMEDY_STORE_URL)")?,
             ),
@@ -132,6 +132,10 @@ impl Service {
         remedy.kill = Some(kill.clone());
         let metrics = Metrics::default();
         metrics.set_paused(kill.get().is_some());
+        if !shared {
+            // Alone on its store: one replica, and it runs the schedules.
+            metrics.set_cluster(1, true);
+        }
         let service = Arc::new(Service {
             remedy: Arc::new(remedy),
             store,

@@ -16,7 +16,6 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::NoTls;
 
 use super::rules::*;
 use super::{
@@ -47,35 +46,47 @@ pub struct PgStore {
     healthy: AtomicBool,
 }
 
-pub(super) fn pg(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Postgres(e.to_string())
+/// A PostgreSQL or pool error with its causes (a TLS handshake failure
+/// says which certificate check failed only in its source).
+pub(super) fn pg(e: impl std::error::Error) -> StoreError {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        source = cause.source();
+    }
+    StoreError::Postgres(text)
 }
 
 impl PgStore {
     /// Connects, applies the migrations this binary carries (refusing a
     /// newer schema) and registers `me` as a live replica. What stopped
-    /// replicas left is taken over by [`Store::take_over`].
-    pub async fn connect(url: &str, me: Replica) -> Result<PgStore, StoreError> {
-        let config: tokio_postgres::Config = url.parse().map_err(pg)?;
+    /// replicas left is taken over by [`Store::take_over`]. TLS follows the
+    /// URL's `sslmode`, as for the database backend; with `ca`, the server's
+    /// certificate must chain to it.
+    pub async fn connect(
+        url: &str,
+        me: Replica,
+        ca: Option<&crate::config::CaFile>,
+    ) -> Result<PgStore, StoreError> {
+        let mut config: tokio_postgres::Config = url.parse().map_err(pg)?;
+        if config.get_application_name().is_none() {
+            config.application_name("remedy-store");
+        }
+        let tls = crate::capabilities::database::postgres::tls_config(ca.map(|c| &c.certs[..]))
+            .map_err(StoreError::Postgres)?;
         let manager = Manager::from_config(
             config,
-            NoTls,
+            tokio_postgres_rustls::MakeRustlsConnect::new(tls),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
         let pool = Pool::builder(manager).max_size(16).build().map_err(pg)?;
-        let mut client = pool.get().await.map_err(pg)?;
-        embedded::migrations::runner()
-            .set_abort_missing(true)
-            .run_async(&mut **client)
-            .await
-            .map_err(|e| {
-                StoreError::Postgres(format!(
-                    "schema migration failed: {e} (a schema newer than this binary is refused: run the newer Remedy, or a fresh database)"
-                ))
-            })?;
-        drop(client);
+        migrate(&pool).await?;
         let store = PgStore {
             pool,
             me,
@@ -92,6 +103,44 @@ impl PgStore {
         })?;
         self.healthy.store(true, Ordering::SeqCst);
         Ok(c)
+    }
+}
+
+/// Applies the embedded migrations, all in one transaction. Replicas that
+/// start together on an empty database race to create the schema: the
+/// losers' transactions fail and roll back whole, and they try again and
+/// find it applied. A schema with migrations this binary does not know is
+/// refused.
+async fn migrate(pool: &Pool) -> Result<(), StoreError> {
+    const ATTEMPTS: u32 = 5;
+    let mut attempt = 1;
+    loop {
+        let mut client = pool.get().await.map_err(pg)?;
+        let r = embedded::migrations::runner()
+            .set_abort_missing(true)
+            .set_grouped(true)
+            .run_async(&mut **client)
+            .await;
+        match r {
+            Ok(_) => return Ok(()),
+            Err(e)
+                if attempt < ATTEMPTS
+                    && !matches!(
+                        e.kind(),
+                        refinery::error::Kind::MissingVersion(_)
+                            | refinery::error::Kind::DivergentVersion(..)
+                    ) =>
+            {
+                tracing::info!(attempt, error = %e, "schema migration raced another replica; trying again");
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(200 * u64::from(attempt))).await;
+            }
+            Err(e) => {
+                return Err(StoreError::Postgres(format!(
+                    "schema migration failed: {e} (a schema newer than this binary is refused: run the newer Remedy, or a fresh database)"
+                )))
+            }
+        }
     }
 }
 

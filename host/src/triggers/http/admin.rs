@@ -21,7 +21,7 @@ pub(super) async fn healthz(State(s): State<Arc<AppState>>) -> Response {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "store_unavailable",
-            "the store's writer has stopped; restart the service",
+            "the store cannot be written (SQLite: its writer stopped, restart the service; PostgreSQL: unreachable, see the log)",
         )
         .into_response()
     }
