@@ -50,6 +50,15 @@ pub struct Launch {
     pub approved: Option<(String, Arc<Plan>)>,
 }
 
+/// The target of a run that targets nothing but itself (a manual run):
+/// no other run can hold it, so single flight needs no shared claim.
+const OWN_TARGET: &str = "manual:";
+
+/// A fresh target of a run's own.
+pub fn own_target() -> String {
+    format!("{OWN_TARGET}{}", uuid::Uuid::new_v4())
+}
+
 /// Removes the (plugin, target) pair from the in-flight set, and from the
 /// shared store's flights when it was claimed there, however the run ends
 /// (or if it never starts).
@@ -276,7 +285,8 @@ impl Service {
     /// could not say), not yet stored.
     #[allow(clippy::result_large_err)] // built once per run, moved once
     pub(crate) async fn claim_shared(&self, mut c: Claimed) -> Result<Claimed, RunRecord> {
-        if !self.store.shared() || c.guard.shared.is_some() {
+        if !self.store.shared() || c.guard.shared.is_some() || c.guard.key.1.starts_with(OWN_TARGET)
+        {
             return Ok(c);
         }
         let (plugin, target) = c.guard.key.clone();

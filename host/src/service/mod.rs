@@ -27,7 +27,7 @@ pub mod registry;
 pub mod verify;
 
 pub use cluster::{Cluster, ClusterView};
-pub use launch::{Launch, Started};
+pub use launch::{own_target, Launch, Started};
 pub use metrics::Metrics;
 pub use registry::Registry;
 

@@ -157,21 +157,38 @@ pub(super) async fn put_run_in(
     me: &Replica,
     rec: &RunRecord,
 ) -> Result<(), StoreError> {
-    let (fingerprint, starts_at) = alert_of(rec);
+    put_runs_in(c, me, &[rec]).await
+}
+
+/// Inserts or replaces run records in one statement (arrays, `unnest`): an
+/// alert storm's payload costs one round trip, not one per run.
+async fn put_runs_in(
+    c: &impl deadpool_postgres::GenericClient,
+    me: &Replica,
+    recs: &[&RunRecord],
+) -> Result<(), StoreError> {
+    if recs.is_empty() {
+        return Ok(());
+    }
+    let (mut ids, mut plugins, mut statuses, mut started) = (vec![], vec![], vec![], vec![]);
+    let (mut fingerprints, mut starts, mut records) = (vec![], vec![], vec![]);
+    for rec in recs {
+        let (fingerprint, starts_at) = alert_of(rec);
+        ids.push(rec.id.as_str());
+        plugins.push(rec.plugin.as_str());
+        statuses.push(rec.status.as_str());
+        started.push(ts(rec.started_at));
+        fingerprints.push(fingerprint);
+        starts.push(starts_at);
+        records.push(serde_json::to_string(rec)?);
+    }
     c.execute(
         "INSERT INTO runs (id, plugin, status, started_at, alert_fingerprint, alert_starts_at, record, replica) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+         SELECT id, plugin, status, started_at, fp, sa, record, $8 \
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[]) \
+           AS t(id, plugin, status, started_at, fp, sa, record) \
          ON CONFLICT (id) DO UPDATE SET status = excluded.status, record = excluded.record, replica = excluded.replica",
-        &[
-            &rec.id,
-            &rec.plugin,
-            &rec.status.as_str(),
-            &ts(rec.started_at),
-            &fingerprint,
-            &starts_at,
-            &serde_json::to_string(rec)?,
-            &me.id,
-        ],
+        &[&ids, &plugins, &statuses, &started, &fingerprints, &starts, &records, &me.id],
     )
     .await
     .map_err(pg)?;
@@ -210,25 +227,55 @@ impl Store for PgStore {
         &self,
         items: Vec<(StoredAlert, Vec<RunRecord>)>,
     ) -> Result<Vec<bool>, StoreError> {
+        // One statement for the alerts, one for the runs of the new ones. A
+        // key repeated within the payload is new at most once (its first
+        // occurrence), as if inserted one by one.
+        let key = |a: &StoredAlert| (a.fingerprint.clone(), a.starts_at.clone(), a.status.clone());
+        let mut seen = std::collections::HashSet::new();
+        let first: Vec<bool> = items.iter().map(|(a, _)| seen.insert(key(a))).collect();
+        let candidates: Vec<&StoredAlert> = items
+            .iter()
+            .zip(&first)
+            .filter(|(_, f)| **f)
+            .map(|((a, _), _)| a)
+            .collect();
+        let column = |f: fn(&StoredAlert) -> String| -> Vec<String> {
+            candidates.iter().map(|a| f(a)).collect()
+        };
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(pg)?;
-        let mut new = Vec::with_capacity(items.len());
-        for (a, runs) in &items {
-            let n = tx
-                .execute(
-                    "INSERT INTO alerts (fingerprint, starts_at, status, name, received_at, alert) \
-                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-                    &[&a.fingerprint, &a.starts_at, &a.status, &a.name, &a.received_at, &a.alert.to_string()],
-                )
-                .await
-                .map_err(pg)?;
-            if n == 1 {
-                for rec in runs {
-                    put_run_in(&tx, &self.me, rec).await?;
-                }
-            }
-            new.push(n == 1);
-        }
+        let inserted = tx
+            .query(
+                "INSERT INTO alerts (fingerprint, starts_at, status, name, received_at, alert) \
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) \
+                 ON CONFLICT DO NOTHING RETURNING fingerprint, starts_at, status",
+                &[
+                    &column(|a| a.fingerprint.clone()),
+                    &column(|a| a.starts_at.clone()),
+                    &column(|a| a.status.clone()),
+                    &column(|a| a.name.clone()),
+                    &column(|a| a.received_at.clone()),
+                    &column(|a| a.alert.to_string()),
+                ],
+            )
+            .await
+            .map_err(pg)?;
+        let inserted: std::collections::HashSet<(String, String, String)> = inserted
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        let new: Vec<bool> = items
+            .iter()
+            .zip(&first)
+            .map(|((a, _), f)| *f && inserted.contains(&key(a)))
+            .collect();
+        let runs: Vec<&RunRecord> = items
+            .iter()
+            .zip(&new)
+            .filter(|(_, n)| **n)
+            .flat_map(|((_, runs), _)| runs)
+            .collect();
+        put_runs_in(&tx, &self.me, &runs).await?;
         tx.commit().await.map_err(pg)?;
         Ok(new)
     }

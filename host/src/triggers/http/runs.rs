@@ -120,7 +120,7 @@ pub(super) async fn start_run(
             format!("{what} needs the `approve` role; a dry run needs only `run`"),
         ));
     }
-    let id_target = format!("manual:{}", uuid::Uuid::new_v4());
+    let id_target = crate::service::own_target();
     let trigger = Trigger::Manual {
         by: format!("http:{who}"),
     };
