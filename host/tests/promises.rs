@@ -23,6 +23,18 @@ fn hostile(dir: &Path, extra: &str) -> String {
     )
 }
 
+/// One run slot, and hostile sleeping `ms` for each `alert` it is sent.
+fn one_slot_sleeper(dir: &Path, alert: &str, ms: u64) -> String {
+    format!(
+        "[server]\ndata_dir = \"{}\"\nmax_concurrent_runs = 1\n{}",
+        dir.join("data").display(),
+        hostile(
+            dir,
+            &format!("alerts = [\"{alert}\"]\nconfig = {{ behave = \"sleep\", sleep_ms = {ms} }}"),
+        )
+    )
+}
+
 /// Polls until `done` holds for run `id`.
 async fn until(server: &Server, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -274,14 +286,7 @@ async fn concurrent_approvals_and_rejections_decide_a_plan_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_alert_acknowledged_while_the_run_slots_are_busy_is_run_after_a_crash() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = format!(
-        "[server]\ndata_dir = \"{}\"\nmax_concurrent_runs = 1\n{}",
-        dir.path().join("data").display(),
-        hostile(
-            dir.path(),
-            "alerts = [\"Slow\"]\nconfig = { behave = \"sleep\", sleep_ms = 4000 }"
-        )
-    );
+    let cfg = one_slot_sleeper(dir.path(), "Slow", 4000);
     let mut server = start(dir.path(), &cfg, &[]);
     let post = |service: &str| {
         payload(vec![alert(
@@ -1179,6 +1184,54 @@ async fn a_storm_on_one_plugin_leaves_run_slots_for_the_others() {
         states.iter().filter(|s| *s == "queued").count(),
         2,
         "{states:?}"
+    );
+}
+
+/// One run slot, a storm of warnings queued for it, then a critical alert:
+/// the critical run takes the next slot, ahead of every warning that was
+/// waiting before it arrived (issue 13, priority lanes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_critical_alert_in_a_storm_takes_the_next_slot_before_the_queued_warnings() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = one_slot_sleeper(dir.path(), "Storm", 200);
+    let server = start(dir.path(), &cfg, &[]);
+    let storm = |from: usize, n: usize, severity: &str| {
+        payload(
+            (from..from + n)
+                .map(|i| {
+                    alert(
+                        "Storm",
+                        "firing",
+                        json!({"instance": format!("host-{i}"), "severity": severity}),
+                        &format!("storm-{i}"),
+                        "2026-11-27T03:10:00Z",
+                    )
+                })
+                .collect(),
+        )
+    };
+    let (code, warnings) = server.post("/v1/alerts", storm(0, 8, "warning")).await;
+    assert_eq!(code, 202, "{warnings}");
+    let (code, critical) = server.post("/v1/alerts", storm(100, 1, "critical")).await;
+    assert_eq!(code, 202, "{critical}");
+    let critical = server
+        .finished(critical["runs"][0]["run_id"].as_str().unwrap())
+        .await;
+    let mut started_after = 0;
+    for r in warnings["runs"].as_array().unwrap() {
+        let rec = until(&server, r["run_id"].as_str().unwrap(), "finished", |r| {
+            r["status"] == "succeeded"
+        })
+        .await;
+        if rec["started_at"].as_str() > critical["started_at"].as_str() {
+            started_after += 1;
+        }
+    }
+    // At most the warning holding the slot (and one that got it while the
+    // critical alert's post was on its way) went first.
+    assert!(
+        started_after >= 6,
+        "{started_after} of 8 warnings started after the critical run"
     );
 }
 

@@ -13,8 +13,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use chrono::Utc;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::lanes::{rank, LanePermit, Lanes};
 use super::Service;
 use crate::config::Mode;
 use crate::guardrails::{Plan, Stage};
@@ -119,10 +119,11 @@ pub(crate) struct Claimed {
 
 /// A run slot: one of its plugin's, then one of the service's. Waiting
 /// happens on the plugin's first, so a plugin with a storm of runs queues
-/// behind itself without holding the slots other plugins need.
+/// behind itself without holding the slots other plugins need; at both,
+/// the most urgent run waiting gets the next slot (see `lanes`).
 pub(crate) struct Slot {
-    _plugin: OwnedSemaphorePermit,
-    _global: OwnedSemaphorePermit,
+    _plugin: LanePermit,
+    _global: LanePermit,
 }
 
 /// How a run starts once it has a slot: decided then, not when queued.
@@ -200,32 +201,33 @@ impl Service {
         Ok(Started::Running { id, handle })
     }
 
-    fn plugin_semaphore(&self, plugin: &str) -> Arc<Semaphore> {
+    fn plugin_lanes(&self, plugin: &str) -> Arc<Lanes> {
         self.plugin_permits
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .entry(plugin.to_string())
-            .or_insert_with(|| Arc::new(Semaphore::new(self.per_plugin)))
+            .or_insert_with(|| Lanes::new(self.per_plugin))
             .clone()
     }
 
     fn try_slot(&self, plugin: &str) -> Option<Slot> {
-        let own = self.plugin_semaphore(plugin).try_acquire_owned().ok()?;
-        let global = self.permits.clone().try_acquire_owned().ok()?;
+        let own = self.plugin_lanes(plugin).try_acquire()?;
+        let global = self.permits.try_acquire()?;
         Some(Slot {
             _plugin: own,
             _global: global,
         })
     }
 
-    /// Waits for a slot; `None` only if a semaphore was closed (never).
-    async fn slot(&self, plugin: &str) -> Option<Slot> {
-        let own = self.plugin_semaphore(plugin).acquire_owned().await.ok()?;
-        let global = self.permits.clone().acquire_owned().await.ok()?;
-        Some(Slot {
+    /// Waits for a slot, most urgent run first.
+    async fn slot(&self, c: &Claimed) -> Slot {
+        let rank = rank(&c.launch.trigger, c.plugin.settings.priority);
+        let own = self.plugin_lanes(c.plugin.name()).acquire(rank).await;
+        let global = self.permits.acquire(rank).await;
+        Slot {
             _plugin: own,
             _global: global,
-        })
+        }
     }
 
     /// Takes the single-flight claim of the run and builds its `queued`
@@ -371,10 +373,7 @@ impl Service {
             let (_permit, start) = match slot {
                 Some(s) => s,
                 None => {
-                    // The semaphores are never closed, so this only waits.
-                    let Some(permit) = service.slot(c.plugin.name()).await else {
-                        return c.rec;
-                    };
+                    let permit = service.slot(&c).await;
                     let start = service.decide_start(&c);
                     let running = service.running_record(&c, &start);
                     if let Err(e) = service.store.put_run(&running).await {

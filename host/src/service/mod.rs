@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use chrono::Utc;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 
 use crate::config::Config;
 use crate::killswitch::{KillSwitch, Pause};
@@ -20,6 +20,7 @@ use crate::store::{AuditEvent, Replica, SqliteStore, Store, StoreError};
 
 pub mod approval;
 pub mod cluster;
+mod lanes;
 mod launch;
 pub mod metrics;
 mod plugins;
@@ -41,9 +42,9 @@ pub struct Service {
     pub metrics: Metrics,
     pub data_dir: PathBuf,
     inflight: Mutex<HashSet<(String, String)>>,
-    permits: Arc<Semaphore>,
+    permits: Arc<lanes::Lanes>,
     /// Run slots per plugin (see `server.max_runs_per_plugin`).
-    plugin_permits: Mutex<HashMap<String, Arc<Semaphore>>>,
+    plugin_permits: Mutex<HashMap<String, Arc<lanes::Lanes>>>,
     per_plugin: usize,
     running: AtomicUsize,
     idle: Notify,
@@ -143,7 +144,7 @@ impl Service {
             metrics,
             data_dir,
             inflight: Mutex::default(),
-            permits: Arc::new(Semaphore::new(max_runs.max(1))),
+            permits: lanes::Lanes::new(max_runs.max(1)),
             plugin_permits: Mutex::default(),
             per_plugin,
             running: AtomicUsize::new(0),

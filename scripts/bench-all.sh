@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Every performance figure of the README's Performance section, on this
+# machine, as one table. Takes ~10 minutes after the release build.
+#
+#   scripts/bench-all.sh            # SQLite store
+#   REMEDY_BENCH_PG=postgres://postgres@127.0.0.1:5432 scripts/bench-all.sh
+#
+# Needs wrk (apt-get install wrk). Figures move ±30 % between machines:
+# compare a change against a baseline run on the same machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo build --release -q -p remedy
+cargo test -q -p remedy-e2e --no-run >/dev/null 2>&1
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+
+row() { printf '| %s | %s |\n' "$1" "$2"; }
+
+echo "criterion: invocation (a few minutes)…" >&2
+cargo bench -q -p remedy --bench invocation -- --noplot >"$out/bench" 2>&1 || true
+median() { grep -A1 "^invocation/$1" "$out/bench" | grep -o 'time: *\[[^]]*\]' | awk '{print $4, $5}'; }
+
+echo "HTTP load…" >&2
+scripts/load.sh 8s 64 >"$out/load" 2>&1
+rps() { grep 'Requests/sec' "$out/load" | sed -n "${1}p" | awk '{printf "%d", $2}'; }
+p99() { grep '99%' "$out/load" | sed -n "${1}p" | awk '{print $2}'; }
+
+echo "alert storm…" >&2
+python3 scripts/alert-storm.py >"$out/storm" 2>&1
+
+echo "schedules (about 80 s)…" >&2
+python3 scripts/schedule-load.py >"$out/sched" 2>&1
+
+echo "start-up…" >&2
+dir=$(mktemp -d)
+printf '[server]\ndata_dir = "%s/data"\n' "$dir" >"$dir/remedy.toml"
+startup() {
+  local t0 t1 pid
+  t0=$(date +%s%N)
+  exec 3< <(target/release/remedy serve --config "$dir/remedy.toml" --listen 127.0.0.1:0 2>/dev/null)
+  pid=$!
+  read -r _ <&3
+  t1=$(date +%s%N)
+  sleep 2
+  rss=$(awk '/VmRSS/ {print $2}' "/proc/$(pgrep -n -f "$dir/remedy.toml")/status" 2>/dev/null || echo "?")
+  pkill -f "$dir/remedy.toml" || true
+  wait "$pid" 2>/dev/null || true
+  exec 3<&-
+  echo "$(((t1 - t0) / 1000000)) ms, idle RSS $((rss / 1024)) MiB"
+}
+cold=$(startup)
+warm=$(startup)
+rm -rf "$dir"
+
+echo
+echo "| figure | measured |"
+echo "|---|---|"
+row "invocation/wasm_instantiate_detect (median)" "$(median wasm_instantiate_detect)"
+row "invocation/native_detect (median)" "$(median native_detect)"
+row "dry runs/s → 202 (load.sh 8s 64)" "$(rps 1) (p99 $(p99 1))"
+row "dry runs/s ?wait=true" "$(rps 2) (p99 $(p99 2))"
+row "alert storm: post answered" "$(grep -o 'p50 .*' <(grep 'answer to Alertmanager' "$out/storm"))"
+row "alert storm: receipt → run start" "$(grep -o 'p50 .*' <(grep 'receipt -> run start' "$out/storm"))"
+row "schedules: ticks" "$(sed -n 2p "$out/sched")"
+row "schedules: tick → run start" "$(grep -o 'p50 .*' <(grep 'tick -> run start' "$out/sched"))"
+row "start-up cold (8 bundled plugins compiled)" "$cold"
+row "start-up warm (compiled-code cache)" "$warm"
+row "release binary" "$(du -m target/release/remedy | cut -f1) MB"
