@@ -80,8 +80,21 @@ def post(p):
     answer_ms.append((time.time() - t0) * 1000)
 
 
+def post_critical():
+    """One critical alert, posted when half the storm is in flight."""
+    body = {"version": "4", "status": "firing", "receiver": "remedy", "alerts": [
+        {"status": "firing", "labels": {"alertname": "StormAlert", "instance": "critical-1",
+                                        "severity": "critical"},
+         "annotations": {}, "startsAt": "2026-11-27T03:10:00Z", "fingerprint": "critical-1"}]}
+    req = urllib.request.Request(base + "/v1/alerts", data=json.dumps(body).encode(),
+                                 headers={"content-type": "application/json"})
+    with urllib.request.urlopen(req) as r:
+        r.read()
+
+
 started = time.time()
 threads = [threading.Thread(target=post, args=(p,)) for p in range(posts)]
+threads.insert(posts // 2, threading.Thread(target=post_critical))
 for t in threads:
     t.start()
 for t in threads:
@@ -111,14 +124,18 @@ def rows(sql):
 
 total = posts * per_post
 unique = len({alert(i)["fingerprint"] for i in range(total)})
-stored = int(rows("select count(*) from alerts")[0][0])
+stored = int(rows("select count(*) from alerts where fingerprint <> 'critical-1'")[0][0])
 received = {fp: at for fp, at in rows("select fingerprint, received_at from alerts")}
 lat = []
+critical_ms = None
 for (rec,) in rows("select record from runs where status not in ('queued', 'skipped')"):
     r = json.loads(rec)
     fp = r["trigger"]["alert"]["fingerprint"]
     t0 = datetime.fromisoformat(received[fp].replace("Z", "+00:00"))
     t1 = datetime.fromisoformat(r["started_at"].replace("Z", "+00:00"))
+    if fp == "critical-1":
+        critical_ms = (t1 - t0).total_seconds() * 1000
+        continue
     lat.append((t1 - t0).total_seconds() * 1000)
 lat.sort()
 dups = sum(s[1]["duplicates"] for s in statuses)
@@ -130,5 +147,7 @@ print(f"runs recorded: {len(lat)} (one per distinct alert: {len(lat) == unique})
 if lat:
     q = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))]
     print(f"receipt -> run start: p50 {q(0.5):.1f} ms, p99 {q(0.99):.1f} ms, max {lat[-1]:.1f} ms")
+print(f"a critical alert posted mid-storm: receipt -> run start {critical_ms:.1f} ms" if critical_ms is not None
+      else "a critical alert posted mid-storm: no run recorded")
 if pg_server:
     subprocess.run(["psql", f"{pg_server}/postgres", "-qc", f"DROP DATABASE IF EXISTS {pg_db} WITH (FORCE)"], check=True)

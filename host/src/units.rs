@@ -132,20 +132,40 @@ impl Every {
         }
     }
 
-    /// Time until the next tick.
-    /// The first tick strictly after `after`. Intervals are aligned to the
-    /// Unix epoch (every 10s fires at :00, :10, …), so every replica, and
-    /// every restart, names a tick the same way.
+    /// Where in its interval a schedule ticks, from its name (`key`): the
+    /// same on every replica and after every restart, and different for
+    /// different schedules, so that a thousand schedules of one interval do
+    /// not all start in the same millisecond. Cron schedules tick when
+    /// their expression says.
+    pub fn phase(&self, key: &str) -> Duration {
+        match self {
+            Every::Interval(d) => {
+                // FNV-1a: stable across processes, builds and versions.
+                let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                    (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+                });
+                let step = u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1);
+                Duration::from_millis(hash % step)
+            }
+            Every::Cron(_) => Duration::ZERO,
+        }
+    }
+
+    /// The first tick strictly after `after`. An interval ticks at the
+    /// multiples of itself since the Unix epoch, shifted by `phase`, so
+    /// every replica, and every restart, names a tick the same way.
     pub fn next_tick(
         &self,
         after: chrono::DateTime<chrono::Utc>,
+        phase: Duration,
     ) -> Option<chrono::DateTime<chrono::Utc>> {
         match self {
             Every::Interval(d) => {
                 let step = i64::try_from(d.as_millis()).ok()?.max(1);
-                let ms = after.timestamp_millis();
+                let phase = i64::try_from(phase.as_millis()).ok()? % step;
+                let ms = after.timestamp_millis().checked_sub(phase)?;
                 let next = ms.div_euclid(step).checked_add(1)?.checked_mul(step)?;
-                chrono::DateTime::from_timestamp_millis(next)
+                chrono::DateTime::from_timestamp_millis(next.checked_add(phase)?)
             }
             Every::Cron(s) => s.after(&after).next(),
         }
@@ -198,22 +218,48 @@ mod tests {
     }
 
     #[test]
-    fn ticks_are_aligned_so_replicas_name_them_alike() {
+    fn ticks_are_fixed_instants_so_replicas_name_them_alike() {
         let at = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap().to_utc();
+        let zero = Duration::ZERO;
         let ten = Every::parse(None, Some("10s")).unwrap();
+        let next = |after: &str, phase| ten.next_tick(at(after), phase);
         assert_eq!(
-            ten.next_tick(at("2026-01-01T00:00:03.5Z")),
+            next("2026-01-01T00:00:03.5Z", zero),
             Some(at("2026-01-01T00:00:10Z"))
         );
         // Strictly after: a tick that just fired is not named again.
         assert_eq!(
-            ten.next_tick(at("2026-01-01T00:00:10Z")),
+            next("2026-01-01T00:00:10Z", zero),
             Some(at("2026-01-01T00:00:20Z"))
         );
-        let cron = Every::parse(Some("*/15 * * * * *"), None).unwrap();
+        // Shifted by the phase, still every 10 s.
+        let p = Duration::from_millis(2_500);
         assert_eq!(
-            cron.next_tick(at("2026-01-01T00:00:15Z")),
-            Some(at("2026-01-01T00:00:30Z"))
+            next("2026-01-01T00:00:03Z", p),
+            Some(at("2026-01-01T00:00:12.5Z"))
         );
+        assert_eq!(
+            next("2026-01-01T00:00:02Z", p),
+            Some(at("2026-01-01T00:00:02.5Z"))
+        );
+        let cron = Every::parse(Some("*/15 * * * * *"), None).unwrap();
+        let t = cron.next_tick(at("2026-01-01T00:00:15Z"), zero);
+        assert_eq!(t, Some(at("2026-01-01T00:00:30Z")));
+        assert_eq!(cron.phase("anything"), zero);
+    }
+
+    #[test]
+    fn schedules_of_one_interval_are_spread_over_it_the_same_way_everywhere() {
+        let every = Every::parse(None, Some("12s")).unwrap();
+        let phases: std::collections::BTreeSet<Duration> = (0..200)
+            .map(|i| every.phase(&format!("hostile/s{i:04}")))
+            .collect();
+        assert!(phases.iter().all(|p| *p < Duration::from_secs(12)));
+        // 200 names over 12,000 ms: nearly all distinct.
+        assert!(phases.len() > 190, "{}", phases.len());
+        // A fixed value (FNV-1a of the name): changing the function renames
+        // every tick of every running cluster.
+        let one_second = Every::parse(None, Some("1s")).unwrap();
+        assert_eq!(one_second.phase("db/sweep"), Duration::from_millis(540));
     }
 }

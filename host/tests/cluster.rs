@@ -374,12 +374,12 @@ async fn a_replica_killed_between_intent_and_result_is_taken_over_by_a_survivor(
         .collect();
     assert_eq!(lost.len(), 1, "{audit}");
     assert_eq!(lost[0]["detail"]["actions_interrupted"], 1);
-    let cluster = survivor.get("/v1/cluster").await;
-    assert_eq!(
-        cluster["replicas"].as_array().unwrap().len(),
-        1,
-        "{cluster}"
-    );
+    // The replica list is re-read at the survivor's next heartbeat.
+    eventually("the cluster lists the survivor alone", 3, || async {
+        let cluster = survivor.get("/v1/cluster").await;
+        (cluster["replicas"].as_array().unwrap().len() == 1).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -430,8 +430,11 @@ async fn one_approval_decided_on_two_replicas_runs_once_and_a_pause_reaches_both
         (!p["paused"].is_null()).then_some(())
     })
     .await;
+    // A heartbeat (1 s) and the requests around it; the bound is loose
+    // because the suite shares two cores (live actions see the pause at
+    // once, in the ledger, whatever this delay).
     assert!(
-        pulled.elapsed() < Duration::from_millis(1500),
+        pulled.elapsed() < Duration::from_secs(2),
         "{:?}",
         pulled.elapsed()
     );

@@ -106,8 +106,10 @@ impl Service {
         if !self.cluster.shared {
             return;
         }
-        // Take-over first, so the replica list read next no longer shows
-        // the replicas taken over.
+        // The kill switch first: it is what must reach every replica soonest.
+        self.sync_pause().await;
+        // Take-over before the heartbeat, so the replica list read next no
+        // longer shows the replicas taken over.
         match self.store.take_over().await {
             Ok(orphans) => self.adopt(orphans).await,
             Err(e) => tracing::warn!(error = %e, "looking for stopped replicas failed"),
@@ -142,7 +144,6 @@ impl Service {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .scheduler = holder;
-        self.sync_pause().await;
         let alive = {
             let v = self.cluster.view.lock().unwrap_or_else(|p| p.into_inner());
             v.replicas.iter().filter(|r| r.alive).count() as u64

@@ -1,5 +1,5 @@
 //! Schedules: a cron expression (seconds field optional) or an interval per
-//! plugin (aligned to the Unix epoch). A tick never overlaps the previous
+//! plugin (ticking at a fixed phase of the Unix epoch, spread by name). A tick never overlaps the previous
 //! run of its schedule: it is skipped and counted instead. With several
 //! replicas, the one holding the scheduler lease runs them, each tick once.
 
@@ -41,9 +41,10 @@ async fn run_schedule(
 ) {
     let mut previous: Option<tokio::task::JoinHandle<crate::record::RunRecord>> = None;
     let mut last = chrono::Utc::now();
+    let phase = every.phase(&format!("{plugin}/{name}"));
     loop {
         // Never the same tick twice, never a burst of missed ones.
-        let Some(tick) = every.next_tick(last.max(chrono::Utc::now())) else {
+        let Some(tick) = every.next_tick(last.max(chrono::Utc::now()), phase) else {
             return;
         };
         last = tick;
