@@ -68,15 +68,34 @@ for (rec,) in db.execute("select record from runs"):
     if begin <= tick < end:
         jitter.append((parse(r["started_at"]) - tick) * 1000)
         served.setdefault(r["trigger"]["schedule"], set()).add(tick)
-# Ticks are aligned to the epoch: the expected ones are the multiples of
-# `every` inside the window, for every schedule.
-first, last = math.ceil(begin / every) * every, math.floor((end - 1e-9) / every) * every
-per_schedule = int((last - first) / every) + 1 if last >= first else 0
-expected = per_schedule * schedules
+
+
+def phase(key, every_ms):
+    """Where in its interval a schedule ticks (as `Every::phase`: FNV-1a of
+    `plugin/schedule`), in seconds."""
+    h = 0xcbf29ce484222325
+    for b in key.encode():
+        h = ((h ^ b) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+    return (h % every_ms) / 1000
+
+
+# Each schedule ticks at the multiples of `every` since the epoch, shifted
+# by its phase: the expected ticks are those inside the window.
+expected = 0
+for i in range(schedules):
+    p = phase(f"hostile/s{i:04}", every * 1000)
+    first = math.ceil((begin - p) / every) * every + p
+    expected += sum(1 for k in range(1000) if first + k * every < end)
+# A run whose tick is not on its schedule's phase would mean replicas (or
+# this script) disagree with `Every::phase`.
+unexpected = 0
+for name, ts in served.items():
+    p = phase(f"hostile/{name}", every * 1000)
+    unexpected += sum(1 for t in ts if abs(round((t - p) / every) * every + p - t) > 0.0005)
 got = sum(len(t) for t in served.values())
 jitter.sort()
 q = lambda p: jitter[min(len(jitter) - 1, int(p * len(jitter)))]
 print(f"{schedules} schedules every {every} s = {schedules * 60 / every:.0f} ticks/min, window {end - begin:.0f} s")
-print(f"ticks expected in the window: {expected}, run: {got}, missed: {expected - got}")
+print(f"ticks expected in the window: {expected}, run: {got}, missed: {expected - got}, off their phase: {unexpected}")
 if jitter:
     print(f"tick -> run start: p50 {q(0.5):.2f} ms, p99 {q(0.99):.2f} ms, max {jitter[-1]:.2f} ms")
