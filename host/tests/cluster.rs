@@ -59,6 +59,19 @@ fn breaker_replica(
     start_logged(&home, &breaker_config(&home, sim, &server, plugin, ""), env)
 }
 
+/// Waits (at most 30 s) until no run in the store is queued or running.
+async fn every_run_finished(db: &Db) {
+    eventually("every run finished", 30, || async {
+        let open = count(
+            db,
+            "SELECT count(*) FROM runs WHERE status IN ('queued', 'running')",
+        )
+        .await;
+        (open == 0).then_some(())
+    })
+    .await;
+}
+
 async fn count(db: &Db, sql: &str) -> i64 {
     db.client().await.query_one(sql, &[]).await.unwrap().get(0)
 }
@@ -105,15 +118,7 @@ async fn three_replicas_store_each_alert_once_and_start_one_run_for_it() {
         started, 100,
         "only the replica that stored an alert starts its run"
     );
-    eventually("every run finished", 30, || async {
-        let open = count(
-            &db,
-            "SELECT count(*) FROM runs WHERE status IN ('queued', 'running')",
-        )
-        .await;
-        (open == 0).then_some(())
-    })
-    .await;
+    every_run_finished(&db).await;
     assert_eq!(count(&db, "SELECT count(*) FROM runs").await, 100);
     assert_eq!(count(&db, "SELECT count(*) FROM alerts").await, 100);
     // Every replica lists the same history.
@@ -169,15 +174,7 @@ async fn a_budget_of_three_holds_across_three_replicas_against_real_sessions() {
         });
     }
     posts.join_all().await;
-    eventually("every run finished", 30, || async {
-        let open = count(
-            &db,
-            "SELECT count(*) FROM runs WHERE status IN ('queued', 'running')",
-        )
-        .await;
-        (open == 0).then_some(())
-    })
-    .await;
+    every_run_finished(&db).await;
     let mut gone = 0;
     for pid in &pids {
         if !pg::alive(*pid, false).await {
