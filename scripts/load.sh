@@ -17,8 +17,12 @@ duration=${1:-10s}
 conns=${2:-64}
 port=${REMEDY_LOAD_PORT:-18181}
 
-cargo build --release -q -p remedy
-cargo test -q -p remedy-e2e --no-run >/dev/null 2>&1
+# REMEDY_BIN: measure another build (a baseline) instead of this checkout's.
+bin=${REMEDY_BIN:-target/release/remedy}
+if [ -z "${REMEDY_BIN:-}" ]; then
+  cargo build --release -q -p remedy
+  cargo test -q -p remedy-e2e --no-run >/dev/null 2>&1
+fi
 wasm=target/wasm-test-plugins/wasm32-wasip2/release/hostile.wasm
 
 dir=$(mktemp -d)
@@ -42,7 +46,7 @@ $store_line
 path = "$PWD/$wasm"
 config = { behave = "ok" }
 TOML
-target/release/remedy serve --config "$dir/remedy.toml" --listen "127.0.0.1:$port" >/dev/null &
+"$bin" serve --config "$dir/remedy.toml" --listen "127.0.0.1:$port" >/dev/null &
 server=$!
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
 
@@ -50,7 +54,20 @@ base="http://127.0.0.1:$port/v1/plugins/hostile/runs"
 echo "== 202 answers (record stored as running before the answer; final record stored when the run ends)"
 wrk -t2 -c"$conns" -d"$duration" --latency -s scripts/post-run.lua "$base"
 echo "== ?wait=true (the answer is the finished record, stored before it is sent)"
-wrk -t2 -c"$conns" -d"$duration" --latency -s scripts/post-run.lua "$base?wait=true"
+wrk -t2 -c"$conns" -d"$duration" --latency -s scripts/post-run.lua "$base?wait=true" | tee "$dir/wait"
+# Latency at a fixed rate, half the maximum just measured: at saturation
+# every request queues, so wrk's p99 says little about a loaded service.
+# oha holds the rate (`-q`) and corrects for coordinated omission.
+if command -v oha >/dev/null 2>&1; then
+  max=$(awk '/Requests\/sec/ {printf "%d", $2}' "$dir/wait")
+  rate=${REMEDY_LOAD_RATE:-$((max / 2))}
+  echo "== ?wait=true at a fixed $rate/s (half the maximum), $conns connections"
+  oha --no-tui -z "$duration" -c "$conns" -q "$rate" --latency-correction -m POST \
+    -H 'Content-Type: application/json' -d '{"dry_run": true}' "$base?wait=true" |
+    grep -E 'Requests/sec|Success rate|50.00%|90.00%|99.00%|99.90%|\[2'
+else
+  echo "== (install oha, \`cargo install oha\`, for latency at a fixed rate)"
+fi
 sleep 1
 if [ -n "${db:-}" ]; then
   echo "== runs stored (PostgreSQL): $(psql "$REMEDY_BENCH_PG/$db" -Atc 'select count(*) from runs')"

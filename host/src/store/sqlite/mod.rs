@@ -10,6 +10,7 @@ use tokio::sync::oneshot;
 
 use super::{AuditEvent, AuditFilter, RunFilter, Store, StoreError, StoredAlert};
 
+mod checkpoint;
 mod ledger;
 mod schema;
 mod writer;
@@ -63,11 +64,13 @@ impl SqliteStore {
         let (tx, rx) = mpsc::sync_channel(8192);
         let alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let guard = AliveGuard(alive.clone());
+        let handoff = checkpoint::Handoff::default();
+        checkpoint::spawn(&path, alive.clone(), handoff.clone())?;
         std::thread::Builder::new()
             .name("remedy-store".into())
             .spawn(move || {
                 let _guard = guard;
-                write_loop(writer, rx)
+                write_loop(writer, rx, handoff)
             })
             .map_err(|source| StoreError::Dir {
                 path: "store writer thread".into(),
@@ -122,8 +125,8 @@ impl Store for SqliteStore {
     }
 
     async fn put_run(&self, rec: &RunRecord) -> Result<(), StoreError> {
-        let rec = Box::new(rec.clone());
-        self.send(|ack| Op::Run { rec, ack }).await
+        let row = RunRow::of(rec)?;
+        self.send(|ack| Op::Run { row, ack }).await
     }
 
     async fn audit(&self, event: AuditEvent) -> Result<(), StoreError> {
@@ -138,12 +141,19 @@ impl Store for SqliteStore {
         &self,
         items: Vec<(StoredAlert, Vec<RunRecord>)>,
     ) -> Result<Vec<bool>, StoreError> {
+        let items = items
+            .into_iter()
+            .map(|(alert, runs)| {
+                let runs = runs.iter().map(RunRow::of).collect::<Result<_, _>>()?;
+                Ok((AlertRow::of(alert), runs))
+            })
+            .collect::<Result<_, StoreError>>()?;
         self.send(|ack| Op::Receive { items, ack }).await
     }
 
     async fn decide(&self, rec: &RunRecord) -> Result<bool, StoreError> {
-        let rec = Box::new(rec.clone());
-        self.send(|ack| Op::Decide { rec, ack }).await
+        let row = RunRow::of(rec)?;
+        self.send(|ack| Op::Decide { row, ack }).await
     }
 
     async fn prune(&self, before: &str, ledger_before: &str) -> Result<bool, StoreError> {

@@ -70,8 +70,11 @@ pub(super) fn connect(path: &Path) -> Result<Connection, StoreError> {
     // can lose the last transactions.
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
-    // Fewer, larger checkpoints: the writer is the service's hot thread.
-    conn.pragma_update(None, "wal_autocheckpoint", 8000)?;
+    // No connection checkpoints on commit: the checkpoint thread does it
+    // (`checkpoint`), so the writer never stalls on copying the WAL back.
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    // A WAL that grew under a burst is cut back to this when it restarts.
+    conn.pragma_update(None, "journal_size_limit", 64 << 20)?;
     Ok(conn)
 }
 
