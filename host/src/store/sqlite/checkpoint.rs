@@ -26,11 +26,15 @@ use rusqlite::Connection;
 
 use super::StoreError;
 
-/// How often the WAL is looked at.
-const EVERY: Duration = Duration::from_millis(200);
+/// How often the WAL is copied back. Often, in small steps: the fsync that
+/// ends a checkpoint stalls the writer's own WAL writes for as long as it
+/// flushes (measured at a fixed 5,000 runs/s: every 2 s → writer pauses of
+/// 70–100 ms and p99 83 ms; every 200 ms → p99 12–24 ms; every 50 ms →
+/// p99 6 ms).
+const EVERY: Duration = Duration::from_millis(50);
 /// The WAL is left to grow to this many pages (4 KiB each) before it is
 /// started over.
-const RESTART_AT: i64 = 16_000;
+const RESTART_AT: i64 = 4_000;
 /// At most this many pages are left for the writer to copy itself.
 const REMAINDER: i64 = 500;
 
