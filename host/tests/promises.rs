@@ -1242,3 +1242,45 @@ async fn statuses_of(server: &Server, ids: &[String]) -> Vec<Value> {
     }
     out
 }
+
+/// A caller waiting for a dry run gets the finished record, stored once at
+/// the end (one write instead of two); a run that may act is still stored
+/// `running` before it starts, waited for or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waited_dry_run_is_stored_once_finished_and_a_live_one_is_stored_running_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = format!(
+        "[server]\ndata_dir = \"{}\"\n{}",
+        dir.path().join("data").display(),
+        hostile(
+            dir.path(),
+            "config = { behave = \"sleep\", sleep_ms = 1500 }"
+        )
+    );
+    let server = std::sync::Arc::new(start(dir.path(), &cfg, &[]));
+    for (dry, listed_while_running) in [(true, 0), (false, 1)] {
+        let s = server.clone();
+        let run = tokio::spawn(async move {
+            s.post(
+                "/v1/plugins/hostile/runs?wait=true",
+                json!({ "dry_run": dry }),
+            )
+            .await
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+        let running = server.get("/v1/runs?status=running").await;
+        assert_eq!(
+            running["runs"].as_array().unwrap().len(),
+            listed_while_running,
+            "dry_run {dry}: {running}"
+        );
+        let (code, rec) = run.await.unwrap();
+        assert_eq!(code, 200, "{rec}");
+        assert_eq!(rec["status"], "succeeded", "{rec}");
+        assert_eq!(rec["dry_run"], dry, "{rec}");
+        let stored = server
+            .get(&format!("/v1/runs/{}", rec["id"].as_str().unwrap()))
+            .await;
+        assert_eq!(stored["status"], "succeeded", "{stored}");
+    }
+}

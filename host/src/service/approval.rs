@@ -125,6 +125,7 @@ impl Service {
                 params: Default::default(),
                 target: format!("approval:{id}"),
                 approved: Some((id.to_string(), Arc::new(plan))),
+                waited: false,
             },
         )
         .await?;

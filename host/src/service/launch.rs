@@ -48,6 +48,11 @@ pub struct Launch {
     pub target: String,
     /// Carrying out this approved plan (run id, plan).
     pub approved: Option<(String, Arc<Plan>)>,
+    /// The caller waits for the finished record. A dry run that starts at
+    /// once is then stored once, finished, instead of `running` first: it
+    /// acts on nothing, so a crash mid-run loses nothing but its own
+    /// record, and the caller, whose request fails, knows.
+    pub waited: bool,
 }
 
 /// The target of a run that targets nothing but itself (a manual run):
@@ -155,6 +160,7 @@ impl Service {
                 params,
                 target,
                 approved: None,
+                waited: false,
             },
         )
         .await
@@ -189,8 +195,10 @@ impl Service {
             // A slot is free: straight to `running`, one write fewer.
             Some(permit) => {
                 let start = self.decide_start(&claimed);
-                let running = self.running_record(&claimed, &start);
-                self.store.put_run(&running).await?;
+                if !(claimed.launch.waited && start.dry) {
+                    let running = self.running_record(&claimed, &start);
+                    self.store.put_run(&running).await?;
+                }
                 self.spawn_run(claimed, Some((permit, start)))
             }
             None => {
@@ -533,6 +541,7 @@ impl Service {
                 .clone()
                 .unwrap_or_else(|| format!("run:{}", rec.id)),
             approved,
+            waited: false,
         };
         Ok((plugin, l))
     }

@@ -269,6 +269,7 @@ fn alert_launch(p: &Plugin, a: &WebhookAlert) -> Launch {
         params: BTreeMap::new(),
         target: target(p, &a.labels),
         approved: None,
+        waited: false,
     }
 }
 

@@ -124,11 +124,16 @@ pub(super) async fn start_run(
     let trigger = Trigger::Manual {
         by: format!("http:{who}"),
     };
-    match s
-        .service
-        .start_run(plugin, trigger, mode, params, id_target)
-        .await?
-    {
+    let launch = crate::service::Launch {
+        id: None,
+        trigger,
+        mode,
+        params,
+        target: id_target,
+        approved: None,
+        waited: q.wait,
+    };
+    match s.service.launch(plugin, launch).await? {
         Started::Running { id, handle } if q.wait => {
             let rec = handle.await.map_err(|e| {
                 ApiError::new(
