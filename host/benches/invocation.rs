@@ -8,6 +8,10 @@
 
 use std::sync::Arc;
 
+/// The allocator the `remedy` binary uses: measure what it runs.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use criterion::{criterion_group, criterion_main, Criterion};
 use remedy::bindings::types as wit;
 use remedy::capabilities::database::backend::{DatabaseBackend, Session};
