@@ -128,6 +128,32 @@ pub enum Trigger {
     },
 }
 
+impl Trigger {
+    /// The urgency an alert claims for itself: its `priority` label
+    /// (`P0`…`P3`), else P0 for `severity=critical`; `None` for anything
+    /// else and for runs not started by an alert.
+    pub fn alert_priority(&self) -> Option<crate::escalation::Priority> {
+        let Trigger::Alert { alert } = self else {
+            return None;
+        };
+        let labelled = alert
+            .labels
+            .get("priority")
+            .and_then(|p| crate::escalation::Priority::parse(p));
+        let critical = alert
+            .labels
+            .get("severity")
+            .is_some_and(|s| s.eq_ignore_ascii_case("critical"));
+        labelled.or(critical.then_some(crate::escalation::Priority::P0))
+    }
+
+    /// A P0/P1 (or critical) alert's run: its writes go before a storm's.
+    pub fn urgent(&self) -> bool {
+        self.alert_priority()
+            .is_some_and(|p| p <= crate::escalation::Priority::P1)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {

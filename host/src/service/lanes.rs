@@ -19,24 +19,7 @@ pub type Rank = (u8, u8);
 
 pub fn rank(trigger: &Trigger, plugin_priority: Priority) -> Rank {
     let of = |p: Priority| p as u8;
-    let alert = match trigger {
-        Trigger::Alert { alert } => {
-            let labelled = alert
-                .labels
-                .get("priority")
-                .and_then(|p| Priority::parse(p));
-            let critical = alert
-                .labels
-                .get("severity")
-                .is_some_and(|s| s.eq_ignore_ascii_case("critical"));
-            match (labelled, critical) {
-                (Some(p), _) => of(p),
-                (None, true) => of(Priority::P0),
-                (None, false) => of(Priority::P3) + 1,
-            }
-        }
-        _ => of(Priority::P3) + 1,
-    };
+    let alert = trigger.alert_priority().map_or(of(Priority::P3) + 1, of);
     (alert, of(plugin_priority))
 }
 

@@ -378,7 +378,7 @@ impl Service {
                     return not_started;
                 }
             };
-            let (_permit, start) = match slot {
+            let (permit, start) = match slot {
                 Some(s) => s,
                 None => {
                     let permit = service.slot(&c).await;
@@ -408,6 +408,11 @@ impl Service {
                 .remedy
                 .run_with_id(&plugin, req, queued.id.clone())
                 .await;
+            // The slot bounds running plugins, not record writes: the next
+            // run (the most urgent waiting) starts while this one's record
+            // waits its turn at the store. Single flight holds until the
+            // record is stored (`guard`).
+            drop(permit);
             rec.note = start.note;
             rec.approval_of = queued.approval_of;
             rec.params = queued.params;

@@ -30,6 +30,8 @@ use crate::record::timestamp as ts;
 #[derive(Clone)]
 pub struct SqliteStore {
     writer: mpsc::SyncSender<Op>,
+    /// Writes that go before the queue (see `write_loop`).
+    urgent: mpsc::Sender<Op>,
     reader: Arc<Mutex<Connection>>,
     /// Cleared when the writer thread ends, however it ends.
     alive: Arc<std::sync::atomic::AtomicBool>,
@@ -62,6 +64,7 @@ impl SqliteStore {
             })?;
         }
         let (tx, rx) = mpsc::sync_channel(8192);
+        let (urgent, urgent_rx) = mpsc::channel();
         let alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let guard = AliveGuard(alive.clone());
         let handoff = checkpoint::Handoff::default();
@@ -70,7 +73,7 @@ impl SqliteStore {
             .name("remedy-store".into())
             .spawn(move || {
                 let _guard = guard;
-                write_loop(writer, rx, handoff)
+                write_loop(writer, rx, urgent_rx, handoff)
             })
             .map_err(|source| StoreError::Dir {
                 path: "store writer thread".into(),
@@ -78,10 +81,23 @@ impl SqliteStore {
             })?;
         Ok(SqliteStore {
             writer: tx,
+            urgent,
             reader: Arc::new(Mutex::new(reader)),
             alive,
             handed_over: Arc::default(),
         })
+    }
+
+    /// Like `send`, ahead of the queue: for a critical alert's writes, which
+    /// are few, so the queue they skip need not bound them.
+    async fn send_urgent<T>(&self, make: impl FnOnce(Ack<T>) -> Op) -> Result<T, StoreError> {
+        let (ack, done) = oneshot::channel();
+        self.urgent
+            .send(make(ack))
+            .map_err(|_| StoreError::Closed)?;
+        // The writer may be asleep on the main queue.
+        let _ = self.writer.try_send(Op::Wake);
+        done.await.map_err(|_| StoreError::Closed)?
     }
 
     async fn send<T>(&self, make: impl FnOnce(Ack<T>) -> Op) -> Result<T, StoreError> {
@@ -126,6 +142,9 @@ impl Store for SqliteStore {
 
     async fn put_run(&self, rec: &RunRecord) -> Result<(), StoreError> {
         let row = RunRow::of(rec)?;
+        if rec.trigger.urgent() {
+            return self.send_urgent(|ack| Op::Run { row, ack }).await;
+        }
         self.send(|ack| Op::Run { row, ack }).await
     }
 
@@ -141,6 +160,9 @@ impl Store for SqliteStore {
         &self,
         items: Vec<(StoredAlert, Vec<RunRecord>)>,
     ) -> Result<Vec<bool>, StoreError> {
+        let urgent = items
+            .iter()
+            .any(|(_, runs)| runs.iter().any(|r| r.trigger.urgent()));
         let items = items
             .into_iter()
             .map(|(alert, runs)| {
@@ -148,6 +170,9 @@ impl Store for SqliteStore {
                 Ok((AlertRow::of(alert), runs))
             })
             .collect::<Result<_, StoreError>>()?;
+        if urgent {
+            return self.send_urgent(|ack| Op::Receive { items, ack }).await;
+        }
         self.send(|ack| Op::Receive { items, ack }).await
     }
 

@@ -44,6 +44,8 @@ pub(super) enum Op {
         value: Option<String>,
         ack: Ack<()>,
     },
+    /// Nothing: wakes the writer for an op waiting in the urgent queue.
+    Wake,
     /// Removes what is older than the cutoffs, a bounded batch at a time.
     Prune {
         before: String,
@@ -162,6 +164,7 @@ pub(super) fn apply(tx: &Connection, op: &Op) -> Result<Done, StoreError> {
             Ok(Done::Nothing)
         }
         Op::Intend { intent, .. } => Ok(Done::Intended(intend(tx, intent)?)),
+        Op::Wake => Ok(Done::Nothing),
         Op::Receive { items, .. } => {
             let mut new = Vec::with_capacity(items.len());
             for (alert, runs) in items {
@@ -277,13 +280,27 @@ fn apply_batch(
     Ok(results)
 }
 
+/// Applies ops until every sender is gone. Ops in `urgent` (a critical
+/// alert's receipt and run records) go into the next batch ahead of
+/// whatever a storm has queued in `rx`.
 pub(super) fn write_loop(
     mut conn: Connection,
     rx: mpsc::Receiver<Op>,
+    urgent: mpsc::Receiver<Op>,
     handoff: super::checkpoint::Handoff,
 ) {
-    while let Ok(first) = rx.recv() {
+    loop {
+        let first = match urgent.try_recv() {
+            Ok(op) => op,
+            Err(_) => match rx.recv() {
+                Ok(op) => op,
+                Err(_) => break,
+            },
+        };
         let mut batch = vec![first];
+        while let Ok(op) = urgent.try_recv() {
+            batch.push(op);
+        }
         while batch.len() < BATCH {
             match rx.try_recv() {
                 Ok(op) => batch.push(op),
@@ -308,7 +325,7 @@ pub(super) fn write_loop(
                             })))
                         }
                         Op::Audit { ack: Some(ack), .. } => drop(ack.send(res.map(|_| ()))),
-                        Op::Audit { ack: None, .. } => {}
+                        Op::Audit { ack: None, .. } | Op::Wake => {}
                         Op::Intend { ack, .. } => drop(ack.send(res.map(|d| match d {
                             Done::Intended(r) => r,
                             _ => Err("no answer".into()),
@@ -329,7 +346,7 @@ pub(super) fn write_loop(
                             drop(ack.send(Err(err())))
                         }
                         Op::Audit { ack: Some(ack), .. } => drop(ack.send(Err(err()))),
-                        Op::Audit { ack: None, .. } => {}
+                        Op::Audit { ack: None, .. } | Op::Wake => {}
                         Op::Intend { ack, .. } => drop(ack.send(Err(err()))),
                     }
                 }
@@ -399,5 +416,54 @@ mod tests {
             .collect::<Result<_, _>>()
             .unwrap();
         assert_eq!(ids, ["a", "c"]);
+    }
+
+    fn event(name: &str) -> Op {
+        Op::Audit {
+            event: AuditEvent {
+                seq: 0,
+                at: "2026-11-28T00:00:00.000000Z".into(),
+                run_id: None,
+                plugin: None,
+                event: name.into(),
+                detail: serde_json::Value::Null,
+            },
+            ack: None,
+        }
+    }
+
+    /// A critical alert's write, sent after a storm's thousand, is applied
+    /// in the writer's next batch, ahead of them (audit rows number the
+    /// order writes were applied in).
+    #[test]
+    fn an_urgent_write_goes_before_the_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("remedy.db");
+        let conn = connect(&path).unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        migrate(&conn).unwrap();
+        let (tx, rx) = mpsc::sync_channel(8192);
+        let (urgent, urgent_rx) = mpsc::channel();
+        for _ in 0..1_000 {
+            tx.send(event("storm")).unwrap();
+        }
+        urgent.send(event("critical")).unwrap();
+        drop((tx, urgent));
+        write_loop(
+            conn,
+            rx,
+            urgent_rx,
+            super::super::checkpoint::Handoff::default(),
+        );
+        let reader = connect(&path).unwrap();
+        let seq: i64 = reader
+            .query_row("SELECT seq FROM audit WHERE event = 'critical'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        let n: i64 = reader
+            .query_row("SELECT count(*) FROM audit", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!((seq, n), (1, 1_001));
     }
 }
