@@ -5,7 +5,7 @@
 #   scripts/bench-all.sh            # SQLite store
 #   REMEDY_BENCH_PG=postgres://postgres@127.0.0.1:5432 scripts/bench-all.sh
 #
-# Needs wrk (apt-get install wrk). Figures move ±30 % between machines:
+# Needs wrk (apt-get install wrk) and oha (cargo install oha). Figures move ±30 % between machines:
 # compare a change against a baseline run on the same machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -60,9 +60,10 @@ row "invocation/wasm_instantiate_detect (median)" "$(median wasm_instantiate_det
 row "invocation/native_detect (median)" "$(median native_detect)"
 row "dry runs/s → 202 (load.sh 8s 64)" "$(rps 1) (p99 $(p99 1))"
 row "dry runs/s ?wait=true" "$(rps 2) (p99 $(p99 2))"
+row "?wait=true at a fixed half of that rate (oha -q)" "$(grep -o 'fixed [0-9]*/s' "$out/load" | head -1): p50 $(awk '/50.00% in/ {print $3, $4}' "$out/load"), p99 $(awk '/99.00% in/ {print $3, $4}' "$out/load")"
 row "alert storm: post answered" "$(grep -o 'p50 .*' <(grep 'answer to Alertmanager' "$out/storm"))"
 row "alert storm: receipt → run start" "$(grep -o 'p50 .*' <(grep 'receipt -> run start' "$out/storm"))"
-row "alert storm: a critical alert posted mid-storm" "$(grep -o 'run start .*' <(grep 'critical alert' "$out/storm"))"
+row "alert storm: 20 critical alerts posted mid-storm, receipt → run start" "$(grep -o 'p50 .*' <(grep 'critical alerts' "$out/storm"))"
 row "schedules: ticks" "$(sed -n 2p "$out/sched")"
 row "schedules: tick → run start" "$(grep -o 'p50 .*' <(grep 'tick -> run start' "$out/sched"))"
 row "start-up cold (8 bundled plugins compiled)" "$cold"
