@@ -133,11 +133,14 @@ stored = int(rows("select count(*) from alerts where fingerprint not like 'criti
 received = {fp: at for fp, at in rows("select fingerprint, received_at from alerts")}
 lat = []
 critical_ms = []
+first_receipt = last_start = None
 for (rec,) in rows("select record from runs where status not in ('queued', 'skipped')"):
     r = json.loads(rec)
     fp = r["trigger"]["alert"]["fingerprint"]
     t0 = datetime.fromisoformat(received[fp].replace("Z", "+00:00"))
     t1 = datetime.fromisoformat(r["started_at"].replace("Z", "+00:00"))
+    first_receipt = t0 if first_receipt is None else min(first_receipt, t0)
+    last_start = t1 if last_start is None else max(last_start, t1)
     if fp.startswith("critical-"):
         critical_ms.append((t1 - t0).total_seconds() * 1000)
         continue
@@ -152,6 +155,9 @@ print(f"runs recorded: {len(lat)} (one per distinct alert: {len(lat) == unique})
 if lat:
     q = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))]
     print(f"receipt -> run start: p50 {q(0.5):.1f} ms, p99 {q(0.99):.1f} ms, max {lat[-1]:.1f} ms")
+    span = (last_start - first_receipt).total_seconds()
+    print(f"queue drained: {len(lat)} runs started {span:.2f} s after the first receipt "
+          f"({len(lat) / span:.0f} runs/s)")
 critical_ms.sort()
 if len(critical_ms) == CRITICAL:
     c = lambda p: critical_ms[min(len(critical_ms) - 1, int(p * len(critical_ms)))]
