@@ -128,6 +128,23 @@ pub enum Trigger {
     },
 }
 
+/// The urgency an alert's labels claim: `priority` (`P0`…`P3`), else P0
+/// for `severity=critical`.
+pub fn alert_priority(labels: &BTreeMap<String, String>) -> Option<crate::escalation::Priority> {
+    let labelled = labels
+        .get("priority")
+        .and_then(|p| crate::escalation::Priority::parse(p));
+    let critical = labels
+        .get("severity")
+        .is_some_and(|s| s.eq_ignore_ascii_case("critical"));
+    labelled.or(critical.then_some(crate::escalation::Priority::P0))
+}
+
+/// P0/P1 (or critical): what goes ahead of a storm.
+pub fn urgent_alert(labels: &BTreeMap<String, String>) -> bool {
+    alert_priority(labels).is_some_and(|p| p <= crate::escalation::Priority::P1)
+}
+
 impl Trigger {
     /// The urgency an alert claims for itself: its `priority` label
     /// (`P0`…`P3`), else P0 for `severity=critical`; `None` for anything
@@ -136,21 +153,12 @@ impl Trigger {
         let Trigger::Alert { alert } = self else {
             return None;
         };
-        let labelled = alert
-            .labels
-            .get("priority")
-            .and_then(|p| crate::escalation::Priority::parse(p));
-        let critical = alert
-            .labels
-            .get("severity")
-            .is_some_and(|s| s.eq_ignore_ascii_case("critical"));
-        labelled.or(critical.then_some(crate::escalation::Priority::P0))
+        alert_priority(&alert.labels)
     }
 
     /// A P0/P1 (or critical) alert's run: its writes go before a storm's.
     pub fn urgent(&self) -> bool {
-        self.alert_priority()
-            .is_some_and(|p| p <= crate::escalation::Priority::P1)
+        matches!(self, Trigger::Alert { alert } if urgent_alert(&alert.labels))
     }
 }
 

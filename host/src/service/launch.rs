@@ -367,7 +367,8 @@ impl Service {
         slot: Option<(Slot, Start)>,
     ) -> tokio::task::JoinHandle<RunRecord> {
         let service = self.clone();
-        tokio::spawn(async move {
+        let urgent = c.launch.trigger.urgent();
+        let run = async move {
             let c = match service.claim_shared(c).await {
                 Ok(c) => c,
                 Err(not_started) => {
@@ -442,7 +443,12 @@ impl Service {
                 service.clone().verify_later(plugin.clone(), rec.clone());
             }
             rec
-        })
+        };
+        if urgent {
+            self.urgent.spawn(run)
+        } else {
+            tokio::spawn(run)
+        }
     }
 
     /// Turns a finished planning run into a plan waiting for approval (or

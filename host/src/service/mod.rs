@@ -25,6 +25,7 @@ mod launch;
 pub mod metrics;
 mod plugins;
 pub mod registry;
+mod urgent;
 pub mod verify;
 
 pub use cluster::{Cluster, ClusterView};
@@ -56,6 +57,8 @@ pub struct Service {
     /// `plugins_dir`, opened once as a capability: files are reached only
     /// relative to it, and a symlink leading out of it is refused.
     plugins_dir: Mutex<Option<Arc<cap_std::fs::Dir>>>,
+    /// Where a P0/P1 alert's receipt and runs are polled (see `urgent`).
+    pub urgent: urgent::UrgentRuntime,
 }
 
 /// A plugins_dir file as last seen: modified, length, the plugin name it
@@ -153,6 +156,7 @@ impl Service {
             kill,
             cluster: Cluster::new(me, shared),
             plugins_dir: Mutex::default(),
+            urgent: urgent::UrgentRuntime::new().context("starting the urgent runtime")?,
         });
         for (name, source) in service.remedy.sources() {
             service.load(&name, &source).await;

@@ -99,8 +99,18 @@ pub(super) enum Done {
     Received(Vec<bool>),
 }
 
-/// Most writes committed in one transaction.
+/// Most rows written in one transaction (an op may write many: a receipt
+/// writes its alerts and their runs). Bounded by rows, not ops, so that a
+/// batch of storm receipts cannot keep an urgent write waiting for long.
 pub(super) const BATCH: usize = 512;
+
+/// The rows an op writes, about.
+fn weight(op: &Op) -> usize {
+    match op {
+        Op::Receive { items, .. } => items.iter().map(|(_, runs)| 1 + runs.len()).sum(),
+        _ => 1,
+    }
+}
 /// Most rows one listing returns.
 pub(super) const MAX_ROWS: u32 = 1000;
 
@@ -297,13 +307,18 @@ pub(super) fn write_loop(
                 Err(_) => break,
             },
         };
+        let mut rows = weight(&first);
         let mut batch = vec![first];
         while let Ok(op) = urgent.try_recv() {
+            rows += weight(&op);
             batch.push(op);
         }
-        while batch.len() < BATCH {
+        while rows < BATCH {
             match rx.try_recv() {
-                Ok(op) => batch.push(op),
+                Ok(op) => {
+                    rows += weight(&op);
+                    batch.push(op);
+                }
                 Err(_) => break,
             }
         }

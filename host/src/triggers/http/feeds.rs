@@ -20,7 +20,28 @@ pub(super) async fn post_alerts(
 ) -> AppResult<Response> {
     let body = body?;
     let hook = alerts::parse(&body).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let receipt = alerts::receive(&s.service, hook).await?;
+    // A P0/P1 alert's receipt is handled on the urgent runtime, so that
+    // its runs start without waiting behind a storm's ready tasks.
+    let urgent = hook
+        .alerts
+        .iter()
+        .any(|a| crate::record::urgent_alert(&a.labels));
+    let receipt = if urgent {
+        let service = s.service.clone();
+        s.service
+            .urgent
+            .spawn(async move { alerts::receive(&service, hook).await })
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "receipt_failed",
+                    format!("the receipt task failed: {e}"),
+                )
+            })??
+    } else {
+        alerts::receive(&s.service, hook).await?
+    };
     Ok((StatusCode::ACCEPTED, Json(receipt)).into_response())
 }
 
