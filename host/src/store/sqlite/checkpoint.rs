@@ -17,6 +17,7 @@
 //! writer (`Handoff`) to copy the remainder itself between two batches: a
 //! few pages, not thousands, after which the next transaction restarts the
 //! WAL.
+
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -65,10 +66,21 @@ pub(super) fn spawn(
     std::thread::Builder::new()
         .name("remedy-checkpoint".into())
         .spawn(move || {
+            // Said once per run of failures, not 20 times a second.
+            let mut failing = false;
             while alive.load(Ordering::Relaxed) {
                 std::thread::sleep(EVERY);
-                if let Err(e) = step(&conn, &handoff) {
-                    tracing::warn!(error = %e, "WAL checkpoint failed; retried shortly");
+                match step(&conn, &handoff) {
+                    Err(e) if !failing => {
+                        failing = true;
+                        tracing::warn!(error = %e, "WAL checkpoint failed; retried every 50 ms");
+                    }
+                    Err(_) => {}
+                    Ok(()) if failing => {
+                        failing = false;
+                        tracing::info!("WAL checkpoints work again");
+                    }
+                    Ok(()) => {}
                 }
             }
             // The writer has stopped: fold the whole WAL back in.
