@@ -2,13 +2,15 @@
 """Alert storm (DESIGN §12): 10,000 alerts in 100 Alertmanager posts against a
 release `remedy serve`, every tenth alert a repeat. Checks that every alert
 was stored once, that every new one started (or skipped) a run, and reports
-receipt → run start latency from the store.
+receipt → run start latency from the store, how fast the queue drained, and
+the same latency for 20 `severity=critical` alerts posted among the storm.
 
     cargo build --release -p remedy && cargo test -p remedy-e2e --no-run
     scripts/alert-storm.py [POSTS] [ALERTS_PER_POST]
 
 With REMEDY_BENCH_PG=postgres://postgres@127.0.0.1:5432 (psql needed) the
 store is PostgreSQL: a database of the run's own, dropped at the end.
+REMEDY_BIN=path measures another build (a baseline) instead of this one's.
 """
 import json
 import os
