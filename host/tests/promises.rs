@@ -23,6 +23,15 @@ fn hostile(dir: &Path, extra: &str) -> String {
     )
 }
 
+/// A server with its data under `dir`, serving the hostile plugin.
+fn with_hostile(dir: &Path, extra: &str) -> String {
+    format!(
+        "[server]\ndata_dir = \"{}\"\n{}",
+        dir.join("data").display(),
+        hostile(dir, extra)
+    )
+}
+
 /// One run slot, and hostile sleeping `ms` for each `alert` it is sent.
 fn one_slot_sleeper(dir: &Path, alert: &str, ms: u64) -> String {
     format!(
@@ -584,11 +593,7 @@ async fn a_hung_backend_is_named_and_a_change_answered_too_late_counts_against_t
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_cannot_make_its_record_or_the_hosts_log_large() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = format!(
-        "[server]\ndata_dir = \"{}\"\n{}",
-        dir.path().join("data").display(),
-        hostile(dir.path(), "memory_mb = 512")
-    );
+    let cfg = with_hostile(dir.path(), "memory_mb = 512");
     let server = start_logged(dir.path(), &cfg, &[]);
     let path = "/v1/plugins/hostile/runs?wait=true";
     // ~60 MB of findings and evidence, 20 MB of manual steps.
@@ -924,11 +929,7 @@ async fn a_plugin_reads_its_one_directory_and_nothing_else() {
     std::fs::write(files.join("ok.txt"), "runbook data").unwrap();
     std::fs::write(dir.path().join("secret.txt"), "outside").unwrap();
     std::os::unix::fs::symlink(dir.path().join("secret.txt"), files.join("link")).unwrap();
-    let with = format!(
-        "[server]\ndata_dir = \"{}\"\n{}",
-        dir.path().join("data").display(),
-        hostile(dir.path(), &format!("files = \"{}\"", files.display()))
-    );
+    let with = with_hostile(dir.path(), &format!("files = \"{}\"", files.display()));
     let server = start(dir.path(), &with, &[]);
     let (_, rec) = server
         .post(
@@ -1041,11 +1042,7 @@ async fn the_openapi_document_describes_every_route_that_answers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn escapes_and_markdown_from_a_plugin_reach_neither_the_terminal_nor_the_review() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = format!(
-        "[server]\ndata_dir = \"{}\"\n{}",
-        dir.path().join("data").display(),
-        hostile(dir.path(), "")
-    );
+    let cfg = with_hostile(dir.path(), "");
     let server = start(dir.path(), &cfg, &[]);
     let (_, rec) = server
         .post(
@@ -1249,13 +1246,9 @@ async fn statuses_of(server: &Server, ids: &[String]) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waited_dry_run_is_stored_once_finished_and_a_live_one_is_stored_running_first() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = format!(
-        "[server]\ndata_dir = \"{}\"\n{}",
-        dir.path().join("data").display(),
-        hostile(
-            dir.path(),
-            "config = { behave = \"sleep\", sleep_ms = 1500 }"
-        )
+    let cfg = with_hostile(
+        dir.path(),
+        "config = { behave = \"sleep\", sleep_ms = 1500 }",
     );
     let server = std::sync::Arc::new(start(dir.path(), &cfg, &[]));
     for (dry, listed_while_running) in [(true, 0), (false, 1)] {

@@ -1,7 +1,8 @@
 //! Schedules: a cron expression (seconds field optional) or an interval per
-//! plugin (ticking at a fixed phase of the Unix epoch, spread by name). A tick never overlaps the previous
-//! run of its schedule: it is skipped and counted instead. With several
-//! replicas, the one holding the scheduler lease runs them, each tick once.
+//! plugin (ticking at a fixed phase of the Unix epoch, spread by name). A
+//! tick never overlaps the previous run of its schedule: it is skipped and
+//! counted instead. With several replicas, the one holding the scheduler
+//! lease runs them, each tick once.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
