@@ -13,6 +13,17 @@ use crate::store::{AuditFilter, Store, StoreError};
 
 /// The report of run `id` (with the plan or live run it is linked to).
 pub async fn for_run(store: &dyn Store, id: &str) -> Result<Option<String>, StoreError> {
+    Ok(story(store, id)
+        .await?
+        .map(|(runs, audit)| markdown(&runs, &audit)))
+}
+
+/// Run `id` and the plan or live run it is linked to, oldest first, with
+/// their audit events: what a report (or the console's run page) tells.
+pub async fn story(
+    store: &dyn Store,
+    id: &str,
+) -> Result<Option<(Vec<RunRecord>, Vec<crate::store::AuditEvent>)>, StoreError> {
     let Some(rec) = store.get_run(id).await? else {
         return Ok(None);
     };
@@ -41,7 +52,7 @@ pub async fn for_run(store: &dyn Store, id: &str) -> Result<Option<String>, Stor
                 .await?,
         );
     }
-    Ok(Some(markdown(&runs, &audit)))
+    Ok(Some((runs, audit)))
 }
 
 fn when(t: DateTime<Utc>) -> String {
@@ -49,12 +60,16 @@ fn when(t: DateTime<Utc>) -> String {
 }
 
 /// One line of the timeline.
-struct Step {
-    at: DateTime<Utc>,
-    text: String,
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Step {
+    pub at: DateTime<Utc>,
+    /// Markdown-light: code spans in backticks.
+    pub text: String,
 }
 
-fn timeline(runs: &[RunRecord], audit: &[crate::store::AuditEvent]) -> Vec<Step> {
+/// The alert, detection, each action, the approval, verification and
+/// escalations of `runs`, in time order.
+pub fn timeline(runs: &[RunRecord], audit: &[crate::store::AuditEvent]) -> Vec<Step> {
     let mut steps = Vec::new();
     for r in runs {
         if let Trigger::Alert { alert } = &r.trigger {

@@ -105,8 +105,10 @@ pub async fn serve_with(
     // Graceful shutdown waits for open connections; a client that never
     // finishes its request must not hold the process past the drain bound.
     let (signalled_tx, signalled_rx) = watch::channel(None);
+    let feeds = service.clone();
     let server = serve_http(listener, app, read_timeout, async move {
         shutdown.await;
+        feeds.events.close();
         tracing::info!("shutdown requested: no new requests; draining runs");
         let _ = signalled_tx.send(Some(tokio::time::Instant::now()));
     });

@@ -162,6 +162,23 @@ async fn two_replicas_never_overspend_a_budget() {
         }
     }
     assert_eq!(ok, 3);
+    // What the console shows is what the ledger decided with, from either
+    // replica; another kind's budget is untouched.
+    let hour = Duration::from_secs(3600);
+    for s in [&a, &b] {
+        assert_eq!(
+            s.budget_used("db", ActionKind::DatabaseTerminate, hour)
+                .await
+                .unwrap(),
+            3
+        );
+        assert_eq!(
+            s.budget_used("db", ActionKind::DatabaseCancel, hour)
+                .await
+                .unwrap(),
+            0
+        );
+    }
 }
 
 /// What a replica that stopped left (a running run with an unsettled

@@ -34,6 +34,7 @@ const ROUTES: &[(&str, &str, Option<Role>)] = &[
     ("GET", "/v1/alerts", Some(Role::Read)),
     ("POST", "/v1/alerts", Some(Role::Alerts)),
     ("GET", "/v1/audit", Some(Role::Read)),
+    ("GET", "/v1/events", Some(Role::Read)),
 ];
 
 const ROLES: [Role; 5] = [
@@ -102,6 +103,10 @@ async fn call(
         .await
         .unwrap();
     let status = resp.status();
+    // The live feed never ends: its status is the answer.
+    if resp.headers()["content-type"] == "text/event-stream" {
+        return (status, Value::Null);
+    }
     let bytes = axum::body::to_bytes(resp.into_body(), 1 << 24)
         .await
         .unwrap();

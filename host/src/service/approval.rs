@@ -209,6 +209,14 @@ impl Service {
             }),
         )
         .await;
+        self.events
+            .emit("approval.decided", Some(&rec.id), Some(&rec.plugin), || {
+                serde_json::json!({
+                    "decision": decision,
+                    "by": by,
+                    "live_run": rec.approval.as_ref().and_then(|a| a.live_run.clone()),
+                })
+            });
         Ok(true)
     }
 }

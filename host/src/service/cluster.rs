@@ -169,7 +169,7 @@ impl Service {
         match self.store.pause().await {
             Ok(stored) if stored != before => {
                 if self.kill.replace_if(&before, stored.clone()) {
-                    self.metrics.set_paused(stored.is_some());
+                    self.pause_changed(&stored, Some("another replica"));
                     match &stored {
                         Some(p) => tracing::warn!("{} (on another replica)", p.describe()),
                         None => tracing::warn!("kill switch released on another replica"),

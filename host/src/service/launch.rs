@@ -178,7 +178,7 @@ impl Service {
             Ok(c) => c,
             Err(skipped) => {
                 self.store.put_run(&skipped).await?;
-                self.metrics.run_finished(&skipped);
+                self.finished(&skipped);
                 return Ok(Started::Skipped(Box::new(skipped)));
             }
         };
@@ -186,7 +186,7 @@ impl Service {
             Ok(c) => c,
             Err(not_started) => {
                 self.store.put_run(&not_started).await?;
-                self.metrics.run_finished(&not_started);
+                self.finished(&not_started);
                 return Ok(Started::Skipped(Box::new(not_started)));
             }
         };
@@ -375,7 +375,7 @@ impl Service {
                     if let Err(e) = service.store.put_run(&not_started).await {
                         tracing::error!(run_id = %not_started.id, error = %e, "run record not stored");
                     }
-                    service.metrics.run_finished(&not_started);
+                    service.finished(&not_started);
                     return not_started;
                 }
             };
@@ -399,6 +399,18 @@ impl Service {
                 launch: l,
                 rec: queued,
             } = c;
+            service.events.emit(
+                "run.started",
+                Some(&queued.id),
+                Some(&queued.plugin),
+                || {
+                    serde_json::json!({
+                        "dry_run": start.dry,
+                        "trigger": l.trigger,
+                        "note": start.note,
+                    })
+                },
+            );
             let req = RunRequest {
                 trigger: l.trigger,
                 dry_run: Some(start.dry),
@@ -438,7 +450,7 @@ impl Service {
                     )
                     .await;
             }
-            service.metrics.run_finished(&rec);
+            service.finished(&rec);
             if !rec.dry_run && rec.actions.iter().any(|a| a.applied == Applied::Executed) {
                 service.clone().verify_later(plugin.clone(), rec.clone());
             }
@@ -518,7 +530,7 @@ impl Service {
                     if let Err(e) = self.store.put_run(&rec).await {
                         tracing::error!(run_id = %rec.id, error = %e, "interrupted not stored");
                     }
-                    self.metrics.run_finished(&rec);
+                    self.finished(&rec);
                 }
             }
         }

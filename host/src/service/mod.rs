@@ -20,6 +20,7 @@ use crate::store::{AuditEvent, Replica, SqliteStore, Store, StoreError};
 
 pub mod approval;
 pub mod cluster;
+pub mod events;
 mod lanes;
 mod launch;
 pub mod metrics;
@@ -29,6 +30,7 @@ mod urgent;
 pub mod verify;
 
 pub use cluster::{Cluster, ClusterView};
+pub use events::{Event, Events};
 pub use launch::{own_target, Launch, Started};
 pub use metrics::Metrics;
 pub use registry::Registry;
@@ -59,6 +61,8 @@ pub struct Service {
     plugins_dir: Mutex<Option<Arc<cap_std::fs::Dir>>>,
     /// Where a P0/P1 alert's receipt and runs are polled (see `urgent`).
     pub urgent: urgent::UrgentRuntime,
+    /// The live feed of what happens here (`GET /v1/events`).
+    pub events: Events,
 }
 
 /// A plugins_dir file as last seen: modified, length, the plugin name it
@@ -157,6 +161,7 @@ impl Service {
             cluster: Cluster::new(me, shared),
             plugins_dir: Mutex::default(),
             urgent: urgent::UrgentRuntime::new().context("starting the urgent runtime")?,
+            events: Events::default(),
         });
         for (name, source) in service.remedy.sources() {
             service.load(&name, &source).await;
@@ -197,6 +202,23 @@ impl Service {
         }
     }
 
+    /// A run ended (or never started): metrics and the live feed.
+    pub fn finished(&self, rec: &crate::record::RunRecord) {
+        self.metrics.run_finished(rec);
+        self.events.run_finished(rec);
+    }
+
+    /// The kill switch changed (here, or on the replica `elsewhere`).
+    pub(crate) fn pause_changed(&self, now: &Option<Pause>, elsewhere: Option<&str>) {
+        self.metrics.set_paused(now.is_some());
+        self.events.emit(
+            "pause.changed",
+            None,
+            None,
+            || serde_json::json!({"paused": now, "elsewhere": elsewhere}),
+        );
+    }
+
     /// The kill switch, if on.
     pub fn paused(&self) -> Option<Pause> {
         self.kill.get()
@@ -225,7 +247,7 @@ impl Service {
             return stored.map(|_| self.kill.get());
         }
         self.kill.set(new.clone());
-        self.metrics.set_paused(new.is_some());
+        self.pause_changed(&new, None);
         let event = if pause {
             "admin.paused"
         } else {

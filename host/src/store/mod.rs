@@ -120,6 +120,14 @@ pub trait Store: crate::guardrails::Ledger + Send + Sync {
     /// Newest first, at most `limit`.
     async fn list_alerts(&self, limit: u32) -> Result<Vec<StoredAlert>, StoreError>;
     async fn list_audit(&self, f: AuditFilter) -> Result<Vec<AuditEvent>, StoreError>;
+    /// How much of its budget for `kind` `plugin` has spent in the window
+    /// `per` ending now, counted as the ledger counts it when it decides.
+    async fn budget_used(
+        &self,
+        plugin: &str,
+        kind: crate::action::ActionKind,
+        per: std::time::Duration,
+    ) -> Result<u32, StoreError>;
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -9,6 +9,15 @@ use crate::guardrails::Intent;
 /// and unknown actions may have taken effect.
 pub(super) const COUNTED: &str = "('intent', 'executed', 'interrupted', 'unknown')";
 
+/// The actions that count against a budget (plugin, kind, since): the one
+/// query the ledger decides with and the console shows, in `$n` (PostgreSQL)
+/// placeholders; SQLite takes them too.
+pub(super) static BUDGET_USED_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT count(*) FROM actions WHERE plugin = $1 AND kind = $2 AND at >= $3 AND status IN {COUNTED}"
+    )
+});
+
 /// The kinds a cooldown applies to, as an SQL list (not notifications:
 /// [`ActionKind::cooled`]).
 pub(super) fn cooled_kinds() -> String {

@@ -234,6 +234,7 @@ pub async fn receive(service: &Arc<Service>, hook: Webhook) -> Result<Receipt, A
         if a.status == "resolved" {
             receipt.resolved += 1;
         }
+        let first = receipt.runs.len();
         for claim in mine {
             receipt.runs.push(match claim {
                 Ok(c) => {
@@ -246,7 +247,7 @@ pub async fn receive(service: &Arc<Service>, hook: Webhook) -> Result<Receipt, A
                     run
                 }
                 Err(skipped) => {
-                    service.metrics.run_finished(&skipped);
+                    service.finished(&skipped);
                     StartedRun {
                         plugin: skipped.plugin,
                         run_id: skipped.id,
@@ -255,6 +256,16 @@ pub async fn receive(service: &Arc<Service>, hook: Webhook) -> Result<Receipt, A
                 }
             });
         }
+        let runs = &receipt.runs[first..];
+        service.events.emit("alert.received", None, None, || {
+            serde_json::json!({
+                "fingerprint": fingerprint(a),
+                "alertname": a.labels.get("alertname"),
+                "status": a.status,
+                "labels": a.labels,
+                "runs": runs,
+            })
+        });
     }
     Ok(receipt)
 }

@@ -2,6 +2,7 @@
 //! schedules. All of them go through `Service::start_run`.
 
 pub mod alerts;
+pub mod console;
 pub mod http;
 pub mod openapi;
 pub mod schedule;

@@ -20,6 +20,7 @@ use remedy::service::registry::EntryView;
 use remedy::{Remedy, RunRequest};
 
 mod client;
+mod follow;
 mod new;
 mod output;
 mod test;
@@ -70,6 +71,10 @@ enum Command {
         limit: u32,
         #[arg(long)]
         json: bool,
+        /// Print the server's live events (runs, actions, approvals,
+        /// alerts, the kill switch) as they happen, until interrupted.
+        #[arg(long, conflicts_with_all = ["id", "status"])]
+        follow: bool,
     },
     /// Approve a plan waiting in `approve` mode: it runs live, limited to its actions.
     Approve {
@@ -291,12 +296,20 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             ..
         } => show_run(&server, &usage(run_id(&id))?, json).await,
         Command::Runs {
+            server,
+            plugin,
+            json,
+            follow: true,
+            ..
+        } => follow::follow(&server, plugin, json).await,
+        Command::Runs {
             id: None,
             server,
             plugin,
             status,
             limit,
             json,
+            ..
         } => runs(&server, plugin, status, limit, json).await,
     }
 }

@@ -420,6 +420,23 @@ impl Store for PgStore {
         self.expire_self().await
     }
 
+    async fn budget_used(
+        &self,
+        plugin: &str,
+        kind: crate::action::ActionKind,
+        per: std::time::Duration,
+    ) -> Result<u32, StoreError> {
+        let since = ts(window_start(chrono::Utc::now(), per));
+        let used: i64 = self
+            .client()
+            .await?
+            .query_one(BUDGET_USED_SQL.as_str(), &[&plugin, &kind.as_str(), &since])
+            .await
+            .map_err(pg)?
+            .get(0);
+        Ok(u32::try_from(used).unwrap_or(u32::MAX))
+    }
+
     async fn get_run(&self, id: &str) -> Result<Option<RunRecord>, StoreError> {
         let row = self
             .client()
@@ -528,9 +545,7 @@ impl PgStore {
         let since = ts(window_start(i.at, i.budget.per));
         let used: i64 = tx
             .query_one(
-                &format!(
-                    "SELECT count(*) FROM actions WHERE plugin = $1 AND kind = $2 AND at >= $3 AND status IN {COUNTED}"
-                ),
+                BUDGET_USED_SQL.as_str(),
                 &[&i.plugin, &i.kind.as_str(), &since],
             )
             .await

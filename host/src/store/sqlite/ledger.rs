@@ -50,10 +50,7 @@ pub(super) fn intend(tx: &Connection, i: &Intent) -> Result<Result<i64, String>,
     let since = ts(window_start(i.at, i.budget.per));
     // Interrupted and unknown actions count: they may have taken effect.
     let used: u32 = tx
-        .prepare_cached(&format!(
-            "SELECT count(*) FROM actions WHERE plugin = ?1 AND kind = ?2 AND at >= ?3 \
-             AND status IN {COUNTED}"
-        ))?
+        .prepare_cached(&BUDGET_USED_SQL)?
         .query_row(params![i.plugin, i.kind.as_str(), since], |r| r.get(0))?;
     if used >= i.budget.max {
         return Ok(Err(budget_refusal(i, used)));

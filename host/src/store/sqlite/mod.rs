@@ -262,6 +262,21 @@ impl Store for SqliteStore {
         })
     }
 
+    async fn budget_used(
+        &self,
+        plugin: &str,
+        kind: ActionKind,
+        per: std::time::Duration,
+    ) -> Result<u32, StoreError> {
+        let since = ts(crate::store::rules::window_start(chrono::Utc::now(), per));
+        let plugin = plugin.to_string();
+        self.read(move |c| {
+            Ok(c.prepare_cached(&crate::store::rules::BUDGET_USED_SQL)?
+                .query_row(params![plugin, kind.as_str(), since], |r| r.get(0))?)
+        })
+        .await
+    }
+
     async fn get_run(&self, id: &str) -> Result<Option<RunRecord>, StoreError> {
         let id = id.to_string();
         self.read(move |c| {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -12,9 +12,19 @@ use super::{ApiError, AppState};
 use crate::config::Role;
 
 /// Bearer tokens and their roles; empty means the API is open.
-#[derive(Default)]
 pub struct Auth {
     tokens: Vec<(String, String, Vec<Role>)>,
+    /// This process's secret for the console's CSRF tokens.
+    secret: String,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Auth {
+            tokens: Vec::new(),
+            secret: format!("{}{}", uuid::Uuid::new_v4(), uuid::Uuid::new_v4()),
+        }
+    }
 }
 
 impl Auth {
@@ -34,7 +44,26 @@ impl Auth {
                 })?;
             out.push((t.name.clone(), value, t.roles.clone()));
         }
-        Ok(Auth { tokens: out })
+        Ok(Auth {
+            tokens: out,
+            ..Auth::default()
+        })
+    }
+
+    /// The CSRF token of a console session holding `token` (none on an
+    /// open API): only a page this process served knows it.
+    pub fn csrf(&self, token: Option<&str>) -> String {
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        h.update(self.secret.as_bytes());
+        h.update([0]);
+        h.update(token.unwrap_or("").as_bytes());
+        hex::encode(&h.finalize()[..16])
+    }
+
+    /// Whether `presented` is the CSRF token of `token`'s session.
+    pub fn csrf_ok(&self, token: Option<&str>, presented: &str) -> bool {
+        constant_time_eq(self.csrf(token).as_bytes(), presented.as_bytes())
     }
 
     pub fn is_open(&self) -> bool {
@@ -43,34 +72,40 @@ impl Auth {
 
     /// Whether the caller also holds `role` (admin holds every role; an
     /// open API has no roles to hold back).
-    pub fn may(&self, headers: &HeaderMap, role: Role) -> bool {
-        self.check(headers, role).is_ok()
+    pub fn may(&self, method: &Method, headers: &HeaderMap, role: Role) -> bool {
+        self.check(method, headers, role).is_ok()
     }
 
     /// The caller's token, if it is one of ours (any role).
-    pub fn known(&self, headers: &HeaderMap) -> Result<(), ApiError> {
-        match self.check(headers, Role::Admin) {
+    pub fn known(&self, method: &Method, headers: &HeaderMap) -> Result<(), ApiError> {
+        match self.check(method, headers, Role::Admin) {
             Err(e) if e.status == StatusCode::FORBIDDEN => Ok(()),
             other => other.map(|_| ()),
         }
     }
 
     /// Who is asking, if they may `role`.
-    pub fn check(&self, headers: &HeaderMap, role: Role) -> Result<String, ApiError> {
+    pub fn check(
+        &self,
+        method: &Method,
+        headers: &HeaderMap,
+        role: Role,
+    ) -> Result<String, ApiError> {
+        self.check_token(presented(method, headers).as_deref(), role)
+    }
+
+    /// Who `presented` is, if it may `role`.
+    pub fn check_token(&self, presented: Option<&str>, role: Role) -> Result<String, ApiError> {
         if self.tokens.is_empty() {
             return Ok("anonymous".into());
         }
-        let presented = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    "a bearer token is required",
-                )
-            })?;
+        let presented = presented.ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "a bearer token is required",
+            )
+        })?;
         let (name, _, roles) = self
             .tokens
             .iter()
@@ -90,7 +125,50 @@ impl Auth {
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+/// The console's cookie: the token an operator entered once.
+pub const COOKIE: &str = "remedy_token";
+
+/// The token a request presents: its bearer token, else (for a request
+/// that only reads: GET or HEAD) the console's cookie. The browser sends
+/// the cookie only with same-site requests (`SameSite=Strict`), and no
+/// state-changing API route takes it; the console's own forms check a
+/// CSRF token as well.
+fn presented(method: &Method, headers: &HeaderMap) -> Option<String> {
+    if let Some(auth) = headers.get(header::AUTHORIZATION) {
+        return auth
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(String::from);
+    }
+    if method == Method::GET || method == Method::HEAD {
+        return cookie_token(headers);
+    }
+    None
+}
+
+/// The token kept in the console's cookie (hex, since a token may hold
+/// bytes a cookie cannot).
+pub fn cookie_token(headers: &HeaderMap) -> Option<String> {
+    cookie(headers, COOKIE)
+        .and_then(|v| hex::decode(v).ok())
+        .and_then(|b| String::from_utf8(b).ok())
+}
+
+/// The value of cookie `name`, if the request carries it.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+        .filter(|v| !v.is_empty())
+}
+
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -105,7 +183,7 @@ pub async fn require(
     mut req: Request,
     next: Next,
 ) -> Response {
-    match s.auth.check(req.headers(), role) {
+    match s.auth.check(req.method(), req.headers(), role) {
         Ok(who) => {
             req.extensions_mut().insert(Who(who));
             next.run(req).await

@@ -12,9 +12,9 @@ use crate::store::StoreError;
 /// Every error answer: `{"error": {"code", "message"}}`.
 #[derive(Debug)]
 pub struct ApiError {
-    pub(super) status: StatusCode,
+    pub status: StatusCode,
     code: &'static str,
-    message: String,
+    pub message: String,
 }
 
 impl ApiError {

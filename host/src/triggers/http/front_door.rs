@@ -29,10 +29,13 @@ pub async fn front_door(
     } else if !matches!(
         req.uri().path(),
         "/healthz" | "/metrics" | "/v1/openapi.json"
-    ) {
+    ) && !crate::triggers::console::owns(req.uri().path())
+    {
         // Who is asking is settled before any body is read: an unknown
         // caller cannot make the server buffer a megabyte per request.
-        if let Err(e) = s.auth.known(req.headers()) {
+        // (The console's pages answer an unknown caller with its login
+        // page, and its forms are small.)
+        if let Err(e) = s.auth.known(req.method(), req.headers()) {
             return e.into_response();
         }
     }

@@ -18,12 +18,13 @@ use crate::service::Service;
 mod admin;
 mod auth;
 mod error;
+mod events;
 mod feeds;
 mod front_door;
 mod runs;
 
 pub(crate) use admin::PauseBody;
-pub use auth::{Auth, Who};
+pub use auth::{cookie_token, Auth, Who, COOKIE};
 pub use error::ApiError;
 pub(crate) use feeds::LimitQuery;
 pub(crate) use runs::{RunBody, WaitQuery};
@@ -69,7 +70,8 @@ pub fn router(state: Arc<AppState>, max_body: usize, read_timeout: std::time::Du
         .route("/v1/admin/pause", get(admin::pause_state))
         .route("/v1/cluster", get(admin::cluster))
         .route("/v1/alerts", get(feeds::list_alerts))
-        .route("/v1/audit", get(feeds::list_audit));
+        .route("/v1/audit", get(feeds::list_audit))
+        .route("/v1/events", get(events::events));
     let run = Router::new().route("/v1/plugins/{name}/runs", post(runs::start_run));
     let approve = Router::new()
         .route("/v1/runs/{id}/approve", post(runs::approve))
@@ -81,6 +83,7 @@ pub fn router(state: Arc<AppState>, max_body: usize, read_timeout: std::time::Du
         .route("/v1/admin/resume", post(admin::resume));
     Router::new()
         .merge(public)
+        .merge(super::console::routes())
         .merge(guarded(&state, Role::Read, read))
         .merge(guarded(&state, Role::Run, run))
         .merge(guarded(&state, Role::Approve, approve))

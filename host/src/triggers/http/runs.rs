@@ -105,7 +105,9 @@ pub(super) async fn start_run(
     let effective = mode.unwrap_or(configured);
     let unsafer = effective == Mode::Auto && configured != Mode::Auto;
     let acts = effective != Mode::DryRun;
-    if (unsafer || (acts && !params.is_empty())) && !s.auth.may(&h, Role::Approve) {
+    if (unsafer || (acts && !params.is_empty()))
+        && !s.auth.may(&axum::http::Method::POST, &h, Role::Approve)
+    {
         let what = if unsafer {
             format!(
                 "running {name} live (it is configured `{}`)",

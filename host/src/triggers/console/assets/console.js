@@ -1,0 +1,50 @@
+// Remedy's console: keeps the page live. It listens to the server's event
+// feed (/v1/events, same origin, the session cookie) and, when something
+// happens, fetches this page again and swaps its <main>. No framework, no
+// network beyond this server.
+(function () {
+  "use strict";
+  var live = document.getElementById("live");
+  var pending = null;
+  var inFlight = false;
+
+  function setLive(state, text) {
+    if (!live) return;
+    live.className = "live " + state;
+    live.textContent = text;
+  }
+
+  function refresh() {
+    pending = null;
+    if (inFlight) { schedule(); return; }
+    inFlight = true;
+    fetch(window.location.href, { credentials: "same-origin", headers: { "Accept": "text/html" } })
+      .then(function (r) { return r.ok ? r.text() : Promise.reject(r.status); })
+      .then(function (html) {
+        var doc = new DOMParser().parseFromString(html, "text/html");
+        var next = doc.getElementById("main");
+        var main = document.getElementById("main");
+        // Keep what the operator is typing (a pause reason).
+        var active = document.activeElement;
+        if (next && main && !(active && active.tagName === "INPUT" && main.contains(active))) {
+          main.innerHTML = next.innerHTML;
+          document.body.dataset.refreshed = String(Number(document.body.dataset.refreshed || 0) + 1);
+        }
+      })
+      .catch(function () { /* the next event tries again */ })
+      .then(function () { inFlight = false; });
+  }
+
+  function schedule() {
+    if (pending === null) pending = window.setTimeout(refresh, 250);
+  }
+
+  if (!window.EventSource) { setLive("off", "no live updates"); return; }
+  var source = new EventSource("/v1/events");
+  source.addEventListener("ready", function () { setLive("on", "live"); });
+  source.onerror = function () { setLive("off", "reconnecting…"); };
+  ["run.started", "run.finished", "approval.pending", "approval.decided",
+   "alert.received", "pause.changed", "lagged"].forEach(function (kind) {
+    source.addEventListener(kind, schedule);
+  });
+})();

@@ -1,0 +1,161 @@
+//! The console's forms: approve or reject a plan, pause or resume
+//! automation. Each checks, in order: the request is not cross-site, the
+//! caller holds the role, the form's CSRF token is this session's. Then it
+//! does what the API route does and sends the browser back to a page.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::response::Response;
+use axum::Form;
+use serde::Deserialize;
+
+use super::session::{error_page, see_other, session, Session};
+use crate::config::Role;
+use crate::service::approval::DecideError;
+use crate::triggers::http::AppState;
+
+#[derive(Deserialize)]
+pub(super) struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// Refuses a request a browser marks as cross-site (`Sec-Fetch-Site`) or
+/// whose `Origin` is not the host it was sent to.
+pub fn same_origin(headers: &HeaderMap) -> Result<(), Response> {
+    let refuse = |why: String| Err(error_page(StatusCode::FORBIDDEN, &why));
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        if !matches!(site, "same-origin" | "none") {
+            return refuse(format!(
+                "a cross-site form is refused (Sec-Fetch-Site: {site})"
+            ));
+        }
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("");
+        let host = headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let authority = origin.split_once("://").map_or("", |(_, a)| a);
+        if authority.trim_end_matches('/') != host {
+            return refuse(format!(
+                "a cross-site form is refused (Origin `{origin}` is not this host, `{host}`)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The session behind a form that needs `role`, with its CSRF token checked.
+fn checked(
+    s: &AppState,
+    headers: &HeaderMap,
+    role: Role,
+    form: &Result<Form<CsrfForm>, axum::extract::rejection::FormRejection>,
+) -> Result<Session, Response> {
+    same_origin(headers)?;
+    let session = session(s, &Method::POST, headers, role)?;
+    let presented = form.as_ref().map(|f| f.csrf.as_str()).unwrap_or("");
+    if !s.auth.csrf_ok(session.token.as_deref(), presented) {
+        return Err(error_page(
+            StatusCode::FORBIDDEN,
+            "the form's CSRF token is missing or not this session's: reload the page and try again",
+        ));
+    }
+    Ok(session)
+}
+
+type FormResult = Result<Form<CsrfForm>, axum::extract::rejection::FormRejection>;
+
+async fn decide(
+    s: Arc<AppState>,
+    headers: HeaderMap,
+    id: String,
+    approve: bool,
+    form: FormResult,
+) -> Response {
+    let session = match checked(&s, &headers, Role::Approve, &form) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let Ok(id) = uuid::Uuid::parse_str(&id).map(|u| u.hyphenated().to_string()) else {
+        return error_page(StatusCode::NOT_FOUND, "no such run");
+    };
+    match s.service.decide(&id, approve, &session.who).await {
+        Ok(d) => see_other(&format!("/runs/{}", d.live_run.unwrap_or(id))),
+        Err(e) => {
+            let status = match &e {
+                DecideError::NotFound(_) => StatusCode::NOT_FOUND,
+                DecideError::Expired { .. } => StatusCode::GONE,
+                DecideError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::CONFLICT,
+            };
+            error_page(status, &e.to_string())
+        }
+    }
+}
+
+pub(super) async fn approve(
+    State(s): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    form: FormResult,
+) -> Response {
+    decide(s, headers, id, true, form).await
+}
+
+pub(super) async fn reject(
+    State(s): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    form: FormResult,
+) -> Response {
+    decide(s, headers, id, false, form).await
+}
+
+pub(super) async fn pause(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    form: FormResult,
+) -> Response {
+    let session = match checked(&s, &headers, Role::Admin, &form) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let reason = form
+        .ok()
+        .and_then(|Form(f)| f.reason)
+        .map(|r| r.chars().take(500).collect::<String>())
+        .filter(|r| !r.trim().is_empty());
+    // As the API: a pause that cannot be stored still holds here.
+    match s.service.set_paused(true, &session.who, reason).await {
+        Ok(_) => see_other("/"),
+        Err(e) => error_page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("the pause holds in this process but was not stored and a restart will forget it: {e}"),
+        ),
+    }
+}
+
+pub(super) async fn resume(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    form: FormResult,
+) -> Response {
+    let session = match checked(&s, &headers, Role::Admin, &form) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    match s.service.set_paused(false, &session.who, None).await {
+        Ok(_) => see_other("/"),
+        Err(e) => error_page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("not resumed: {e}"),
+        ),
+    }
+}

@@ -1,0 +1,71 @@
+//! The operator's console (`remedy serve` at `/`): server-rendered pages of
+//! what fires, what Remedy did, what waits for approval and whether
+//! automation is paused, kept live by the event feed (`/v1/events`).
+//!
+//! It answers to the API's tokens and roles: a token entered once on the
+//! login page is kept in an `HttpOnly`, `SameSite=Strict` cookie, and every
+//! form that changes state carries a CSRF token derived from it (and a
+//! cross-site `Origin` or `Sec-Fetch-Site` is refused). Without tokens it is,
+//! like the API, answered on loopback names only (the front door).
+
+mod chart;
+mod forms;
+mod pages;
+mod session;
+mod views;
+
+use std::sync::Arc;
+
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::triggers::http::AppState;
+
+/// Whether `path` is one of the console's: they check who is asking
+/// themselves (an unknown caller gets the login page, not a 401).
+pub fn owns(path: &str) -> bool {
+    path == "/"
+        || path == "/login"
+        || path == "/logout"
+        || path.starts_with("/runs/")
+        || path.starts_with("/console/")
+}
+
+/// The console's routes, merged into the API's router.
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/", get(pages::overview))
+        .route("/runs/{id}", get(pages::run))
+        .route("/login", get(session::login_page).post(session::login))
+        .route("/logout", post(session::logout))
+        .route("/console/runs/{id}/approve", post(forms::approve))
+        .route("/console/runs/{id}/reject", post(forms::reject))
+        .route("/console/pause", post(forms::pause))
+        .route("/console/resume", post(forms::resume))
+        .route("/console/assets/{file}", get(pages::asset))
+        .layer(axum::middleware::map_response(headers))
+}
+
+/// What a browser may do with the console's pages: run only this server's
+/// script, never frame them (an approve button under someone else's page),
+/// send no referrer with a run id in it.
+async fn headers(mut r: axum::response::Response) -> axum::response::Response {
+    use axum::http::{header, HeaderValue};
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+        ),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    r
+}

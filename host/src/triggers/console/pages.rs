@@ -1,0 +1,113 @@
+//! The console's pages: the overview, a run, and the vendored assets.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::session::{error_page, session};
+use super::views::{self, render, RunRow};
+use crate::config::Role;
+use crate::triggers::http::AppState;
+
+pub(super) async fn overview(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let session = match session(&s, &Method::GET, &headers, Role::Read) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    match views::overview(&s.service).await {
+        Ok(o) => render(
+            "overview.html",
+            minijinja::context! {
+                page => "overview",
+                who => session.who,
+                open => s.auth.is_open(),
+                csrf => session.csrf,
+                can_approve => session.can_approve,
+                can_admin => session.can_admin,
+                o,
+            },
+        )
+        .into_response(),
+        Err(e) => error_page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("the store could not be read: {e}"),
+        ),
+    }
+}
+
+pub(super) async fn run(
+    State(s): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let session = match session(&s, &Method::GET, &headers, Role::Read) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let story = match crate::report::story(s.service.store.as_ref(), &id).await {
+        Ok(Some(story)) => story,
+        Ok(None) => return error_page(StatusCode::NOT_FOUND, &format!("no run with id `{id}`")),
+        Err(e) => {
+            return error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("the store could not be read: {e}"),
+            )
+        }
+    };
+    let (runs, audit) = story;
+    let Some(rec) = runs.iter().find(|r| r.id == id).cloned() else {
+        return error_page(StatusCode::NOT_FOUND, &format!("no run with id `{id}`"));
+    };
+    let timeline: Vec<_> = crate::report::timeline(&runs, &audit)
+        .into_iter()
+        .map(|st| minijinja::context! { at => views::when(st.at), text => st.text })
+        .collect();
+    let linked: Vec<RunRow> = runs.iter().filter(|r| r.id != id).map(RunRow::of).collect();
+    let report = views::markdown_html(&crate::report::markdown(&runs, &audit));
+    let pending = rec.status == crate::record::RunStatus::PendingApproval;
+    render(
+        "run.html",
+        minijinja::context! {
+            page => "run",
+            who => session.who,
+            open => s.auth.is_open(),
+            csrf => session.csrf,
+            can_approve => session.can_approve,
+            can_admin => session.can_admin,
+            row => RunRow::of(&rec),
+            finished_at => rec.finished_at.map(views::when),
+            pending,
+            rec,
+            timeline,
+            linked,
+            report,
+        },
+    )
+    .into_response()
+}
+
+/// The console's own script and style, compiled in: nothing is fetched
+/// from elsewhere.
+pub(super) async fn asset(Path(file): Path<String>) -> Response {
+    let (body, kind) = match file.as_str() {
+        "console.css" => (
+            include_str!("assets/console.css"),
+            "text/css; charset=utf-8",
+        ),
+        "console.js" => (
+            include_str!("assets/console.js"),
+            "text/javascript; charset=utf-8",
+        ),
+        _ => return error_page(StatusCode::NOT_FOUND, "no such asset"),
+    };
+    (
+        [
+            (header::CONTENT_TYPE, kind),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        body,
+    )
+        .into_response()
+}

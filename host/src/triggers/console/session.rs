@@ -1,0 +1,137 @@
+//! Who is at the console: the token from the login page, kept in a cookie
+//! (or a bearer header, for scripts), its roles, and the CSRF token its
+//! forms carry.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Form;
+use serde::Deserialize;
+
+use super::views::render;
+use crate::config::Role;
+use crate::triggers::http::{cookie_token, AppState, COOKIE};
+
+/// How long the console's cookie lasts.
+const COOKIE_MAX_AGE_S: u64 = 12 * 3600;
+
+/// A caller of the console who may read.
+pub struct Session {
+    pub who: String,
+    /// The token presented (none on an open API).
+    pub token: Option<String>,
+    pub csrf: String,
+    pub can_approve: bool,
+    pub can_admin: bool,
+}
+
+/// The caller's session if it may `role`: else the login page (no or an
+/// unknown token, for a page) or an error page.
+pub fn session(
+    s: &AppState,
+    method: &Method,
+    headers: &HeaderMap,
+    role: Role,
+) -> Result<Session, Response> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(String::from)
+        .or_else(|| cookie_token(headers));
+    match s.auth.check_token(token.as_deref(), role) {
+        Ok(who) => {
+            let may = |r| s.auth.check_token(token.as_deref(), r).is_ok();
+            Ok(Session {
+                who,
+                csrf: s.auth.csrf(token.as_deref()),
+                can_approve: may(Role::Approve),
+                can_admin: may(Role::Admin),
+                token,
+            })
+        }
+        Err(e) if e.status == StatusCode::UNAUTHORIZED && method == Method::GET => {
+            Err(see_other("/login"))
+        }
+        Err(e) => Err(error_page(e.status, &e.message)),
+    }
+}
+
+/// A 303 to `to` (after a form, or to the login page).
+pub fn see_other(to: &str) -> Response {
+    (StatusCode::SEE_OTHER, [(header::LOCATION, to.to_string())]).into_response()
+}
+
+/// An error as a page of the console.
+pub fn error_page(status: StatusCode, message: &str) -> Response {
+    let body = render(
+        "error.html",
+        minijinja::context! { status => status.as_u16(), reason => status.canonical_reason(), message },
+    );
+    (status, body).into_response()
+}
+
+pub(super) async fn login_page(State(s): State<Arc<AppState>>) -> Response {
+    if s.auth.is_open() {
+        return see_other("/");
+    }
+    render("login.html", minijinja::context! {}).into_response()
+}
+
+#[derive(Deserialize)]
+pub(super) struct LoginForm {
+    token: String,
+}
+
+pub(super) async fn login(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    form: Result<Form<LoginForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    if let Err(r) = super::forms::same_origin(&headers) {
+        return r;
+    }
+    let Ok(Form(form)) = form else {
+        return error_page(StatusCode::BAD_REQUEST, "the login form needs a `token`");
+    };
+    let token = form.token.trim();
+    match s.auth.check_token(Some(token), Role::Read) {
+        Ok(_) => (
+            StatusCode::SEE_OTHER,
+            [
+                (header::LOCATION, "/".to_string()),
+                (
+                    header::SET_COOKIE,
+                    format!(
+                        "{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={COOKIE_MAX_AGE_S}",
+                        hex::encode(token)
+                    ),
+                ),
+            ],
+        )
+            .into_response(),
+        Err(e) => {
+            let body = render("login.html", minijinja::context! { error => e.message });
+            (e.status, body).into_response()
+        }
+    }
+}
+
+pub(super) async fn logout(headers: HeaderMap) -> Response {
+    if let Err(r) = super::forms::same_origin(&headers) {
+        return r;
+    }
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (header::LOCATION, "/login".to_string()),
+            (
+                header::SET_COOKIE,
+                format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+            ),
+        ],
+    )
+        .into_response()
+}

@@ -1,0 +1,253 @@
+//! The live feed, `GET /v1/events`, against a real server: every kind of
+//! event in the order it happened, `remedy runs --follow` printing it, and
+//! an open feed that does not hold up a shutdown.
+
+mod common;
+
+use std::io::BufRead as _;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+const TOKENS: &str = r#"
+tokens = [
+  { name = "watcher", env = "T_READ", roles = ["read", "run"] },
+  { name = "lead-alice", env = "T_APPROVE", roles = ["approve", "read"] },
+  { name = "root", env = "T_ADMIN", roles = ["admin"] },
+]
+drain_timeout_ms = 20000"#;
+const ENV: [(&str, &str); 3] = [
+    ("T_READ", "read-token"),
+    ("T_APPROVE", "approve-token"),
+    ("T_ADMIN", "admin-token"),
+];
+
+/// An open event stream: events as (type, data).
+struct Feed {
+    resp: reqwest::Response,
+    buf: String,
+}
+
+impl Feed {
+    async fn open(server: &Server, token: &str) -> Feed {
+        let resp = server
+            .http
+            .get(format!("{}/v1/events", server.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["content-type"], "text/event-stream");
+        let mut feed = Feed {
+            resp,
+            buf: String::new(),
+        };
+        let (kind, ready) = feed.next().await;
+        assert_eq!(kind, "ready", "{ready}");
+        feed
+    }
+
+    /// The next event (at most 15 s away).
+    async fn next(&mut self) -> (String, Value) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..end + 2).collect();
+                let mut kind = String::new();
+                let mut data = String::new();
+                for line in block.lines() {
+                    if let Some(k) = line.strip_prefix("event: ") {
+                        kind = k.to_string();
+                    } else if let Some(d) = line.strip_prefix("data: ") {
+                        data.push_str(d);
+                    }
+                }
+                if data.is_empty() {
+                    continue; // a keep-alive comment
+                }
+                return (kind, serde_json::from_str(&data).unwrap());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let chunk = tokio::time::timeout(left, self.resp.chunk())
+                .await
+                .expect("no event within 15 s")
+                .unwrap()
+                .expect("the feed ended");
+            self.buf.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+
+    /// The next event of `kind` for `run` (any run when `None`); the events
+    /// skipped on the way are returned too.
+    async fn until(&mut self, kind: &str, run: Option<&str>) -> (Value, Vec<(String, Value)>) {
+        let mut skipped = Vec::new();
+        loop {
+            let (k, v) = self.next().await;
+            if k == kind && run.is_none_or(|r| v["run_id"] == r) {
+                return (v, skipped);
+            }
+            skipped.push((k, v));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_feed_tells_runs_plans_decisions_alerts_and_the_pause_as_they_happen() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = sim().await;
+    sim.open_breaker("stripe");
+    let config = breaker_config(
+        dir.path(),
+        &sim,
+        TOKENS,
+        "mode = \"approve\"\nverify_after = \"1h\"",
+        "",
+    );
+    let mut server = start(dir.path(), &config, &ENV);
+    let mut feed = Feed::open(&server, "read-token").await;
+
+    // A run in approve mode: started, finished as a plan, pending.
+    let (code, plan) = server
+        .post_as(
+            "read-token",
+            "/v1/plugins/circuit-breaker-open/runs?wait=true",
+            json!({}),
+        )
+        .await;
+    assert_eq!(code, 200, "{plan}");
+    let id = plan["id"].as_str().unwrap().to_string();
+    let (started, _) = feed.until("run.started", Some(&id)).await;
+    assert_eq!(started["plugin"], "circuit-breaker-open");
+    assert_eq!(started["detail"]["dry_run"], true, "{started}");
+    let (finished, _) = feed.until("run.finished", Some(&id)).await;
+    assert_eq!(
+        finished["detail"]["status"], "pending_approval",
+        "{finished}"
+    );
+    assert!(finished["seq"].as_u64() > started["seq"].as_u64());
+    let (pending, _) = feed.until("approval.pending", Some(&id)).await;
+    assert_eq!(
+        pending["detail"]["plan"],
+        json!([{"kind": "breaker.force-state", "target": "breaker:stripe"}])
+    );
+
+    // Approved: the decision, then the live run and the action it took.
+    let (code, decided) = server
+        .post_as(
+            "approve-token",
+            &format!("/v1/runs/{id}/approve"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(code, 202, "{decided}");
+    let live = decided["live_run"].as_str().unwrap().to_string();
+    let (decision, _) = feed.until("approval.decided", Some(&id)).await;
+    assert_eq!(decision["detail"]["decision"], "approved");
+    assert_eq!(decision["detail"]["by"], "lead-alice");
+    assert_eq!(decision["detail"]["live_run"], live.as_str());
+    let (action, _) = feed.until("action", Some(&live)).await;
+    assert_eq!(action["detail"]["kind"], "breaker.force-state", "{action}");
+    assert_eq!(action["detail"]["applied"], "executed", "{action}");
+
+    // `remedy runs --follow` prints the same feed in the terminal.
+    let mut follow = std::process::Command::new(env!("CARGO_BIN_EXE_remedy"))
+        .args(["runs", "--follow", "--server", &server.base])
+        .env("REMEDY_TOKEN", "read-token")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(follow.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.starts_with("following live events"), "{first}");
+
+    // The kill switch, and an alert.
+    let (code, _) = server
+        .post_as(
+            "admin-token",
+            "/v1/admin/pause",
+            json!({"reason": "feed test"}),
+        )
+        .await;
+    assert_eq!(code, 200);
+    let (paused, _) = feed.until("pause.changed", None).await;
+    assert_eq!(paused["detail"]["paused"]["by"], "root", "{paused}");
+    assert_eq!(paused["detail"]["paused"]["reason"], "feed test");
+    let alert = alert(
+        "FeedTestAlert",
+        "firing",
+        json!({"instance": "feed-1"}),
+        "feedfp1",
+        "2026-11-28T10:00:00Z",
+    );
+    let (code, _) = server
+        .post_as("admin-token", "/v1/alerts", payload(vec![alert]))
+        .await;
+    assert_eq!(code, 202);
+    let (received, _) = feed.until("alert.received", None).await;
+    assert_eq!(received["detail"]["alertname"], "FeedTestAlert");
+    assert_eq!(received["detail"]["status"], "firing");
+
+    let line = lines
+        .by_ref()
+        .map(|l| l.unwrap())
+        .find(|l| l.contains("pause.changed"))
+        .unwrap();
+    assert!(line.contains("automation PAUSED by root"), "{line}");
+    let line = lines
+        .map(|l| l.unwrap())
+        .find(|l| l.contains("alert.received"))
+        .unwrap();
+    assert!(line.contains("FeedTestAlert firing (0 run(s))"), "{line}");
+    let _ = follow.kill();
+    let _ = follow.wait();
+
+    // An open feed does not hold the shutdown until the drain bound (20 s).
+    let at = Instant::now();
+    unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) };
+    server
+        .exited("an open event feed held the shutdown for 15 s")
+        .await;
+    assert!(
+        at.elapsed() < Duration::from_secs(5),
+        "shutdown took {:?}",
+        at.elapsed()
+    );
+    let ended = tokio::time::timeout(Duration::from_secs(5), feed.resp.chunk())
+        .await
+        .unwrap();
+    assert!(
+        matches!(ended, Ok(None) | Err(_)),
+        "the feed ended with the server"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_feed_needs_a_token_with_read_and_follow_says_why_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[server]\ndata_dir = \"{}\"\n{TOKENS}\n",
+        dir.path().join("data").display()
+    );
+    let server = start(dir.path(), &config, &ENV);
+    let r = server
+        .http
+        .get(format!("{}/v1/events", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_remedy"))
+        .args(["runs", "--follow", "--server", &server.base])
+        .env("REMEDY_TOKEN", "wrong")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("401") && err.contains("unknown token"),
+        "{err}"
+    );
+}
