@@ -48,7 +48,9 @@ pub fn routes() -> Router<Arc<AppState>> {
 
 /// What a browser may do with the console's pages: run only this server's
 /// script, never frame them (an approve button under someone else's page),
-/// send no referrer with a run id in it.
+/// send no referrer with a run id in it to another site. (Not
+/// `no-referrer`: with it a browser sends `Origin: null` on its own forms,
+/// which the same-origin check must refuse.)
 async fn headers(mut r: axum::response::Response) -> axum::response::Response {
     use axum::http::{header, HeaderValue};
     let h = r.headers_mut();
@@ -61,7 +63,7 @@ async fn headers(mut r: axum::response::Response) -> axum::response::Response {
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,

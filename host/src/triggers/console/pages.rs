@@ -62,7 +62,7 @@ pub(super) async fn run(
     };
     let timeline: Vec<_> = crate::report::timeline(&runs, &audit)
         .into_iter()
-        .map(|st| minijinja::context! { at => views::when(st.at), text => st.text })
+        .map(|st| minijinja::context! { at => views::when(st.at), html => views::markdown_inline(&st.text) })
         .collect();
     let linked: Vec<RunRow> = runs.iter().filter(|r| r.id != id).map(RunRow::of).collect();
     let report = views::markdown_html(&crate::report::markdown(&runs, &audit));

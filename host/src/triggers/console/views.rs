@@ -263,6 +263,16 @@ pub fn markdown_html(md: &str) -> String {
     out
 }
 
+/// One line of Markdown (a timeline step) as inline HTML.
+pub fn markdown_inline(md: &str) -> String {
+    let html = markdown_html(md);
+    let html = html.trim_end();
+    html.strip_prefix("<p>")
+        .and_then(|h| h.strip_suffix("</p>"))
+        .unwrap_or(html)
+        .to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

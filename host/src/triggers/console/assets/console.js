@@ -41,7 +41,13 @@
 
   if (!window.EventSource) { setLive("off", "no live updates"); return; }
   var source = new EventSource("/v1/events");
-  source.addEventListener("ready", function () { setLive("on", "live"); });
+  // On (re)connecting, fetch once: what happened between this page being
+  // rendered and the feed being open (or while it was down) sent no event.
+  var connected = false;
+  source.addEventListener("ready", function () {
+    setLive("on", "live");
+    if (connected) { schedule(); } else { connected = true; refresh(); }
+  });
   source.onerror = function () { setLive("off", "reconnecting…"); };
   ["run.started", "run.finished", "approval.pending", "approval.decided",
    "alert.received", "pause.changed", "lagged"].forEach(function (kind) {
