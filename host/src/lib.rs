@@ -27,6 +27,7 @@ pub mod serve;
 pub mod service;
 pub mod signature;
 pub mod store;
+pub mod telemetry;
 pub mod triggers;
 pub mod units;
 

@@ -298,6 +298,9 @@ pub struct RunRecord {
     /// per plugin and target.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
+    /// The OpenTelemetry trace of this run, when traces are exported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
 
 impl RunRecord {
@@ -333,6 +336,7 @@ impl RunRecord {
             verified_at: None,
             params: BTreeMap::new(),
             target: None,
+            trace_id: None,
         }
     }
 }

@@ -23,6 +23,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("journal", 0),
     ("guardrails", 0),
     ("config", 0),
+    ("telemetry", 0),
     ("bundled", 0),
     ("gate::permit", 0),
     ("backends", 1),

@@ -60,9 +60,28 @@ pub struct Config {
     /// and `customer-p1` (a template of the same name replaces the seed's).
     #[serde(default)]
     pub templates: BTreeMap<String, crate::escalation::Template>,
+    /// Where `serve` sends OpenTelemetry traces (else the standard
+    /// `OTEL_EXPORTER_OTLP_*` environment variables; else none are sent).
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
     /// Where this config was read from (for error messages).
     #[serde(skip)]
     pub source: Option<PathBuf>,
+}
+
+/// `[telemetry]`: OpenTelemetry trace export over OTLP/HTTP.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// The collector's OTLP/HTTP base URL (`/v1/traces` is appended), as
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` would give it.
+    pub otlp_endpoint: Option<String>,
+    /// The `service.name` of the spans (default `remedy`, or
+    /// `OTEL_SERVICE_NAME`).
+    pub service_name: Option<String>,
+    /// A link to a run's trace in the console: `{trace_id}` is replaced,
+    /// e.g. `http://jaeger:16686/trace/{trace_id}`.
+    pub trace_url: Option<String>,
 }
 
 /// Parses TOML into `T`; an error names `file`, the key path at fault and

@@ -224,6 +224,17 @@ impl Gate {
         let kind = action.kind.as_str();
         let (capability, function) = kind.split_once('.').unwrap_or((kind, kind));
         let span = host_call_span(capability, function, &action.target.label());
+        // The gate's decision, inside the host call: traces show what each
+        // action came to (executed, simulated, refused, denied…).
+        let decision = tracing::info_span!(
+            parent: &span,
+            "gate.action",
+            kind,
+            target = %action.target.label(),
+            dry_run = self.dry_run,
+            outcome = tracing::field::Empty,
+            duration_ms = tracing::field::Empty,
+        );
         let started = std::time::Instant::now();
         let r = async move {
             if let Err((applied, err)) = self.check(&action) {
@@ -315,16 +326,15 @@ impl Gate {
             self.record(&action, applied, error);
             result
         }
+        .instrument(decision.clone())
         .instrument(span.clone())
         .await;
-        finish_span(
-            &span,
-            started,
-            r.as_ref().map(|a| match a {
-                WitApplied::Executed => "executed",
-                WitApplied::Simulated => "simulated",
-            }),
-        );
+        let outcome = r.as_ref().map(|a| match a {
+            WitApplied::Executed => "executed",
+            WitApplied::Simulated => "simulated",
+        });
+        finish_span(&decision, started, outcome.clone());
+        finish_span(&span, started, outcome);
         r
     }
 

@@ -387,7 +387,13 @@ impl Remedy {
             RunStatus::Running,
         );
         rec.started_at = started;
-        let (status, error) = match self.runtime.detect(plugin, setup(), ctx.clone()).await {
+        rec.trace_id = crate::telemetry::trace_id(&tracing::Span::current());
+        let (status, error) = match self
+            .runtime
+            .detect(plugin, setup(), ctx.clone())
+            .instrument(tracing::info_span!("detect"))
+            .await
+        {
             Err(e) => call_failed("detect", e),
             Ok(Err(e)) => plugin_failed("detect", &e),
             Ok(Ok(det)) => {
@@ -404,7 +410,12 @@ impl Remedy {
                         .line("[remedy] alert is resolved: no mitigation".into());
                     (RunStatus::Succeeded, None)
                 } else {
-                    match self.runtime.mitigate(plugin, setup(), ctx, det).await {
+                    match self
+                        .runtime
+                        .mitigate(plugin, setup(), ctx, det)
+                        .instrument(tracing::info_span!("mitigate"))
+                        .await
+                    {
                         Err(e) => call_failed("mitigate", e),
                         Ok(Err(e)) => plugin_failed("mitigate", &e),
                         Ok(Ok(outcome)) => {

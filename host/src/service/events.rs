@@ -13,6 +13,10 @@ use crate::record::RunRecord;
 /// How many events a slow subscriber may fall behind before it misses some.
 pub const BACKLOG: usize = 1024;
 
+/// How many feeds may be open at once: each is a connection held open, and
+/// a script that opens them in a loop must not exhaust the process.
+pub const MAX_FEEDS: usize = 64;
+
 /// One thing that happened.
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Event {
@@ -36,6 +40,20 @@ pub struct Events {
     seq: AtomicU64,
     /// Set at shutdown: open feeds end, so they do not hold the drain.
     closed: tokio::sync::watch::Sender<bool>,
+    /// Feeds open now (at most [`MAX_FEEDS`]).
+    feeds: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// An open feed: its receiver, and its place among the [`MAX_FEEDS`].
+pub struct Feed {
+    pub rx: broadcast::Receiver<std::sync::Arc<Event>>,
+    open: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Drop for Feed {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Default for Events {
@@ -44,6 +62,7 @@ impl Default for Events {
             tx: broadcast::channel(BACKLOG).0,
             seq: AtomicU64::new(0),
             closed: tokio::sync::watch::channel(false).0,
+            feeds: Default::default(),
         }
     }
 }
@@ -51,6 +70,19 @@ impl Default for Events {
 impl Events {
     pub fn subscribe(&self) -> broadcast::Receiver<std::sync::Arc<Event>> {
         self.tx.subscribe()
+    }
+
+    /// A feed for an HTTP client, unless [`MAX_FEEDS`] are open.
+    pub fn feed(&self) -> Option<Feed> {
+        let taken = self
+            .feeds
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < MAX_FEEDS).then_some(n + 1)
+            });
+        taken.ok().map(|_| Feed {
+            rx: self.tx.subscribe(),
+            open: self.feeds.clone(),
+        })
     }
 
     /// Ends every open feed (the service is stopping).
@@ -157,6 +189,20 @@ mod tests {
         assert_eq!((a.kind, b.kind), ("pause.changed", "alert.received"));
         assert_eq!(b.seq, a.seq + 1);
         assert_eq!(a.detail["paused"], true);
+    }
+
+    #[test]
+    fn at_most_max_feeds_are_open_and_a_closed_one_frees_its_place() {
+        let events = Events::default();
+        let open: Vec<Feed> = (0..MAX_FEEDS)
+            .map(|_| events.feed().expect("a feed"))
+            .collect();
+        assert!(events.feed().is_none(), "one feed too many");
+        drop(open.into_iter().next());
+        assert!(
+            events.feed().is_some(),
+            "a closed feed's place is free again"
+        );
     }
 
     #[test]

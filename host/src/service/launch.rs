@@ -13,6 +13,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use chrono::Utc;
+use tracing::Instrument as _;
 
 use super::lanes::{rank, LanePermit, Lanes};
 use super::Service;
@@ -368,6 +369,15 @@ impl Service {
     ) -> tokio::task::JoinHandle<RunRecord> {
         let service = self.clone();
         let urgent = c.launch.trigger.urgent();
+        // The run's life in the service (queue, run, record), a child in
+        // the trace of what started it (an alert's receipt) without
+        // holding that span open until the run ends.
+        let span = crate::telemetry::detached_child(tracing::info_span!(
+            parent: None,
+            "service.run",
+            run_id = %c.rec.id,
+            plugin = %c.rec.plugin,
+        ));
         let run = async move {
             let c = match service.claim_shared(c).await {
                 Ok(c) => c,
@@ -455,7 +465,8 @@ impl Service {
                 service.clone().verify_later(plugin.clone(), rec.clone());
             }
             rec
-        };
+        }
+        .instrument(span);
         if urgent {
             self.urgent.spawn(run)
         } else {

@@ -179,6 +179,7 @@ fn target(p: &Plugin, labels: &BTreeMap<String, String>) -> String {
 /// waiting, and a restart resumes whatever was still queued. A store
 /// failure is an error (the caller answers 503, Alertmanager retries, and
 /// since nothing of the payload was stored the retry is not a duplicate).
+#[tracing::instrument(name = "alert.receipt", skip_all, fields(alerts = hook.alerts.len()))]
 pub async fn receive(service: &Arc<Service>, hook: Webhook) -> Result<Receipt, AlertError> {
     let mut receipt = Receipt {
         received: hook.alerts.len(),

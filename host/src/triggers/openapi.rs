@@ -208,8 +208,8 @@ fn build(secured: bool) -> Value {
         },
         "/v1/audit": {"get": op("Audit events, oldest first", "read",
             with(std_errors(&[]), "200", ok("events", audit_list)), json!({"parameters": audit_q}))},
-        "/v1/events": {"get": op("Live feed (server-sent events): `ready` first, then run.started, run.finished, action, approval.pending, approval.decided, alert.received, pause.changed; `lagged` when the client fell behind", "read",
-            with(std_errors(&[]), "200", json!({"description": "an event stream; each `data` is an Event", "content": {"text/event-stream": {"schema": g.schema::<crate::service::Event>()}}})), json!({}))},
+        "/v1/events": {"get": op("Live feed (server-sent events): `ready` first, then run.started, run.finished, action, approval.pending, approval.decided, alert.received, pause.changed; `lagged` when the client fell behind; 503 when 64 feeds are open", "read",
+            with(std_errors(&[503]), "200", json!({"description": "an event stream; each `data` is an Event", "content": {"text/event-stream": {"schema": g.schema::<crate::service::Event>()}}})), json!({}))},
     });
     let schemas = Value::Object(g.0.take_definitions(true).into_iter().collect());
     json!({

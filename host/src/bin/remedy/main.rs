@@ -208,17 +208,24 @@ impl std::fmt::Display for UsageError {
 impl std::error::Error for UsageError {}
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // `serve` exports traces when its config (or the environment) names a
+    // collector; a config that does not load is reported by the command.
+    let telemetry = match &cli.command {
+        Command::Serve { config, .. } => load_config(config.as_deref()).ok().map(|c| c.telemetry),
+        _ => None,
+    };
+    let _telemetry = match rt.block_on(async { remedy::telemetry::init(telemetry.as_ref()) }) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
             return ExitCode::from(2);
         }
     };

@@ -67,6 +67,10 @@ pub(super) async fn run(
     let linked: Vec<RunRow> = runs.iter().filter(|r| r.id != id).map(RunRow::of).collect();
     let report = views::markdown_html(&crate::report::markdown(&runs, &audit));
     let pending = rec.status == crate::record::RunStatus::PendingApproval;
+    let trace_link = match (&rec.trace_id, &s.service.remedy.config.telemetry.trace_url) {
+        (Some(id), Some(url)) => Some(url.replace("{trace_id}", id)),
+        _ => None,
+    };
     render(
         "run.html",
         minijinja::context! {
@@ -79,6 +83,7 @@ pub(super) async fn run(
             row => RunRow::of(&rec),
             finished_at => rec.finished_at.map(views::when),
             pending,
+            trace_link,
             rec,
             timeline,
             linked,

@@ -11,20 +11,31 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures_util::stream::{self, Stream, StreamExt as _};
 use tokio::sync::broadcast::error::RecvError;
 
-use super::AppState;
+use axum::http::StatusCode;
+
+use super::{ApiError, AppState};
 
 pub(super) async fn events(
     State(s): State<Arc<AppState>>,
-) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
-    let rx = s.service.events.subscribe();
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let feed = s.service.events.feed().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_feeds",
+            format!(
+                "{} event feeds are open already; close one (or poll /v1/runs)",
+                crate::service::events::MAX_FEEDS
+            ),
+        )
+    })?;
     let ready = SseEvent::default()
         .event("ready")
         .json_data(serde_json::json!({"paused": s.service.paused()}))
         .unwrap_or_default();
     let closing = Box::pin(s.service.events.closing());
-    let feed = stream::unfold((rx, closing), |(mut rx, mut closing)| async move {
+    let feed = stream::unfold((feed, closing), |(mut feed, mut closing)| async move {
         let ev = tokio::select! {
-            r = rx.recv() => match r {
+            r = feed.rx.recv() => match r {
                 Ok(ev) => SseEvent::default()
                     .event(ev.kind)
                     .id(ev.seq.to_string())
@@ -37,7 +48,8 @@ pub(super) async fn events(
             },
             _ = &mut closing => return None,
         };
-        Some((Ok(ev), (rx, closing)))
+        Some((Ok(ev), (feed, closing)))
     });
-    Sse::new(stream::once(async move { Ok(ready) }).chain(feed)).keep_alive(KeepAlive::default())
+    Ok(Sse::new(stream::once(async move { Ok(ready) }).chain(feed))
+        .keep_alive(KeepAlive::default()))
 }
