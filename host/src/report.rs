@@ -175,7 +175,7 @@ pub fn inert(s: &str) -> String {
 }
 
 /// Every string of a record that came from outside Remedy, made inert.
-fn inert_record(r: &RunRecord) -> RunRecord {
+pub fn inert_record(r: &RunRecord) -> RunRecord {
     let mut r = r.clone();
     let f = |s: &mut String| *s = inert(s);
     if let Trigger::Alert { alert } = &mut r.trigger {

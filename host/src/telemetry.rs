@@ -38,6 +38,8 @@ impl Drop for Telemetry {
 pub enum TelemetryError {
     #[error("[telemetry] otlp_endpoint `{0}` is not an http(s) URL")]
     Endpoint(String),
+    #[error("[telemetry] trace_url `{0}` is not an http(s) URL")]
+    TraceUrl(String),
     #[error("the OTLP trace exporter could not be built: {0}")]
     Exporter(String),
 }
@@ -75,6 +77,11 @@ pub fn init(cfg: Option<&TelemetryConfig>) -> Result<Telemetry, TelemetryError> 
         );
     let default = TelemetryConfig::default();
     let cfg = cfg.unwrap_or(&default);
+    if let Some(u) = &cfg.trace_url {
+        if !(u.starts_with("http://") || u.starts_with("https://")) {
+            return Err(TelemetryError::TraceUrl(u.clone()));
+        }
+    }
     let Some(endpoint) = endpoint(cfg)? else {
         tracing_subscriber::registry().with(fmt).init();
         return Ok(Telemetry { provider: None });

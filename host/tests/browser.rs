@@ -71,7 +71,11 @@ async fn an_operator_approves_watches_pauses_and_resumes_in_a_browser() {
 
     // Not logged in: the login page; a wrong token is refused.
     b.goto(&format!("{}/", server.base)).await;
-    assert!(b.url().await.ends_with("/login"), "{}", b.url().await);
+    assert!(
+        b.url().await.ends_with("/login?next=/"),
+        "{}",
+        b.url().await
+    );
     b.type_into("#token", "wrong").await;
     b.click("#login").await;
     assert!(b.text("#login-error").await.contains("unknown token"));

@@ -158,11 +158,45 @@ async fn a_visitor_without_a_session_is_sent_to_log_in_and_a_token_opens_the_con
     let app = app(true).await;
     let r = app.get("/", None).await;
     assert_eq!(r.status, StatusCode::SEE_OTHER);
-    assert_eq!(r.headers[header::LOCATION], "/login");
+    assert_eq!(r.headers[header::LOCATION], "/login?next=/");
+    // A link to a run (from a page, a chat) comes back to it once logged in.
+    let run = "/runs/00000000-0000-4000-8000-000000000000";
+    let r = app.get(run, None).await;
+    assert_eq!(
+        r.headers[header::LOCATION],
+        format!("/login?next={run}").as_str()
+    );
+    let r = app.get(&format!("/login?next={run}"), None).await;
+    assert!(
+        r.body.contains(
+            "name=\"next\" value=\"&#x2f;runs&#x2f;00000000-0000-4000-8000-000000000000\""
+        ),
+        "{}",
+        r.body
+    );
     let r = app
-        .get("/runs/00000000-0000-4000-8000-000000000000", None)
+        .form("/login", None, &format!("token=read-token&next={run}"), &[])
         .await;
-    assert_eq!(r.headers[header::LOCATION], "/login");
+    assert_eq!(r.headers[header::LOCATION], run);
+    for elsewhere in [
+        "//evil.example/x",
+        "https://evil.example",
+        "/\\evil.example",
+    ] {
+        let r = app
+            .form(
+                "/login",
+                None,
+                &format!("token=read-token&next={elsewhere}"),
+                &[],
+            )
+            .await;
+        assert_eq!(
+            r.headers[header::LOCATION],
+            "/",
+            "{elsewhere}: no open redirect"
+        );
+    }
     let r = app.get("/login", None).await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(r.body.contains("name=\"token\""), "{}", r.body);
@@ -177,6 +211,17 @@ async fn a_visitor_without_a_session_is_sent_to_log_in_and_a_token_opens_the_con
     for attr in ["HttpOnly", "SameSite=Strict", "Path=/"] {
         assert!(set.contains(attr), "{set}");
     }
+    assert!(!set.contains("Secure"), "plain http: {set}");
+    let https = app
+        .form(
+            "/login",
+            None,
+            "token=read-token",
+            &[("x-forwarded-proto", "https")],
+        )
+        .await;
+    let secure = https.headers[header::SET_COOKIE].to_str().unwrap();
+    assert!(secure.contains("; Secure"), "behind a TLS proxy: {secure}");
     assert!(
         !set.contains("read-token"),
         "the token is not kept in clear: {set}"
@@ -219,12 +264,32 @@ async fn a_visitor_without_a_session_is_sent_to_log_in_and_a_token_opens_the_con
     );
     assert!(app.service.paused().is_none());
 
+    // Replicas with the same tokens make the same CSRF tokens: a page
+    // served by one may be posted to another.
+    let text = format!("[server]\n{TOKENS}\n");
+    let config = Config::parse(&text, std::path::Path::new("c.toml")).unwrap();
+    let (a, b) = (
+        Auth::from_config(&config.server.tokens).unwrap(),
+        Auth::from_config(&config.server.tokens).unwrap(),
+    );
+    assert_eq!(a.csrf(Some("read-token")), b.csrf(Some("read-token")));
+    assert_ne!(a.csrf(Some("read-token")), a.csrf(Some("admin-token")));
+    assert_ne!(
+        Auth::default().csrf(None),
+        Auth::default().csrf(None),
+        "open: per process"
+    );
+
     for h in [header::CONTENT_SECURITY_POLICY, header::X_FRAME_OPTIONS] {
         assert!(
             app.get("/login", None).await.headers.contains_key(&h),
             "{h}"
         );
     }
+    // An unknown caller's login is read only up to a form's size.
+    let big = format!("token={}", "x".repeat(20 << 10));
+    let r = app.form("/login", None, &big, &[]).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
     let js = app.get("/console/assets/console.js", None).await;
     assert!(js.body.contains("EventSource"));
 }
@@ -304,6 +369,24 @@ async fn a_form_is_refused_cross_site_without_its_csrf_token_or_without_the_role
             .budget_used("circuit-breaker-open", kind, hour)
     };
     assert_eq!(used().await.unwrap(), 0, "planning spends no budget");
+
+    // Behind a proxy that rewrites Host, the browser's host is forwarded.
+    let proxied = app
+        .form(
+            &format!("/console/runs/{id}/reject"),
+            Some(&lead),
+            "csrf=bad",
+            &[
+                ("origin", "https://remedy.example"),
+                ("x-forwarded-host", "remedy.example"),
+            ],
+        )
+        .await;
+    assert!(
+        proxied.body.contains("CSRF"),
+        "the origin check passed, the token did not: {}",
+        proxied.body
+    );
 
     // Same origin, the session's token: approved, and sent to the live run.
     let r = app

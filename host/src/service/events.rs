@@ -3,7 +3,7 @@
 //! record: the store and the audit log stay the truth, and a subscriber
 //! that falls behind is told how much it missed rather than slowing runs.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use serde::Serialize;
 use tokio::sync::broadcast;
@@ -37,7 +37,8 @@ pub struct Event {
 /// The feed's sending side, owned by the service.
 pub struct Events {
     tx: broadcast::Sender<std::sync::Arc<Event>>,
-    seq: AtomicU64,
+    /// Numbering and sending are one step, so events arrive in `seq` order.
+    seq: std::sync::Mutex<u64>,
     /// Set at shutdown: open feeds end, so they do not hold the drain.
     closed: tokio::sync::watch::Sender<bool>,
     /// Feeds open now (at most [`MAX_FEEDS`]).
@@ -60,7 +61,7 @@ impl Default for Events {
     fn default() -> Self {
         Events {
             tx: broadcast::channel(BACKLOG).0,
-            seq: AtomicU64::new(0),
+            seq: std::sync::Mutex::new(0),
             closed: tokio::sync::watch::channel(false).0,
             feeds: Default::default(),
         }
@@ -114,14 +115,17 @@ impl Events {
         if !self.watched() {
             return;
         }
-        let ev = Event {
-            seq: self.seq.fetch_add(1, Ordering::Relaxed) + 1,
+        let mut ev = Event {
+            seq: 0,
             kind,
             at: super::now(),
             run_id: run_id.map(String::from),
             plugin: plugin.map(String::from),
             detail: detail(),
         };
+        let mut seq = self.seq.lock().unwrap_or_else(|p| p.into_inner());
+        *seq += 1;
+        ev.seq = *seq;
         // No receiver left since `watched`: nothing to do.
         let _ = self.tx.send(std::sync::Arc::new(ev));
     }

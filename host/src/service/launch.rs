@@ -528,6 +528,7 @@ impl Service {
                         if let Err(e) = self.store.put_run(&skipped).await {
                             tracing::error!(run_id = %rec.id, error = %e, "skipped not stored");
                         }
+                        self.finished(&skipped);
                     }
                 },
                 Err(why) => {

@@ -235,29 +235,33 @@ pub async fn receive(service: &Arc<Service>, hook: Webhook) -> Result<Receipt, A
         if a.status == "resolved" {
             receipt.resolved += 1;
         }
-        let first = receipt.runs.len();
-        for claim in mine {
-            receipt.runs.push(match claim {
+        // What the alert started is told before any of it runs, so that a
+        // watcher hears of the alert before its runs.
+        let mut start = Vec::new();
+        let mut skipped = Vec::new();
+        let runs: Vec<StartedRun> = mine
+            .into_iter()
+            .map(|claim| match claim {
                 Ok(c) => {
                     let run = StartedRun {
                         plugin: c.rec.plugin.clone(),
                         run_id: c.rec.id.clone(),
                         status: "queued",
                     };
-                    drop(service.spawn_run(c, None));
+                    start.push(c);
                     run
                 }
-                Err(skipped) => {
-                    service.finished(&skipped);
-                    StartedRun {
-                        plugin: skipped.plugin,
-                        run_id: skipped.id,
+                Err(rec) => {
+                    let run = StartedRun {
+                        plugin: rec.plugin.clone(),
+                        run_id: rec.id.clone(),
                         status: "skipped",
-                    }
+                    };
+                    skipped.push(rec);
+                    run
                 }
-            });
-        }
-        let runs = &receipt.runs[first..];
+            })
+            .collect();
         service.events.emit("alert.received", None, None, || {
             serde_json::json!({
                 "fingerprint": fingerprint(a),
@@ -267,6 +271,13 @@ pub async fn receive(service: &Arc<Service>, hook: Webhook) -> Result<Receipt, A
                 "runs": runs,
             })
         });
+        receipt.runs.extend(runs);
+        for c in start {
+            drop(service.spawn_run(c, None));
+        }
+        for rec in &skipped {
+            service.finished(rec);
+        }
     }
     Ok(receipt)
 }

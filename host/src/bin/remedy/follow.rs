@@ -10,7 +10,8 @@ use crate::output::terminal_safe;
 /// Server-sent events as they arrive: bytes in, complete events out.
 #[derive(Default)]
 pub struct SseParser {
-    buf: String,
+    /// Bytes, not text: a character may be split across two chunks.
+    buf: Vec<u8>,
 }
 
 /// One complete server-sent event.
@@ -23,11 +24,11 @@ pub struct SseEvent {
 impl SseParser {
     /// Takes the next chunk; answers the events it completed.
     pub fn push(&mut self, chunk: &[u8]) -> Vec<SseEvent> {
-        self.buf
-            .push_str(&String::from_utf8_lossy(chunk).replace("\r\n", "\n"));
+        self.buf.extend(chunk.iter().filter(|b| **b != b'\r'));
         let mut out = Vec::new();
-        while let Some(end) = self.buf.find("\n\n") {
-            let block: String = self.buf.drain(..end + 2).collect();
+        while let Some(end) = self.buf.windows(2).position(|w| w == b"\n\n") {
+            let bytes: Vec<u8> = self.buf.drain(..end + 2).collect();
+            let block = String::from_utf8_lossy(&bytes);
             let (mut event, mut data) = (String::from("message"), Vec::new());
             for line in block.lines() {
                 let (field, value) = line.split_once(':').unwrap_or((line, ""));
@@ -182,6 +183,15 @@ mod tests {
                 }
             ]
         );
+    }
+
+    #[test]
+    fn a_character_split_across_chunks_is_kept() {
+        let mut p = SseParser::default();
+        let ev = "event: x\ndata: {\"a\":\"é\"}\n\n".as_bytes();
+        let cut = ev.iter().position(|b| *b == 0xC3).unwrap_or(0) + 1;
+        assert!(p.push(&ev[..cut]).is_empty());
+        assert_eq!(p.push(&ev[cut..])[0].data, "{\"a\":\"é\"}");
     }
 
     #[test]

@@ -37,18 +37,34 @@ pub fn same_origin(headers: &HeaderMap) -> Result<(), Response> {
     }
     if let Some(origin) = headers.get(header::ORIGIN) {
         let origin = origin.to_str().unwrap_or("");
-        let host = headers
-            .get(header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
+        let host = first(headers, header::HOST.as_str());
         let authority = origin.split_once("://").map_or("", |(_, a)| a);
-        if authority.trim_end_matches('/') != host {
+        let authority = authority.trim_end_matches('/');
+        // Behind a proxy that sends its upstream's name as `Host`, the name
+        // the browser used is in `X-Forwarded-Host`, a header no cross-site
+        // form can set.
+        if authority != host && authority != first(headers, "x-forwarded-host") {
             return refuse(format!(
                 "a cross-site form is refused (Origin `{origin}` is not this host, `{host}`)"
             ));
         }
     }
     Ok(())
+}
+
+/// The first value of header `name` ("" when absent).
+fn first<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .map_or("", str::trim)
+}
+
+/// Whether the browser reached us over https (a TLS-terminating proxy says
+/// so in `X-Forwarded-Proto`): the session cookie is then `Secure`.
+pub fn over_https(headers: &HeaderMap) -> bool {
+    first(headers, "x-forwarded-proto").eq_ignore_ascii_case("https")
 }
 
 /// The session behind a form that needs `role`, with its CSRF token checked.
@@ -59,7 +75,7 @@ fn checked(
     form: &Result<Form<CsrfForm>, axum::extract::rejection::FormRejection>,
 ) -> Result<Session, Response> {
     same_origin(headers)?;
-    let session = session(s, &Method::POST, headers, role)?;
+    let session = session(s, &Method::POST, headers, role, "/")?;
     let presented = form.as_ref().map(|f| f.csrf.as_str()).unwrap_or("");
     if !s.auth.csrf_ok(session.token.as_deref(), presented) {
         return Err(error_page(

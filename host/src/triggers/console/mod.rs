@@ -21,6 +21,9 @@ use axum::Router;
 
 use crate::triggers::http::AppState;
 
+/// The largest body a console form may send.
+pub const MAX_FORM: usize = 16 << 10;
+
 /// Whether `path` is one of the console's: they check who is asking
 /// themselves (an unknown caller gets the login page, not a 401).
 pub fn owns(path: &str) -> bool {

@@ -12,7 +12,7 @@ use crate::config::Role;
 use crate::triggers::http::AppState;
 
 pub(super) async fn overview(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let session = match session(&s, &Method::GET, &headers, Role::Read) {
+    let session = match session(&s, &Method::GET, &headers, Role::Read, "/") {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -42,7 +42,13 @@ pub(super) async fn run(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let session = match session(&s, &Method::GET, &headers, Role::Read) {
+    let session = match session(
+        &s,
+        &Method::GET,
+        &headers,
+        Role::Read,
+        &format!("/runs/{id}"),
+    ) {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -60,7 +66,10 @@ pub(super) async fn run(
     let Some(rec) = runs.iter().find(|r| r.id == id).cloned() else {
         return error_page(StatusCode::NOT_FOUND, &format!("no run with id `{id}`"));
     };
-    let timeline: Vec<_> = crate::report::timeline(&runs, &audit)
+    // As in the report: what plugins and alert senders wrote is made inert
+    // before it is read as Markdown.
+    let inert: Vec<_> = runs.iter().map(crate::report::inert_record).collect();
+    let timeline: Vec<_> = crate::report::timeline(&inert, &audit)
         .into_iter()
         .map(|st| minijinja::context! { at => views::when(st.at), html => views::markdown_inline(&st.text) })
         .collect();

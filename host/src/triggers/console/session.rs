@@ -28,12 +28,14 @@ pub struct Session {
 }
 
 /// The caller's session if it may `role`: else the login page (no or an
-/// unknown token, for a page) or an error page.
+/// unknown token, for a page; it comes back to `page` once logged in) or an
+/// error page.
 pub fn session(
     s: &AppState,
     method: &Method,
     headers: &HeaderMap,
     role: Role,
+    page: &str,
 ) -> Result<Session, Response> {
     let token = headers
         .get(header::AUTHORIZATION)
@@ -53,7 +55,8 @@ pub fn session(
             })
         }
         Err(e) if e.status == StatusCode::UNAUTHORIZED && method == Method::GET => {
-            Err(see_other("/login"))
+            let next: String = url_escape(page);
+            Err(see_other(&format!("/login?next={next}")))
         }
         Err(e) => Err(error_page(e.status, &e.message)),
     }
@@ -73,16 +76,54 @@ pub fn error_page(status: StatusCode, message: &str) -> Response {
     (status, body).into_response()
 }
 
-pub(super) async fn login_page(State(s): State<Arc<AppState>>) -> Response {
-    if s.auth.is_open() {
-        return see_other("/");
+/// Where to go after logging in: a path of this server, never another
+/// site (`//evil`, `/\\evil`, `https://evil`).
+fn local(next: Option<&str>) -> String {
+    match next {
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && !n.starts_with("/\\")
+                && n.chars().all(|c| c.is_ascii_graphic() && c != '\\') =>
+        {
+            n.to_string()
+        }
+        _ => "/".to_string(),
     }
-    render("login.html", minijinja::context! {}).into_response()
+}
+
+/// A path as a query value.
+fn url_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'/' => {
+                (b as char).to_string()
+            }
+            b => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[derive(Deserialize)]
+pub(super) struct NextQuery {
+    next: Option<String>,
+}
+
+pub(super) async fn login_page(
+    State(s): State<Arc<AppState>>,
+    q: Result<axum::extract::Query<NextQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let next = local(q.as_ref().ok().and_then(|q| q.next.as_deref()));
+    if s.auth.is_open() {
+        return see_other(&next);
+    }
+    render("login.html", minijinja::context! { next }).into_response()
 }
 
 #[derive(Deserialize)]
 pub(super) struct LoginForm {
     token: String,
+    next: Option<String>,
 }
 
 pub(super) async fn login(
@@ -97,15 +138,22 @@ pub(super) async fn login(
         return error_page(StatusCode::BAD_REQUEST, "the login form needs a `token`");
     };
     let token = form.token.trim();
+    let next = local(form.next.as_deref());
+    // Behind a TLS-terminating proxy the cookie is never sent in clear.
+    let secure = if super::forms::over_https(&headers) {
+        "; Secure"
+    } else {
+        ""
+    };
     match s.auth.check_token(Some(token), Role::Read) {
         Ok(_) => (
             StatusCode::SEE_OTHER,
             [
-                (header::LOCATION, "/".to_string()),
+                (header::LOCATION, next),
                 (
                     header::SET_COOKIE,
                     format!(
-                        "{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={COOKIE_MAX_AGE_S}",
+                        "{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={COOKIE_MAX_AGE_S}{secure}",
                         hex::encode(token)
                     ),
                 ),
@@ -113,7 +161,7 @@ pub(super) async fn login(
         )
             .into_response(),
         Err(e) => {
-            let body = render("login.html", minijinja::context! { error => e.message });
+            let body = render("login.html", minijinja::context! { error => e.message, next });
             (e.status, body).into_response()
         }
     }

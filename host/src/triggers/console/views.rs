@@ -251,12 +251,16 @@ pub fn human(d: std::time::Duration) -> String {
 }
 
 /// Markdown (the post-incident report) as HTML. Raw HTML in it is shown as
-/// text: the report quotes what plugins wrote.
+/// text, and links and images as their text: the report quotes what plugins
+/// and alert senders wrote, and nothing in it should look like something to
+/// click on the page where plans are approved.
 pub fn markdown_html(md: &str) -> String {
-    use pulldown_cmark::{Event, Options, Parser};
-    let events = Parser::new_ext(md, Options::ENABLE_TABLES).map(|e| match e {
-        Event::Html(h) | Event::InlineHtml(h) => Event::Text(h),
-        e => e,
+    use pulldown_cmark::{Event, Options, Parser, Tag, TagEnd};
+    let events = Parser::new_ext(md, Options::ENABLE_TABLES).filter_map(|e| match e {
+        Event::Html(h) | Event::InlineHtml(h) => Some(Event::Text(h)),
+        Event::Start(Tag::Link { .. } | Tag::Image { .. })
+        | Event::End(TagEnd::Link | TagEnd::Image) => None,
+        e => Some(e),
     });
     let mut out = String::new();
     pulldown_cmark::html::push_html(&mut out, events);
@@ -289,6 +293,15 @@ mod tests {
         assert!(
             html.contains("&lt;script&gt;") && html.contains("<table>"),
             "{html}"
+        );
+        let html = markdown_inline(
+            "x [Approve now](https://evil/login) <javascript:alert(1)> ![i](data:x)",
+        );
+        assert!(!html.contains("<a ") && !html.contains("<img"), "{html}");
+        assert!(html.contains("Approve now"), "the text stays: {html}");
+        assert_eq!(
+            markdown_inline("Action `x` on <b>y</b>: **executed**"),
+            "Action <code>x</code> on &lt;b&gt;y&lt;/b&gt;: <strong>executed</strong>"
         );
     }
 

@@ -14,7 +14,9 @@ use crate::config::Role;
 /// Bearer tokens and their roles; empty means the API is open.
 pub struct Auth {
     tokens: Vec<(String, String, Vec<Role>)>,
-    /// This process's secret for the console's CSRF tokens.
+    /// The secret of the console's CSRF tokens: derived from the token
+    /// values when there are tokens (every replica derives the same), else
+    /// random per process.
     secret: String,
 }
 
@@ -44,9 +46,27 @@ impl Auth {
                 })?;
             out.push((t.name.clone(), value, t.roles.clone()));
         }
+        // Replicas behind one load balancer share their tokens, so they
+        // share this secret too: a page served by one may be posted to
+        // another (and to the same one after a restart). Without tokens
+        // (loopback only, one process) it stays random.
+        let secret = if out.is_empty() {
+            Auth::default().secret
+        } else {
+            use sha2::Digest as _;
+            let mut values: Vec<&str> = out.iter().map(|(_, v, _)| v.as_str()).collect();
+            values.sort_unstable();
+            let mut h = sha2::Sha256::new();
+            h.update(b"remedy console csrf v1");
+            for v in values {
+                h.update((v.len() as u64).to_le_bytes());
+                h.update(v.as_bytes());
+            }
+            hex::encode(h.finalize())
+        };
         Ok(Auth {
             tokens: out,
-            ..Auth::default()
+            secret,
         })
     }
 

@@ -41,6 +41,14 @@ pub async fn front_door(
     }
     // The body, read here within `read_timeout` and `max_body`: a client
     // trickling a body holds nothing for long.
+    // The console's pages take no one's word for who is asking before the
+    // body is read, so their bodies (a login, a CSRF token, a pause reason)
+    // are held to a few KiB.
+    let max_body = if crate::triggers::console::owns(req.uri().path()) {
+        max_body.min(crate::triggers::console::MAX_FORM)
+    } else {
+        max_body
+    };
     let (parts, body) = req.into_parts();
     let bytes = match tokio::time::timeout(read_timeout, axum::body::to_bytes(body, max_body)).await
     {

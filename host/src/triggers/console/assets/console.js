@@ -35,22 +35,44 @@
       .then(function () { inFlight = false; });
   }
 
+  // At most one redraw per two seconds, however busy the service: a
+  // console left open during an incident must not load the store.
+  var last = 0;
   function schedule() {
-    if (pending === null) pending = window.setTimeout(refresh, 250);
+    if (pending !== null) return;
+    var wait = Math.max(250, 2000 - (Date.now() - last));
+    pending = window.setTimeout(function () { last = Date.now(); refresh(); }, wait);
   }
 
   if (!window.EventSource) { setLive("off", "no live updates"); return; }
-  var source = new EventSource("/v1/events");
-  // On (re)connecting, fetch once: what happened between this page being
-  // rendered and the feed being open (or while it was down) sent no event.
+  // One feed per visible tab: a browser keeps six connections per server,
+  // and tabs in the background need no live updates.
+  var source = null;
   var connected = false;
-  source.addEventListener("ready", function () {
-    setLive("on", "live");
-    if (connected) { schedule(); } else { connected = true; refresh(); }
+  function open() {
+    if (source) return;
+    source = new EventSource("/v1/events");
+    // On (re)connecting, fetch once: what happened between this page being
+    // rendered and the feed being open (or while it was down) sent no event.
+    source.addEventListener("ready", function () {
+      setLive("on", "live");
+      if (connected) { schedule(); } else { connected = true; refresh(); }
+    });
+    source.onerror = function () { setLive("off", "reconnecting…"); };
+    ["run.started", "run.finished", "approval.pending", "approval.decided",
+     "alert.received", "pause.changed", "lagged"].forEach(function (kind) {
+      source.addEventListener(kind, schedule);
+    });
+  }
+  function close() {
+    if (!source) return;
+    source.close();
+    source = null;
+    connected = true; // the next open catches up
+    setLive("", "paused (tab hidden)");
+  }
+  document.addEventListener("visibilitychange", function () {
+    if (document.hidden) { close(); } else { open(); }
   });
-  source.onerror = function () { setLive("off", "reconnecting…"); };
-  ["run.started", "run.finished", "approval.pending", "approval.decided",
-   "alert.received", "pause.changed", "lagged"].forEach(function (kind) {
-    source.addEventListener(kind, schedule);
-  });
+  if (!document.hidden) open();
 })();
