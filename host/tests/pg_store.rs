@@ -69,6 +69,14 @@ async fn runs_alerts_approvals_and_the_kill_switch_hold_across_two_replicas() {
     let got = b.get_run("r1").await.unwrap().unwrap();
     assert_eq!(got.status, RunStatus::Succeeded);
     assert_eq!(b.list_runs(Default::default()).await.unwrap().len(), 1);
+    // The console's chart: counted by hour and status, by the database.
+    let counts = b.run_counts("2000-01-01T00:00:00Z").await.unwrap();
+    assert_eq!(counts.len(), 1, "{counts:?}");
+    assert_eq!(
+        (counts[0].status.as_str(), counts[0].runs),
+        ("succeeded", 1)
+    );
+    assert_eq!(counts[0].hour.len(), 13, "YYYY-MM-DDTHH: {counts:?}");
 
     // One alert, received by both replicas at once: stored once, its run once.
     let alert = StoredAlert {
@@ -165,6 +173,11 @@ async fn two_replicas_never_overspend_a_budget() {
     // What the console shows is what the ledger decided with, from either
     // replica; another kind's budget is untouched.
     let hour = Duration::from_secs(3600);
+    assert_eq!(
+        a.run_counts("2000-01-01T00").await.unwrap(),
+        vec![],
+        "no runs yet"
+    );
     for s in [&a, &b] {
         assert_eq!(
             s.budget_used("db", ActionKind::DatabaseTerminate, hour)

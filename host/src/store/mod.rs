@@ -120,6 +120,9 @@ pub trait Store: crate::guardrails::Ledger + Send + Sync {
     /// Newest first, at most `limit`.
     async fn list_alerts(&self, limit: u32) -> Result<Vec<StoredAlert>, StoreError>;
     async fn list_audit(&self, f: AuditFilter) -> Result<Vec<AuditEvent>, StoreError>;
+    /// Runs started at or after `since` (RFC 3339), counted by the hour
+    /// they started in (`YYYY-MM-DDTHH`) and their status.
+    async fn run_counts(&self, since: &str) -> Result<Vec<HourCount>, StoreError>;
     /// How much of its budget for `kind` `plugin` has spent in the window
     /// `per` ending now, counted as the ledger counts it when it decides.
     async fn budget_used(
@@ -148,6 +151,20 @@ pub enum StoreError {
     #[error("store: transaction failed: {0}")]
     Failed(String),
 }
+
+/// How many runs started in one hour (`YYYY-MM-DDTHH`, UTC) ended up in
+/// one status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HourCount {
+    pub hour: String,
+    pub status: String,
+    pub runs: u64,
+}
+
+/// Counts runs by hour and status: one query, whatever the number of runs.
+pub(crate) const RUN_COUNTS_SQL: &str =
+    "SELECT substr(started_at, 1, 13), status, count(*) FROM runs \
+     WHERE started_at >= $1 GROUP BY substr(started_at, 1, 13), status";
 
 /// A received Alertmanager alert.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]

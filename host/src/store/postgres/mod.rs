@@ -420,6 +420,23 @@ impl Store for PgStore {
         self.expire_self().await
     }
 
+    async fn run_counts(&self, since: &str) -> Result<Vec<super::HourCount>, StoreError> {
+        let rows = self
+            .client()
+            .await?
+            .query(super::RUN_COUNTS_SQL, &[&since])
+            .await
+            .map_err(pg)?;
+        Ok(rows
+            .iter()
+            .map(|r| super::HourCount {
+                hour: r.get(0),
+                status: r.get(1),
+                runs: r.get::<_, i64>(2).max(0) as u64,
+            })
+            .collect())
+    }
+
     async fn budget_used(
         &self,
         plugin: &str,

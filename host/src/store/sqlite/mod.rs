@@ -262,6 +262,22 @@ impl Store for SqliteStore {
         })
     }
 
+    async fn run_counts(&self, since: &str) -> Result<Vec<super::HourCount>, StoreError> {
+        let since = since.to_string();
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(super::RUN_COUNTS_SQL)?;
+            let rows = stmt.query_map([since], |r| {
+                Ok(super::HourCount {
+                    hour: r.get(0)?,
+                    status: r.get(1)?,
+                    runs: r.get::<_, i64>(2)?.max(0) as u64,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
     async fn budget_used(
         &self,
         plugin: &str,

@@ -3,9 +3,9 @@
 
 use std::fmt::Write as _;
 
-use chrono::{DateTime, Duration, Timelike, Utc};
+use chrono::{DateTime, Timelike, Utc};
 
-use crate::record::RunRecord;
+use crate::store::HourCount;
 
 /// The statuses the chart stacks, bottom up, and their colours; the rest
 /// (running, queued, interrupted…) are stacked as `other`.
@@ -25,35 +25,36 @@ const BOTTOM: usize = 22;
 
 /// Counts per series of each of the last 24 hours (the last one is the
 /// hour `now` is in).
-pub fn buckets(runs: &[RunRecord], now: DateTime<Utc>) -> Vec<[u32; 5]> {
+pub fn buckets(counts: &[HourCount], now: DateTime<Utc>) -> Vec<[u64; 5]> {
     let this_hour = now
         .with_minute(0)
         .and_then(|t| t.with_second(0))
         .and_then(|t| t.with_nanosecond(0))
         .unwrap_or(now);
-    let first = this_hour - Duration::hours(HOURS as i64 - 1);
-    let mut out = vec![[0u32; 5]; HOURS];
-    for r in runs {
-        if r.started_at < first || r.started_at > now {
+    let mut out = vec![[0u64; 5]; HOURS];
+    for c in counts {
+        let Ok(hour) = DateTime::parse_from_rfc3339(&format!("{}:00:00Z", c.hour)) else {
+            continue;
+        };
+        let ago = (this_hour - hour.with_timezone(&Utc)).num_hours();
+        if !(0..HOURS as i64).contains(&ago) {
             continue;
         }
-        let h = ((r.started_at - first).num_hours() as usize).min(HOURS - 1);
-        let s = r.status.as_str();
         let i = SERIES
             .iter()
-            .position(|(n, _)| *n == s)
+            .position(|(n, _)| *n == c.status)
             .unwrap_or(SERIES.len() - 1);
-        out[h][i] += 1;
+        out[HOURS - 1 - ago as usize][i] += c.runs;
     }
     out
 }
 
 /// The chart as an SVG element.
-pub fn runs_per_hour(runs: &[RunRecord], now: DateTime<Utc>) -> String {
-    let b = buckets(runs, now);
+pub fn runs_per_hour(counts: &[HourCount], now: DateTime<Utc>) -> String {
+    let b = buckets(counts, now);
     let max = b
         .iter()
-        .map(|c| c.iter().sum::<u32>())
+        .map(|c| c.iter().sum::<u64>())
         .max()
         .unwrap_or(0)
         .max(1);
@@ -112,47 +113,56 @@ pub fn runs_per_hour(runs: &[RunRecord], now: DateTime<Utc>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{PluginRef, RunStatus, Trigger};
+    use crate::record::{PluginRef, RunRecord, RunStatus, Trigger};
+    use crate::store::{SqliteStore, Store};
+    use chrono::Duration;
 
-    fn run(status: RunStatus, at: DateTime<Utc>) -> RunRecord {
+    /// Counted by the store (one query), bucketed here.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn runs_land_in_their_hour_and_status() {
+        let now = "2026-11-28T15:30:00Z"
+            .parse::<DateTime<Utc>>()
+            .unwrap_or_default();
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = SqliteStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
         let p = PluginRef {
             name: "p".into(),
             version: "1".into(),
             digest: "d".into(),
         };
-        let mut r = RunRecord::begin(
-            "id".into(),
-            &p,
-            Trigger::Manual { by: "t".into() },
-            true,
-            status,
-        );
-        r.started_at = at;
-        r
-    }
-
-    #[test]
-    fn runs_land_in_their_hour_and_status() {
-        let now = "2026-11-28T15:30:00Z"
-            .parse::<DateTime<Utc>>()
-            .unwrap_or_default();
         let runs = [
-            run(RunStatus::Succeeded, now - Duration::minutes(10)),
-            run(RunStatus::Failed, now - Duration::minutes(20)),
-            run(RunStatus::Succeeded, now - Duration::hours(2)),
-            run(RunStatus::Queued, now - Duration::hours(23)),
-            run(RunStatus::Succeeded, now - Duration::hours(25)),
+            (RunStatus::Succeeded, Duration::minutes(10)),
+            (RunStatus::Failed, Duration::minutes(20)),
+            (RunStatus::Succeeded, Duration::hours(2)),
+            (RunStatus::Queued, Duration::hours(23)),
+            (RunStatus::Succeeded, Duration::hours(25)),
         ];
-        let b = buckets(&runs, now);
+        for (i, (status, ago)) in runs.into_iter().enumerate() {
+            let mut r = RunRecord::begin(
+                format!("r{i}"),
+                &p,
+                Trigger::Manual { by: "t".into() },
+                true,
+                status,
+            );
+            r.started_at = now - ago;
+            store.put_run(&r).await.unwrap_or_else(|e| panic!("{e}"));
+        }
+        let since = crate::record::timestamp(now - Duration::hours(24));
+        let counts = store
+            .run_counts(&since)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let b = buckets(&counts, now);
         assert_eq!(b[23], [1, 1, 0, 0, 0], "this hour");
         assert_eq!(b[21], [1, 0, 0, 0, 0], "two hours ago");
         assert_eq!(b[0], [0, 0, 0, 0, 1], "23 h ago, as other");
         assert_eq!(
-            b.iter().flatten().sum::<u32>(),
+            b.iter().flatten().sum::<u64>(),
             4,
             "older than a day: not counted"
         );
-        let svg = runs_per_hour(&runs, now);
+        let svg = runs_per_hour(&counts, now);
         assert_eq!(svg.matches("<rect").count(), 4);
     }
 }

@@ -142,8 +142,9 @@ pub struct Overview {
     pub paused: Option<crate::killswitch::Pause>,
 }
 
-/// How many runs the overview's chart counts at most (the newest).
-const CHART_RUNS: u32 = 1000;
+/// How many of the last day's runs (the newest) are matched to the
+/// firing alerts that started them.
+const ALERT_RUNS: u32 = 200;
 
 pub async fn overview(service: &Service) -> Result<Overview, StoreError> {
     let store = &service.store;
@@ -160,10 +161,12 @@ pub async fn overview(service: &Service) -> Result<Overview, StoreError> {
             ..Default::default()
         })
         .await?;
+    let since = crate::record::timestamp(Utc::now() - Duration::hours(24));
+    let counts = store.run_counts(&since).await?;
     let day = store
         .list_runs(RunFilter {
-            since: Some(crate::record::timestamp(Utc::now() - Duration::hours(24))),
-            limit: Some(CHART_RUNS),
+            since: Some(since),
+            limit: Some(ALERT_RUNS),
             ..Default::default()
         })
         .await?;
@@ -195,7 +198,7 @@ pub async fn overview(service: &Service) -> Result<Overview, StoreError> {
         alerts,
         plugins: service.registry.views(),
         budgets,
-        chart: super::chart::runs_per_hour(&day, Utc::now()),
+        chart: super::chart::runs_per_hour(&counts, Utc::now()),
         paused: service.paused(),
     })
 }
