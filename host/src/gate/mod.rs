@@ -333,7 +333,7 @@ impl Gate {
             WitApplied::Executed => "executed",
             WitApplied::Simulated => "simulated",
         });
-        finish_span(&decision, started, outcome.clone());
+        finish_span(&decision, started, outcome);
         finish_span(&span, started, outcome);
         r
     }

@@ -8,6 +8,10 @@
 //! cross-site `Origin` or `Sec-Fetch-Site` is refused). Without tokens it is,
 //! like the API, answered on loopback names only (the front door).
 
+// A refusal here is the page to send back (`Err(Response)`), built once per
+// request: its size does not matter.
+#![allow(clippy::result_large_err)]
+
 mod chart;
 mod forms;
 mod pages;
