@@ -3,6 +3,7 @@
 //! chromium. Written here rather than pulled in: a WebDriver crate brought
 //! a second TLS stack into the test build.
 
+use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -18,8 +19,10 @@ pub struct Driver {
 }
 
 impl Drop for Driver {
+    /// Ends chromedriver and every browser it started (its process group):
+    /// a test that fails before closing its session leaves no chromium.
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
         let _ = self.child.wait();
     }
 }
@@ -37,6 +40,7 @@ impl Driver {
             .port();
         let child = Command::new(bin)
             .args([format!("--port={port}"), "--allowed-ips=127.0.0.1".into()])
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
