@@ -54,17 +54,17 @@ async fn paused(server: &Server) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_approves_watches_pauses_and_resumes_in_a_browser() {
-    let dir = tempfile::tempdir().unwrap();
-    let sim = sim().await;
-    sim.open_breaker("stripe");
-    let config = breaker_config(
-        dir.path(),
-        &sim,
+    let StuckBreaker {
+        dir: _dir,
+        sim,
+        server,
+    } = stuck_breaker(
         TOKENS,
         "mode = \"approve\"\nverify_after = \"1h\"",
         "",
-    );
-    let server = start(dir.path(), &config, &ENV);
+        &ENV,
+    )
+    .await;
     let id = plan(&server).await;
     let driver = Driver::start().await;
     let b = driver.browser().await;

@@ -95,17 +95,17 @@ impl Feed {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_feed_tells_runs_plans_decisions_alerts_and_the_pause_as_they_happen() {
-    let dir = tempfile::tempdir().unwrap();
-    let sim = sim().await;
-    sim.open_breaker("stripe");
-    let config = breaker_config(
-        dir.path(),
-        &sim,
+    let StuckBreaker {
+        dir: _dir,
+        sim: _sim,
+        mut server,
+    } = stuck_breaker(
         TOKENS,
         "mode = \"approve\"\nverify_after = \"1h\"",
         "",
-    );
-    let mut server = start(dir.path(), &config, &ENV);
+        &ENV,
+    )
+    .await;
     let mut feed = Feed::open(&server, "read-token").await;
 
     // A run in approve mode: started, finished as a plan, pending.

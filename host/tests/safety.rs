@@ -191,17 +191,17 @@ const ENV: [(&str, &str); 3] = [
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approved_plan_runs_only_its_actions_reject_runs_nothing_wrong_role_is_403() {
-    let dir = tempfile::tempdir().unwrap();
-    let sim = sim().await;
-    sim.open_breaker("stripe");
-    let config = breaker_config(
-        dir.path(),
-        &sim,
+    let StuckBreaker {
+        dir: _dir,
+        sim,
+        mut server,
+    } = stuck_breaker(
         TOKENS,
         "mode = \"approve\"\nverify_after = \"1h\"",
         "",
-    );
-    let mut server = start(dir.path(), &config, &ENV);
+        &ENV,
+    )
+    .await;
     server.token = Some("run-token".into());
 
     let (code, plan) = server
@@ -312,17 +312,11 @@ async fn approved_plan_runs_only_its_actions_reject_runs_nothing_wrong_role_is_4
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_plan_runs_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let sim = sim().await;
-    sim.open_breaker("stripe");
-    let config = breaker_config(
-        dir.path(),
-        &sim,
-        "",
-        "mode = \"approve\"\napproval_ttl = \"200ms\"",
-        "",
-    );
-    let server = start(dir.path(), &config, &[]);
+    let StuckBreaker {
+        dir: _dir,
+        sim,
+        server,
+    } = stuck_breaker("", "mode = \"approve\"\napproval_ttl = \"200ms\"", "", &[]).await;
     let (_, plan) = server
         .post("/v1/plugins/circuit-breaker-open/runs?wait=true", json!({}))
         .await;

@@ -72,25 +72,21 @@ fn attr(s: &Span, key: &str) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_alerts_run_is_one_trace_from_receipt_to_each_action() {
     let (collector, got) = receiver().await;
-    let dir = tempfile::tempdir().unwrap();
-    let sim = sim().await;
-    sim.open_breaker("stripe");
-    let config = breaker_config(
-        dir.path(),
-        &sim,
+    // Batches every 100 ms rather than 5 s; RUST_LOG silences the log,
+    // not the traces.
+    let StuckBreaker {
+        dir: _dir,
+        sim: _sim,
+        server,
+    } = stuck_breaker(
         "",
         "mode = \"auto\"\nverify_after = \"1h\"",
         &format!(
             "[telemetry]\notlp_endpoint = \"{collector}\"\nservice_name = \"remedy-traces-test\""
         ),
-    );
-    // Batches every 100 ms rather than 5 s; RUST_LOG silences the log,
-    // not the traces.
-    let server = start(
-        dir.path(),
-        &config,
         &[("OTEL_BSP_SCHEDULE_DELAY", "100"), ("RUST_LOG", "off")],
-    );
+    )
+    .await;
     let alert = alert(
         "CircuitBreakerOpen",
         "firing",

@@ -69,10 +69,6 @@ impl Default for Events {
 }
 
 impl Events {
-    pub fn subscribe(&self) -> broadcast::Receiver<std::sync::Arc<Event>> {
-        self.tx.subscribe()
-    }
-
     /// A feed for an HTTP client, unless [`MAX_FEEDS`] are open.
     pub fn feed(&self) -> Option<Feed> {
         let taken = self
@@ -180,7 +176,7 @@ mod tests {
             serde_json::Value::Null
         });
         assert!(!built, "no subscriber: the detail must not be built");
-        let mut rx = events.subscribe();
+        let mut feed = events.feed().expect("a feed");
         events.emit(
             "pause.changed",
             None,
@@ -188,8 +184,8 @@ mod tests {
             || serde_json::json!({"paused": true}),
         );
         events.emit("alert.received", None, None, || serde_json::json!({"n": 1}));
-        let a = rx.try_recv().expect("first event");
-        let b = rx.try_recv().expect("second event");
+        let a = feed.rx.try_recv().expect("first event");
+        let b = feed.rx.try_recv().expect("second event");
         assert_eq!((a.kind, b.kind), ("pause.changed", "alert.received"));
         assert_eq!(b.seq, a.seq + 1);
         assert_eq!(a.detail["paused"], true);
@@ -212,14 +208,14 @@ mod tests {
     #[test]
     fn a_subscriber_that_falls_behind_is_told_how_much_it_missed() {
         let events = Events::default();
-        let mut rx = events.subscribe();
+        let mut feed = events.feed().expect("a feed");
         for _ in 0..BACKLOG + 10 {
             events.emit("action", None, None, || serde_json::Value::Null);
         }
-        match rx.try_recv() {
+        match feed.rx.try_recv() {
             Err(broadcast::error::TryRecvError::Lagged(n)) => assert_eq!(n, 10),
             other => panic!("expected a lag of 10, got {other:?}"),
         }
-        assert!(rx.try_recv().is_ok(), "it goes on after the lag");
+        assert!(feed.rx.try_recv().is_ok(), "it goes on after the lag");
     }
 }

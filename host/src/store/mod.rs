@@ -7,7 +7,7 @@
 
 mod cluster;
 mod postgres;
-mod rules;
+pub(crate) mod rules;
 mod sqlite;
 
 pub use cluster::{Orphans, Replica, ReplicaRow};
@@ -160,11 +160,6 @@ pub struct HourCount {
     pub status: String,
     pub runs: u64,
 }
-
-/// Counts runs by hour and status: one query, whatever the number of runs.
-pub(crate) const RUN_COUNTS_SQL: &str =
-    "SELECT substr(started_at, 1, 13), status, count(*) FROM runs \
-     WHERE started_at >= $1 GROUP BY substr(started_at, 1, 13), status";
 
 /// A received Alertmanager alert.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]

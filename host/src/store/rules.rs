@@ -9,6 +9,11 @@ use crate::guardrails::Intent;
 /// and unknown actions may have taken effect.
 pub(super) const COUNTED: &str = "('intent', 'executed', 'interrupted', 'unknown')";
 
+/// Counts runs by hour and status: one query, whatever the number of runs.
+pub(super) const RUN_COUNTS_SQL: &str =
+    "SELECT substr(started_at, 1, 13), status, count(*) FROM runs \
+     WHERE started_at >= $1 GROUP BY substr(started_at, 1, 13), status";
+
 /// The actions that count against a budget (plugin, kind, since): the one
 /// query the ledger decides with and the console shows, in `$n` (PostgreSQL)
 /// placeholders; SQLite takes them too.
@@ -74,7 +79,8 @@ pub(super) fn window_start(
         .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC)
 }
 
-pub(super) fn human(d: std::time::Duration) -> String {
+/// A duration as the ledger's refusals (and the console's budgets) say it.
+pub(crate) fn human(d: std::time::Duration) -> String {
     let s = d.as_secs();
     match s {
         s if s >= 3600 && s % 3600 == 0 => format!("{}h", s / 3600),

@@ -212,6 +212,30 @@ pub fn breaker_config(
     )
 }
 
+/// circuit-breaker-open served against a servio-sim of its own whose
+/// `stripe` breaker is stuck open: what most end-to-end runs act on.
+/// Bind `dir` first, so that the server stops before its directory goes.
+pub struct StuckBreaker {
+    pub dir: tempfile::TempDir,
+    pub sim: servio_sim::Sim,
+    pub server: Server,
+}
+
+/// `breaker_config(server, plugin, tail)` served with `env`, `stripe` open.
+pub async fn stuck_breaker(
+    server: &str,
+    plugin: &str,
+    tail: &str,
+    env: &[(&str, &str)],
+) -> StuckBreaker {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = sim().await;
+    sim.open_breaker("stripe");
+    let config = breaker_config(dir.path(), &sim, server, plugin, tail);
+    let server = start(dir.path(), &config, env);
+    StuckBreaker { dir, sim, server }
+}
+
 /// The actions of a record (JSON) on `target`.
 pub fn actions_on<'a>(rec: &'a Value, target: &str) -> Vec<&'a Value> {
     rec["actions"]

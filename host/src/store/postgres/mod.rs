@@ -424,7 +424,7 @@ impl Store for PgStore {
         let rows = self
             .client()
             .await?
-            .query(super::RUN_COUNTS_SQL, &[&since])
+            .query(RUN_COUNTS_SQL, &[&since])
             .await
             .map_err(pg)?;
         Ok(rows

@@ -265,7 +265,7 @@ impl Store for SqliteStore {
     async fn run_counts(&self, since: &str) -> Result<Vec<super::HourCount>, StoreError> {
         let since = since.to_string();
         self.read(move |c| {
-            let mut stmt = c.prepare_cached(super::RUN_COUNTS_SQL)?;
+            let mut stmt = c.prepare_cached(crate::store::rules::RUN_COUNTS_SQL)?;
             let rows = stmt.query_map([since], |r| {
                 Ok(super::HourCount {
                     hour: r.get(0)?,

@@ -19,15 +19,7 @@ pub(super) async fn overview(State(s): State<Arc<AppState>>, headers: HeaderMap)
     match views::overview(&s.service).await {
         Ok(o) => render(
             "overview.html",
-            minijinja::context! {
-                page => "overview",
-                who => session.who,
-                open => s.auth.is_open(),
-                csrf => session.csrf,
-                can_approve => session.can_approve,
-                can_admin => session.can_admin,
-                o,
-            },
+            minijinja::context! { o, ..session.page("overview") },
         )
         .into_response(),
         Err(e) => error_page(
@@ -83,12 +75,6 @@ pub(super) async fn run(
     render(
         "run.html",
         minijinja::context! {
-            page => "run",
-            who => session.who,
-            open => s.auth.is_open(),
-            csrf => session.csrf,
-            can_approve => session.can_approve,
-            can_admin => session.can_admin,
             row => RunRow::of(&rec),
             finished_at => rec.finished_at.map(views::when),
             pending,
@@ -97,6 +83,7 @@ pub(super) async fn run(
             timeline,
             linked,
             report,
+            ..session.page("run")
         },
     )
     .into_response()

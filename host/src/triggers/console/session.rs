@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::views::render;
 use crate::config::Role;
-use crate::triggers::http::{cookie_token, AppState, COOKIE};
+use crate::triggers::http::{bearer, cookie_token, AppState, COOKIE};
 
 /// How long the console's cookie lasts.
 const COOKIE_MAX_AGE_S: u64 = 12 * 3600;
@@ -25,6 +25,23 @@ pub struct Session {
     pub csrf: String,
     pub can_approve: bool,
     pub can_admin: bool,
+    /// No tokens are configured (nothing to log out of).
+    pub open: bool,
+}
+
+impl Session {
+    /// What every page's template is given about the session (`base.html`
+    /// and the forms use it).
+    pub fn page(&self, page: &str) -> minijinja::Value {
+        minijinja::context! {
+            page,
+            who => self.who,
+            open => self.open,
+            csrf => self.csrf,
+            can_approve => self.can_approve,
+            can_admin => self.can_admin,
+        }
+    }
 }
 
 /// The caller's session if it may `role`: else the login page (no or an
@@ -37,12 +54,9 @@ pub fn session(
     role: Role,
     page: &str,
 ) -> Result<Session, Response> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(String::from)
-        .or_else(|| cookie_token(headers));
+    // Unlike the API, the console's forms take the cookie on POST too:
+    // they carry a CSRF token besides.
+    let token = bearer(headers).or_else(|| cookie_token(headers));
     match s.auth.check_token(token.as_deref(), role) {
         Ok(who) => {
             let may = |r| s.auth.check_token(token.as_deref(), r).is_ok();
@@ -51,6 +65,7 @@ pub fn session(
                 csrf: s.auth.csrf(token.as_deref()),
                 can_approve: may(Role::Approve),
                 can_admin: may(Role::Admin),
+                open: s.auth.is_open(),
                 token,
             })
         }

@@ -184,7 +184,7 @@ pub async fn overview(service: &Service) -> Result<Overview, StoreError> {
                 kind: kind.as_str(),
                 used,
                 max: b.max,
-                window: human(b.per),
+                window: crate::store::rules::human(b.per),
                 pct: (u64::from(used) * 100 / u64::from(b.max.max(1))).min(100) as u32,
             });
         }
@@ -241,16 +241,6 @@ async fn firing(service: &Service, day: &[RunRecord]) -> Result<Vec<AlertRow>, S
         .collect();
     rows.sort_by(|a, b| b.since.cmp(&a.since));
     Ok(rows)
-}
-
-pub fn human(d: std::time::Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        s if s >= 86400 && s % 86400 == 0 => format!("{}d", s / 86400),
-        s if s >= 3600 && s % 3600 == 0 => format!("{}h", s / 3600),
-        s if s >= 60 && s % 60 == 0 => format!("{}m", s / 60),
-        s => format!("{s}s"),
-    }
 }
 
 /// Markdown (the post-incident report) as HTML. Raw HTML in it is shown as

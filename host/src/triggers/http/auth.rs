@@ -154,17 +154,22 @@ pub const COOKIE: &str = "remedy_token";
 /// state-changing API route takes it; the console's own forms check a
 /// CSRF token as well.
 fn presented(method: &Method, headers: &HeaderMap) -> Option<String> {
-    if let Some(auth) = headers.get(header::AUTHORIZATION) {
-        return auth
-            .to_str()
-            .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(String::from);
+    if headers.contains_key(header::AUTHORIZATION) {
+        return bearer(headers);
     }
     if method == Method::GET || method == Method::HEAD {
         return cookie_token(headers);
     }
     None
+}
+
+/// The request's bearer token, if it sends one.
+pub fn bearer(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(String::from)
 }
 
 /// The token kept in the console's cookie (hex, since a token may hold
@@ -176,7 +181,7 @@ pub fn cookie_token(headers: &HeaderMap) -> Option<String> {
 }
 
 /// The value of cookie `name`, if the request carries it.
-pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
         .iter()

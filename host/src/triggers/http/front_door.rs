@@ -22,6 +22,7 @@ pub async fn front_door(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    let console = crate::triggers::console::owns(req.uri().path());
     if s.auth.is_open() {
         if let Err(e) = loopback_request(req.headers()) {
             return e.into_response();
@@ -29,7 +30,7 @@ pub async fn front_door(
     } else if !matches!(
         req.uri().path(),
         "/healthz" | "/metrics" | "/v1/openapi.json"
-    ) && !crate::triggers::console::owns(req.uri().path())
+    ) && !console
     {
         // Who is asking is settled before any body is read: an unknown
         // caller cannot make the server buffer a megabyte per request.
@@ -44,7 +45,7 @@ pub async fn front_door(
     // The console's pages take no one's word for who is asking before the
     // body is read, so their bodies (a login, a CSRF token, a pause reason)
     // are held to a few KiB.
-    let max_body = if crate::triggers::console::owns(req.uri().path()) {
+    let max_body = if console {
         max_body.min(crate::triggers::console::MAX_FORM)
     } else {
         max_body

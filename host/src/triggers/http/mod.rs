@@ -24,7 +24,7 @@ mod front_door;
 mod runs;
 
 pub(crate) use admin::PauseBody;
-pub use auth::{cookie_token, Auth, Who, COOKIE};
+pub use auth::{bearer, cookie_token, Auth, Who, COOKIE};
 pub use error::ApiError;
 pub(crate) use feeds::LimitQuery;
 pub(crate) use runs::{RunBody, WaitQuery};
