@@ -263,3 +263,48 @@ async fn the_feed_needs_a_token_with_read_and_follow_says_why_not() {
         "{err}"
     );
 }
+
+/// A script that opens feeds in a loop gets `503` past the cap, and the
+/// places of clients that gave up are free again once the server next
+/// writes to them (here: the next event).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feeds_past_the_cap_are_refused_and_abandoned_ones_free_their_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[server]\ndata_dir = \"{}\"\n{TOKENS}\n",
+        dir.path().join("data").display()
+    );
+    let server = start(dir.path(), &config, &ENV);
+    let mut open = Vec::new();
+    for _ in 0..64 {
+        open.push(Feed::open(&server, "read-token").await);
+    }
+    let refused = server
+        .http
+        .get(format!("{}/v1/events", server.base))
+        .bearer_auth("read-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 503);
+    let body = refused.text().await.unwrap();
+    assert!(body.contains("too_many_feeds"), "{body}");
+
+    // Ten clients give up mid-stream; an event makes the server notice.
+    open.truncate(54);
+    let (code, _) = server
+        .post_as("admin-token", "/v1/admin/pause", json!({}))
+        .await;
+    assert_eq!(code, 200);
+    eventually("an abandoned feed's place is free", 15, || async {
+        let r = server
+            .http
+            .get(format!("{}/v1/events", server.base))
+            .bearer_auth("read-token")
+            .send()
+            .await
+            .unwrap();
+        (r.status() == 200).then_some(())
+    })
+    .await;
+}
