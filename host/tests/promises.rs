@@ -724,6 +724,24 @@ async fn the_store_and_cache_are_private_and_a_cache_entry_others_could_write_is
     let data = dir.path().join("data");
     let cfg = format!("[server]\ndata_dir = \"{}\"\n", data.display());
     let server = start(dir.path(), &cfg, &[]);
+    // The optimised code is written in the background (runtime::tiers).
+    let plugins = server.get("/v1/plugins").await["plugins"]
+        .as_array()
+        .unwrap()
+        .len();
+    let cached = || {
+        std::fs::read_dir(data.join("compiled")).map_or(0, |d| {
+            d.filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
+            })
+            .count()
+        })
+    };
+    eventually("the optimised code cached", 120, || async {
+        (cached() >= plugins).then_some(())
+    })
+    .await;
     drop(server);
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&data), 0o700);

@@ -310,18 +310,21 @@ async fn after_sigkill_alerts_and_runs_survive_and_the_inflight_run_reads_interr
         "running"
     );
 
+    // The optimised code is cached in the background: once it is, the
+    // restart deserializes instead of compiling.
+    let compiled = dir.path().join("data/compiled");
+    eventually(
+        "the bundled plugins and hostile in the compile cache",
+        60,
+        || async {
+            let cached = std::fs::read_dir(&compiled).map_or(0, |d| d.count());
+            (cached >= 9).then_some(())
+        },
+    )
+    .await;
     server.child.kill().unwrap(); // SIGKILL
     server.child.wait().unwrap();
     drop(server);
-
-    // Compiled code was cached: the restart deserializes instead of compiling.
-    let cached = std::fs::read_dir(dir.path().join("data/compiled"))
-        .unwrap()
-        .count();
-    assert!(
-        cached >= 3,
-        "expected the bundled plugins and hostile in the compile cache, found {cached}"
-    );
 
     let server = start(dir.path(), &config, &[]);
     let rec = server.get(&format!("/v1/runs/{id}")).await;
@@ -390,6 +393,61 @@ async fn hot_load_serves_new_plugins_and_keeps_the_old_one_on_garbage() {
         .await;
     assert_eq!(code, 200);
     assert_eq!(rec["status"], "succeeded", "the old version keeps serving");
+}
+
+/// A plugin the compiled-code cache misses is served at once on quick code;
+/// its optimised code is compiled in the background, cached and swapped in,
+/// and a restart reads it from the cache without compiling anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_start_serves_quick_code_until_the_optimised_code_is_cached_and_swapped_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = hostile_config(dir.path(), "");
+    let log = || std::fs::read_to_string(dir.path().join("remedy.log")).unwrap();
+    let count = |what: &str| log().matches(what).count();
+    let server = start_logged(dir.path(), &cfg, &[]);
+    let plugins = server.get("/v1/plugins").await["plugins"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert!(plugins >= 9, "the bundled plugins and hostile");
+    assert_eq!(count("compiled on the quick tier"), plugins, "{}", log());
+    let (code, rec) = server
+        .post("/v1/plugins/hostile/runs?wait=true", json!({}))
+        .await;
+    assert_eq!((code, &rec["status"]), (200, &json!("succeeded")), "{rec}");
+    let compiled = dir.path().join("data").join("compiled");
+    let cached = || {
+        std::fs::read_dir(&compiled)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    eventually("every plugin's optimised code in place", 120, || async {
+        (count("optimised code in place") == plugins).then_some(())
+    })
+    .await;
+    assert_eq!(cached(), plugins);
+    let (code, rec) = server
+        .post("/v1/plugins/hostile/runs?wait=true", json!({}))
+        .await;
+    assert_eq!((code, &rec["status"]), (200, &json!("succeeded")), "{rec}");
+    drop(server);
+
+    let server = start_logged(dir.path(), &cfg, &[]);
+    let (code, rec) = server
+        .post("/v1/plugins/hostile/runs?wait=true", json!({}))
+        .await;
+    assert_eq!((code, &rec["status"]), (200, &json!("succeeded")), "{rec}");
+    assert_eq!(
+        count("compiled on the quick tier"),
+        plugins,
+        "a warm start compiles nothing: {}",
+        log()
+    );
+    assert_eq!(cached(), plugins);
 }
 
 async fn wait_for(server: &Server, ok: impl Fn(&Vec<Value>) -> bool) -> bool {

@@ -18,7 +18,7 @@ use crate::gate::{error_text, RunGate};
 use crate::journal::{Journal, LOG_CAP};
 use crate::record::{RunRecord, RunStatus, Trigger};
 use crate::runtime::invoke::CallSetup;
-use crate::runtime::{CallError, LoadError, Plugin, PluginSettings, Runtime};
+use crate::runtime::{CallError, CodeCache, LoadError, Plugin, PluginSettings, Runtime};
 
 pub mod settings;
 
@@ -94,7 +94,7 @@ pub struct Remedy {
     pub config: Config,
     pub overrides: Overrides,
     /// Compiled code is cached here, keyed by digest and engine config.
-    cache_dir: Option<PathBuf>,
+    cache: Option<CodeCache>,
     /// Budgets, cooldowns and the write-ahead record of live actions
     /// (the service's store; one-shot CLI runs have none).
     pub ledger: Option<Arc<dyn crate::guardrails::Ledger>>,
@@ -114,16 +114,25 @@ impl Remedy {
         overrides: Overrides,
         backends: Arc<Backends>,
     ) -> anyhow::Result<Remedy> {
-        Ok(Remedy {
-            runtime: Runtime::new()?,
+        Ok(Self::build(config, overrides, backends, Runtime::new()?))
+    }
+
+    fn build(
+        config: Config,
+        overrides: Overrides,
+        backends: Arc<Backends>,
+        runtime: Arc<Runtime>,
+    ) -> Remedy {
+        Remedy {
+            runtime,
             backends,
             escalation: Arc::new(Policy::new(&config.escalation, &config.templates)),
             config,
             overrides,
-            cache_dir: None,
+            cache: None,
             ledger: None,
             kill: None,
-        })
+        }
     }
 
     /// The same runtime, config and compiled plugins over other backends
@@ -136,7 +145,7 @@ impl Remedy {
             escalation: self.escalation.clone(),
             config: self.config.clone(),
             overrides: self.overrides.clone(),
-            cache_dir: self.cache_dir.clone(),
+            cache: self.cache.clone(),
             ledger: None,
             kill: None,
         }
@@ -144,7 +153,22 @@ impl Remedy {
 
     /// Caches compiled plugins in `dir`, so a restart does not recompile.
     pub fn set_cache_dir(&mut self, dir: PathBuf) {
-        self.cache_dir = Some(dir);
+        self.cache = Some(CodeCache { dir, tiered: false });
+    }
+
+    /// A long-lived service's Remedy: a plugin its cache (`dir`) misses
+    /// starts on quick code and is optimised in the background (see
+    /// `runtime::tiers`).
+    pub fn for_service(config: Config, dir: PathBuf) -> anyhow::Result<Remedy> {
+        let backends = Arc::new(Backends::from_config(&config.backends)?);
+        let mut remedy = Self::build(
+            config,
+            Overrides::default(),
+            backends,
+            Runtime::for_service()?,
+        );
+        remedy.cache = Some(CodeCache { dir, tiered: true });
+        Ok(remedy)
     }
 
     /// Bundled defaults, then the config file, then command-line overrides.
@@ -301,7 +325,7 @@ impl Remedy {
     async fn load_bytes(&self, bytes: &[u8], source: &Source) -> Result<Plugin, PluginError> {
         let plugin = self
             .runtime
-            .load(bytes, self.cache_dir.as_deref(), |name| {
+            .load(bytes, self.cache.as_ref(), |name| {
                 self.settings_for(name, matches!(source, Source::Bundled(_)))
             })
             .await

@@ -1,6 +1,6 @@
 //! The engine and linker shared by every plugin.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -8,6 +8,7 @@ use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::state::RunState;
+use super::tiers::{quick_config, Optimiser, QuickTier};
 use crate::bindings::Runbook;
 
 /// How often the epoch advances: the granularity of deadlines and of
@@ -19,9 +20,13 @@ pub const MAX_MEMORY_BYTES: usize = 512 << 20;
 
 pub struct Runtime {
     pub(crate) engine: Engine,
-    pub(crate) linker: Linker<RunState>,
+    pub(crate) linker: Arc<Linker<RunState>>,
     /// Whether the pooling allocator is in use (else on-demand).
     pub pooling: bool,
+    /// The fast-compiling engine, built the first time a tiered load misses
+    /// the cache (see `tiers`).
+    quick: OnceLock<Result<QuickTier, String>>,
+    pub(crate) optimiser: Optimiser,
 }
 
 fn base_config() -> Config {
@@ -57,12 +62,27 @@ impl Runtime {
     /// machine refuses the virtual memory), starts the epoch ticker, and
     /// links WASI and the capabilities.
     pub fn new() -> anyhow::Result<Arc<Runtime>> {
-        let (engine, pooling) = match Engine::new(&pooling_config()) {
+        Self::build(true)
+    }
+
+    /// For a long-lived service that loads plugins tiered (see `tiers`):
+    /// its optimised code is compiled on one low-priority thread, so the
+    /// main engine does not spread a compile over every core.
+    pub fn for_service() -> anyhow::Result<Arc<Runtime>> {
+        Self::build(false)
+    }
+
+    fn build(parallel_compilation: bool) -> anyhow::Result<Arc<Runtime>> {
+        let mut pooled = pooling_config();
+        pooled.parallel_compilation(parallel_compilation);
+        let (engine, pooling) = match Engine::new(&pooled) {
             Ok(e) => (e, true),
             Err(err) => {
                 tracing::warn!(error = %err, "pooling allocator unavailable; using on-demand allocation");
+                let mut on_demand = base_config();
+                on_demand.parallel_compilation(parallel_compilation);
                 (
-                    Engine::new(&base_config())
+                    Engine::new(&on_demand)
                         .map_err(|e| anyhow::anyhow!("{e}"))
                         .context("creating the wasm engine")?,
                     false,
@@ -71,19 +91,41 @@ impl Runtime {
         };
         spawn_epoch_ticker(&engine)
             .context("starting the epoch ticker (without it deadlines never fire)")?;
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| anyhow::anyhow!("{e}"))?;
-        Runbook::add_to_linker::<RunState, HasSelf<crate::capabilities::HostCtx>>(
-            &mut linker,
-            |s| &mut s.host,
-        )
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let linker = Arc::new(linker(&engine)?);
         Ok(Arc::new(Runtime {
             engine,
             linker,
             pooling,
+            quick: OnceLock::new(),
+            optimiser: Optimiser::default(),
         }))
     }
+
+    /// The quick tier, built once.
+    pub(crate) fn quick(&self) -> Result<&QuickTier, String> {
+        self.quick
+            .get_or_init(|| {
+                let engine = Engine::new(&quick_config(base_config()))
+                    .map_err(|e| format!("creating the quick-tier engine: {e}"))?;
+                spawn_epoch_ticker(&engine)
+                    .map_err(|e| format!("starting the quick tier's epoch ticker: {e}"))?;
+                let linker = linker(&engine).map_err(|e| format!("{e:#}"))?;
+                Ok(QuickTier { engine, linker })
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+}
+
+/// WASI and the capabilities, linked for `engine`.
+fn linker(engine: &Engine) -> anyhow::Result<Linker<RunState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Runbook::add_to_linker::<RunState, HasSelf<crate::capabilities::HostCtx>>(&mut linker, |s| {
+        &mut s.host
+    })
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(linker)
 }
 
 /// Advances the engine's epoch every tick until the engine is dropped.

@@ -12,8 +12,9 @@ use wasmtime::{Store, Trap, UpdateDeadline};
 use super::engine::Runtime;
 use super::plugin::{LoadError, Plugin, PluginInfo, PluginSettings};
 use super::state::RunState;
+use super::tiers::Compiled;
 use crate::bindings::types as wit;
-use crate::bindings::{Runbook, RunbookPre};
+use crate::bindings::Runbook;
 use crate::capabilities::Backends;
 use crate::capabilities::HostCtx;
 use crate::escalation::Policy;
@@ -99,14 +100,15 @@ fn guest_error(stderr: &str) -> Option<String> {
 impl Runtime {
     async fn call<R: Send>(
         &self,
-        pre: &RunbookPre<RunState>,
+        code: &Compiled,
         host: HostCtx,
         memory_bytes: usize,
         timeout: Duration,
         f: impl for<'a> FnOnce(&'a Runbook, &'a mut Store<RunState>) -> CallFuture<'a, R> + Send,
     ) -> Result<R, CallError> {
         let logs = host.gate.journal.logs.clone();
-        let mut store = Store::new(&self.engine, RunState::new(host, memory_bytes));
+        // The plugin's engine: the quick tier's or the optimised one's.
+        let mut store = Store::new(code.engine(), RunState::new(host, memory_bytes));
         store.limiter(|s| &mut s.limiter);
         let deadline = Instant::now() + timeout;
         store.set_epoch_deadline(1);
@@ -120,7 +122,7 @@ impl Runtime {
             }
         });
         let run = async {
-            let instance = pre.instantiate_async(&mut store).await?;
+            let instance = code.instantiate(&mut store).await?;
             f(&instance, &mut store).await
         };
         let result = tokio::time::timeout(timeout + DEADLINE_GRACE, run).await;
@@ -164,10 +166,7 @@ impl Runtime {
     /// memory image, which every run needs before doing anything. It runs
     /// under the largest memory an instance may have, because the plugin's
     /// own setting is not known until describe has said its name.
-    pub(crate) async fn describe(
-        &self,
-        pre: &RunbookPre<RunState>,
-    ) -> Result<(PluginInfo, usize), LoadError> {
+    pub(crate) async fn describe(&self, code: &Compiled) -> Result<(PluginInfo, usize), LoadError> {
         let settings = PluginSettings::default();
         let run = Arc::new(RunGate {
             journal: Journal::new(4096),
@@ -182,7 +181,7 @@ impl Runtime {
         let host = self.host(&setup, Phase::Describe, DESCRIBE_TIMEOUT);
         let (info, memory) = self
             .call(
-                pre,
+                code,
                 host,
                 super::engine::MAX_MEMORY_BYTES,
                 DESCRIBE_TIMEOUT,
@@ -223,7 +222,7 @@ impl Runtime {
     ) -> Result<Result<wit::Detection, wit::Error>, CallError> {
         let host = self.host(&setup, Phase::Detect, setup.settings.detect_timeout);
         self.call(
-            &plugin.pre,
+            &plugin.code.current(),
             host,
             setup.settings.memory_bytes,
             setup.settings.detect_timeout,
@@ -241,7 +240,7 @@ impl Runtime {
     ) -> Result<Result<wit::Outcome, wit::Error>, CallError> {
         let host = self.host(&setup, Phase::Mitigate, setup.settings.mitigate_timeout);
         self.call(
-            &plugin.pre,
+            &plugin.code.current(),
             host,
             setup.settings.memory_bytes,
             setup.settings.mitigate_timeout,

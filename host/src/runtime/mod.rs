@@ -9,7 +9,9 @@ pub mod limits;
 pub mod logs;
 pub mod plugin;
 pub mod state;
+pub mod tiers;
 
 pub use engine::Runtime;
 pub use invoke::CallError;
 pub use plugin::{LoadError, Plugin, PluginInfo, PluginSettings, Routing};
+pub use tiers::{CodeCache, Tier};

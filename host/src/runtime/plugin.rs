@@ -12,11 +12,10 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 
 use super::engine::Runtime;
+use super::tiers::{Code, CodeCache, Compiled, Tier};
 use crate::bindings::RunbookPre;
 use crate::config::{Mode, Pin, Schedule};
 use crate::grants::{Capability, Grants};
-
-use super::state::RunState;
 
 /// The WIT package plugins import from.
 pub const PACKAGE: &str = "remedy:plugin";
@@ -157,7 +156,7 @@ pub struct Plugin {
     /// Whether the file came with a trusted signature (set by the loader;
     /// bundled plugins are `unsigned`, being part of the binary).
     pub signed: crate::signature::Signed,
-    pub(crate) pre: RunbookPre<RunState>,
+    pub(crate) code: Code,
 }
 
 impl Plugin {
@@ -174,8 +173,13 @@ impl Plugin {
             imports: self.imports.clone(),
             settings,
             signed: self.signed.clone(),
-            pre: self.pre.clone(),
+            code: self.code.clone(),
         }
+    }
+
+    /// Which code the next run starts on (see `tiers`).
+    pub fn tier(&self) -> Tier {
+        self.code.tier()
     }
 
     /// Name, version and digest, as records name the plugin.
@@ -217,26 +221,35 @@ impl Runtime {
     pub async fn load(
         &self,
         bytes: &[u8],
-        cache_dir: Option<&Path>,
+        cache: Option<&CodeCache>,
         settings_for: impl FnOnce(&str) -> PluginSettings,
     ) -> Result<Plugin, LoadError> {
         check_header(bytes)?;
         let digest = digest(bytes);
         // Compiling takes seconds for a large plugin: off the async workers,
         // so a hot reload never stalls the runs and requests being served.
-        let engine = self.engine.clone();
-        let (owned, d, dir) = (
-            bytes.to_vec(),
-            digest.clone(),
-            cache_dir.map(Path::to_path_buf),
-        );
+        let quick = match cache {
+            Some(c) if c.tiered && cached(&self.engine, &digest, &c.dir).is_none() => {
+                match self.quick() {
+                    Ok(q) => Some(q),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "no quick tier; compiling optimised code at load");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        let engine = quick.map_or(&self.engine, |q| &q.engine).clone();
+        let dir = cache.filter(|_| quick.is_none()).map(|c| c.dir.clone());
+        let (owned, d) = (bytes.to_vec(), digest.clone());
         let component =
             tokio::task::spawn_blocking(move || compile(&engine, &owned, &d, dir.as_deref()))
                 .await
                 .map_err(|e| LoadError::Compile(format!("the compile task failed: {e}")))??;
         let imports: Vec<String> = component
             .component_type()
-            .imports(&self.engine)
+            .imports(component.engine())
             .map(|(name, _)| name.to_string())
             .collect();
         if let Some(http) = imports.iter().find(|i| i.starts_with("wasi:http/")) {
@@ -251,12 +264,19 @@ impl Runtime {
                 return Err(LoadError::UnknownImport(import.clone()));
             }
         }
-        let pre = self
-            .linker
+        let linker = quick.map_or(&*self.linker, |q| &q.linker);
+        let pre = linker
             .instantiate_pre(&component)
             .map_err(|e| LoadError::UnknownImport(format!("{e:#}")))?;
         let pre = RunbookPre::new(pre).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
-        let (info, needs) = self.describe(&pre).await?;
+        let tier = if quick.is_some() {
+            Tier::Quick
+        } else {
+            Tier::Optimised
+        };
+        let compiled = Arc::new(Compiled::new(pre, tier));
+        // Also the first instantiation, which checks the exports' types.
+        let (info, needs) = self.describe(&compiled).await?;
         let settings = settings_for(&info.name);
         if needs > settings.memory_bytes {
             // Every run would fail before the plugin's first line: say so now.
@@ -294,14 +314,58 @@ impl Runtime {
                 short: cap.as_str().to_string(),
             });
         }
+        let code = Code::new(compiled);
+        if let (Some(cache), Tier::Quick) = (cache, tier) {
+            tracing::info!(plugin = %info.name, %digest, "compiled on the quick tier; optimising in the background");
+            self.optimise(info.name.clone(), &code, bytes, &digest, cache);
+        }
         Ok(Plugin {
             info,
             digest,
             imports,
             settings,
             signed: crate::signature::Signed::Unsigned,
-            pre,
+            code,
         })
+    }
+
+    /// Compiles the optimised code of a plugin loaded on the quick tier,
+    /// writes it to the cache, and swaps it in.
+    fn optimise(&self, plugin: String, code: &Code, bytes: &[u8], digest: &str, cache: &CodeCache) {
+        let (engine, linker) = (self.engine.clone(), self.linker.clone());
+        let (bytes, digest, dir) = (bytes.to_vec(), digest.to_string(), cache.dir.clone());
+        self.optimiser.submit(plugin, code.clone(), move || {
+            let component = compile(&engine, &bytes, &digest, Some(&dir))?;
+            let pre = linker.instantiate_pre(&component)?;
+            Ok(RunbookPre::new(pre)?)
+        });
+    }
+}
+
+/// The cache file for `digest` under `engine`'s configuration.
+fn cache_file(engine: &wasmtime::Engine, digest: &str, dir: &Path) -> std::path::PathBuf {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut h);
+    dir.join(format!(
+        "{}-{:016x}.cwasm",
+        digest.trim_start_matches("sha256:"),
+        h.finish()
+    ))
+}
+
+/// The cache file for `digest`, if one exists that only this user could
+/// have written.
+fn cached(engine: &wasmtime::Engine, digest: &str, dir: &Path) -> Option<std::path::PathBuf> {
+    let file = cache_file(engine, digest, dir);
+    if !file.exists() {
+        return None;
+    }
+    match crate::private_fs::written_only_by_us(dir, &file) {
+        Ok(()) => Some(file),
+        Err(why) => {
+            tracing::warn!(file = %file.display(), %why, "ignoring a compiled-code cache entry others could have written; recompiling");
+            None
+        }
     }
 }
 
@@ -330,24 +394,7 @@ fn compile(
     let Some(dir) = cache_dir else {
         return compile();
     };
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    engine.precompile_compatibility_hash().hash(&mut h);
-    let file = dir.join(format!(
-        "{}-{:016x}.cwasm",
-        digest.trim_start_matches("sha256:"),
-        h.finish()
-    ));
-    let trusted = file.exists()
-        && {
-            match crate::private_fs::written_only_by_us(dir, &file) {
-                Ok(()) => true,
-                Err(why) => {
-                    tracing::warn!(file = %file.display(), %why, "ignoring a compiled-code cache entry others could have written; recompiling");
-                    false
-                }
-            }
-        };
-    if trusted {
+    if let Some(file) = cached(engine, digest, dir) {
         // SAFETY: the file was written by `serialize` below for the same
         // digest and engine configuration, in a directory and file only
         // this user can write (checked just above); wasmtime still checks
@@ -360,6 +407,7 @@ fn compile(
         }
     }
     let component = compile()?;
+    let file = cache_file(engine, digest, dir);
     let write = || -> std::io::Result<()> {
         crate::private_fs::create_dir(dir)?;
         let bytes = component

@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 
 use crate::config::Config;
 use crate::killswitch::{KillSwitch, Pause};
-use crate::remedy::{Overrides, Remedy, Source};
+use crate::remedy::{Remedy, Source};
 use crate::runtime::Plugin;
 use crate::store::{AuditEvent, Replica, SqliteStore, Store, StoreError};
 
@@ -134,8 +134,7 @@ impl Service {
             );
         }
         let kill = KillSwitch::new(paused);
-        let mut remedy = Remedy::new(config, Overrides::default())?;
-        remedy.set_cache_dir(data_dir.join("compiled"));
+        let mut remedy = Remedy::for_service(config, data_dir.join("compiled"))?;
         remedy.ledger = Some(store.clone());
         remedy.kill = Some(kill.clone());
         let metrics = Metrics::default();
