@@ -275,7 +275,6 @@ impl Runtime {
             Tier::Optimised
         };
         let compiled = Arc::new(Compiled::new(pre, tier));
-        // Also the first instantiation, which checks the exports' types.
         let (info, needs) = self.describe(&compiled).await?;
         let settings = settings_for(&info.name);
         if needs > settings.memory_bytes {

@@ -14,7 +14,6 @@
 //! takes.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
@@ -43,20 +42,15 @@ pub struct CodeCache {
     pub tiered: bool,
 }
 
-/// Code ready to instantiate, and whether its exports' types were checked.
+/// Code ready to instantiate, and which tier it is.
 pub(crate) struct Compiled {
     pre: RunbookPre<RunState>,
     tier: Tier,
-    checked: AtomicBool,
 }
 
 impl Compiled {
     pub(crate) fn new(pre: RunbookPre<RunState>, tier: Tier) -> Compiled {
-        Compiled {
-            pre,
-            tier,
-            checked: AtomicBool::new(false),
-        }
+        Compiled { pre, tier }
     }
 
     /// The engine to make the call's `Store` in.
@@ -64,19 +58,12 @@ impl Compiled {
         self.pre.engine()
     }
 
-    /// A fresh instance. The first one goes through the generated path,
-    /// which checks the exports' types; later ones skip the check (the
-    /// types are the component's, the same for every instance).
+    /// A fresh instance.
     pub(crate) async fn instantiate(
         &self,
         store: &mut wasmtime::Store<RunState>,
     ) -> wasmtime::Result<Runbook> {
-        if self.checked.load(Ordering::Acquire) {
-            return self.pre.instantiate_prechecked(store).await;
-        }
-        let instance = self.pre.instantiate_async(store).await?;
-        self.checked.store(true, Ordering::Release);
-        Ok(instance)
+        self.pre.instantiate_async(store).await
     }
 }
 
