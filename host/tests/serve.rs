@@ -436,7 +436,11 @@ async fn a_cold_start_serves_quick_code_until_the_optimised_code_is_cached_and_s
     assert_eq!((code, &rec["status"]), (200, &json!("succeeded")), "{rec}");
     drop(server);
 
+    // A write a killed process left unfinished is cleared at start.
+    let unfinished = compiled.join("0123-4567.tmp4000000");
+    std::fs::write(&unfinished, b"half a compiled plugin").unwrap();
     let server = start_logged(dir.path(), &cfg, &[]);
+    assert!(!unfinished.exists());
     let (code, rec) = server
         .post("/v1/plugins/hostile/runs?wait=true", json!({}))
         .await;

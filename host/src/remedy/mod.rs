@@ -167,6 +167,7 @@ impl Remedy {
             backends,
             Runtime::for_service()?,
         );
+        crate::runtime::plugin::remove_unfinished_cache_writes(&dir);
         remedy.cache = Some(CodeCache { dir, tiered: true });
         Ok(remedy)
     }

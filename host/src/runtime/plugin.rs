@@ -368,6 +368,33 @@ fn cached(engine: &wasmtime::Engine, digest: &str, dir: &Path) -> Option<std::pa
     }
 }
 
+/// Removes what cache writes cut short left in `dir`: a process killed
+/// while writing code leaves its `<entry>.tmp<pid>`, which nothing reads.
+/// Only for a directory one process owns (a service's data directory): in
+/// a shared one, another process may be writing its own.
+pub fn remove_unfinished_cache_writes(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let ours = format!("tmp{}", std::process::id());
+    for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+        let unfinished = path
+            .extension()
+            .and_then(|x| x.to_str())
+            .is_some_and(|x| x.starts_with("tmp") && x != ours);
+        if unfinished {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    tracing::info!(file = %path.display(), "removed an unfinished compiled-code cache write")
+                }
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "cannot remove an unfinished compiled-code cache write")
+                }
+            }
+        }
+    }
+}
+
 /// A compile error, with the fix when it is a build setting an author can
 /// change: this engine has no component-model async.
 fn compile_hint(msg: String) -> String {
