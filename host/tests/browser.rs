@@ -78,6 +78,8 @@ async fn an_operator_approves_watches_pauses_and_resumes_in_a_browser() {
     );
     b.type_into("#token", "wrong").await;
     b.click("#login").await;
+    // The refusal is a new page: wait for it, not for the click's return.
+    b.wait_for("#login-error").await;
     assert!(b.text("#login-error").await.contains("unknown token"));
     b.type_into("#token", "admin-token").await;
     b.click("#login").await;
