@@ -12,9 +12,8 @@ use wasmtime::{Store, Trap, UpdateDeadline};
 use super::engine::Runtime;
 use super::plugin::{LoadError, Plugin, PluginInfo, PluginSettings};
 use super::state::RunState;
-use super::tiers::Compiled;
 use crate::bindings::types as wit;
-use crate::bindings::Runbook;
+use crate::bindings::{Runbook, RunbookPre};
 use crate::capabilities::Backends;
 use crate::capabilities::HostCtx;
 use crate::escalation::Policy;
@@ -100,15 +99,15 @@ fn guest_error(stderr: &str) -> Option<String> {
 impl Runtime {
     async fn call<R: Send>(
         &self,
-        code: &Compiled,
+        pre: &RunbookPre<RunState>,
         host: HostCtx,
         memory_bytes: usize,
         timeout: Duration,
         f: impl for<'a> FnOnce(&'a Runbook, &'a mut Store<RunState>) -> CallFuture<'a, R> + Send,
     ) -> Result<R, CallError> {
         let logs = host.gate.journal.logs.clone();
-        // The plugin's engine: the quick tier's or the optimised one's.
-        let mut store = Store::new(code.engine(), RunState::new(host, memory_bytes));
+        // The code's own engine: the quick tier's or the optimised one's.
+        let mut store = Store::new(pre.engine(), RunState::new(host, memory_bytes));
         store.limiter(|s| &mut s.limiter);
         let deadline = Instant::now() + timeout;
         store.set_epoch_deadline(1);
@@ -122,7 +121,7 @@ impl Runtime {
             }
         });
         let run = async {
-            let instance = code.instantiate(&mut store).await?;
+            let instance = pre.instantiate_async(&mut store).await?;
             f(&instance, &mut store).await
         };
         let result = tokio::time::timeout(timeout + DEADLINE_GRACE, run).await;
@@ -166,7 +165,10 @@ impl Runtime {
     /// memory image, which every run needs before doing anything. It runs
     /// under the largest memory an instance may have, because the plugin's
     /// own setting is not known until describe has said its name.
-    pub(crate) async fn describe(&self, code: &Compiled) -> Result<(PluginInfo, usize), LoadError> {
+    pub(crate) async fn describe(
+        &self,
+        pre: &RunbookPre<RunState>,
+    ) -> Result<(PluginInfo, usize), LoadError> {
         let settings = PluginSettings::default();
         let run = Arc::new(RunGate {
             journal: Journal::new(4096),
@@ -181,7 +183,7 @@ impl Runtime {
         let host = self.host(&setup, Phase::Describe, DESCRIBE_TIMEOUT);
         let (info, memory) = self
             .call(
-                code,
+                pre,
                 host,
                 super::engine::MAX_MEMORY_BYTES,
                 DESCRIBE_TIMEOUT,
@@ -222,7 +224,7 @@ impl Runtime {
     ) -> Result<Result<wit::Detection, wit::Error>, CallError> {
         let host = self.host(&setup, Phase::Detect, setup.settings.detect_timeout);
         self.call(
-            &plugin.code.current(),
+            &plugin.code.current().pre,
             host,
             setup.settings.memory_bytes,
             setup.settings.detect_timeout,
@@ -240,7 +242,7 @@ impl Runtime {
     ) -> Result<Result<wit::Outcome, wit::Error>, CallError> {
         let host = self.host(&setup, Phase::Mitigate, setup.settings.mitigate_timeout);
         self.call(
-            &plugin.code.current(),
+            &plugin.code.current().pre,
             host,
             setup.settings.memory_bytes,
             setup.settings.mitigate_timeout,

@@ -228,25 +228,27 @@ impl Runtime {
         let digest = digest(bytes);
         // Compiling takes seconds for a large plugin: off the async workers,
         // so a hot reload never stalls the runs and requests being served.
+        // One look in the cache, whichever tier compiles on a miss.
+        let hit = cache.and_then(|c| cached(&self.engine, &digest, &c.dir));
         let quick = match cache {
-            Some(c) if c.tiered && cached(&self.engine, &digest, &c.dir).is_none() => {
-                match self.quick() {
-                    Ok(q) => Some(q),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "no quick tier; compiling optimised code at load");
-                        None
-                    }
+            Some(c) if c.tiered && hit.is_none() => match self.quick() {
+                Ok(q) => Some(q),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no quick tier; compiling optimised code at load");
+                    None
                 }
-            }
+            },
             _ => None,
         };
         let engine = quick.map_or(&self.engine, |q| &q.engine).clone();
-        let dir = cache.filter(|_| quick.is_none()).map(|c| c.dir.clone());
+        // Quick code is never cached: the optimiser writes the cache.
+        let store_in = cache.filter(|_| quick.is_none()).map(|c| c.dir.clone());
         let (owned, d) = (bytes.to_vec(), digest.clone());
-        let component =
-            tokio::task::spawn_blocking(move || compile(&engine, &owned, &d, dir.as_deref()))
-                .await
-                .map_err(|e| LoadError::Compile(format!("the compile task failed: {e}")))??;
+        let component = tokio::task::spawn_blocking(move || {
+            compile(&engine, &owned, &d, hit.as_deref(), store_in.as_deref())
+        })
+        .await
+        .map_err(|e| LoadError::Compile(format!("the compile task failed: {e}")))??;
         let imports: Vec<String> = component
             .component_type()
             .imports(component.engine())
@@ -275,7 +277,7 @@ impl Runtime {
             Tier::Optimised
         };
         let compiled = Arc::new(Compiled::new(pre, tier));
-        let (info, needs) = self.describe(&compiled).await?;
+        let (info, needs) = self.describe(&compiled.pre).await?;
         let settings = settings_for(&info.name);
         if needs > settings.memory_bytes {
             // Every run would fail before the plugin's first line: say so now.
@@ -334,7 +336,8 @@ impl Runtime {
         let (engine, linker) = (self.engine.clone(), self.linker.clone());
         let (bytes, digest, dir) = (bytes.to_vec(), digest.to_string(), cache.dir.clone());
         self.optimiser.submit(plugin, code.clone(), move || {
-            let component = compile(&engine, &bytes, &digest, Some(&dir))?;
+            // Load already found no usable cache entry: compile and store.
+            let component = compile(&engine, &bytes, &digest, None, Some(&dir))?;
             let pre = linker.instantiate_pre(&component)?;
             Ok(RunbookPre::new(pre)?)
         });
@@ -405,34 +408,33 @@ fn compile_hint(msg: String) -> String {
     }
 }
 
-/// Compiles `bytes`, or reads the code compiled for the same digest and
-/// engine configuration from `cache_dir`.
+/// Reads the code from `hit` (a cache entry `cached` found), else compiles
+/// `bytes` and, given `store_in`, writes the code there for the same digest
+/// and engine configuration.
 fn compile(
     engine: &wasmtime::Engine,
     bytes: &[u8],
     digest: &str,
-    cache_dir: Option<&Path>,
+    hit: Option<&Path>,
+    store_in: Option<&Path>,
 ) -> Result<Component, LoadError> {
-    let compile = || {
-        Component::new(engine, bytes)
-            .map_err(|e| LoadError::Compile(compile_hint(format!("{e:#}"))))
-    };
-    let Some(dir) = cache_dir else {
-        return compile();
-    };
-    if let Some(file) = cached(engine, digest, dir) {
-        // SAFETY: the file was written by `serialize` below for the same
-        // digest and engine configuration, in a directory and file only
-        // this user can write (checked just above); wasmtime still checks
-        // its header and compatibility.
-        match unsafe { Component::deserialize_file(engine, &file) } {
+    if let Some(file) = hit {
+        // SAFETY: `cached` found the file, written by `serialize` below for
+        // the same digest and engine configuration, in a directory and file
+        // only this user can write; wasmtime still checks its header and
+        // compatibility.
+        match unsafe { Component::deserialize_file(engine, file) } {
             Ok(c) => return Ok(c),
             Err(e) => {
                 tracing::warn!(file = %file.display(), error = %e, "ignoring unusable compiled-code cache entry")
             }
         }
     }
-    let component = compile()?;
+    let component = Component::new(engine, bytes)
+        .map_err(|e| LoadError::Compile(compile_hint(format!("{e:#}"))))?;
+    let Some(dir) = store_in else {
+        return Ok(component);
+    };
     let file = cache_file(engine, digest, dir);
     let write = || -> std::io::Result<()> {
         crate::private_fs::create_dir(dir)?;
