@@ -239,11 +239,7 @@ async fn the_feed_tells_runs_plans_decisions_alerts_and_the_pause_as_they_happen
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_feed_needs_a_token_with_read_and_follow_says_why_not() {
     let dir = tempfile::tempdir().unwrap();
-    let config = format!(
-        "[server]\ndata_dir = \"{}\"\n{TOKENS}\n",
-        dir.path().join("data").display()
-    );
-    let server = start(dir.path(), &config, &ENV);
+    let server = start_with_tokens(dir.path());
     let r = server
         .http
         .get(format!("{}/v1/events", server.base))
@@ -270,11 +266,7 @@ async fn the_feed_needs_a_token_with_read_and_follow_says_why_not() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn feeds_past_the_cap_are_refused_and_abandoned_ones_free_their_place() {
     let dir = tempfile::tempdir().unwrap();
-    let config = format!(
-        "[server]\ndata_dir = \"{}\"\n{TOKENS}\n",
-        dir.path().join("data").display()
-    );
-    let server = start(dir.path(), &config, &ENV);
+    let server = start_with_tokens(dir.path());
     let mut open = Vec::new();
     for _ in 0..64 {
         open.push(Feed::open(&server, "read-token").await);
@@ -307,4 +299,13 @@ async fn feeds_past_the_cap_are_refused_and_abandoned_ones_free_their_place() {
         (r.status() == 200).then_some(())
     })
     .await;
+}
+
+/// A server with this file's tokens and nothing else configured.
+fn start_with_tokens(dir: &std::path::Path) -> Server {
+    let config = format!(
+        "[server]\ndata_dir = \"{}\"\n{TOKENS}\n",
+        dir.join("data").display()
+    );
+    start(dir, &config, &ENV)
 }
