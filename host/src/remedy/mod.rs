@@ -366,7 +366,7 @@ impl Remedy {
     /// The one invocation path: detect, then (when unhealthy and the alert
     /// still fires) mitigate; every trigger ends up here.
     pub async fn run(&self, plugin: &Plugin, req: RunRequest) -> RunRecord {
-        self.run_with_id(plugin, req, uuid::Uuid::new_v4().to_string())
+        self.run_with_id(plugin, req, crate::record::new_run_id())
             .await
     }
 

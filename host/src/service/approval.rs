@@ -105,7 +105,7 @@ impl Service {
         // The decision is taken by one conditional update in the store; the
         // live run's id is named in it, so it is launched only by the winner
         // and at most once.
-        let live = uuid::Uuid::new_v4().to_string();
+        let live = crate::record::new_run_id();
         if let Some(a) = rec.approval.as_mut() {
             a.live_run = Some(live.clone());
         }

@@ -248,9 +248,7 @@ impl Service {
         plugin: Arc<Plugin>,
         l: Launch,
     ) -> Result<Claimed, RunRecord> {
-        let id =
-            l.id.clone()
-                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let id = l.id.clone().unwrap_or_else(crate::record::new_run_id);
         let key = (plugin.name().to_string(), l.target.clone());
         let mode = l.mode.unwrap_or(plugin.settings.mode);
         let dry = mode != Mode::Auto && l.approved.is_none();

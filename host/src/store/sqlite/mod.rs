@@ -232,8 +232,8 @@ impl Store for SqliteStore {
             let mut stmt = c.prepare_cached(
                 // INDEXED BY: ordered by start, the planner prefers
                 // `runs_plugin` and decodes every run of the plugin.
-                "SELECT record FROM runs INDEXED BY runs_alert WHERE plugin = ?1 \
-                 AND json_extract(record, '$.trigger.alert.fingerprint') = ?2 \
+                "SELECT record FROM runs INDEXED BY runs_of_alert WHERE plugin = ?1 \
+                 AND alert = ?2 \
                  AND json_extract(record, '$.trigger.alert.starts_at') = ?3 \
                  ORDER BY started_at DESC, id LIMIT 50",
             )?;

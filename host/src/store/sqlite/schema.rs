@@ -9,7 +9,9 @@ CREATE TABLE IF NOT EXISTS runs (
     plugin TEXT NOT NULL,
     status TEXT NOT NULL,
     started_at TEXT NOT NULL,
-    record TEXT NOT NULL
+    record TEXT NOT NULL,
+    -- The fingerprint of the alert the run serves; NULL for other runs.
+    alert TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_started ON runs(started_at);
 CREATE INDEX IF NOT EXISTS runs_plugin ON runs(plugin, started_at);
@@ -51,9 +53,6 @@ CREATE INDEX IF NOT EXISTS actions_budget ON actions(plugin, kind, at);
 CREATE INDEX IF NOT EXISTS actions_target ON actions(plugin, target, at);
 CREATE INDEX IF NOT EXISTS actions_status ON actions(status);
 -- (cooldown_key is added by `migrate` to stores made before it existed.)
-CREATE INDEX IF NOT EXISTS runs_status ON runs(status);
--- The runs of one alert (a repeat looks them up).
-CREATE INDEX IF NOT EXISTS runs_alert ON runs(plugin, json_extract(record, '$.trigger.alert.fingerprint'));
 -- Service state that must survive a restart (the kill switch).
 CREATE TABLE IF NOT EXISTS settings (
     key TEXT PRIMARY KEY,
@@ -88,6 +87,35 @@ pub(super) fn migrate(c: &Connection) -> Result<(), StoreError> {
     }
     c.execute_batch(
         "CREATE INDEX IF NOT EXISTS actions_cooldown ON actions(plugin, cooldown_key, at)",
+    )?;
+    let has = c
+        .prepare("SELECT 1 FROM pragma_table_info('runs') WHERE name = 'alert'")?
+        .exists([])?;
+    if !has {
+        // One transaction: a store is never left with the column but
+        // without the fingerprints of the runs it already held.
+        c.execute_batch(
+            "BEGIN;
+             ALTER TABLE runs ADD COLUMN alert TEXT;
+             UPDATE runs SET alert = json_extract(record, '$.trigger.alert.fingerprint')
+                 WHERE json_extract(record, '$.trigger.kind') = 'alert';
+             COMMIT;",
+        )?;
+    }
+    // Every index of `runs` is paid for by every run twice (stored
+    // `running` or `queued`, then finished), so they hold only what is
+    // looked up. Before, `runs_alert` indexed an expression that parsed each
+    // record's JSON on every write, and `runs_status` held every run,
+    // although only unfinished ones are ever looked up by status.
+    c.execute_batch(
+        "DROP INDEX IF EXISTS runs_alert;
+         DROP INDEX IF EXISTS runs_status;
+         -- The runs of one alert (a repeat looks them up).
+         CREATE INDEX IF NOT EXISTS runs_of_alert ON runs(plugin, alert) WHERE alert IS NOT NULL;
+         -- Runs left unfinished (found again at start-up). Written as OR
+         -- terms so that a query on any one status can use it.
+         CREATE INDEX IF NOT EXISTS runs_unfinished ON runs(status)
+             WHERE status = 'queued' OR status = 'running' OR status = 'pending_approval';",
     )?;
     Ok(())
 }
@@ -174,4 +202,125 @@ pub(super) fn mark_interrupted_actions(c: &Connection) -> Result<(), StoreError>
         tracing::warn!(%run_id, %plugin, %kind, %target, "action interrupted by a previous stop");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use crate::record::{AlertInfo, PluginRef, RunRecord, RunStatus, Trigger};
+    use crate::store::sqlite::SqliteStore;
+    use crate::store::Store;
+
+    fn alert_run(id: &str, fingerprint: &str) -> RunRecord {
+        let plugin = PluginRef {
+            name: "p".into(),
+            version: "1".into(),
+            digest: "sha256:0".into(),
+        };
+        let alert = AlertInfo {
+            name: "A".into(),
+            firing: true,
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
+            starts_at: "2026-11-28T00:00:00Z".into(),
+            fingerprint: fingerprint.into(),
+        };
+        let mut rec = RunRecord::begin(
+            id.into(),
+            &plugin,
+            Trigger::Alert { alert },
+            true,
+            RunStatus::Succeeded,
+        );
+        rec.finished_at = Some(rec.started_at);
+        rec
+    }
+
+    /// A store written before runs had their own `alert` column: opening it
+    /// fills the column from the records, so a repeat of an alert still
+    /// finds the runs it started, and drops the indexes every write paid for.
+    #[tokio::test]
+    async fn a_store_from_before_the_alert_column_keeps_finding_an_alerts_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let old = rusqlite::Connection::open(dir.path().join("remedy.db")).unwrap();
+            old.execute_batch(
+                "CREATE TABLE runs (id TEXT PRIMARY KEY, plugin TEXT NOT NULL, status TEXT NOT NULL,
+                     started_at TEXT NOT NULL, record TEXT NOT NULL);
+                 CREATE INDEX runs_status ON runs(status);
+                 CREATE INDEX runs_alert ON runs(plugin, json_extract(record, '$.trigger.alert.fingerprint'));",
+            )
+            .unwrap();
+            for rec in [alert_run("old-1", "fp-1"), alert_run("old-2", "fp-2")] {
+                old.execute(
+                    "INSERT INTO runs VALUES (?1, 'p', 'succeeded', '2026-11-28T00:00:00.000000Z', ?2)",
+                    [&rec.id, &serde_json::to_string(&rec).unwrap()],
+                )
+                .unwrap();
+            }
+        }
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let found = store
+            .runs_for_alert("p", "fp-1", "2026-11-28T00:00:00Z")
+            .await
+            .unwrap();
+        assert_eq!(
+            found.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            ["old-1"]
+        );
+        // A run written now is found the same way.
+        store.put_run(&alert_run("new-1", "fp-1")).await.unwrap();
+        let found = store
+            .runs_for_alert("p", "fp-1", "2026-11-28T00:00:00Z")
+            .await
+            .unwrap();
+        assert_eq!(found.len(), 2, "{found:?}");
+
+        let conn = rusqlite::Connection::open(dir.path().join("remedy.db")).unwrap();
+        let indexes: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'runs' AND sql IS NOT NULL ORDER BY name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            indexes,
+            [
+                "runs_of_alert",
+                "runs_plugin",
+                "runs_started",
+                "runs_unfinished"
+            ]
+        );
+    }
+
+    /// Unfinished runs are looked up by status at start-up, through the
+    /// partial index, not by scanning every run ever stored.
+    #[test]
+    fn the_queries_by_status_and_alert_use_the_partial_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(SqliteStore::open(dir.path()).unwrap());
+        let conn = rusqlite::Connection::open(dir.path().join("remedy.db")).unwrap();
+        let plan = |sql: &str| -> String {
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            // Bound as the store binds them: the plan is made for any value.
+            let args = vec!["x"; stmt.parameter_count()];
+            let steps: Vec<String> = stmt
+                .query_map(rusqlite::params_from_iter(args), |r| r.get(3))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            steps.join("; ")
+        };
+        for status in ["queued", "running", "pending_approval"] {
+            let p = plan(&format!(
+                "SELECT record FROM runs WHERE status = '{status}'"
+            ));
+            assert!(p.contains("USING INDEX runs_unfinished"), "{status}: {p}");
+        }
+        let p = plan("SELECT record FROM runs WHERE plugin = ?1 AND alert = ?2");
+        assert!(p.contains("USING INDEX runs_of_alert"), "{p}");
+    }
 }

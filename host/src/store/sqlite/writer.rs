@@ -61,6 +61,8 @@ pub(super) struct RunRow {
     status: &'static str,
     started_at: String,
     record: String,
+    /// The fingerprint of the alert the run serves.
+    alert: Option<String>,
 }
 
 impl RunRow {
@@ -71,6 +73,10 @@ impl RunRow {
             status: rec.status.as_str(),
             started_at: ts(rec.started_at),
             record: serde_json::to_string(rec)?,
+            alert: match &rec.trigger {
+                crate::record::Trigger::Alert { alert } => Some(alert.fingerprint.clone()),
+                _ => None,
+            },
         })
     }
 }
@@ -241,7 +247,7 @@ pub(super) fn apply(tx: &Connection, op: &Op) -> Result<Done, StoreError> {
 
 pub(super) fn put_run(tx: &Connection, row: &RunRow) -> Result<(), StoreError> {
     tx.prepare_cached(
-        "INSERT INTO runs (id, plugin, status, started_at, record) VALUES (?1, ?2, ?3, ?4, ?5) \
+        "INSERT INTO runs (id, plugin, status, started_at, record, alert) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
          ON CONFLICT(id) DO UPDATE SET status = excluded.status, record = excluded.record",
     )?
     .execute(params![
@@ -249,7 +255,8 @@ pub(super) fn put_run(tx: &Connection, row: &RunRow) -> Result<(), StoreError> {
         row.plugin,
         row.status,
         row.started_at,
-        row.record
+        row.record,
+        row.alert
     ])?;
     Ok(())
 }
@@ -383,6 +390,7 @@ mod tests {
             status: "running",
             started_at: "2026-11-28T00:00:00.000000Z".into(),
             record: record.into(),
+            alert: None,
         }
     }
 
