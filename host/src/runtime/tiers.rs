@@ -161,13 +161,26 @@ impl Optimiser {
     }
 }
 
-/// Lowers the calling thread's scheduling priority (nice 10).
+/// Lowers the calling thread's scheduling priority (nice +10).
 fn low_priority() {
+    lower_thread_priority(10);
+}
+
+/// Adds `by` to the calling thread's nice value (Linux schedules threads
+/// one by one), relative to what the process was started with; lowering
+/// a priority needs no privilege. Best effort: a thread that cannot be
+/// lowered runs at the process's priority.
+pub(crate) fn lower_thread_priority(by: i32) {
     // SAFETY: plain syscalls on the calling thread's own id.
     unsafe {
         let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        if libc::setpriority(libc::PRIO_PROCESS, tid, 10) != 0 {
-            tracing::debug!("could not lower the optimiser thread's priority");
+        // -1 is also a valid nice value: errno tells an error apart.
+        *libc::__errno_location() = 0;
+        let now = libc::getpriority(libc::PRIO_PROCESS, tid);
+        if *libc::__errno_location() != 0
+            || libc::setpriority(libc::PRIO_PROCESS, tid, (now + by).min(19)) != 0
+        {
+            tracing::debug!(by, "could not lower a thread's priority");
         }
     }
 }

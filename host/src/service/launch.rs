@@ -367,6 +367,7 @@ impl Service {
     ) -> tokio::task::JoinHandle<RunRecord> {
         let service = self.clone();
         let urgent = c.launch.trigger.urgent();
+        let alert = matches!(c.launch.trigger, Trigger::Alert { .. });
         // The run's life in the service (queue, run, record), a child in
         // the trace of what started it (an alert's receipt) without
         // holding that span open until the run ends.
@@ -467,6 +468,8 @@ impl Service {
         .instrument(span);
         if urgent {
             self.urgent.spawn(run)
+        } else if alert {
+            self.alert_runs.spawn(run)
         } else {
             tokio::spawn(run)
         }

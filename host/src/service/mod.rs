@@ -61,6 +61,8 @@ pub struct Service {
     plugins_dir: Mutex<Option<Arc<cap_std::fs::Dir>>>,
     /// Where a P0/P1 alert's receipt and runs are polled (see `urgent`).
     pub urgent: urgent::UrgentRuntime,
+    /// Where the other alerts' runs are polled, below the receipts.
+    pub alert_runs: urgent::UrgentRuntime,
     /// The live feed of what happens here (`GET /v1/events`).
     pub events: Events,
 }
@@ -160,6 +162,8 @@ impl Service {
             cluster: Cluster::new(me, shared),
             plugins_dir: Mutex::default(),
             urgent: urgent::UrgentRuntime::new().context("starting the urgent runtime")?,
+            alert_runs: urgent::UrgentRuntime::alert_runs()
+                .context("starting the alert runs' runtime")?,
             events: Events::default(),
         });
         for (name, source) in service.remedy.sources() {

@@ -1,4 +1,6 @@
-//! A runtime of its own for what a critical alert starts.
+//! Runtimes of their own for what alerts start: a critical alert's
+//! receipt and runs above the service's own work, the other alerts' runs
+//! below it.
 //!
 //! In a storm the service's runtime holds thousands of ready tasks, and
 //! tokio polls them first come, first served: a critical alert's receipt,
@@ -16,11 +18,28 @@ use tokio::task::JoinHandle;
 
 pub struct UrgentRuntime(Option<Runtime>);
 
+/// CFS gives a thread at nice +5 about a third of the weight of one at 0.
+const ALERT_RUNS_NICE: i32 = 5;
+
 impl UrgentRuntime {
     pub fn new() -> std::io::Result<UrgentRuntime> {
         let rt = Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("remedy-urgent")
+            .enable_all()
+            .build()?;
+        Ok(UrgentRuntime(Some(rt)))
+    }
+
+    /// The runs of alerts that are not urgent, on threads the kernel
+    /// schedules after the service's own (nice +5): in a storm the
+    /// receipts, which Alertmanager waits for, get the cores first, and
+    /// the runs the rest; with nothing else to do, the runs get them all.
+    pub fn alert_runs() -> std::io::Result<UrgentRuntime> {
+        let rt = Builder::new_multi_thread()
+            .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get()))
+            .thread_name("remedy-alert-run")
+            .on_thread_start(|| crate::runtime::tiers::lower_thread_priority(ALERT_RUNS_NICE))
             .enable_all()
             .build()?;
         Ok(UrgentRuntime(Some(rt)))
@@ -63,5 +82,38 @@ mod tests {
             .unwrap();
         assert_eq!(name.as_deref(), Some("remedy-urgent"));
         drop(urgent);
+    }
+
+    /// Alert runs are polled on threads of their own that the kernel
+    /// schedules after the service's (nice +5), and the runtime drops inside
+    /// another as the urgent one does.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn alert_runs_are_polled_on_threads_of_lower_priority() {
+        let runs = UrgentRuntime::alert_runs().unwrap();
+        let (name, nice) = runs
+            .spawn(async {
+                // SAFETY: plain syscalls on the calling thread's own id.
+                let nice = unsafe {
+                    let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+                    libc::getpriority(libc::PRIO_PROCESS, tid)
+                };
+                (std::thread::current().name().map(str::to_string), nice)
+            })
+            .await
+            .unwrap();
+        assert_eq!(name.as_deref(), Some("remedy-alert-run"));
+        // SAFETY: as above, for this (the service's) thread.
+        let ours = unsafe {
+            libc::getpriority(
+                libc::PRIO_PROCESS,
+                libc::syscall(libc::SYS_gettid) as libc::id_t,
+            )
+        };
+        assert_eq!(
+            nice,
+            ours + super::ALERT_RUNS_NICE,
+            "nice {nice}, ours {ours}"
+        );
+        drop(runs);
     }
 }
