@@ -142,7 +142,7 @@ impl Optimiser {
         let spawned = std::thread::Builder::new()
             .name("remedy-optimise".into())
             .spawn(move || {
-                low_priority();
+                lower_thread_priority(10);
                 for job in rx {
                     job();
                 }
@@ -161,26 +161,34 @@ impl Optimiser {
     }
 }
 
-/// Lowers the calling thread's scheduling priority (nice +10).
-fn low_priority() {
-    lower_thread_priority(10);
-}
-
 /// Adds `by` to the calling thread's nice value (Linux schedules threads
 /// one by one), relative to what the process was started with; lowering
 /// a priority needs no privilege. Best effort: a thread that cannot be
 /// lowered runs at the process's priority.
 pub(crate) fn lower_thread_priority(by: i32) {
-    // SAFETY: plain syscalls on the calling thread's own id.
-    unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        // -1 is also a valid nice value: errno tells an error apart.
-        *libc::__errno_location() = 0;
-        let now = libc::getpriority(libc::PRIO_PROCESS, tid);
-        if *libc::__errno_location() != 0
-            || libc::setpriority(libc::PRIO_PROCESS, tid, (now + by).min(19)) != 0
-        {
-            tracing::debug!(by, "could not lower a thread's priority");
-        }
+    let tid = thread_id();
+    let lowered = thread_nice().is_some_and(|now| {
+        // SAFETY: a plain syscall on the calling thread's own id.
+        unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, (now + by).min(19)) == 0 }
+    });
+    if !lowered {
+        tracing::debug!(by, "could not lower a thread's priority");
     }
+}
+
+/// The calling thread's nice value.
+pub(crate) fn thread_nice() -> Option<i32> {
+    let tid = thread_id();
+    // SAFETY: plain syscalls on the calling thread's own id and errno;
+    // -1 is also a valid nice value, so errno tells an error apart.
+    unsafe {
+        *libc::__errno_location() = 0;
+        let nice = libc::getpriority(libc::PRIO_PROCESS, tid);
+        (*libc::__errno_location() == 0).then_some(nice)
+    }
+}
+
+fn thread_id() -> libc::id_t {
+    // SAFETY: gettid takes nothing and cannot fail.
+    unsafe { libc::syscall(libc::SYS_gettid) as libc::id_t }
 }

@@ -60,9 +60,9 @@ pub struct Service {
     /// relative to it, and a symlink leading out of it is refused.
     plugins_dir: Mutex<Option<Arc<cap_std::fs::Dir>>>,
     /// Where a P0/P1 alert's receipt and runs are polled (see `urgent`).
-    pub urgent: urgent::UrgentRuntime,
+    pub urgent: urgent::SideRuntime,
     /// Where the other alerts' runs are polled, below the receipts.
-    pub alert_runs: urgent::UrgentRuntime,
+    pub alert_runs: urgent::SideRuntime,
     /// The live feed of what happens here (`GET /v1/events`).
     pub events: Events,
 }
@@ -161,8 +161,8 @@ impl Service {
             kill,
             cluster: Cluster::new(me, shared),
             plugins_dir: Mutex::default(),
-            urgent: urgent::UrgentRuntime::new().context("starting the urgent runtime")?,
-            alert_runs: urgent::UrgentRuntime::alert_runs()
+            urgent: urgent::SideRuntime::urgent().context("starting the urgent runtime")?,
+            alert_runs: urgent::SideRuntime::alert_runs()
                 .context("starting the alert runs' runtime")?,
             events: Events::default(),
         });

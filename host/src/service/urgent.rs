@@ -16,35 +16,37 @@ use std::future::Future;
 use tokio::runtime::{Builder, Runtime};
 use tokio::task::JoinHandle;
 
-pub struct UrgentRuntime(Option<Runtime>);
+/// A tokio runtime beside the service's, for work whose CPU is ordered
+/// apart from it.
+pub struct SideRuntime(Option<Runtime>);
 
 /// CFS gives a thread at nice +10 about a ninth of the weight of one at 0.
 /// Measured in storms against +5: post answers p99 343–400 ms against
 /// 366–543, three each.
 const ALERT_RUNS_NICE: i32 = 10;
 
-impl UrgentRuntime {
-    pub fn new() -> std::io::Result<UrgentRuntime> {
-        let rt = Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("remedy-urgent")
-            .enable_all()
-            .build()?;
-        Ok(UrgentRuntime(Some(rt)))
+impl SideRuntime {
+    /// A critical alert's receipt and runs, on a thread of their own.
+    pub fn urgent() -> std::io::Result<SideRuntime> {
+        SideRuntime::build("remedy-urgent", 1, None)
     }
 
     /// The runs of alerts that are not urgent, on threads the kernel
     /// schedules after the service's own (nice +10): in a storm the
     /// receipts, which Alertmanager waits for, get the cores first, and
     /// the runs the rest; with nothing else to do, the runs get them all.
-    pub fn alert_runs() -> std::io::Result<UrgentRuntime> {
-        let rt = Builder::new_multi_thread()
-            .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get()))
-            .thread_name("remedy-alert-run")
-            .on_thread_start(|| crate::runtime::tiers::lower_thread_priority(ALERT_RUNS_NICE))
-            .enable_all()
-            .build()?;
-        Ok(UrgentRuntime(Some(rt)))
+    pub fn alert_runs() -> std::io::Result<SideRuntime> {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        SideRuntime::build("remedy-alert-run", cores, Some(ALERT_RUNS_NICE))
+    }
+
+    fn build(name: &str, threads: usize, lower_by: Option<i32>) -> std::io::Result<SideRuntime> {
+        let mut b = Builder::new_multi_thread();
+        b.worker_threads(threads).thread_name(name).enable_all();
+        if let Some(by) = lower_by {
+            b.on_thread_start(move || crate::runtime::tiers::lower_thread_priority(by));
+        }
+        Ok(SideRuntime(Some(b.build()?)))
     }
 
     pub fn spawn<F>(&self, f: F) -> JoinHandle<F::Output>
@@ -59,7 +61,7 @@ impl UrgentRuntime {
     }
 }
 
-impl Drop for UrgentRuntime {
+impl Drop for SideRuntime {
     /// Dropping a runtime blocks, which panics inside another runtime:
     /// the service is dropped there. Its runs have drained by then.
     fn drop(&mut self) {
@@ -71,13 +73,13 @@ impl Drop for UrgentRuntime {
 
 #[cfg(test)]
 mod tests {
-    use super::UrgentRuntime;
+    use super::SideRuntime;
 
     /// Urgent work runs on its own thread, and the service, dropped inside
     /// the main runtime, can drop this one without panicking.
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn urgent_work_runs_on_its_own_thread_and_the_runtime_drops_inside_another() {
-        let urgent = UrgentRuntime::new().unwrap();
+        let urgent = SideRuntime::urgent().unwrap();
         let name = urgent
             .spawn(async { std::thread::current().name().map(str::to_string) })
             .await
@@ -91,30 +93,20 @@ mod tests {
     /// another as the urgent one does.
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn alert_runs_are_polled_on_threads_of_lower_priority() {
-        let runs = UrgentRuntime::alert_runs().unwrap();
+        let runs = SideRuntime::alert_runs().unwrap();
         let (name, nice) = runs
             .spawn(async {
-                // SAFETY: plain syscalls on the calling thread's own id.
-                let nice = unsafe {
-                    let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-                    libc::getpriority(libc::PRIO_PROCESS, tid)
-                };
+                let nice = crate::runtime::tiers::thread_nice();
                 (std::thread::current().name().map(str::to_string), nice)
             })
             .await
             .unwrap();
         assert_eq!(name.as_deref(), Some("remedy-alert-run"));
-        // SAFETY: as above, for this (the service's) thread.
-        let ours = unsafe {
-            libc::getpriority(
-                libc::PRIO_PROCESS,
-                libc::syscall(libc::SYS_gettid) as libc::id_t,
-            )
-        };
+        let ours = crate::runtime::tiers::thread_nice().unwrap();
         assert_eq!(
             nice,
-            ours + super::ALERT_RUNS_NICE,
-            "nice {nice}, ours {ours}"
+            Some(ours + super::ALERT_RUNS_NICE),
+            "nice {nice:?}, ours {ours}"
         );
         drop(runs);
     }

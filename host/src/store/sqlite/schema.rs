@@ -79,19 +79,13 @@ pub(super) fn connect(path: &Path) -> Result<Connection, StoreError> {
 
 /// Columns added after the first release, added in place to older stores.
 pub(super) fn migrate(c: &Connection) -> Result<(), StoreError> {
-    let has = c
-        .prepare("SELECT 1 FROM pragma_table_info('actions') WHERE name = 'cooldown_key'")?
-        .exists([])?;
-    if !has {
+    if !has_column(c, "actions", "cooldown_key")? {
         c.execute_batch("ALTER TABLE actions ADD COLUMN cooldown_key TEXT")?;
     }
     c.execute_batch(
         "CREATE INDEX IF NOT EXISTS actions_cooldown ON actions(plugin, cooldown_key, at)",
     )?;
-    let has = c
-        .prepare("SELECT 1 FROM pragma_table_info('runs') WHERE name = 'alert'")?
-        .exists([])?;
-    if !has {
+    if !has_column(c, "runs", "alert")? {
         // One transaction: a store is never left with the column but
         // without the fingerprints of the runs it already held.
         c.execute_batch(
@@ -118,6 +112,13 @@ pub(super) fn migrate(c: &Connection) -> Result<(), StoreError> {
              WHERE status = 'queued' OR status = 'running' OR status = 'pending_approval';",
     )?;
     Ok(())
+}
+
+fn has_column(c: &Connection, table: &str, column: &str) -> Result<bool, StoreError> {
+    Ok(
+        c.prepare("SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2")?
+            .exists([table, column])?,
+    )
 }
 
 pub(super) fn mark_interrupted(c: &Connection) -> Result<(), StoreError> {
