@@ -11,6 +11,8 @@ the same latency for 20 `severity=critical` alerts posted among the storm.
 With REMEDY_BENCH_PG=postgres://postgres@127.0.0.1:5432 (psql needed) the
 store is PostgreSQL: a database of the run's own, dropped at the end.
 REMEDY_BIN=path measures another build (a baseline) instead of this one's.
+REMEDY_STORM_HA=1 sends every post twice, as a pair of Alertmanagers in HA
+does: each alert of the twin is a repeat.
 """
 import json
 import os
@@ -106,10 +108,11 @@ def post_critical(k):
         r.read()
 
 
+ha = os.environ.get("REMEDY_STORM_HA") == "1"
 started = time.time()
-threads = [threading.Thread(target=post, args=(p,)) for p in range(posts)]
+threads = [threading.Thread(target=post, args=(p,)) for p in range(posts) for _ in range(1 + ha)]
 for k in reversed(range(CRITICAL)):
-    threads.insert(posts * k // CRITICAL + 1, threading.Thread(target=post_critical, args=(k,)))
+    threads.insert((1 + ha) * posts * k // CRITICAL + 1, threading.Thread(target=post_critical, args=(k,)))
 for t in threads:
     t.start()
 for t in threads:

@@ -135,6 +135,65 @@ async fn runs_alerts_approvals_and_the_kill_switch_hold_across_two_replicas() {
 
 /// Fifty intents from two replicas at once against a budget of 3: three
 /// pass, the rest are refused, and what was refused was not recorded.
+/// A payload's repeats are looked up in one query: one answer per key, in
+/// the keys' order, newest run first, none for an alert or a plugin
+/// without runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runs_of_several_alerts_are_answered_in_the_order_asked() {
+    let db = Db::new("alert_runs").await;
+    let store = connect(&db, "a").await;
+    let alert_run = |id: &str, fingerprint: &str, after_s: i64| {
+        let mut r = run(id, RunStatus::Failed);
+        r.trigger = Trigger::Alert {
+            alert: remedy::record::AlertInfo {
+                name: "A".into(),
+                firing: true,
+                labels: Default::default(),
+                annotations: Default::default(),
+                starts_at: "2026-11-28T00:00:00Z".into(),
+                fingerprint: fingerprint.into(),
+            },
+        };
+        r.started_at += chrono::Duration::seconds(after_s);
+        r
+    };
+    for r in [
+        alert_run("fp-1-first", "fp-1", 0),
+        alert_run("fp-1-later", "fp-1", 1),
+        alert_run("fp-2", "fp-2", 0),
+    ] {
+        store.put_run(&r).await.unwrap();
+    }
+    let key = |plugin: &str, fingerprint: &str| remedy::store::AlertKey {
+        plugin: plugin.into(),
+        fingerprint: fingerprint.into(),
+        starts_at: "2026-11-28T00:00:00Z".into(),
+    };
+    let found = store
+        .runs_for_alerts(&[
+            key("db", "fp-2"),
+            key("db", "fp-1"),
+            key("db", "fp-3"),
+            key("other", "fp-1"),
+        ])
+        .await
+        .unwrap();
+    let ids: Vec<Vec<&str>> = found
+        .iter()
+        .map(|runs| runs.iter().map(|r| r.id.as_str()).collect())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            vec!["fp-2"],
+            vec!["fp-1-later", "fp-1-first"],
+            vec![],
+            vec![]
+        ]
+    );
+    assert!(store.runs_for_alerts(&[]).await.unwrap().is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_replicas_never_overspend_a_budget() {
     let db = Db::new("budget").await;

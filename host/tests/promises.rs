@@ -372,10 +372,23 @@ async fn a_repeat_of_an_alert_whose_run_failed_retries_with_backoff_then_escalat
     let (_, r) = server.post("/v1/alerts", firing.clone()).await;
     assert_eq!(r["runs"], json!([]), "{r}");
 
-    // Attempts 2..=4 are retries, each after a longer wait.
+    // Attempts 2..=4 are retries, each after a longer wait. The second
+    // comes with the alert twice in one payload: a payload's repeats are
+    // decided from one read, and the same alert twice is one repeat, one
+    // retry (not a retry and a `skipped` twin).
+    let twice = payload(vec![
+        firing["alerts"][0].clone(),
+        firing["alerts"][0].clone(),
+    ]);
     for attempt in 2..=4u32 {
         tokio::time::sleep(Duration::from_millis(300 * 2u64.pow(attempt - 2) + 100)).await;
-        let (_, r) = server.post("/v1/alerts", firing.clone()).await;
+        let body = if attempt == 2 { &twice } else { &firing };
+        let (_, r) = server.post("/v1/alerts", body.clone()).await;
+        assert_eq!(
+            r["runs"].as_array().unwrap().len(),
+            1,
+            "attempt {attempt}: {r}"
+        );
         assert_eq!(r["runs"][0]["status"], "retried", "attempt {attempt}: {r}");
         let id = r["runs"][0]["run_id"].as_str().unwrap().to_string();
         assert!(!ids.contains(&id), "a new run each time");

@@ -60,6 +60,26 @@ pub struct Launch {
 /// no other run can hold it, so single flight needs no shared claim.
 const OWN_TARGET: &str = "manual:";
 
+/// The `queued` record of a run about to be claimed: a fresh id unless the
+/// launch names one.
+pub(crate) fn queued_record(plugin: &Plugin, l: &Launch) -> RunRecord {
+    let id = l.id.clone().unwrap_or_else(crate::record::new_run_id);
+    let mode = l.mode.unwrap_or(plugin.settings.mode);
+    let dry = mode != Mode::Auto && l.approved.is_none();
+    let mut rec = RunRecord::begin(
+        id,
+        &plugin.plugin_ref(),
+        l.trigger.clone(),
+        dry,
+        RunStatus::Queued,
+    );
+    rec.mode = mode.as_str().into();
+    rec.params = l.params.clone();
+    rec.target = Some(l.target.clone());
+    rec.approval_of = l.approved.as_ref().map(|(of, _)| of.clone());
+    rec
+}
+
 /// A fresh target of a run's own.
 pub fn own_target() -> String {
     format!("{OWN_TARGET}{}", uuid::Uuid::new_v4())
@@ -248,21 +268,20 @@ impl Service {
         plugin: Arc<Plugin>,
         l: Launch,
     ) -> Result<Claimed, RunRecord> {
-        let id = l.id.clone().unwrap_or_else(crate::record::new_run_id);
+        let rec = queued_record(&plugin, &l);
+        self.claim_queued(plugin, l, rec)
+    }
+
+    /// [`Service::claim`] of a run whose `queued` record is already made
+    /// (and stored: an alert's, with the alert).
+    #[allow(clippy::result_large_err)] // built once per run, moved once
+    pub(crate) fn claim_queued(
+        self: &Arc<Self>,
+        plugin: Arc<Plugin>,
+        l: Launch,
+        rec: RunRecord,
+    ) -> Result<Claimed, RunRecord> {
         let key = (plugin.name().to_string(), l.target.clone());
-        let mode = l.mode.unwrap_or(plugin.settings.mode);
-        let dry = mode != Mode::Auto && l.approved.is_none();
-        let mut rec = RunRecord::begin(
-            id,
-            &plugin.plugin_ref(),
-            l.trigger.clone(),
-            dry,
-            RunStatus::Queued,
-        );
-        rec.mode = mode.as_str().into();
-        rec.params = l.params.clone();
-        rec.target = Some(l.target.clone());
-        rec.approval_of = l.approved.as_ref().map(|(of, _)| of.clone());
         let fresh = self
             .inflight
             .lock()

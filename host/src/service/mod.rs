@@ -31,6 +31,7 @@ pub mod verify;
 
 pub use cluster::{Cluster, ClusterView};
 pub use events::{Event, Events};
+pub(crate) use launch::queued_record;
 pub use launch::{own_target, Launch, Started};
 pub use metrics::Metrics;
 pub use registry::Registry;
@@ -110,6 +111,21 @@ impl Service {
             ),
             None => Arc::new(SqliteStore::open(&data_dir)?),
         };
+        Self::start_on(config, store, me).await
+    }
+
+    /// [`Service::start`] on a store already open (`me`: this replica, as
+    /// the store knows it).
+    pub async fn start_on(
+        config: Config,
+        store: Arc<dyn Store>,
+        me: Replica,
+    ) -> anyhow::Result<Arc<Service>> {
+        let data_dir = config
+            .server
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("remedy-data"));
         let shared = store.shared();
         let max_runs = config.server.max_concurrent_runs.unwrap_or(256);
         let per_plugin = config

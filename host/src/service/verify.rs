@@ -213,18 +213,15 @@ impl Service {
     /// - the last attempt failed, timed out, was interrupted or skipped (or
     ///   there is no run at all): retry, after a backoff; after
     ///   [`MAX_ATTEMPTS`] a human is told instead, once.
-    pub async fn on_repeat(&self, plugin: &Plugin, fingerprint: &str, starts_at: &str) -> Repeat {
-        let runs = match self
-            .store
-            .runs_for_alert(plugin.name(), fingerprint, starts_at)
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(error = %e, "runs of a repeated alert could not be read");
-                return Repeat::Nothing;
-            }
-        };
+    ///
+    /// `runs`: the plugin's runs for the alert, newest first, as the store
+    /// answered them (`Store::runs_for_alerts`).
+    pub async fn on_repeat(
+        &self,
+        plugin: &Plugin,
+        runs: Vec<RunRecord>,
+        fingerprint: &str,
+    ) -> Repeat {
         let Some(latest) = runs.first().cloned() else {
             return Repeat::Retry;
         };

@@ -56,6 +56,19 @@ pub trait Store: crate::guardrails::Ledger + Send + Sync {
         fingerprint: &str,
         starts_at: &str,
     ) -> Result<Vec<RunRecord>, StoreError>;
+    /// [`Store::runs_for_alert`] for each key, answered in the keys' order:
+    /// one read for all the repeats of a payload (an HA pair of
+    /// Alertmanagers sends every payload twice, each alert a repeat).
+    async fn runs_for_alerts(&self, keys: &[AlertKey]) -> Result<Vec<Vec<RunRecord>>, StoreError> {
+        let mut found = Vec::with_capacity(keys.len());
+        for k in keys {
+            found.push(
+                self.runs_for_alert(&k.plugin, &k.fingerprint, &k.starts_at)
+                    .await?,
+            );
+        }
+        Ok(found)
+    }
     /// What stopped processes left: their running runs and unsettled
     /// intents marked `interrupted`, their queued runs and open
     /// verifications handed to this replica. SQLite: everything the
@@ -159,6 +172,15 @@ pub struct HourCount {
     pub hour: String,
     pub status: String,
     pub runs: u64,
+}
+
+/// One plugin's runs for one alert (fingerprint and start): what
+/// [`Store::runs_for_alerts`] looks up.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AlertKey {
+    pub plugin: String,
+    pub fingerprint: String,
+    pub starts_at: String,
 }
 
 /// A received Alertmanager alert.

@@ -1,7 +1,7 @@
 //! The Alertmanager receiver (webhook payload version 4): store every alert,
 //! deduplicate on (fingerprint, startsAt), route firing ones to plugins.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -11,7 +11,7 @@ use crate::record::{AlertInfo, Trigger};
 use crate::runtime::Plugin;
 use crate::service::verify::Repeat;
 use crate::service::{Launch, Service, Started};
-use crate::store::StoredAlert;
+use crate::store::{AlertKey, StoredAlert};
 
 /// Why a payload was refused; names the field.
 #[derive(Debug, thiserror::Error)]
@@ -187,10 +187,13 @@ pub async fn receive(service: &Arc<Service>, hook: Webhook) -> Result<Receipt, A
     };
     let received_at = crate::record::timestamp(chrono::Utc::now());
     let loaded = service.registry.loaded();
-    // Claims are taken before the commit (single flight decides `queued` or
-    // `skipped`); those of alerts that turn out to be repeats are dropped.
+    // Each firing alert's runs are stored `queued` with it, and claimed
+    // (single flight) only once the commit has said the alert is new. A
+    // claim taken before could be held by a payload whose alerts turn out
+    // to be repeats: the HA twin of this one, which took the claims first
+    // and committed second, would leave the alert only a `skipped` run.
     let mut items = Vec::with_capacity(hook.alerts.len());
-    let mut claims = Vec::with_capacity(hook.alerts.len());
+    let mut planned = Vec::with_capacity(hook.alerts.len());
     for a in &hook.alerts {
         let fp = fingerprint(a);
         let name = a.labels.get("alertname").cloned().unwrap_or_default();
@@ -198,12 +201,10 @@ pub async fn receive(service: &Arc<Service>, hook: Webhook) -> Result<Receipt, A
         let mut mine = Vec::new();
         if a.status == "firing" {
             for p in loaded.iter().filter(|p| routes_to(p, &name, &a.labels)) {
-                let claim = service.claim(p.clone(), alert_launch(p, a));
-                records.push(match &claim {
-                    Ok(c) => c.rec.clone(),
-                    Err(skipped) => skipped.clone(),
-                });
-                mine.push(claim);
+                let launch = alert_launch(p, a);
+                let rec = crate::service::queued_record(p, &launch);
+                records.push(rec.clone());
+                mine.push((p.clone(), launch, rec));
             }
         }
         items.push((
@@ -217,17 +218,18 @@ pub async fn receive(service: &Arc<Service>, hook: Webhook) -> Result<Receipt, A
             },
             records,
         ));
-        claims.push(mine);
+        planned.push(mine);
     }
     let new = service.store.receive(items).await?;
+    let mut repeats = repeated_runs(service, &loaded, &hook.alerts, &new).await;
 
-    for ((a, is_new), mine) in hook.alerts.iter().zip(new).zip(claims) {
+    let mut skipped = Vec::new();
+    for ((a, is_new), mine) in hook.alerts.iter().zip(new).zip(planned) {
         service.metrics.alert_received(&a.status);
         if !is_new {
-            drop(mine);
             receipt.duplicates += 1;
             if a.status == "firing" {
-                repeat(service, &loaded, a, &mut receipt).await?;
+                repeat(service, &loaded, a, &mut repeats, &mut receipt).await?;
             }
             continue;
         }
@@ -238,29 +240,30 @@ pub async fn receive(service: &Arc<Service>, hook: Webhook) -> Result<Receipt, A
         // What the alert started is told before any of it runs, so that a
         // watcher hears of the alert before its runs.
         let mut start = Vec::new();
-        let mut skipped = Vec::new();
         let runs: Vec<StartedRun> = mine
             .into_iter()
-            .map(|claim| match claim {
-                Ok(c) => {
-                    let run = StartedRun {
-                        plugin: c.rec.plugin.clone(),
-                        run_id: c.rec.id.clone(),
-                        status: "queued",
-                    };
-                    start.push(c);
-                    run
-                }
-                Err(rec) => {
-                    let run = StartedRun {
-                        plugin: rec.plugin.clone(),
-                        run_id: rec.id.clone(),
-                        status: "skipped",
-                    };
-                    skipped.push(rec);
-                    run
-                }
-            })
+            .map(
+                |(p, launch, rec)| match service.claim_queued(p, launch, rec) {
+                    Ok(c) => {
+                        let run = StartedRun {
+                            plugin: c.rec.plugin.clone(),
+                            run_id: c.rec.id.clone(),
+                            status: "queued",
+                        };
+                        start.push(c);
+                        run
+                    }
+                    Err(rec) => {
+                        let run = StartedRun {
+                            plugin: rec.plugin.clone(),
+                            run_id: rec.id.clone(),
+                            status: "skipped",
+                        };
+                        skipped.push(rec);
+                        run
+                    }
+                },
+            )
             .collect();
         service.events.emit("alert.received", None, None, || {
             serde_json::json!({
@@ -275,9 +278,17 @@ pub async fn receive(service: &Arc<Service>, hook: Webhook) -> Result<Receipt, A
         for c in start {
             drop(service.spawn_run(c, None));
         }
-        for rec in &skipped {
-            service.finished(rec);
+    }
+    // A run that lost its claim to one in flight replaces its `queued`
+    // record with a `skipped` one (were this lost in a crash, the restart
+    // would resume the queued run, and single flight decide again).
+    let stored =
+        futures_util::future::join_all(skipped.iter().map(|rec| service.store.put_run(rec)));
+    for (rec, done) in skipped.iter().zip(stored.await) {
+        if let Err(e) = done {
+            tracing::error!(run_id = %rec.id, error = %e, "`skipped` not stored; the run stays queued");
         }
+        service.finished(rec);
     }
     Ok(receipt)
 }
@@ -296,6 +307,45 @@ fn alert_launch(p: &Plugin, a: &WebhookAlert) -> Launch {
     }
 }
 
+/// Each plugin's runs for each repeated firing alert of a payload, read at
+/// once after its commit; a key is taken by the first repeat that uses it
+/// (`None` after: the same alert twice in one payload is one repeat).
+type RepeatedRuns = HashMap<AlertKey, Option<Vec<crate::record::RunRecord>>>;
+
+async fn repeated_runs(
+    service: &Arc<Service>,
+    loaded: &[Arc<Plugin>],
+    alerts: &[WebhookAlert],
+    new: &[bool],
+) -> RepeatedRuns {
+    let mut keys = Vec::new();
+    for (a, _) in alerts
+        .iter()
+        .zip(new)
+        .filter(|(a, is_new)| !**is_new && a.status == "firing")
+    {
+        let name = a.labels.get("alertname").cloned().unwrap_or_default();
+        for p in loaded.iter().filter(|p| routes_to(p, &name, &a.labels)) {
+            keys.push(AlertKey {
+                plugin: p.name().to_string(),
+                fingerprint: fingerprint(a),
+                starts_at: a.starts_at.clone(),
+            });
+        }
+    }
+    keys.sort();
+    keys.dedup();
+    match service.store.runs_for_alerts(&keys).await {
+        Ok(runs) => keys.into_iter().zip(runs.into_iter().map(Some)).collect(),
+        Err(e) => {
+            // As when a plugin has no say: nothing is retried or escalated
+            // on a read that failed; the next repeat decides.
+            tracing::error!(error = %e, "runs of repeated alerts could not be read");
+            HashMap::new()
+        }
+    }
+}
+
 /// A repeat notification of a firing alert: each plugin it routes to
 /// decides between nothing (its run is fine or still going), a retry (its
 /// last attempt did not succeed) and an escalation (it mitigated and the
@@ -304,13 +354,22 @@ async fn repeat(
     service: &Arc<Service>,
     loaded: &[Arc<Plugin>],
     a: &WebhookAlert,
+    repeats: &mut RepeatedRuns,
     receipt: &mut Receipt,
 ) -> Result<(), AlertError> {
     let fp = fingerprint(a);
     let name = a.labels.get("alertname").cloned().unwrap_or_default();
     for p in loaded.iter().filter(|p| routes_to(p, &name, &a.labels)) {
         let launch = || alert_launch(p, a);
-        match service.on_repeat(p, &fp, &a.starts_at).await {
+        let key = AlertKey {
+            plugin: p.name().to_string(),
+            fingerprint: fp.clone(),
+            starts_at: a.starts_at.clone(),
+        };
+        let Some(runs) = repeats.get_mut(&key).and_then(Option::take) else {
+            continue;
+        };
+        match service.on_repeat(p, runs, &fp).await {
             Repeat::Nothing => {}
             Repeat::Escalated(run_id) => receipt.runs.push(StartedRun {
                 plugin: p.name().to_string(),
@@ -340,6 +399,8 @@ async fn repeat(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    mod twins;
 
     #[test]
     fn malformed_payloads_name_the_field() {

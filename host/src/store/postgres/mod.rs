@@ -369,6 +369,41 @@ impl Store for PgStore {
         records(rows)
     }
 
+    async fn runs_for_alerts(
+        &self,
+        keys: &[super::AlertKey],
+    ) -> Result<Vec<Vec<RunRecord>>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let plugins: Vec<&str> = keys.iter().map(|k| k.plugin.as_str()).collect();
+        let fingerprints: Vec<&str> = keys.iter().map(|k| k.fingerprint.as_str()).collect();
+        let starts: Vec<&str> = keys.iter().map(|k| k.starts_at.as_str()).collect();
+        // One round trip for a payload's repeats: each key's newest 50,
+        // tagged with the key's position.
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT k.i, r.record FROM unnest($1::text[], $2::text[], $3::text[]) \
+                 WITH ORDINALITY AS k(plugin, fingerprint, starts_at, i) \
+                 CROSS JOIN LATERAL (SELECT record, started_at FROM runs \
+                   WHERE plugin = k.plugin AND alert_fingerprint = k.fingerprint \
+                   AND alert_starts_at = k.starts_at ORDER BY started_at DESC LIMIT 50) r \
+                 ORDER BY k.i, r.started_at DESC",
+                &[&plugins, &fingerprints, &starts],
+            )
+            .await
+            .map_err(pg)?;
+        let mut found = vec![Vec::new(); keys.len()];
+        for row in rows {
+            let i: i64 = row.get(0);
+            let rec: RunRecord = serde_json::from_str(row.get(1))?;
+            found[(i - 1) as usize].push(rec);
+        }
+        Ok(found)
+    }
+
     async fn take_over(&self) -> Result<Orphans, StoreError> {
         self.take_over_dead().await
     }

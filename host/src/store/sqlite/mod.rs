@@ -228,19 +228,24 @@ impl Store for SqliteStore {
             fingerprint.to_string(),
             starts_at.to_string(),
         );
+        self.read(move |c| alert_runs(c, &plugin, &fingerprint, &starts_at))
+            .await
+    }
+
+    async fn runs_for_alerts(
+        &self,
+        keys: &[super::AlertKey],
+    ) -> Result<Vec<Vec<RunRecord>>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = keys.to_vec();
+        // One hand-off to the reader for the lot: a payload's repeats
+        // queued one by one behind the reader's lock, each its own wake-up.
         self.read(move |c| {
-            let mut stmt = c.prepare_cached(
-                // INDEXED BY: ordered by start, the planner prefers
-                // `runs_plugin` and decodes every run of the plugin.
-                "SELECT record FROM runs INDEXED BY runs_of_alert WHERE plugin = ?1 \
-                 AND alert = ?2 \
-                 AND json_extract(record, '$.trigger.alert.starts_at') = ?3 \
-                 ORDER BY started_at DESC, id LIMIT 50",
-            )?;
-            let rows = stmt.query_map(params![plugin, fingerprint, starts_at], |r| {
-                r.get::<_, String>(0)
-            })?;
-            rows.map(|j| Ok(serde_json::from_str(&j?)?)).collect()
+            keys.iter()
+                .map(|k| alert_runs(c, &k.plugin, &k.fingerprint, &k.starts_at))
+                .collect()
         })
         .await
     }
@@ -404,4 +409,25 @@ impl SqliteStore {
         })
         .await
     }
+}
+
+/// The runs `plugin` made for one alert, newest first, at most 50.
+fn alert_runs(
+    c: &Connection,
+    plugin: &str,
+    fingerprint: &str,
+    starts_at: &str,
+) -> Result<Vec<RunRecord>, StoreError> {
+    let mut stmt = c.prepare_cached(
+        // INDEXED BY: ordered by start, the planner prefers
+        // `runs_plugin` and decodes every run of the plugin.
+        "SELECT record FROM runs INDEXED BY runs_of_alert WHERE plugin = ?1 \
+         AND alert = ?2 \
+         AND json_extract(record, '$.trigger.alert.starts_at') = ?3 \
+         ORDER BY started_at DESC, id LIMIT 50",
+    )?;
+    let rows = stmt.query_map(params![plugin, fingerprint, starts_at], |r| {
+        r.get::<_, String>(0)
+    })?;
+    rows.map(|j| Ok(serde_json::from_str(&j?)?)).collect()
 }

@@ -297,6 +297,52 @@ mod tests {
         );
     }
 
+    /// A payload's repeats are looked up in one read: one answer per key,
+    /// in the keys' order, newest run first, none for an alert or a plugin
+    /// without runs.
+    #[tokio::test]
+    async fn the_runs_of_several_alerts_are_answered_in_the_order_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let mut later = alert_run("fp-1-later", "fp-1");
+        later.started_at += chrono::Duration::seconds(1);
+        for rec in [
+            alert_run("fp-1-first", "fp-1"),
+            later,
+            alert_run("fp-2", "fp-2"),
+        ] {
+            store.put_run(&rec).await.unwrap();
+        }
+        let key = |plugin: &str, fingerprint: &str| crate::store::AlertKey {
+            plugin: plugin.into(),
+            fingerprint: fingerprint.into(),
+            starts_at: "2026-11-28T00:00:00Z".into(),
+        };
+        let found = store
+            .runs_for_alerts(&[
+                key("p", "fp-2"),
+                key("p", "fp-1"),
+                key("p", "fp-3"),
+                key("q", "fp-1"),
+            ])
+            .await
+            .unwrap();
+        let ids: Vec<Vec<&str>> = found
+            .iter()
+            .map(|runs| runs.iter().map(|r| r.id.as_str()).collect())
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                vec!["fp-2"],
+                vec!["fp-1-later", "fp-1-first"],
+                vec![],
+                vec![]
+            ]
+        );
+        assert!(store.runs_for_alerts(&[]).await.unwrap().is_empty());
+    }
+
     /// Unfinished runs are looked up by status at start-up, through the
     /// partial index, not by scanning every run ever stored.
     #[test]

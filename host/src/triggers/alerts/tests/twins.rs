@@ -1,0 +1,159 @@
+//! A pair of Alertmanagers in HA sends every payload twice, at about the
+//! same time. Whichever copy commits first stores the alerts, and its runs
+//! must start: the other copy's alerts are repeats and start nothing.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+
+use crate::guardrails::{Intent, Ledger, Refusal};
+use crate::record::{Applied, RunRecord};
+use crate::service::Service;
+use crate::store::{
+    AuditEvent, AuditFilter, HourCount, Orphans, Replica, RunFilter, SqliteStore, Store,
+    StoreError, StoredAlert,
+};
+
+/// The SQLite store, except that the first payload's commit waits until
+/// `release`: the copy that arrived first is overtaken by its twin.
+struct FirstReceiptHeld {
+    inner: SqliteStore,
+    held: AtomicBool,
+    entered: Notify,
+    release: Notify,
+}
+
+#[async_trait::async_trait]
+impl Ledger for FirstReceiptHeld {
+    async fn intend(&self, intent: Intent) -> Result<i64, Refusal> {
+        self.inner.intend(intent).await
+    }
+    async fn settle(&self, id: i64, applied: Applied, error: Option<String>) {
+        self.inner.settle(id, applied, error).await
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for FirstReceiptHeld {
+    fn healthy(&self) -> bool {
+        self.inner.healthy()
+    }
+    async fn put_run(&self, rec: &RunRecord) -> Result<(), StoreError> {
+        self.inner.put_run(rec).await
+    }
+    async fn audit(&self, event: AuditEvent) -> Result<(), StoreError> {
+        self.inner.audit(event).await
+    }
+    async fn receive(
+        &self,
+        items: Vec<(StoredAlert, Vec<RunRecord>)>,
+    ) -> Result<Vec<bool>, StoreError> {
+        if !self.held.swap(true, Ordering::SeqCst) {
+            self.entered.notify_one();
+            self.release.notified().await;
+        }
+        self.inner.receive(items).await
+    }
+    async fn decide(&self, rec: &RunRecord) -> Result<bool, StoreError> {
+        self.inner.decide(rec).await
+    }
+    async fn prune(&self, before: &str, ledger_before: &str) -> Result<bool, StoreError> {
+        self.inner.prune(before, ledger_before).await
+    }
+    async fn set_pause(&self, pause: Option<crate::killswitch::Pause>) -> Result<(), StoreError> {
+        self.inner.set_pause(pause).await
+    }
+    async fn pause(&self) -> Result<Option<crate::killswitch::Pause>, StoreError> {
+        self.inner.pause().await
+    }
+    async fn runs_for_alert(
+        &self,
+        plugin: &str,
+        fingerprint: &str,
+        starts_at: &str,
+    ) -> Result<Vec<RunRecord>, StoreError> {
+        self.inner
+            .runs_for_alert(plugin, fingerprint, starts_at)
+            .await
+    }
+    async fn take_over(&self) -> Result<Orphans, StoreError> {
+        self.inner.take_over().await
+    }
+    async fn get_run(&self, id: &str) -> Result<Option<RunRecord>, StoreError> {
+        self.inner.get_run(id).await
+    }
+    async fn list_runs(&self, f: RunFilter) -> Result<Vec<RunRecord>, StoreError> {
+        self.inner.list_runs(f).await
+    }
+    async fn list_alerts(&self, limit: u32) -> Result<Vec<StoredAlert>, StoreError> {
+        self.inner.list_alerts(limit).await
+    }
+    async fn list_audit(&self, f: AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
+        self.inner.list_audit(f).await
+    }
+    async fn run_counts(&self, since: &str) -> Result<Vec<HourCount>, StoreError> {
+        self.inner.run_counts(since).await
+    }
+    async fn budget_used(
+        &self,
+        plugin: &str,
+        kind: crate::action::ActionKind,
+        per: std::time::Duration,
+    ) -> Result<u32, StoreError> {
+        self.inner.budget_used(plugin, kind, per).await
+    }
+}
+
+fn payload() -> super::Webhook {
+    super::parse(
+        br#"{"version":"4","alerts":[{"status":"firing","labels":{"alertname":"Twin","service":"api"},"startsAt":"2026-11-28T03:00:00Z","fingerprint":"twin-1"}]}"#,
+    )
+    .unwrap()
+}
+
+/// The first copy reaches the store first but commits second. Before, it
+/// had claimed the alert's target as it arrived, so its twin found the
+/// target in flight and stored the alert with a `skipped` run; the first
+/// copy then turned out a repeat and dropped its claim. The alert was
+/// never handled (until Alertmanager's next repeat, hours later).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_twin_that_commits_first_starts_the_run_whichever_arrived_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let toml = format!(
+        "[server]\ndata_dir = {:?}\n[plugins.cache-health]\nalerts = [\"Twin\"]\n",
+        data.display().to_string()
+    );
+    let config = crate::config::Config::parse(&toml, &dir.path().join("remedy.toml")).unwrap();
+    let store = Arc::new(FirstReceiptHeld {
+        inner: SqliteStore::open(&data).unwrap(),
+        held: AtomicBool::new(false),
+        entered: Notify::new(),
+        release: Notify::new(),
+    });
+    let me = Replica::new("twins".into(), std::time::Duration::from_secs(10));
+    let service = Service::start_on(config, store.clone(), me).await.unwrap();
+
+    let first = tokio::spawn({
+        let service = service.clone();
+        async move { super::receive(&service, payload()).await.unwrap() }
+    });
+    store.entered.notified().await;
+    let twin = super::receive(&service, payload()).await.unwrap();
+    store.release.notify_one();
+    let first = first.await.unwrap();
+
+    assert_eq!((twin.new, twin.duplicates), (1, 0));
+    assert_eq!(twin.runs.len(), 1);
+    assert_eq!(twin.runs[0].status, "queued", "{:?}", twin.runs);
+    assert_eq!((first.new, first.duplicates), (0, 1));
+    assert!(first.runs.is_empty(), "{:?}", first.runs);
+    let stored = service
+        .store
+        .runs_for_alert("cache-health", "twin-1", "2026-11-28T03:00:00Z")
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_ne!(stored[0].status, crate::record::RunStatus::Skipped);
+}
