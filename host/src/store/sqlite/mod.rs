@@ -32,8 +32,6 @@ pub struct SqliteStore {
     writer: mpsc::SyncSender<Op>,
     /// Writes that go before the queue (see `write_loop`).
     urgent: mpsc::Sender<Op>,
-    /// Alertmanager's payloads, after `urgent` and before the queue.
-    receipts: mpsc::Sender<Op>,
     reader: Arc<Mutex<Connection>>,
     /// Cleared when the writer thread ends, however it ends.
     alive: Arc<std::sync::atomic::AtomicBool>,
@@ -67,11 +65,6 @@ impl SqliteStore {
         }
         let (tx, rx) = mpsc::sync_channel(8192);
         let (urgent, urgent_rx) = mpsc::channel();
-        let (receipts, receipts_rx) = mpsc::channel();
-        let ahead = Ahead {
-            urgent: urgent_rx,
-            receipts: receipts_rx,
-        };
         let alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let guard = AliveGuard(alive.clone());
         let handoff = checkpoint::Handoff::default();
@@ -80,7 +73,7 @@ impl SqliteStore {
             .name("remedy-store".into())
             .spawn(move || {
                 let _guard = guard;
-                write_loop(writer, rx, ahead, handoff)
+                write_loop(writer, rx, urgent_rx, handoff)
             })
             .map_err(|source| StoreError::Dir {
                 path: "store writer thread".into(),
@@ -89,23 +82,19 @@ impl SqliteStore {
         Ok(SqliteStore {
             writer: tx,
             urgent,
-            receipts,
             reader: Arc::new(Mutex::new(reader)),
             alive,
             handed_over: Arc::default(),
         })
     }
 
-    /// Like `send`, ahead of the queue (`urgent` or `receipts`). Neither
-    /// lane is bounded: a critical alert's writes are few, and each receipt
-    /// is a request that waits for it, bounded by the connections served.
-    async fn send_ahead<T>(
-        &self,
-        lane: &mpsc::Sender<Op>,
-        make: impl FnOnce(Ack<T>) -> Op,
-    ) -> Result<T, StoreError> {
+    /// Like `send`, ahead of the queue: for a critical alert's writes, which
+    /// are few, so the queue they skip need not bound them.
+    async fn send_urgent<T>(&self, make: impl FnOnce(Ack<T>) -> Op) -> Result<T, StoreError> {
         let (ack, done) = oneshot::channel();
-        lane.send(make(ack)).map_err(|_| StoreError::Closed)?;
+        self.urgent
+            .send(make(ack))
+            .map_err(|_| StoreError::Closed)?;
         // The writer may be asleep on the main queue.
         let _ = self.writer.try_send(Op::Wake);
         done.await.map_err(|_| StoreError::Closed)?
@@ -154,9 +143,7 @@ impl Store for SqliteStore {
     async fn put_run(&self, rec: &RunRecord) -> Result<(), StoreError> {
         let row = RunRow::of(rec)?;
         if rec.trigger.urgent() {
-            return self
-                .send_ahead(&self.urgent, |ack| Op::Run { row, ack })
-                .await;
+            return self.send_urgent(|ack| Op::Run { row, ack }).await;
         }
         self.send(|ack| Op::Run { row, ack }).await
     }
@@ -183,9 +170,10 @@ impl Store for SqliteStore {
                 Ok((AlertRow::of(alert), runs))
             })
             .collect::<Result<_, StoreError>>()?;
-        let lane = if urgent { &self.urgent } else { &self.receipts };
-        self.send_ahead(lane, |ack| Op::Receive { items, ack })
-            .await
+        if urgent {
+            return self.send_urgent(|ack| Op::Receive { items, ack }).await;
+        }
+        self.send(|ack| Op::Receive { items, ack }).await
     }
 
     async fn decide(&self, rec: &RunRecord) -> Result<bool, StoreError> {
