@@ -28,6 +28,8 @@ p99() { grep '99%' "$out/load" | sed -n "${1}p" | awk '{print $2}'; }
 
 echo "alert storm…" >&2
 python3 scripts/alert-storm.py >"$out/storm" 2>&1
+echo "alert storm, every post twice (an HA pair of Alertmanagers)…" >&2
+REMEDY_STORM_HA=1 python3 scripts/alert-storm.py >"$out/storm-ha" 2>&1
 
 echo "schedules (about 80 s)…" >&2
 python3 scripts/schedule-load.py >"$out/sched" 2>&1
@@ -64,6 +66,8 @@ row "?wait=true at a fixed half of that rate (oha -q)" "$(grep -o 'fixed [0-9]*/
 row "alert storm: post answered" "$(grep -o 'p50 .*' <(grep 'answer to Alertmanager' "$out/storm"))"
 row "alert storm: receipt → run start" "$(grep -o 'p50 .*' <(grep 'receipt -> run start' "$out/storm"))"
 row "alert storm: 20 critical alerts posted mid-storm, receipt → run start" "$(grep -o 'p50 .*' <(grep 'critical alerts' "$out/storm"))"
+row "alert storm, HA twins: post answered" "$(grep -o 'p50 .*' <(grep 'answer to Alertmanager' "$out/storm-ha"))"
+row "alert storm, HA twins: runs" "$(grep -o 'runs recorded.*' "$out/storm-ha")"
 row "schedules: ticks" "$(sed -n 2p "$out/sched")"
 row "schedules: tick → run start" "$(grep -o 'p50 .*' <(grep 'tick -> run start' "$out/sched"))"
 row "start-up cold (8 bundled plugins compiled)" "$cold"
