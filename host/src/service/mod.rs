@@ -72,6 +72,15 @@ pub struct Service {
 /// loaded as.
 type SeenFile = (SystemTime, u64, Option<String>);
 
+/// Where the store and the compiled-code cache live (`server.data_dir`).
+fn data_dir(config: &Config) -> PathBuf {
+    config
+        .server
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("remedy-data"))
+}
+
 pub(crate) fn now() -> String {
     crate::record::timestamp(Utc::now())
 }
@@ -82,11 +91,7 @@ impl Service {
     /// resumes the runs that were still queued. Plugins that fail to load
     /// are reported; the others serve.
     pub async fn start(config: Config) -> anyhow::Result<Arc<Service>> {
-        let data_dir = config
-            .server
-            .data_dir
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("remedy-data"));
+        let data_dir = data_dir(&config);
         let store_url = config
             .server
             .store
@@ -121,11 +126,7 @@ impl Service {
         store: Arc<dyn Store>,
         me: Replica,
     ) -> anyhow::Result<Arc<Service>> {
-        let data_dir = config
-            .server
-            .data_dir
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("remedy-data"));
+        let data_dir = data_dir(&config);
         let shared = store.shared();
         let max_runs = config.server.max_concurrent_runs.unwrap_or(256);
         let per_plugin = config

@@ -310,13 +310,26 @@ impl Store for SqliteStore {
     }
 
     async fn list_runs(&self, f: RunFilter) -> Result<Vec<RunRecord>, StoreError> {
+        // Runs waiting for approval (the console's overview) are few among
+        // all those kept: through `runs_unfinished`, not by walking every
+        // run newest first until the limit is met or the history ends.
+        let unfinished = f
+            .status
+            .as_deref()
+            .is_some_and(|s| UNFINISHED_STATUSES.contains(&s));
         self.read(move |c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT record FROM runs WHERE (?1 IS NULL OR plugin = ?1) AND (?2 IS NULL OR status = ?2) \
-                 AND (?3 IS NULL OR started_at >= ?3) ORDER BY started_at DESC, id LIMIT ?4",
-            )?;
+            let mut stmt = c.prepare_cached(if unfinished {
+                LIST_UNFINISHED_RUNS.as_str()
+            } else {
+                LIST_RUNS
+            })?;
             let rows = stmt.query_map(
-                params![f.plugin, f.status, f.since, f.limit.unwrap_or(100).min(MAX_ROWS)],
+                params![
+                    f.plugin,
+                    f.status,
+                    f.since,
+                    f.limit.unwrap_or(100).min(MAX_ROWS)
+                ],
                 |r| r.get::<_, String>(0),
             )?;
             rows.map(|j| Ok(serde_json::from_str(&j?)?)).collect()
@@ -410,6 +423,20 @@ impl SqliteStore {
         .await
     }
 }
+
+/// `GET /v1/runs`: (plugin, status, since, limit), newest first.
+const LIST_RUNS: &str = "SELECT record FROM runs WHERE (?1 IS NULL OR plugin = ?1) \
+     AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR started_at >= ?3) \
+     ORDER BY started_at DESC, id LIMIT ?4";
+
+/// [`LIST_RUNS`] of one unfinished status (`?2` is never null here).
+static LIST_UNFINISHED_RUNS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT record FROM runs WHERE ({UNFINISHED}) AND status = ?2 \
+             AND (?1 IS NULL OR plugin = ?1) AND (?3 IS NULL OR started_at >= ?3) \
+             ORDER BY started_at DESC, id LIMIT ?4"
+    )
+});
 
 /// The runs `plugin` made for one alert, newest first, at most 50.
 fn alert_runs(
