@@ -210,9 +210,15 @@ impl Service {
     /// - the last run mitigated live and was not verified as resolved:
     ///   mitigating again would repeat what did not work, so a human hears
     ///   about it instead (once verification had its chance);
-    /// - the last attempt failed, timed out, was interrupted or skipped (or
-    ///   there is no run at all): retry, after a backoff; after
-    ///   [`MAX_ATTEMPTS`] a human is told instead, once.
+    /// - the last attempt failed, timed out or was interrupted (or there is
+    ///   no run at all): retry, after a backoff; after [`MAX_ATTEMPTS`] a
+    ///   human is told instead, once.
+    ///
+    /// A `skipped` run never ran (another held its target): it is neither
+    /// an attempt nor the alert's state. An HA pair's twin repeats leave one
+    /// beside each retry; counted, they would give up after half the
+    /// attempts, and a skipped run newer than a retry still in flight would
+    /// start another.
     ///
     /// `runs`: the plugin's runs for the alert, newest first, as the store
     /// answered them (`Store::runs_for_alerts`).
@@ -222,10 +228,14 @@ impl Service {
         runs: Vec<RunRecord>,
         fingerprint: &str,
     ) -> Repeat {
+        use crate::record::RunStatus as S;
+        let runs: Vec<RunRecord> = runs
+            .into_iter()
+            .filter(|r| r.status != S::Skipped)
+            .collect();
         let Some(latest) = runs.first().cloned() else {
             return Repeat::Retry;
         };
-        use crate::record::RunStatus as S;
         match latest.status {
             S::Queued | S::Running | S::PendingApproval | S::Rejected | S::Expired => {
                 Repeat::Nothing

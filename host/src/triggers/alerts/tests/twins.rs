@@ -112,20 +112,15 @@ fn payload() -> super::Webhook {
     .unwrap()
 }
 
-/// The first copy reaches the store first but commits second. Before, it
-/// had claimed the alert's target as it arrived, so its twin found the
-/// target in flight and stored the alert with a `skipped` run; the first
-/// copy then turned out a repeat and dropped its claim. The alert was
-/// never handled (until Alertmanager's next repeat, hours later).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_twin_that_commits_first_starts_the_run_whichever_arrived_first() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
+/// A service with cache-health taking `Twin` alerts, on a store whose
+/// first receipt waits for `release`.
+async fn service(dir: &std::path::Path) -> (Arc<Service>, Arc<FirstReceiptHeld>) {
+    let data = dir.join("data");
     let toml = format!(
         "[server]\ndata_dir = {:?}\n[plugins.cache-health]\nalerts = [\"Twin\"]\n",
         data.display().to_string()
     );
-    let config = crate::config::Config::parse(&toml, &dir.path().join("remedy.toml")).unwrap();
+    let config = crate::config::Config::parse(&toml, &dir.join("remedy.toml")).unwrap();
     let store = Arc::new(FirstReceiptHeld {
         inner: SqliteStore::open(&data).unwrap(),
         held: AtomicBool::new(false),
@@ -134,6 +129,18 @@ async fn the_twin_that_commits_first_starts_the_run_whichever_arrived_first() {
     });
     let me = Replica::new("twins".into(), std::time::Duration::from_secs(10));
     let service = Service::start_on(config, store.clone(), me).await.unwrap();
+    (service, store)
+}
+
+/// The first copy reaches the store first but commits second. Before, it
+/// had claimed the alert's target as it arrived, so its twin found the
+/// target in flight and stored the alert with a `skipped` run; the first
+/// copy then turned out a repeat and dropped its claim. The alert was
+/// never handled (until Alertmanager's next repeat, hours later).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_twin_that_commits_first_starts_the_run_whichever_arrived_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let (service, store) = service(dir.path()).await;
 
     let first = tokio::spawn({
         let service = service.clone();
@@ -156,4 +163,59 @@ async fn the_twin_that_commits_first_starts_the_run_whichever_arrived_first() {
         .unwrap();
     assert_eq!(stored.len(), 1);
     assert_ne!(stored[0].status, crate::record::RunStatus::Skipped);
+}
+
+/// HA twins repeat an alert together: one retries, the other finds the
+/// retry in flight and leaves a `skipped` run. Those never ran: counted as
+/// attempts, three of them and one real failure made Remedy give up after
+/// a single attempt; the newest of them hid the retry still running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeat_neither_counts_nor_is_judged_by_skipped_runs() {
+    use crate::record::RunStatus as S;
+    use crate::service::verify::Repeat;
+    let dir = tempfile::tempdir().unwrap();
+    let (service, _) = service(dir.path()).await;
+    let plugin = service
+        .registry
+        .loaded()
+        .into_iter()
+        .find(|p| p.name() == "cache-health")
+        .unwrap();
+    let alert = &payload().alerts[0];
+    let run = |status: S, ago_s: i64| {
+        let mut r = crate::service::queued_record(&plugin, &super::alert_launch(&plugin, alert));
+        r.status = status;
+        r.started_at -= chrono::Duration::seconds(ago_s);
+        r.finished_at = Some(r.started_at);
+        r
+    };
+    // One failure an hour ago (its backoff long passed), three twins'
+    // `skipped` since: one attempt, so a retry.
+    let runs = vec![
+        run(S::Skipped, 0),
+        run(S::Skipped, 1),
+        run(S::Skipped, 2),
+        run(S::Trapped, 3600),
+    ];
+    assert_eq!(
+        service.on_repeat(&plugin, runs, "twin-1").await,
+        Repeat::Retry
+    );
+    // A retry still running behind its twin's `skipped`: nothing.
+    let runs = vec![
+        run(S::Skipped, 0),
+        run(S::Running, 1),
+        run(S::Trapped, 3600),
+    ];
+    assert_eq!(
+        service.on_repeat(&plugin, runs, "twin-1").await,
+        Repeat::Nothing
+    );
+    // Only skipped runs: none ever ran, so a retry.
+    assert_eq!(
+        service
+            .on_repeat(&plugin, vec![run(S::Skipped, 0)], "twin-1")
+            .await,
+        Repeat::Retry
+    );
 }
