@@ -48,27 +48,11 @@ pub trait Store: crate::guardrails::Ledger + Send + Sync {
     async fn set_pause(&self, pause: Option<crate::killswitch::Pause>) -> Result<(), StoreError>;
     /// The kill switch as last stored.
     async fn pause(&self) -> Result<Option<crate::killswitch::Pause>, StoreError>;
-    /// The runs `plugin` made for one alert (fingerprint and start), newest
-    /// first, at most 50.
-    async fn runs_for_alert(
-        &self,
-        plugin: &str,
-        fingerprint: &str,
-        starts_at: &str,
-    ) -> Result<Vec<RunRecord>, StoreError>;
-    /// [`Store::runs_for_alert`] for each key, answered in the keys' order:
-    /// one read for all the repeats of a payload (an HA pair of
+    /// For each key, the runs its plugin made for its alert (fingerprint
+    /// and start), newest first, at most 50; answered in the keys' order.
+    /// One read for all the repeats of a payload (an HA pair of
     /// Alertmanagers sends every payload twice, each alert a repeat).
-    async fn runs_for_alerts(&self, keys: &[AlertKey]) -> Result<Vec<Vec<RunRecord>>, StoreError> {
-        let mut found = Vec::with_capacity(keys.len());
-        for k in keys {
-            found.push(
-                self.runs_for_alert(&k.plugin, &k.fingerprint, &k.starts_at)
-                    .await?,
-            );
-        }
-        Ok(found)
-    }
+    async fn runs_for_alerts(&self, keys: &[AlertKey]) -> Result<Vec<Vec<RunRecord>>, StoreError>;
     /// What stopped processes left: their running runs and unsettled
     /// intents marked `interrupted`, their queued runs and open
     /// verifications handed to this replica. SQLite: everything the

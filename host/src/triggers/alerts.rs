@@ -307,6 +307,15 @@ fn alert_launch(p: &Plugin, a: &WebhookAlert) -> Launch {
     }
 }
 
+/// What `p`'s runs for `a` are looked up by.
+fn alert_key(p: &Plugin, a: &WebhookAlert) -> AlertKey {
+    AlertKey {
+        plugin: p.name().to_string(),
+        fingerprint: fingerprint(a),
+        starts_at: a.starts_at.clone(),
+    }
+}
+
 /// Each plugin's runs for each repeated firing alert of a payload, read at
 /// once after its commit; a key is taken by the first repeat that uses it
 /// (`None` after: the same alert twice in one payload is one repeat).
@@ -326,11 +335,7 @@ async fn repeated_runs(
     {
         let name = a.labels.get("alertname").cloned().unwrap_or_default();
         for p in loaded.iter().filter(|p| routes_to(p, &name, &a.labels)) {
-            keys.push(AlertKey {
-                plugin: p.name().to_string(),
-                fingerprint: fingerprint(a),
-                starts_at: a.starts_at.clone(),
-            });
+            keys.push(alert_key(p, a));
         }
     }
     keys.sort();
@@ -361,12 +366,7 @@ async fn repeat(
     let name = a.labels.get("alertname").cloned().unwrap_or_default();
     for p in loaded.iter().filter(|p| routes_to(p, &name, &a.labels)) {
         let launch = || alert_launch(p, a);
-        let key = AlertKey {
-            plugin: p.name().to_string(),
-            fingerprint: fp.clone(),
-            starts_at: a.starts_at.clone(),
-        };
-        let Some(runs) = repeats.get_mut(&key).and_then(Option::take) else {
+        let Some(runs) = repeats.get_mut(&alert_key(p, a)).and_then(Option::take) else {
             continue;
         };
         match service.on_repeat(p, runs, &fp).await {

@@ -350,25 +350,6 @@ impl Store for PgStore {
         Ok(row.map(|r| serde_json::from_str(r.get(0))).transpose()?)
     }
 
-    async fn runs_for_alert(
-        &self,
-        plugin: &str,
-        fingerprint: &str,
-        starts_at: &str,
-    ) -> Result<Vec<RunRecord>, StoreError> {
-        let rows = self
-            .client()
-            .await?
-            .query(
-                "SELECT record FROM runs WHERE plugin = $1 AND alert_fingerprint = $2 \
-                 AND alert_starts_at = $3 ORDER BY started_at DESC LIMIT 50",
-                &[&plugin, &fingerprint, &starts_at],
-            )
-            .await
-            .map_err(pg)?;
-        records(rows)
-    }
-
     async fn runs_for_alerts(
         &self,
         keys: &[super::AlertKey],

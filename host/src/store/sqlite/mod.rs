@@ -217,21 +217,6 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn runs_for_alert(
-        &self,
-        plugin: &str,
-        fingerprint: &str,
-        starts_at: &str,
-    ) -> Result<Vec<RunRecord>, StoreError> {
-        let (plugin, fingerprint, starts_at) = (
-            plugin.to_string(),
-            fingerprint.to_string(),
-            starts_at.to_string(),
-        );
-        self.read(move |c| alert_runs(c, &plugin, &fingerprint, &starts_at))
-            .await
-    }
-
     async fn runs_for_alerts(
         &self,
         keys: &[super::AlertKey],
@@ -242,12 +227,8 @@ impl Store for SqliteStore {
         let keys = keys.to_vec();
         // One hand-off to the reader for the lot: a payload's repeats
         // queued one by one behind the reader's lock, each its own wake-up.
-        self.read(move |c| {
-            keys.iter()
-                .map(|k| alert_runs(c, &k.plugin, &k.fingerprint, &k.starts_at))
-                .collect()
-        })
-        .await
+        self.read(move |c| keys.iter().map(|k| alert_runs(c, k)).collect())
+            .await
     }
 
     async fn take_over(&self) -> Result<super::Orphans, StoreError> {
@@ -438,13 +419,8 @@ static LIST_UNFINISHED_RUNS: std::sync::LazyLock<String> = std::sync::LazyLock::
     )
 });
 
-/// The runs `plugin` made for one alert, newest first, at most 50.
-fn alert_runs(
-    c: &Connection,
-    plugin: &str,
-    fingerprint: &str,
-    starts_at: &str,
-) -> Result<Vec<RunRecord>, StoreError> {
+/// The runs a plugin made for one alert, newest first, at most 50.
+fn alert_runs(c: &Connection, k: &super::AlertKey) -> Result<Vec<RunRecord>, StoreError> {
     let mut stmt = c.prepare_cached(
         // INDEXED BY: ordered by start, the planner prefers
         // `runs_plugin` and decodes every run of the plugin.
@@ -453,7 +429,7 @@ fn alert_runs(
          AND json_extract(record, '$.trigger.alert.starts_at') = ?3 \
          ORDER BY started_at DESC, id LIMIT 50",
     )?;
-    let rows = stmt.query_map(params![plugin, fingerprint, starts_at], |r| {
+    let rows = stmt.query_map(params![k.plugin, k.fingerprint, k.starts_at], |r| {
         r.get::<_, String>(0)
     })?;
     rows.map(|j| Ok(serde_json::from_str(&j?)?)).collect()

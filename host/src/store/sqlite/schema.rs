@@ -100,7 +100,9 @@ pub(super) fn migrate(c: &Connection) -> Result<(), StoreError> {
     // `running` or `queued`, then finished), so they hold only what is
     // looked up. Before, `runs_alert` indexed an expression that parsed each
     // record's JSON on every write, and `runs_status` held every run,
-    // although only unfinished ones are ever looked up by status.
+    // although only unfinished ones are few enough to be worth finding by
+    // status (a listing of a finished status walks the runs by start until
+    // it meets its limit).
     c.execute_batch(&format!(
         "DROP INDEX IF EXISTS runs_alert;
          DROP INDEX IF EXISTS runs_status;
@@ -222,6 +224,15 @@ mod tests {
     use crate::store::sqlite::SqliteStore;
     use crate::store::Store;
 
+    /// The runs of plugin `p` for an alert of [`alert_run`]'s start.
+    fn key(plugin: &str, fingerprint: &str) -> crate::store::AlertKey {
+        crate::store::AlertKey {
+            plugin: plugin.into(),
+            fingerprint: fingerprint.into(),
+            starts_at: "2026-11-28T00:00:00Z".into(),
+        }
+    }
+
     fn alert_run(id: &str, fingerprint: &str) -> RunRecord {
         let plugin = PluginRef {
             name: "p".into(),
@@ -272,9 +283,10 @@ mod tests {
         }
         let store = SqliteStore::open(dir.path()).unwrap();
         let found = store
-            .runs_for_alert("p", "fp-1", "2026-11-28T00:00:00Z")
+            .runs_for_alerts(&[key("p", "fp-1")])
             .await
-            .unwrap();
+            .unwrap()
+            .remove(0);
         assert_eq!(
             found.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
             ["old-1"]
@@ -282,9 +294,10 @@ mod tests {
         // A run written now is found the same way.
         store.put_run(&alert_run("new-1", "fp-1")).await.unwrap();
         let found = store
-            .runs_for_alert("p", "fp-1", "2026-11-28T00:00:00Z")
+            .runs_for_alerts(&[key("p", "fp-1")])
             .await
-            .unwrap();
+            .unwrap()
+            .remove(0);
         assert_eq!(found.len(), 2, "{found:?}");
 
         let conn = rusqlite::Connection::open(dir.path().join("remedy.db")).unwrap();
@@ -322,11 +335,6 @@ mod tests {
         ] {
             store.put_run(&rec).await.unwrap();
         }
-        let key = |plugin: &str, fingerprint: &str| crate::store::AlertKey {
-            plugin: plugin.into(),
-            fingerprint: fingerprint.into(),
-            starts_at: "2026-11-28T00:00:00Z".into(),
-        };
         let found = store
             .runs_for_alerts(&[
                 key("p", "fp-2"),

@@ -67,15 +67,11 @@ impl Store for FirstReceiptHeld {
     async fn pause(&self) -> Result<Option<crate::killswitch::Pause>, StoreError> {
         self.inner.pause().await
     }
-    async fn runs_for_alert(
+    async fn runs_for_alerts(
         &self,
-        plugin: &str,
-        fingerprint: &str,
-        starts_at: &str,
-    ) -> Result<Vec<RunRecord>, StoreError> {
-        self.inner
-            .runs_for_alert(plugin, fingerprint, starts_at)
-            .await
+        keys: &[crate::store::AlertKey],
+    ) -> Result<Vec<Vec<RunRecord>>, StoreError> {
+        self.inner.runs_for_alerts(keys).await
     }
     async fn take_over(&self) -> Result<Orphans, StoreError> {
         self.inner.take_over().await
@@ -156,11 +152,17 @@ async fn the_twin_that_commits_first_starts_the_run_whichever_arrived_first() {
     assert_eq!(twin.runs[0].status, "queued", "{:?}", twin.runs);
     assert_eq!((first.new, first.duplicates), (0, 1));
     assert!(first.runs.is_empty(), "{:?}", first.runs);
+    let key = crate::store::AlertKey {
+        plugin: "cache-health".into(),
+        fingerprint: "twin-1".into(),
+        starts_at: "2026-11-28T03:00:00Z".into(),
+    };
     let stored = service
         .store
-        .runs_for_alert("cache-health", "twin-1", "2026-11-28T03:00:00Z")
+        .runs_for_alerts(&[key])
         .await
-        .unwrap();
+        .unwrap()
+        .remove(0);
     assert_eq!(stored.len(), 1);
     assert_ne!(stored[0].status, crate::record::RunStatus::Skipped);
 }
