@@ -120,13 +120,21 @@ fn weight(op: &Op) -> usize {
 /// Most rows one listing returns.
 pub(super) const MAX_ROWS: u32 = 1000;
 
-/// Clears `alive` when the writer thread exits, even by a panic.
+/// Clears `alive` when the writer thread exits, even by a panic. Only a
+/// panic is an error: the loop itself ends when the store is dropped (every
+/// sender gone), as on every clean shutdown, which must not page anyone.
 pub(super) struct AliveGuard(pub(super) Arc<std::sync::atomic::AtomicBool>);
 
 impl Drop for AliveGuard {
     fn drop(&mut self) {
         self.0.store(false, std::sync::atomic::Ordering::SeqCst);
-        tracing::error!("the store's writer thread stopped: every write will fail until restart");
+        if std::thread::panicking() {
+            tracing::error!(
+                "the store's writer thread stopped: every write will fail until restart"
+            );
+        } else {
+            tracing::debug!("the store was closed");
+        }
     }
 }
 
