@@ -87,15 +87,13 @@ async fn runs_alerts_approvals_and_the_kill_switch_hold_across_two_replicas() {
         received_at: remedy::record::timestamp(chrono::Utc::now()),
         alert: serde_json::json!({"labels": {}}),
     };
+    let (from_a, from_b) = (
+        [run("from-a", RunStatus::Queued)],
+        [run("from-b", RunStatus::Queued)],
+    );
     let (x, y) = tokio::join!(
-        a.receive(vec![(
-            alert.clone(),
-            vec![run("from-a", RunStatus::Queued)]
-        )]),
-        b.receive(vec![(
-            alert.clone(),
-            vec![run("from-b", RunStatus::Queued)]
-        )]),
+        a.receive(vec![(alert.clone(), &from_a[..])]),
+        b.receive(vec![(alert.clone(), &from_b[..])]),
     );
     let (x, y) = (x.unwrap(), y.unwrap());
     assert_eq!(

@@ -143,6 +143,13 @@ pub(crate) struct Claimed {
     pub rec: RunRecord,
 }
 
+/// How a run got its slot: given with its start decided (a run that
+/// starts at once), or waited for in its task.
+enum Slotted {
+    Started(Slot, Start),
+    Waited(Slot),
+}
+
 /// A run slot: one of its plugin's, then one of the service's. Waiting
 /// happens on the plugin's first, so a plugin with a storm of runs queues
 /// behind itself without holding the slots other plugins need; at both,
@@ -203,14 +210,12 @@ impl Service {
                 return Ok(Started::Skipped(Box::new(skipped)));
             }
         };
-        let claimed = match self.claim_shared(claimed).await {
-            Ok(c) => c,
-            Err(not_started) => {
-                self.store.put_run(&not_started).await?;
-                self.finished(&not_started);
-                return Ok(Started::Skipped(Box::new(not_started)));
-            }
-        };
+        let mut claimed = claimed;
+        if let Err(not_started) = self.claim_shared(&mut claimed).await {
+            self.store.put_run(&not_started).await?;
+            self.finished(&not_started);
+            return Ok(Started::Skipped(Box::new(not_started)));
+        }
         let id = claimed.rec.id.clone();
         let handle = match self.try_slot(claimed.plugin.name()) {
             // A slot is free: straight to `running`, one write fewer.
@@ -312,16 +317,16 @@ impl Service {
     /// run of another replica holds the target, `failed` when the store
     /// could not say), not yet stored.
     #[allow(clippy::result_large_err)] // built once per run, moved once
-    pub(crate) async fn claim_shared(&self, mut c: Claimed) -> Result<Claimed, RunRecord> {
+    pub(crate) async fn claim_shared(&self, c: &mut Claimed) -> Result<(), RunRecord> {
         if !self.store.shared() || c.guard.shared.is_some() || c.guard.key.1.starts_with(OWN_TARGET)
         {
-            return Ok(c);
+            return Ok(());
         }
         let (plugin, target) = c.guard.key.clone();
         match self.store.claim_flight(&plugin, &target, &c.rec.id).await {
             Ok(true) => {
                 c.guard.shared = Some(c.rec.id.clone());
-                Ok(c)
+                Ok(())
             }
             Ok(false) => {
                 let why = format!(
@@ -384,9 +389,29 @@ impl Service {
         c: Claimed,
         slot: Option<(Slot, Start)>,
     ) -> tokio::task::JoinHandle<RunRecord> {
-        let service = self.clone();
         let urgent = c.launch.trigger.urgent();
         let alert = matches!(c.launch.trigger, Trigger::Alert { .. });
+        let run = self.run_task(c, slot);
+        if urgent {
+            self.urgent.spawn(run)
+        } else if alert {
+            self.alert_runs.spawn(run)
+        } else {
+            tokio::spawn(run)
+        }
+    }
+
+    /// The task [`Service::spawn_run`] spawns. A storm queues thousands of
+    /// them, each holding its future from the spawn until a slot frees, so
+    /// what follows the slot (the plugin's run, instantiation and calls,
+    /// and the records: kilobytes of state) is boxed when it starts
+    /// instead of being part of every queued task.
+    pub(crate) fn run_task(
+        self: &Arc<Self>,
+        c: Claimed,
+        slot: Option<(Slot, Start)>,
+    ) -> impl std::future::Future<Output = RunRecord> + Send + 'static {
+        let service = self.clone();
         // The run's life in the service (queue, run, record), a child in
         // the trace of what started it (an alert's receipt) without
         // holding that span open until the run ends.
@@ -396,102 +421,111 @@ impl Service {
             run_id = %c.rec.id,
             plugin = %c.rec.plugin,
         ));
-        let run = async move {
-            let c = match service.claim_shared(c).await {
-                Ok(c) => c,
-                Err(not_started) => {
-                    if let Err(e) = service.store.put_run(&not_started).await {
-                        tracing::error!(run_id = %not_started.id, error = %e, "run record not stored");
-                    }
-                    service.finished(&not_started);
-                    return not_started;
+        // Boxed, the claim is one pointer in the task: held by value, the
+        // claim, the shared claim's future and the slot's each kept a copy.
+        let mut c = Box::new(c);
+        async move {
+            if let Err(not_started) = service.claim_shared(&mut c).await {
+                return Box::pin(service.not_started(not_started)).await;
+            }
+            let slot = match slot {
+                Some((permit, start)) => Slotted::Started(permit, start),
+                None => Slotted::Waited(service.slot(&c).await),
+            };
+            Box::pin(service.clone().run_claimed(*c, slot)).await
+        }
+        .instrument(span)
+    }
+
+    /// Stores the record of a run that lost its shared claim.
+    async fn not_started(&self, rec: RunRecord) -> RunRecord {
+        if let Err(e) = self.store.put_run(&rec).await {
+            tracing::error!(run_id = %rec.id, error = %e, "run record not stored");
+        }
+        self.finished(&rec);
+        rec
+    }
+
+    /// A claimed run from its slot on: the plugin's run, its record, its
+    /// actions' audit. Boxed by [`Service::run_task`], so that none of
+    /// this weighs on a run still waiting for its slot.
+    async fn run_claimed(self: Arc<Self>, c: Claimed, slot: Slotted) -> RunRecord {
+        let service = self;
+        let (permit, start) = match slot {
+            Slotted::Started(permit, start) => (permit, start),
+            Slotted::Waited(permit) => {
+                let start = service.decide_start(&c);
+                let running = service.running_record(&c, &start);
+                if let Err(e) = service.store.put_run(&running).await {
+                    // The run goes on: its live actions need the ledger,
+                    // which refuses them while the store is down.
+                    tracing::error!(run_id = %running.id, error = %e, "`running` not stored");
                 }
-            };
-            let (permit, start) = match slot {
-                Some(s) => s,
-                None => {
-                    let permit = service.slot(&c).await;
-                    let start = service.decide_start(&c);
-                    let running = service.running_record(&c, &start);
-                    if let Err(e) = service.store.put_run(&running).await {
-                        // The run goes on: its live actions need the ledger,
-                        // which refuses them while the store is down.
-                        tracing::error!(run_id = %running.id, error = %e, "`running` not stored");
-                    }
-                    (permit, start)
-                }
-            };
-            let Claimed {
-                mut guard,
-                plugin,
-                launch: l,
-                rec: queued,
-            } = c;
-            service.events.emit(
-                "run.started",
-                Some(&queued.id),
-                Some(&queued.plugin),
-                || {
-                    serde_json::json!({
-                        "dry_run": start.dry,
-                        "trigger": l.trigger,
-                        "note": start.note,
-                    })
-                },
-            );
-            let req = RunRequest {
-                trigger: l.trigger,
-                dry_run: Some(start.dry),
-                params: l.params,
-                stage: start.stage,
-            };
-            let mut rec = service
-                .remedy
-                .run_with_id(&plugin, req, queued.id.clone())
+                (permit, start)
+            }
+        };
+        let Claimed {
+            mut guard,
+            plugin,
+            launch: l,
+            rec: queued,
+        } = c;
+        service.events.emit(
+            "run.started",
+            Some(&queued.id),
+            Some(&queued.plugin),
+            || {
+                serde_json::json!({
+                    "dry_run": start.dry,
+                    "trigger": l.trigger,
+                    "note": start.note,
+                })
+            },
+        );
+        let req = RunRequest {
+            trigger: l.trigger,
+            dry_run: Some(start.dry),
+            params: l.params,
+            stage: start.stage,
+        };
+        let mut rec = service
+            .remedy
+            .run_with_id(&plugin, req, queued.id.clone())
+            .await;
+        // The slot bounds running plugins, not record writes: the next
+        // run (the most urgent waiting) starts while this one's record
+        // waits its turn at the store. Single flight holds until the
+        // record is stored (`guard`).
+        drop(permit);
+        rec.note = start.note;
+        rec.approval_of = queued.approval_of;
+        rec.params = queued.params;
+        rec.target = queued.target;
+        if start.planning {
+            service.plan_for_approval(&plugin, &mut rec);
+        }
+        if let Some(n) = &rec.note {
+            rec.logs.push(format!("[remedy] {n}"));
+        }
+        if let Err(e) = service.store.put_run(&rec).await {
+            tracing::error!(run_id = %rec.id, error = %e, "run record not stored");
+        }
+        guard.release_shared().await;
+        for a in &rec.actions {
+            service
+                .audit(
+                    Some(&rec.id),
+                    Some(&rec.plugin),
+                    "action",
+                    serde_json::to_value(a).unwrap_or_default(),
+                )
                 .await;
-            // The slot bounds running plugins, not record writes: the next
-            // run (the most urgent waiting) starts while this one's record
-            // waits its turn at the store. Single flight holds until the
-            // record is stored (`guard`).
-            drop(permit);
-            rec.note = start.note;
-            rec.approval_of = queued.approval_of;
-            rec.params = queued.params;
-            rec.target = queued.target;
-            if start.planning {
-                service.plan_for_approval(&plugin, &mut rec);
-            }
-            if let Some(n) = &rec.note {
-                rec.logs.push(format!("[remedy] {n}"));
-            }
-            if let Err(e) = service.store.put_run(&rec).await {
-                tracing::error!(run_id = %rec.id, error = %e, "run record not stored");
-            }
-            guard.release_shared().await;
-            for a in &rec.actions {
-                service
-                    .audit(
-                        Some(&rec.id),
-                        Some(&rec.plugin),
-                        "action",
-                        serde_json::to_value(a).unwrap_or_default(),
-                    )
-                    .await;
-            }
-            service.finished(&rec);
-            if !rec.dry_run && rec.actions.iter().any(|a| a.applied == Applied::Executed) {
-                service.clone().verify_later(plugin.clone(), rec.clone());
-            }
-            rec
         }
-        .instrument(span);
-        if urgent {
-            self.urgent.spawn(run)
-        } else if alert {
-            self.alert_runs.spawn(run)
-        } else {
-            tokio::spawn(run)
+        service.finished(&rec);
+        if !rec.dry_run && rec.actions.iter().any(|a| a.applied == Applied::Executed) {
+            service.clone().verify_later(plugin.clone(), rec.clone());
         }
+        rec
     }
 
     /// Turns a finished planning run into a plan waiting for approval (or
@@ -610,3 +644,6 @@ fn not_started(mut rec: RunRecord, status: RunStatus, why: String) -> RunRecord 
     rec.duration_ms = Some(0);
     rec
 }
+
+#[cfg(test)]
+mod tests;

@@ -32,10 +32,11 @@ pub trait Store: crate::guardrails::Ledger + Send + Sync {
     /// Appends an audit event and waits for it to be committed.
     async fn audit(&self, event: AuditEvent) -> Result<(), StoreError>;
     /// Stores the alerts of one payload and, for each that is new, its
-    /// queued runs, in one transaction; answers which alerts were new.
+    /// queued runs, in one transaction; answers which alerts were new. The
+    /// runs are lent: the caller starts them once the commit says so.
     async fn receive(
         &self,
-        items: Vec<(StoredAlert, Vec<RunRecord>)>,
+        items: Vec<(StoredAlert, &[RunRecord])>,
     ) -> Result<Vec<bool>, StoreError>;
     /// Stores a decided plan if it is still `pending_approval`; `false`
     /// when another decision got there first.

@@ -192,38 +192,42 @@ pub async fn receive(service: &Arc<Service>, hook: Webhook) -> Result<Receipt, A
     // claim taken before could be held by a payload whose alerts turn out
     // to be repeats: the HA twin of this one, which took the claims first
     // and committed second, would leave the alert only a `skipped` run.
-    let mut items = Vec::with_capacity(hook.alerts.len());
+    let mut alerts = Vec::with_capacity(hook.alerts.len());
+    let mut records = Vec::with_capacity(hook.alerts.len());
     let mut planned = Vec::with_capacity(hook.alerts.len());
     for a in &hook.alerts {
         let fp = fingerprint(a);
         let name = a.labels.get("alertname").cloned().unwrap_or_default();
-        let mut records = Vec::new();
+        let mut recs = Vec::new();
         let mut mine = Vec::new();
         if a.status == "firing" {
             for p in loaded.iter().filter(|p| routes_to(p, &name, &a.labels)) {
                 let launch = alert_launch(p, a);
-                let rec = crate::service::queued_record(p, &launch);
-                records.push(rec.clone());
-                mine.push((p.clone(), launch, rec));
+                recs.push(crate::service::queued_record(p, &launch));
+                mine.push((p.clone(), launch));
             }
         }
-        items.push((
-            StoredAlert {
-                fingerprint: fp,
-                starts_at: a.starts_at.clone(),
-                status: a.status.clone(),
-                name,
-                received_at: received_at.clone(),
-                alert: serde_json::to_value(a).unwrap_or_default(),
-            },
-            records,
-        ));
+        alerts.push(StoredAlert {
+            fingerprint: fp,
+            starts_at: a.starts_at.clone(),
+            status: a.status.clone(),
+            name,
+            received_at: received_at.clone(),
+            alert: serde_json::to_value(a).unwrap_or_default(),
+        });
+        records.push(recs);
         planned.push(mine);
     }
-    let new = service.store.receive(items).await?;
+    let items = alerts.into_iter().zip(records.iter().map(Vec::as_slice));
+    let new = service.store.receive(items.collect()).await?;
     let mut repeats = repeated_runs(service, &loaded, &hook.alerts, &new).await;
 
     let mut skipped = Vec::new();
+    let planned = planned.into_iter().zip(records).map(|(mine, recs)| {
+        mine.into_iter()
+            .zip(recs)
+            .map(|((p, launch), rec)| (p, launch, rec))
+    });
     for ((a, is_new), mine) in hook.alerts.iter().zip(new).zip(planned) {
         service.metrics.alert_received(&a.status);
         if !is_new {

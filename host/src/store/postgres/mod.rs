@@ -225,7 +225,7 @@ impl Store for PgStore {
 
     async fn receive(
         &self,
-        items: Vec<(StoredAlert, Vec<RunRecord>)>,
+        items: Vec<(StoredAlert, &[RunRecord])>,
     ) -> Result<Vec<bool>, StoreError> {
         // One statement for the alerts, one for the runs of the new ones. A
         // key repeated within the payload is new at most once (its first
@@ -273,7 +273,7 @@ impl Store for PgStore {
             .iter()
             .zip(&new)
             .filter(|(_, n)| **n)
-            .flat_map(|((_, runs), _)| runs)
+            .flat_map(|((_, runs), _)| runs.iter())
             .collect();
         put_runs_in(&tx, &self.me, &runs).await?;
         tx.commit().await.map_err(pg)?;

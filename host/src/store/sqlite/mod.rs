@@ -158,7 +158,7 @@ impl Store for SqliteStore {
 
     async fn receive(
         &self,
-        items: Vec<(StoredAlert, Vec<RunRecord>)>,
+        items: Vec<(StoredAlert, &[RunRecord])>,
     ) -> Result<Vec<bool>, StoreError> {
         let urgent = items
             .iter()

@@ -47,7 +47,7 @@ impl Store for FirstReceiptHeld {
     }
     async fn receive(
         &self,
-        items: Vec<(StoredAlert, Vec<RunRecord>)>,
+        items: Vec<(StoredAlert, &[RunRecord])>,
     ) -> Result<Vec<bool>, StoreError> {
         if !self.held.swap(true, Ordering::SeqCst) {
             self.entered.notify_one();
