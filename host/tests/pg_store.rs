@@ -402,6 +402,66 @@ async fn leases_ticks_flights_and_the_kill_switch_are_decided_by_the_database() 
     assert_eq!(b.take_over().await.unwrap().replicas, ["a"]);
 }
 
+/// In a storm, thousands of queued runs wait for the store's connections,
+/// first come, first served, and a critical alert's writes waited behind
+/// them: on PostgreSQL its run started ~1.1 s after its receipt. Writes
+/// made on a thread marked urgent (the service's urgent runtime marks its
+/// own) take connections kept for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn urgent_writes_do_not_wait_for_a_pool_the_storm_holds() {
+    let db = Db::new("urgent").await;
+    let store = Arc::new(connect(&db, "a").await);
+    // `runs` locked: every run write blocks in the database, holding its
+    // connection; twice as many as the pool has wait for one.
+    let mut locker = db.client().await;
+    let lock = locker.transaction().await.unwrap();
+    lock.batch_execute("LOCK TABLE runs IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let stuck: Vec<_> = (0..32)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .put_run(&run(&format!("stuck-{i}"), RunStatus::Running))
+                    .await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A write to another table, from an ordinary thread: no connection.
+    let plain = tokio::time::timeout(
+        Duration::from_millis(500),
+        store.claim_flight("p", "plain", "r0"),
+    )
+    .await;
+    assert!(plain.is_err(), "the pool should be held: {plain:?}");
+    let urgent = std::thread::spawn({
+        let store = store.clone();
+        move || {
+            remedy::store::mark_urgent_thread();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                tokio::time::timeout(
+                    Duration::from_secs(5),
+                    store.claim_flight("p", "urgent", "r1"),
+                )
+                .await
+            })
+        }
+    })
+    .join()
+    .unwrap();
+    assert!(matches!(urgent, Ok(Ok(true))), "{urgent:?}");
+    lock.rollback().await.unwrap();
+    for h in stuck {
+        h.await.unwrap().unwrap();
+    }
+}
+
 mod common;
 
 /// `remedy serve` on the PostgreSQL store: a run it makes is in the

@@ -43,9 +43,12 @@ impl SideRuntime {
     fn build(name: &str, threads: usize, lower_by: Option<i32>) -> std::io::Result<SideRuntime> {
         let mut b = Builder::new_multi_thread();
         b.worker_threads(threads).thread_name(name).enable_all();
-        if let Some(by) = lower_by {
-            b.on_thread_start(move || crate::runtime::tiers::lower_thread_priority(by));
-        }
+        match lower_by {
+            Some(by) => b.on_thread_start(move || crate::runtime::tiers::lower_thread_priority(by)),
+            // Above the service: its writes go to the store's reserved
+            // capacity too (PostgreSQL's urgent connections).
+            None => b.on_thread_start(crate::store::mark_urgent_thread),
+        };
         Ok(SideRuntime(Some(b.build()?)))
     }
 
@@ -75,16 +78,22 @@ impl Drop for SideRuntime {
 mod tests {
     use super::SideRuntime;
 
-    /// Urgent work runs on its own thread, and the service, dropped inside
-    /// the main runtime, can drop this one without panicking.
+    /// Urgent work runs on its own thread, marked urgent for the store's
+    /// reserved connections, and the service, dropped inside the main
+    /// runtime, can drop this one without panicking.
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn urgent_work_runs_on_its_own_thread_and_the_runtime_drops_inside_another() {
         let urgent = SideRuntime::urgent().unwrap();
-        let name = urgent
-            .spawn(async { std::thread::current().name().map(str::to_string) })
+        let (name, marked) = urgent
+            .spawn(async {
+                let name = std::thread::current().name().map(str::to_string);
+                (name, crate::store::on_urgent_thread())
+            })
             .await
             .unwrap();
         assert_eq!(name.as_deref(), Some("remedy-urgent"));
+        assert!(marked, "the urgent runtime's thread is marked urgent");
+        assert!(!crate::store::on_urgent_thread(), "the test's own is not");
         drop(urgent);
     }
 
@@ -97,6 +106,10 @@ mod tests {
         let (name, nice) = runs
             .spawn(async {
                 let nice = crate::runtime::tiers::thread_nice();
+                assert!(
+                    !crate::store::on_urgent_thread(),
+                    "alert runs are not urgent"
+                );
                 (std::thread::current().name().map(str::to_string), nice)
             })
             .await

@@ -9,10 +9,12 @@ mod cluster;
 mod postgres;
 pub(crate) mod rules;
 mod sqlite;
+mod urgency;
 
 pub use cluster::{Orphans, Replica, ReplicaRow};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
+pub use urgency::{mark_urgent_thread, on_urgent_thread};
 
 use serde::{Deserialize, Serialize};
 
