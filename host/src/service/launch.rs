@@ -202,7 +202,7 @@ impl Service {
         plugin: Arc<Plugin>,
         l: Launch,
     ) -> Result<Started, StoreError> {
-        let claimed = match self.claim(plugin, l) {
+        let mut claimed = match self.claim(plugin, l) {
             Ok(c) => c,
             Err(skipped) => {
                 self.store.put_run(&skipped).await?;
@@ -210,7 +210,6 @@ impl Service {
                 return Ok(Started::Skipped(Box::new(skipped)));
             }
         };
-        let mut claimed = claimed;
         if let Err(not_started) = self.claim_shared(&mut claimed).await {
             self.store.put_run(&not_started).await?;
             self.finished(&not_started);
