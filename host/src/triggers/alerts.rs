@@ -154,9 +154,16 @@ fn fingerprint(a: &WebhookAlert) -> String {
     }
 }
 
-/// Does the plugin take this alert (by name and label matchers)?
-fn routes_to(p: &Plugin, name: &str, labels: &BTreeMap<String, String>) -> bool {
-    p.settings.routing.takes(&p.info.alerts, name, labels)
+/// The plugins that take this alert (by name and label matchers).
+fn routed<'a>(
+    loaded: &'a [Arc<Plugin>],
+    a: &'a WebhookAlert,
+) -> impl Iterator<Item = &'a Arc<Plugin>> {
+    loaded.iter().filter(|p| {
+        p.settings
+            .routing
+            .takes(&p.info.alerts, a.name(), &a.labels)
+    })
 }
 
 /// The target of an alert for single flight: the values of the plugin's
@@ -197,11 +204,10 @@ pub async fn receive(service: &Arc<Service>, hook: Webhook) -> Result<Receipt, A
     let mut planned = Vec::with_capacity(hook.alerts.len());
     for a in &hook.alerts {
         let fp = fingerprint(a);
-        let name = a.labels.get("alertname").cloned().unwrap_or_default();
         let mut recs = Vec::new();
         let mut mine = Vec::new();
         if a.status == "firing" {
-            for p in loaded.iter().filter(|p| routes_to(p, &name, &a.labels)) {
+            for p in routed(&loaded, a) {
                 let launch = alert_launch(p, a);
                 recs.push(crate::service::queued_record(p, &launch));
                 mine.push((p.clone(), launch));
@@ -211,7 +217,7 @@ pub async fn receive(service: &Arc<Service>, hook: Webhook) -> Result<Receipt, A
             fingerprint: fp,
             starts_at: a.starts_at.clone(),
             status: a.status.clone(),
-            name,
+            name: a.name().to_string(),
             received_at: received_at.clone(),
             alert: serde_json::to_value(a).unwrap_or_default(),
         });
@@ -337,10 +343,7 @@ async fn repeated_runs(
         .zip(new)
         .filter(|(a, is_new)| !**is_new && a.status == "firing")
     {
-        let name = a.labels.get("alertname").cloned().unwrap_or_default();
-        for p in loaded.iter().filter(|p| routes_to(p, &name, &a.labels)) {
-            keys.push(alert_key(p, a));
-        }
+        keys.extend(routed(loaded, a).map(|p| alert_key(p, a)));
     }
     keys.sort();
     keys.dedup();
@@ -367,8 +370,7 @@ async fn repeat(
     receipt: &mut Receipt,
 ) -> Result<(), AlertError> {
     let fp = fingerprint(a);
-    let name = a.labels.get("alertname").cloned().unwrap_or_default();
-    for p in loaded.iter().filter(|p| routes_to(p, &name, &a.labels)) {
+    for p in routed(loaded, a) {
         let launch = || alert_launch(p, a);
         let Some(runs) = repeats.get_mut(&alert_key(p, a)).and_then(Option::take) else {
             continue;
