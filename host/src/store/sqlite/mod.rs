@@ -304,16 +304,15 @@ impl Store for SqliteStore {
             } else {
                 LIST_RUNS
             })?;
-            let rows = stmt.query_map(
+            records(
+                &mut stmt,
                 params![
                     f.plugin,
                     f.status,
                     f.since,
                     f.limit.unwrap_or(100).min(MAX_ROWS)
                 ],
-                |r| r.get::<_, String>(0),
-            )?;
-            rows.map(|j| Ok(serde_json::from_str(&j?)?)).collect()
+            )
         })
         .await
     }
@@ -381,11 +380,7 @@ impl SqliteStore {
                  AND json_extract(record, '$.dry_run') = 0 \
                  AND json_extract(record, '$.verification') IS NULL",
             )?;
-            let rows = stmt.query_map([since], |r| r.get::<_, String>(0))?;
-            let recs: Vec<RunRecord> = rows
-                .map(|j| Ok(serde_json::from_str(&j?)?))
-                .collect::<Result<_, StoreError>>()?;
-            Ok(recs
+            Ok(records(&mut stmt, [since])?
                 .into_iter()
                 .filter(|r| r.actions.iter().any(|a| a.applied == Applied::Executed))
                 .collect())
@@ -398,8 +393,7 @@ impl SqliteStore {
             let mut stmt = c.prepare(
                 "SELECT record FROM runs WHERE status = 'queued' ORDER BY started_at, id",
             )?;
-            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-            rows.map(|j| Ok(serde_json::from_str(&j?)?)).collect()
+            records(&mut stmt, [])
         })
         .await
     }
@@ -429,8 +423,14 @@ fn alert_runs(c: &Connection, k: &super::AlertKey) -> Result<Vec<RunRecord>, Sto
          AND json_extract(record, '$.trigger.alert.starts_at') = ?3 \
          ORDER BY started_at DESC, id LIMIT 50",
     )?;
-    let rows = stmt.query_map(params![k.plugin, k.fingerprint, k.starts_at], |r| {
-        r.get::<_, String>(0)
-    })?;
+    records(&mut stmt, params![k.plugin, k.fingerprint, k.starts_at])
+}
+
+/// The run records a `SELECT record …` statement answers, decoded.
+fn records(
+    stmt: &mut rusqlite::Statement<'_>,
+    params: impl rusqlite::Params,
+) -> Result<Vec<RunRecord>, StoreError> {
+    let rows = stmt.query_map(params, |r| r.get::<_, String>(0))?;
     rows.map(|j| Ok(serde_json::from_str(&j?)?)).collect()
 }
