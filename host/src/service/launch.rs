@@ -431,7 +431,7 @@ impl Service {
                 Some((permit, start)) => Slotted::Started(permit, start),
                 None => Slotted::Waited(service.slot(&c).await),
             };
-            Box::pin(service.clone().run_claimed(*c, slot)).await
+            Box::pin(service.run_claimed(*c, slot)).await
         }
         .instrument(span)
     }
