@@ -450,12 +450,24 @@ impl Service {
     /// this weighs on a run still waiting for its slot.
     async fn run_claimed(self: Arc<Self>, c: Claimed, slot: Slotted) -> RunRecord {
         let service = self;
+        let mut running_stored = None;
         let (permit, start) = match slot {
             Slotted::Started(permit, start) => (permit, start),
             Slotted::Waited(permit) => {
                 let start = service.decide_start(&c);
                 let running = service.running_record(&c, &start);
-                if let Err(e) = service.store.put_run(&running).await {
+                // A run that may act is stored `running` before it starts. A
+                // dry run acts on nothing: it starts once its record is
+                // queued, and its finished record, queued after it, often
+                // replaces it in the same transaction (a storm's drain is
+                // bound by the one writer).
+                let stored = if start.dry {
+                    let queued = service.store.queue_run(&running).await;
+                    queued.map(|commit| running_stored = Some(commit))
+                } else {
+                    service.store.put_run(&running).await
+                };
+                if let Err(e) = stored {
                     // The run goes on: its live actions need the ledger,
                     // which refuses them while the store is down.
                     tracing::error!(run_id = %running.id, error = %e, "`running` not stored");
@@ -508,6 +520,12 @@ impl Service {
         }
         if let Err(e) = service.store.put_run(&rec).await {
             tracing::error!(run_id = %rec.id, error = %e, "run record not stored");
+        }
+        if let Some(commit) = running_stored {
+            // Committed with the finished record or before it.
+            if let Err(e) = commit.await {
+                tracing::error!(run_id = %rec.id, error = %e, "`running` not stored");
+            }
         }
         guard.release_shared().await;
         for a in &rec.actions {
