@@ -1268,6 +1268,47 @@ async fn a_critical_alert_in_a_storm_takes_the_next_slot_before_the_queued_warni
     );
 }
 
+/// A dry run that waited for its slot stores its `running` record only
+/// once it has run for a while (quick ones are written `queued`, then
+/// finished: `service::launch::tests::a_quick_dry_run_that_waited_for_its_slot_writes_no_running_record`);
+/// a long one is listed `running` while it runs, not `queued`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_dry_run_that_waited_for_its_slot_is_listed_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = one_slot_sleeper(dir.path(), "Slow", 1500);
+    let server = start(dir.path(), &cfg, &[]);
+    let alerts = (0..2)
+        .map(|i| {
+            alert(
+                "Slow",
+                "firing",
+                json!({"instance": format!("host-{i}")}),
+                &format!("slow-{i}"),
+                "2026-11-27T03:10:00Z",
+            )
+        })
+        .collect();
+    let (code, posted) = server.post("/v1/alerts", payload(alerts)).await;
+    assert_eq!(code, 202, "{posted}");
+    let second = posted["runs"][1]["run_id"].as_str().unwrap().to_string();
+    let running = until(&server, &second, "listed running", |r| {
+        r["status"] == "running"
+    })
+    .await;
+    assert_eq!(running["dry_run"], true, "{running}");
+    let listed = server.get("/v1/runs?status=running").await;
+    assert!(
+        listed["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["id"] == second.as_str()),
+        "{listed}"
+    );
+    let done = until(&server, &second, "finished", |r| r["status"] == "succeeded").await;
+    assert_eq!(done["dry_run"], true, "{done}");
+}
+
 async fn statuses_of(server: &Server, ids: &[String]) -> Vec<Value> {
     let mut out = Vec::new();
     for id in ids {

@@ -450,29 +450,23 @@ impl Service {
     /// this weighs on a run still waiting for its slot.
     async fn run_claimed(self: Arc<Self>, c: Claimed, slot: Slotted) -> RunRecord {
         let service = self;
-        let mut running_stored = None;
-        let (permit, start) = match slot {
-            Slotted::Started(permit, start) => (permit, start),
+        let (permit, start, running_later) = match slot {
+            Slotted::Started(permit, start) => (permit, start, None),
             Slotted::Waited(permit) => {
                 let start = service.decide_start(&c);
                 let running = service.running_record(&c, &start);
-                // A run that may act is stored `running` before it starts. A
-                // dry run acts on nothing: it starts once its record is
-                // queued, and its finished record, queued after it, often
-                // replaces it in the same transaction (a storm's drain is
-                // bound by the one writer).
-                let stored = if start.dry {
-                    let queued = service.store.queue_run(&running).await;
-                    queued.map(|commit| running_stored = Some(commit))
+                if start.dry {
+                    // Stored only if the run is still going after a while.
+                    (permit, start, Some(running))
                 } else {
-                    service.store.put_run(&running).await
-                };
-                if let Err(e) = stored {
-                    // The run goes on: its live actions need the ledger,
-                    // which refuses them while the store is down.
-                    tracing::error!(run_id = %running.id, error = %e, "`running` not stored");
+                    // A run that may act is stored `running` before it
+                    // starts. It goes on without: its live actions need the
+                    // ledger, which refuses them while the store is down.
+                    if let Err(e) = service.store.put_run(&running).await {
+                        tracing::error!(run_id = %running.id, error = %e, "`running` not stored");
+                    }
+                    (permit, start, None)
                 }
-                (permit, start)
             }
         };
         let Claimed {
@@ -499,10 +493,11 @@ impl Service {
             params: l.params,
             stage: start.stage,
         };
-        let mut rec = service
-            .remedy
-            .run_with_id(&plugin, req, queued.id.clone())
-            .await;
+        let run = service.remedy.run_with_id(&plugin, req, queued.id.clone());
+        let mut rec = match running_later {
+            Some(running) => service.run_marked_if_long(run, running).await,
+            None => run.await,
+        };
         // The slot bounds running plugins, not record writes: the next
         // run (the most urgent waiting) starts while this one's record
         // waits its turn at the store. Single flight holds until the
@@ -521,12 +516,6 @@ impl Service {
         if let Err(e) = service.store.put_run(&rec).await {
             tracing::error!(run_id = %rec.id, error = %e, "run record not stored");
         }
-        if let Some(commit) = running_stored {
-            // Committed with the finished record or before it.
-            if let Err(e) = commit.await {
-                tracing::error!(run_id = %rec.id, error = %e, "`running` not stored");
-            }
-        }
         guard.release_shared().await;
         for a in &rec.actions {
             service
@@ -541,6 +530,35 @@ impl Service {
         service.finished(&rec);
         if !rec.dry_run && rec.actions.iter().any(|a| a.applied == Applied::Executed) {
             service.clone().verify_later(plugin.clone(), rec.clone());
+        }
+        rec
+    }
+
+    /// A dry run that waited for its slot: its `running` record is stored
+    /// only if the run is still going after [`RUNNING_AFTER`]. It acts on
+    /// nothing (every action, notifications included, is simulated at the
+    /// gate), so nothing needs that record durable before it starts: after
+    /// a crash its `queued` record resumes it, and a detection run twice is
+    /// harmless. A storm's thousands of quick runs are then written twice
+    /// (`queued`, finished) instead of three times, which the drain, bound
+    /// by the two cores the runs share with the store's one writer, needs;
+    /// a long one is still listed `running` while it runs.
+    async fn run_marked_if_long(
+        &self,
+        run: impl std::future::Future<Output = RunRecord>,
+        running: RunRecord,
+    ) -> RunRecord {
+        let mut run = std::pin::pin!(run);
+        tokio::select! {
+            biased;
+            rec = &mut run => return rec,
+            () = tokio::time::sleep(RUNNING_AFTER) => {}
+        }
+        // Committed before the finished record is written, so it cannot
+        // overwrite it.
+        let (stored, rec) = tokio::join!(self.store.put_run(&running), run);
+        if let Err(e) = stored {
+            tracing::error!(run_id = %running.id, error = %e, "`running` not stored");
         }
         rec
     }
@@ -654,6 +672,10 @@ impl Service {
 }
 
 /// A run that does not start: finished at once with `status` and why.
+/// How long a dry run that waited for its slot runs before its `running`
+/// record is stored (see [`Service::run_marked_if_long`]).
+pub(crate) const RUNNING_AFTER: std::time::Duration = std::time::Duration::from_millis(100);
+
 fn not_started(mut rec: RunRecord, status: RunStatus, why: String) -> RunRecord {
     rec.status = status;
     rec.error = Some(why);

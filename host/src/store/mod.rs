@@ -31,16 +31,6 @@ pub trait Store: crate::guardrails::Ledger + Send + Sync {
     fn healthy(&self) -> bool;
     /// Inserts or replaces a run record; returns once it is committed.
     async fn put_run(&self, rec: &RunRecord) -> Result<(), StoreError>;
-    /// Like `put_run`, but returns once the write is queued, with what
-    /// waits for its commit. Records of one run queued (or put) one after
-    /// another are applied in that order, so a run that cannot act (a dry
-    /// run) queues its `running` record and starts without waiting for the
-    /// commit; a store may then write only its finished record when both
-    /// share a transaction. The default writes at once.
-    async fn queue_run(&self, rec: &RunRecord) -> Result<Commit, StoreError> {
-        self.put_run(rec).await?;
-        Ok(Box::pin(std::future::ready(Ok(()))))
-    }
     /// Appends an audit event and waits for it to be committed.
     async fn audit(&self, event: AuditEvent) -> Result<(), StoreError>;
     /// Stores the alerts of one payload and, for each that is new, its
@@ -142,10 +132,6 @@ pub trait Store: crate::guardrails::Ledger + Send + Sync {
         per: std::time::Duration,
     ) -> Result<u32, StoreError>;
 }
-
-/// A queued write's commit (`Store::queue_run`).
-pub type Commit =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), StoreError>> + Send + 'static>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
 
-use super::{AuditEvent, AuditFilter, Commit, RunFilter, Store, StoreError, StoredAlert};
+use super::{AuditEvent, AuditFilter, RunFilter, Store, StoreError, StoredAlert};
 
 mod checkpoint;
 mod ledger;
@@ -91,26 +91,16 @@ impl SqliteStore {
     /// Like `send`, ahead of the queue: for a critical alert's writes, which
     /// are few, so the queue they skip need not bound them.
     async fn send_urgent<T>(&self, make: impl FnOnce(Ack<T>) -> Op) -> Result<T, StoreError> {
-        committed(self.enqueue_urgent(make)?).await
-    }
-
-    fn enqueue_urgent<T>(&self, make: impl FnOnce(Ack<T>) -> Op) -> Result<Acked<T>, StoreError> {
         let (ack, done) = oneshot::channel();
         self.urgent
             .send(make(ack))
             .map_err(|_| StoreError::Closed)?;
         // The writer may be asleep on the main queue.
         let _ = self.writer.try_send(Op::Wake);
-        Ok(done)
+        done.await.map_err(|_| StoreError::Closed)?
     }
 
     async fn send<T>(&self, make: impl FnOnce(Ack<T>) -> Op) -> Result<T, StoreError> {
-        committed(self.enqueue(make).await?).await
-    }
-
-    /// Puts an op in the writer's queue; answers, once it is there, what
-    /// its commit will answer. Ops are applied in the order queued.
-    async fn enqueue<T>(&self, make: impl FnOnce(Ack<T>) -> Op) -> Result<Acked<T>, StoreError> {
         let (ack, done) = oneshot::channel();
         let writer = self.writer.clone();
         let op = make(ack);
@@ -127,7 +117,7 @@ impl SqliteStore {
             }
             Err(mpsc::TrySendError::Disconnected(_)) => return Err(StoreError::Closed),
         }
-        Ok(done)
+        done.await.map_err(|_| StoreError::Closed)?
     }
 
     async fn read<T: Send + 'static>(
@@ -144,13 +134,6 @@ impl SqliteStore {
     }
 }
 
-/// What a queued op's commit will answer.
-type Acked<T> = oneshot::Receiver<Result<T, StoreError>>;
-
-async fn committed<T>(done: Acked<T>) -> Result<T, StoreError> {
-    done.await.map_err(|_| StoreError::Closed)?
-}
-
 #[async_trait::async_trait]
 impl Store for SqliteStore {
     fn healthy(&self) -> bool {
@@ -163,19 +146,6 @@ impl Store for SqliteStore {
             return self.send_urgent(|ack| Op::Run { row, ack }).await;
         }
         self.send(|ack| Op::Run { row, ack }).await
-    }
-
-    /// Queued in the writer's order: a later record of the run, queued
-    /// after this one, is applied after it, or instead of it when both
-    /// share a transaction.
-    async fn queue_run(&self, rec: &RunRecord) -> Result<Commit, StoreError> {
-        let row = RunRow::of(rec)?;
-        let done = if rec.trigger.urgent() {
-            self.enqueue_urgent(|ack| Op::Run { row, ack })?
-        } else {
-            self.enqueue(|ack| Op::Run { row, ack }).await?
-        };
-        Ok(Box::pin(committed(done)))
     }
 
     async fn audit(&self, event: AuditEvent) -> Result<(), StoreError> {

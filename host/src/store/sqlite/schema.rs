@@ -258,43 +258,6 @@ mod tests {
         rec
     }
 
-    /// A dry run queues its `running` record and puts its finished one
-    /// without waiting in between: however full the writer's queue (10,000
-    /// runs at once, more writes than it holds, so some wait for room), no
-    /// finished record is overwritten by its `running` one.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_queued_record_is_applied_before_the_next_of_its_run() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = std::sync::Arc::new(SqliteStore::open(dir.path()).unwrap());
-        let tasks: Vec<_> = (0..5_000)
-            .map(|t| {
-                let store = store.clone();
-                tokio::spawn(async move {
-                    for i in 0..2 {
-                        let mut rec = alert_run(&format!("run-{t}-{i}"), "fp");
-                        rec.status = RunStatus::Running;
-                        let running = store.queue_run(&rec).await.unwrap();
-                        rec.status = RunStatus::Succeeded;
-                        store.put_run(&rec).await.unwrap();
-                        running.await.unwrap();
-                    }
-                })
-            })
-            .collect();
-        for t in tasks {
-            t.await.unwrap();
-        }
-        let conn = rusqlite::Connection::open(dir.path().join("remedy.db")).unwrap();
-        let counts: Vec<(String, i64)> = conn
-            .prepare("SELECT status, count(*) FROM runs GROUP BY status")
-            .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        assert_eq!(counts, [("succeeded".to_string(), 10_000)]);
-    }
-
     /// A store written before runs had their own `alert` column: opening it
     /// fills the column from the records, so a repeat of an alert still
     /// finds the runs it started, and drops the indexes every write paid for.

@@ -279,70 +279,17 @@ pub(super) fn insert_alert(tx: &Connection, row: &AlertRow) -> Result<bool, Stor
     Ok(n == 1)
 }
 
-/// For each op, the later op of the batch that replaces its write: a run
-/// record followed in the batch by another record of the same run. The
-/// transaction commits both or neither, so no reader could ever see the
-/// first; writing only the last commits the same, one row write fewer. A
-/// dry run waiting in a storm queues its `running` record and, a run later,
-/// its finished one (`Store::queue_run`): most pairs share a batch. A
-/// `Decide` reads the run's status, so it keeps the records before it.
-fn superseded(batch: &[Op]) -> Vec<Option<usize>> {
-    let mut later: std::collections::HashMap<&str, usize> = Default::default();
-    let mut by = vec![None; batch.len()];
-    for (i, op) in batch.iter().enumerate().rev() {
-        match op {
-            Op::Run { row, .. } => match later.entry(row.id.as_str()) {
-                std::collections::hash_map::Entry::Occupied(j) => by[i] = Some(*j.get()),
-                std::collections::hash_map::Entry::Vacant(v) => {
-                    v.insert(i);
-                }
-            },
-            Op::Decide { row, .. } => {
-                later.remove(row.id.as_str());
-            }
-            _ => {}
-        }
-    }
-    by
-}
-
 /// Applies a batch in one transaction. First whole, without savepoints
 /// (two statements fewer per write); should any write fail, that attempt
-/// is rolled back and the batch applied again write by write. A write
-/// another replaces (`superseded`) is not applied and answers as that one.
+/// is rolled back and the batch applied again write by write.
 fn apply_batch(
     conn: &mut Connection,
     batch: &[Op],
 ) -> Result<Vec<Result<Done, StoreError>>, StoreError> {
-    let by = superseded(batch);
-    let mut results = attempt(conn, batch, &by)?;
-    for (i, later) in by.iter().enumerate() {
-        if let Some(j) = *later {
-            results[i] = match &results[j] {
-                Ok(_) => Ok(Done::Nothing),
-                Err(e) => Err(StoreError::Failed(e.to_string())),
-            };
-        }
-    }
-    Ok(results)
-}
-
-fn attempt(
-    conn: &mut Connection,
-    batch: &[Op],
-    superseded: &[Option<usize>],
-) -> Result<Vec<Result<Done, StoreError>>, StoreError> {
-    let live = || {
-        batch
-            .iter()
-            .zip(superseded)
-            .map(|(op, by)| by.is_none().then_some(op))
-    };
     {
         let tx = conn.transaction()?;
-        let whole: Result<Vec<Done>, StoreError> = live()
-            .map(|op| op.map_or(Ok(Done::Nothing), |op| guarded(&tx, op)))
-            .collect();
+        let whole: Result<Vec<Done>, StoreError> =
+            batch.iter().map(|op| guarded(&tx, op)).collect();
         if let Ok(done) = whole {
             tx.commit()?;
             return Ok(done.into_iter().map(Ok).collect());
@@ -351,8 +298,8 @@ fn attempt(
     }
     let mut tx = conn.transaction()?;
     let mut results = Vec::with_capacity(batch.len());
-    for op in live() {
-        results.push(op.map_or(Ok(Done::Nothing), |op| apply_alone(&mut tx, op)));
+    for op in batch {
+        results.push(apply_alone(&mut tx, op));
     }
     tx.commit()?;
     Ok(results)
@@ -500,118 +447,6 @@ mod tests {
             .collect::<Result<_, _>>()
             .unwrap();
         assert_eq!(ids, ["a", "c"]);
-    }
-
-    fn run_op(id: &str, status: &'static str, record: &str) -> Op {
-        let (ack, _) = oneshot::channel();
-        Op::Run {
-            row: RunRow {
-                status,
-                ..row(id, record)
-            },
-            ack,
-        }
-    }
-
-    /// A store with a `writes` table counting the rows written to `runs`.
-    fn counted() -> Connection {
-        let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch(SCHEMA).unwrap();
-        migrate(&conn).unwrap();
-        conn.execute_batch(
-            "CREATE TABLE writes (id TEXT, status TEXT); \
-             CREATE TRIGGER count_insert AFTER INSERT ON runs \
-             BEGIN INSERT INTO writes VALUES (NEW.id, NEW.status); END; \
-             CREATE TRIGGER count_update AFTER UPDATE ON runs \
-             BEGIN INSERT INTO writes VALUES (NEW.id, NEW.status); END;",
-        )
-        .unwrap();
-        conn
-    }
-
-    fn writes(conn: &Connection) -> Vec<(String, String)> {
-        conn.prepare("SELECT id, status FROM writes ORDER BY rowid")
-            .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap()
-    }
-
-    /// A dry run's `running` record and its finished one in one batch: only
-    /// the finished one is written, and both writes answer success.
-    #[test]
-    fn a_run_record_replaced_later_in_the_batch_is_not_written() {
-        let mut conn = counted();
-        let batch = vec![
-            run_op("a", "running", r#"{"id":"a","n":1}"#),
-            run_op("b", "running", r#"{"id":"b"}"#),
-            run_op("a", "running", r#"{"id":"a","n":2}"#),
-            run_op("a", "succeeded", r#"{"id":"a","n":3}"#),
-        ];
-        let results = apply_batch(&mut conn, &batch).unwrap();
-        assert!(results.iter().all(|r| r.is_ok()));
-        assert_eq!(
-            writes(&conn),
-            [
-                ("b".into(), "running".into()),
-                ("a".into(), "succeeded".into())
-            ]
-        );
-        let record: String = conn
-            .query_row("SELECT record FROM runs WHERE id = 'a'", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(record, r#"{"id":"a","n":3}"#);
-    }
-
-    /// Skipped for a write that then fails, the `running` record must not
-    /// answer success: both fail, and nothing of either is left.
-    #[test]
-    fn a_replaced_record_answers_as_the_write_that_replaced_it() {
-        let mut conn = counted();
-        conn.execute_batch(
-            "CREATE TRIGGER refuse BEFORE INSERT ON runs WHEN NEW.status = 'failed' \
-             BEGIN SELECT RAISE(ABORT, 'refused'); END;",
-        )
-        .unwrap();
-        let batch = vec![
-            run_op("a", "running", r#"{"id":"a"}"#),
-            run_op("b", "running", r#"{"id":"b"}"#),
-            run_op("a", "failed", r#"{"id":"a"}"#),
-        ];
-        let results = apply_batch(&mut conn, &batch).unwrap();
-        assert!(results[0].is_err() && results[2].is_err());
-        assert!(results[1].is_ok());
-        assert_eq!(writes(&conn), [("b".into(), "running".into())]);
-    }
-
-    /// A decision reads the run's status: the record before it is written
-    /// even though a later one replaces it.
-    #[test]
-    fn a_decision_keeps_the_record_it_reads() {
-        let mut conn = counted();
-        let (ack, _) = oneshot::channel();
-        let batch = vec![
-            run_op("a", "pending_approval", r#"{"id":"a"}"#),
-            Op::Decide {
-                row: RunRow {
-                    status: "rejected",
-                    ..row("a", r#"{"id":"a","decided":true}"#)
-                },
-                ack,
-            },
-            run_op("a", "rejected", r#"{"id":"a","noted":true}"#),
-        ];
-        let results = apply_batch(&mut conn, &batch).unwrap();
-        assert!(matches!(results[1], Ok(Done::Inserted(true))));
-        assert_eq!(
-            writes(&conn),
-            [
-                ("a".into(), "pending_approval".into()),
-                ("a".into(), "rejected".into()),
-                ("a".into(), "rejected".into())
-            ]
-        );
     }
 
     fn event(name: &str) -> Op {
