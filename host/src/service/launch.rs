@@ -671,11 +671,11 @@ impl Service {
     }
 }
 
-/// A run that does not start: finished at once with `status` and why.
 /// How long a dry run that waited for its slot runs before its `running`
 /// record is stored (see [`Service::run_marked_if_long`]).
-pub(crate) const RUNNING_AFTER: std::time::Duration = std::time::Duration::from_millis(100);
+const RUNNING_AFTER: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// A run that does not start: finished at once with `status` and why.
 fn not_started(mut rec: RunRecord, status: RunStatus, why: String) -> RunRecord {
     rec.status = status;
     rec.error = Some(why);
