@@ -51,6 +51,13 @@ fn inspect_rejects_non_components_and_other_worlds() {
         "{}",
         text(&o)
     );
+    // Its exports have the runbook's names: it is their types that are
+    // refused, once at load, since no instance checks them again.
+    assert!(
+        text(&o).contains("type-checking export func `describe`"),
+        "{}",
+        text(&o)
+    );
 }
 
 #[test]

@@ -121,7 +121,7 @@ impl Runtime {
             }
         });
         let run = async {
-            let instance = pre.instantiate_async(&mut store).await?;
+            let instance = pre.instantiate_checked(&mut store).await?;
             f(&instance, &mut store).await
         };
         let result = tokio::time::timeout(timeout + DEADLINE_GRACE, run).await;

@@ -1,4 +1,5 @@
-//! A valid component of another world: `remedy inspect` must reject it.
+//! A valid component of another world, whose exports have the runbook
+//! world's names but not its types: `remedy inspect` must reject it.
 
 wit_bindgen::generate!({ world: "other", path: "wit" });
 
@@ -7,6 +8,15 @@ struct Other;
 impl Guest for Other {
     fn hello() -> String {
         "hello".into()
+    }
+    fn describe() -> String {
+        "other".into()
+    }
+    fn detect(n: u32) -> u32 {
+        n
+    }
+    fn mitigate() -> bool {
+        true
     }
 }
 
