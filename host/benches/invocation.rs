@@ -1,10 +1,12 @@
 //! One invocation: instantiate + detect of the bundled
 //! db-connection-exhaustion (three in-memory host calls: database.stats,
 //! database.long-running, log.log), beside the same detection as a native
-//! Rust function (the floor) and a subprocess per call (how StackStorm and
-//! Rundeck run actions).
+//! Rust function (the floor; `native_detect_record` also builds the
+//! detection record and log line the plugin builds) and a subprocess per
+//! call (how StackStorm and Rundeck run actions).
 //!
 //! `cargo bench -p remedy --bench invocation`
+//! (`REMEDY_BENCH_WASM=file.wasm` runs another build of the plugin)
 
 use std::sync::Arc;
 
@@ -53,6 +55,53 @@ async fn native_detect(db: &dyn DatabaseBackend) -> bool {
     ratio < 0.9 && long.is_empty()
 }
 
+/// What the plugin's `detect` does, natively: the same two backend calls,
+/// the same finding with its seven pieces of evidence, the same log line
+/// into the run's journal. The floor for the sandbox's own cost.
+async fn native_detect_record(db: &dyn DatabaseBackend, journal: &Journal) -> wit::Detection {
+    let (max_usage_ratio, long_query_ms) = (0.9, 60_000);
+    let pool = db.stats().await.unwrap();
+    let sessions = db.long_running(long_query_ms, 50).await.unwrap();
+    let ratio = f64::from(pool.total) / f64::from(pool.max_connections);
+    let at_capacity = ratio >= max_usage_ratio;
+    let evidence = [
+        ("total", pool.total.to_string()),
+        ("active", pool.active.to_string()),
+        ("idle", pool.idle.to_string()),
+        ("idle_in_transaction", pool.idle_in_transaction.to_string()),
+        ("waiting", pool.waiting.to_string()),
+        ("max_connections", pool.max_connections.to_string()),
+        ("usage_ratio", format!("{ratio:.3}")),
+    ];
+    let finding = wit::Finding {
+        severity: if at_capacity {
+            wit::Severity::Critical
+        } else {
+            wit::Severity::Info
+        },
+        summary: format!(
+            "{} of {} connections in use ({:.0}%, threshold {:.0}%)",
+            pool.total,
+            pool.max_connections,
+            ratio * 100.0,
+            max_usage_ratio * 100.0
+        ),
+        evidence: evidence
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
+    };
+    journal.logs.line(format!(
+        "[info] usage {ratio:.3}, {} long-running sessions, {} unprotected",
+        sessions.len(),
+        sessions.len()
+    ));
+    wit::Detection {
+        healthy: !at_capacity && sessions.is_empty(),
+        findings: vec![finding],
+    }
+}
+
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -64,12 +113,23 @@ fn bench(c: &mut Criterion) {
         database: Some(db.clone()),
         ..Backends::none()
     });
+    // A plugin file, unlike a bundled one, has only the grants its config
+    // gives.
+    let config = Config::parse(
+        "[plugins.db-connection-exhaustion]\ngrants = [\"database\", \"log\"]\n",
+        "bench.toml".as_ref(),
+    )
+    .unwrap();
     let remedy = rt.block_on(async {
-        Remedy::with_backends(Config::default(), Overrides::default(), backends.clone()).unwrap()
+        Remedy::with_backends(config, Overrides::default(), backends.clone()).unwrap()
     });
-    let plugin = rt
-        .block_on(remedy.load_named("db-connection-exhaustion"))
-        .unwrap();
+    // Another build of the same plugin, to compare compiler settings:
+    // REMEDY_BENCH_WASM=path/to/db_connection_exhaustion.wasm
+    let plugin = match std::env::var_os("REMEDY_BENCH_WASM") {
+        Some(path) => rt.block_on(remedy.load_file(path.as_ref())),
+        None => rt.block_on(remedy.load_named("db-connection-exhaustion")),
+    }
+    .unwrap();
     let ctx = wit::Context {
         run_id: "bench".into(),
         trigger: wit::Trigger::Manual("bench".into()),
@@ -125,6 +185,13 @@ fn bench(c: &mut Criterion) {
     g.bench_function("native_detect", |b| {
         b.to_async(&rt)
             .iter(|| async { assert!(native_detect(db.as_ref()).await) })
+    });
+    g.bench_function("native_detect_record", |b| {
+        b.to_async(&rt).iter(|| async {
+            let journal = Journal::new(4096);
+            let det = native_detect_record(db.as_ref(), &journal).await;
+            assert!(det.healthy && det.findings[0].evidence.len() == 7);
+        })
     });
     g.bench_function("subprocess_per_call", |b| {
         b.iter(|| {
