@@ -143,8 +143,12 @@ impl Optimiser {
             .name("remedy-optimise".into())
             .spawn(move || {
                 lower_thread_priority(10);
-                for job in rx {
+                while let Ok(job) = rx.recv() {
                     job();
+                    while let Ok(job) = rx.try_recv() {
+                        job();
+                    }
+                    release_freed_memory();
                 }
             });
         match spawned {
@@ -159,6 +163,17 @@ impl Optimiser {
             }
         }
     }
+}
+
+/// Hands back to the system the memory the compiles freed. The allocator
+/// (mimalloc in the binary) keeps freed pages for reuse, and a compile's
+/// are not reused by anything a service does next: after a cold start with
+/// the eight bundled plugins it held about 20 MB of them, which took an
+/// idle service from 49 to 64-70 MB.
+fn release_freed_memory() {
+    // SAFETY: takes no pointers; safe whichever allocator is global (it
+    // then finds nothing of mimalloc's to collect).
+    unsafe { libmimalloc_sys::mi_collect(true) }
 }
 
 /// Adds `by` to the calling thread's nice value (Linux schedules threads
