@@ -19,7 +19,7 @@ row() { printf '| %s | %s |\n' "$1" "$2"; }
 
 echo "criterion: invocation (a few minutes)…" >&2
 cargo bench -q -p remedy --bench invocation -- --noplot >"$out/bench" 2>&1 || true
-median() { grep -A1 "^invocation/$1" "$out/bench" | grep -o 'time: *\[[^]]*\]' | awk '{print $4, $5}'; }
+median() { grep -A1 "^invocation/$1\$" "$out/bench" | grep -o 'time: *\[[^]]*\]' | awk '{print $4, $5}'; }
 
 echo "HTTP load…" >&2
 scripts/load.sh 8s 64 >"$out/load" 2>&1
@@ -60,6 +60,7 @@ echo "| figure | measured |"
 echo "|---|---|"
 row "invocation/wasm_instantiate_detect (median)" "$(median wasm_instantiate_detect)"
 row "invocation/native_detect (median)" "$(median native_detect)"
+row "invocation/native_detect_record (median)" "$(median native_detect_record)"
 row "dry runs/s → 202 (load.sh 8s 64)" "$(rps 1) (p99 $(p99 1))"
 row "dry runs/s ?wait=true" "$(rps 2) (p99 $(p99 2))"
 row "?wait=true at a fixed half of that rate (oha -q)" "$(grep -o 'fixed [0-9]*/s' "$out/load" | head -1): p50 $(awk '/50.00% in/ {print $3, $4}' "$out/load"), p99 $(awk '/99.00% in/ {print $3, $4}' "$out/load")"
