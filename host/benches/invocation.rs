@@ -91,13 +91,17 @@ async fn native_detect_record(db: &dyn DatabaseBackend, journal: &Journal) -> wi
             .map(|(k, v)| (k.to_string(), v.clone()))
             .collect(),
     };
+    let protected = ["pg_dump", "pg_basebackup"];
+    let leaks = sessions
+        .iter()
+        .filter(|s| !protected.contains(&s.application_name.as_str()))
+        .count();
     journal.logs.line(format!(
-        "[info] usage {ratio:.3}, {} long-running sessions, {} unprotected",
-        sessions.len(),
+        "[info] usage {ratio:.3}, {} long-running sessions, {leaks} unprotected",
         sessions.len()
     ));
     wit::Detection {
-        healthy: !at_capacity && sessions.is_empty(),
+        healthy: !at_capacity && leaks == 0,
         findings: vec![finding],
     }
 }

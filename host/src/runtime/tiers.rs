@@ -168,8 +168,8 @@ impl Optimiser {
 /// Hands back to the system the memory the compiles freed. The allocator
 /// (mimalloc in the binary) keeps freed pages for reuse, and a compile's
 /// are not reused by anything a service does next: after a cold start with
-/// the eight bundled plugins it held about 20 MB of them, which took an
-/// idle service from 49 to 64-70 MB.
+/// the eight bundled plugins it held about 20 MB of them: an idle service
+/// held 60-71 MB with them, 51-59 MB once they are handed back.
 fn release_freed_memory() {
     // SAFETY: takes no pointers; safe whichever allocator is global (it
     // then finds nothing of mimalloc's to collect).
