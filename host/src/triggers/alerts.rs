@@ -204,14 +204,19 @@ pub async fn receive(service: &Arc<Service>, hook: Webhook) -> Result<Receipt, A
     let mut planned = Vec::with_capacity(hook.alerts.len());
     for a in &hook.alerts {
         let fp = fingerprint(a);
-        let mut recs = Vec::new();
-        let mut mine = Vec::new();
-        if a.status == "firing" {
-            for p in routed(&loaded, a) {
-                let launch = alert_launch(p, a);
-                recs.push(crate::service::queued_record(p, &launch));
-                mine.push((p.clone(), launch));
-            }
+        // Sized to the plugins routed to, usually one: grown from empty,
+        // each would hold room for four records, kilobytes per alert that
+        // a storm's receipts faulted in fresh.
+        let takers: Vec<&Arc<Plugin>> = match a.status.as_str() {
+            "firing" => routed(&loaded, a).collect(),
+            _ => Vec::new(),
+        };
+        let mut recs = Vec::with_capacity(takers.len());
+        let mut mine = Vec::with_capacity(takers.len());
+        for p in takers {
+            let launch = alert_launch(p, a);
+            recs.push(crate::service::queued_record(p, &launch));
+            mine.push((p.clone(), launch));
         }
         alerts.push(StoredAlert {
             fingerprint: fp,
