@@ -2,8 +2,9 @@
 """Alert storm (DESIGN §12): 10,000 alerts in 100 Alertmanager posts against a
 release `remedy serve`, every tenth alert a repeat. Checks that every alert
 was stored once, that every new one started (or skipped) a run, and reports
-receipt → run start latency from the store, how fast the queue drained, and
-the same latency for 20 `severity=critical` alerts posted among the storm.
+receipt → run start latency from the store, how fast the queue drained, the
+same latency for 20 `severity=critical` alerts posted among the storm, and
+the server's peak RSS.
 
     cargo build --release -p remedy && cargo test -p remedy-e2e --no-run
     scripts/alert-storm.py [POSTS] [ALERTS_PER_POST]
@@ -126,6 +127,12 @@ for _ in range(600):
             break
     time.sleep(0.1)
 time.sleep(1)
+# The most memory the server held, start-up (and its plugin compiles) included.
+try:
+    with open(f"/proc/{server.pid}/status") as f:
+        peak_kb = next(int(l.split()[1]) for l in f if l.startswith("VmHWM"))
+except (OSError, StopIteration):
+    peak_kb = None
 server.terminate()
 server.wait()
 
@@ -171,6 +178,8 @@ if lat:
     span = (last_start - first_receipt).total_seconds()
     print(f"queue drained: {len(lat)} runs started {span:.2f} s after the first receipt "
           f"({len(lat) / span:.0f} runs/s)")
+if peak_kb is not None:
+    print(f"server peak RSS: {peak_kb // 1024} MiB")
 critical_ms.sort()
 if len(critical_ms) == CRITICAL:
     c = lambda p: critical_ms[min(len(critical_ms) - 1, int(p * len(critical_ms)))]

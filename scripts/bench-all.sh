@@ -68,6 +68,7 @@ row "alert storm: post answered" "$(grep -o 'p50 .*' <(grep 'answer to Alertmana
 row "alert storm: receipt → run start" "$(grep -o 'p50 .*' <(grep '^receipt -> run start' "$out/storm"))"
 row "alert storm: 20 critical alerts posted mid-storm, receipt → run start" "$(grep -o 'p50 .*' <(grep 'critical alerts' "$out/storm"))"
 row "alert storm: queue drained" "$(grep -o "[0-9]* runs/s" <(grep "queue drained" "$out/storm"))"
+row "alert storm: server peak RSS" "$(grep -o '[0-9]* MiB' <(grep 'peak RSS' "$out/storm"))"
 row "alert storm, HA twins: post answered" "$(grep -o 'p50 .*' <(grep 'answer to Alertmanager' "$out/storm-ha"))"
 row "alert storm, HA twins: runs" "$(grep -o 'runs recorded.*' "$out/storm-ha")"
 row "schedules: ticks" "$(sed -n 2p "$out/sched")"
