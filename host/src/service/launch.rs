@@ -463,7 +463,7 @@ impl Service {
     /// runs' samples in copying that state into its box and faulting in
     /// fresh pages for it). What waits for the store now holds the record
     /// and the claim only (`tests::a_run_waiting_for_its_record_holds_no_run_state`);
-    /// a storm's peak RSS went from 201–233 to 123–142 MB.
+    /// a storm's peak RSS went from 197–227 to 120–139 MiB.
     async fn run_claimed(self: Arc<Self>, c: Claimed, slot: Slotted) -> RunRecord {
         let ran = Box::pin(self.clone().run_in_slot(c, slot)).await;
         Box::pin(self.store_ran(ran)).await
