@@ -312,14 +312,17 @@ fn apply_batch(
 /// at nice 0 it takes the core from the run that sent at once: in a
 /// storm's drain it committed batches of ~7 rows, ~11,000 times a second,
 /// each after a wake and a context switch. Asleep for this long instead,
-/// it is woken once per batch. Measured against the build before,
-/// alternating: `scripts/load.sh 8s 64` 31,600–34,200 runs/s `202` and
-/// 36,400–39,400 `?wait=true` (seven runs) against 21,200–29,900 and
-/// 25,100–36,400 (four); at half the rate p50 0.96–1.04 ms against
-/// 0.71–0.79 (the wait itself), p99 3.0–3.6 ms, once 8.1, against 3.2–4.2;
-/// storms' drain 30,000–34,800 runs/s against 27,900–33,300 and posts p99
-/// median 106 against 119 ms (ten each).
-const LINGER: Duration = Duration::from_micros(200);
+/// it is woken once per batch. Measured at 200 µs against the build
+/// before, alternating: `scripts/load.sh 8s 64` 31,600–34,200 runs/s `202`
+/// and 36,400–39,400 `?wait=true` (seven runs) against 21,200–29,900 and
+/// 25,100–36,400 (four); at a fixed 17,000/s p99 2.8–2.9 ms against
+/// 3.9–4.2; storms' drain 30,000–34,800 runs/s against 27,900–33,300 and
+/// posts p99 median 106 against 119 ms (ten each). But at half the new
+/// maximum rate p99 went over 5 ms in two runs of six (5.0, 8.1 ms), and in
+/// two of three more against 100 µs (5.3, 8.0 against 3.0–4.2 ms), which
+/// kept the rate (34,000–34,100 `202`) and the storms' drain
+/// (33,300–34,400). 100 µs it is.
+const LINGER: Duration = Duration::from_micros(100);
 
 /// The next batch: blocks for its first op, then takes what is waiting,
 /// urgent ops first, up to [`BATCH`] rows; with room left, waits `linger`
