@@ -25,6 +25,25 @@ fn manual(target: &str) -> Launch {
     }
 }
 
+/// A service on the embedded defaults, its store in `dir/data`, with more
+/// `[server]` settings from `server`.
+async fn service_in(dir: &std::path::Path, server: &str) -> std::sync::Arc<Service> {
+    let toml = format!(
+        "[server]\ndata_dir = {:?}\n{server}",
+        dir.join("data").display().to_string()
+    );
+    let config = crate::config::Config::parse(&toml, &dir.join("remedy.toml")).expect("config");
+    Service::start(config).await.expect("service")
+}
+
+/// A manual run of the bundled cache-health for `target`, claimed.
+fn claimed(service: &std::sync::Arc<Service>, target: &str) -> super::Claimed {
+    match service.claim(cache_health(service), manual(target)) {
+        Ok(c) => c,
+        Err(rec) => panic!("not claimed: {:?}", rec.status),
+    }
+}
+
 /// A storm queues thousands of run tasks at once (9,000 in
 /// `scripts/alert-storm.py`), each held from its spawn until a slot frees.
 /// A queued task weighed about 11.5 KB: the plugin's run (4.2 KB of
@@ -35,17 +54,8 @@ fn manual(target: &str) -> Launch {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queued_run_holds_a_small_task() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let toml = format!(
-        "[server]\ndata_dir = {:?}\n",
-        dir.path().join("data").display().to_string()
-    );
-    let config =
-        crate::config::Config::parse(&toml, &dir.path().join("remedy.toml")).expect("config");
-    let service = Service::start(config).await.expect("service");
-    let claimed = match service.claim(cache_health(&service), manual("size-test")) {
-        Ok(c) => c,
-        Err(rec) => panic!("not claimed: {:?}", rec.status),
-    };
+    let service = service_in(dir.path(), "").await;
+    let claimed = claimed(&service, "size-test");
     let task = service.run_task(claimed, None);
     let bytes = std::mem::size_of_val(&task);
     assert!(bytes <= 1024, "a queued run's task is {bytes} bytes");
@@ -59,17 +69,8 @@ async fn a_queued_run_holds_a_small_task() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_waiting_for_its_record_holds_no_run_state() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let toml = format!(
-        "[server]\ndata_dir = {:?}\n",
-        dir.path().join("data").display().to_string()
-    );
-    let config =
-        crate::config::Config::parse(&toml, &dir.path().join("remedy.toml")).expect("config");
-    let service = Service::start(config).await.expect("service");
-    let c = match service.claim(cache_health(&service), manual("size-test")) {
-        Ok(c) => c,
-        Err(rec) => panic!("not claimed: {:?}", rec.status),
-    };
+    let service = service_in(dir.path(), "").await;
+    let c = claimed(&service, "size-test");
     let slot = super::Slotted::Waited(service.slot(&c).await);
     let running = service.clone().run_in_slot(c, slot);
     let running_bytes = std::mem::size_of_val(&running);
@@ -99,13 +100,7 @@ async fn a_run_waiting_for_its_record_holds_no_run_state() {
 async fn a_quick_dry_run_that_waited_for_its_slot_writes_no_running_record() {
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data");
-    let toml = format!(
-        "[server]\ndata_dir = {:?}\nmax_concurrent_runs = 1\n",
-        data.display().to_string()
-    );
-    let config =
-        crate::config::Config::parse(&toml, &dir.path().join("remedy.toml")).expect("config");
-    let service = Service::start(config).await.expect("service");
+    let service = service_in(dir.path(), "max_concurrent_runs = 1\n").await;
     // Every row the store writes to `runs`, as it writes it.
     let db = rusqlite::Connection::open(data.join("remedy.db")).expect("store file");
     db.execute_batch(
