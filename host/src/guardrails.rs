@@ -94,6 +94,9 @@ pub enum Refusal {
     Guardrail(String),
     /// The ledger could not be written: nothing may run unrecorded.
     Unavailable(String),
+    /// The run is no longer this replica's (it was taken over while this
+    /// replica stalled): it may not act at all.
+    Fenced(String),
 }
 
 /// Durable record of live actions: checks budget and cooldown and stores the

@@ -80,6 +80,7 @@ pub async fn serve_with(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let server_cfg = &service.remedy.config.server;
+    crate::triggers::http::admission::raise_nofile_limit();
     let auth = Auth::from_config(&server_cfg.tokens)?;
     let max_body = server_cfg.max_body_bytes.unwrap_or(MAX_BODY);
     let ms = |t: Option<crate::units::TimeoutMs>| t.map_or(Duration::from_secs(10), |t| t.get());
@@ -165,25 +166,41 @@ async fn serve_http(
         .timer(TokioTimer::new())
         .header_read_timeout(read_timeout);
     tokio::pin!(shutdown);
+    use crate::triggers::http::admission::{self, AcceptErrors, Admission};
+    let admission = Admission::new(admission::MAX_CONNECTIONS, admission::MAX_PER_PEER);
+    let mut errors = AcceptErrors::default();
+    let builder = Arc::new(builder);
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let io = match accepted {
-                    Ok((io, _)) => io,
+                let (io, peer) = match accepted {
+                    Ok(accepted) => accepted,
                     Err(e) => {
                         // Out of file descriptors and the like: wait, go on.
-                        tracing::warn!(error = %e, "accept failed");
+                        errors.failed(&e);
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
                 };
-                let service = hyper_util::service::TowerToHyperService::new(app.clone());
-                let conn = builder
-                    .serve_connection_with_upgrades(TokioIo::new(io), service)
-                    .into_owned();
-                let conn = graceful.watch(conn);
+                let Some(slot) = admission.admit(peer.ip()) else {
+                    errors.refused(peer.ip());
+                    continue;
+                };
+                // Watched from the accept: a connection still waiting for
+                // its first byte is waited for at shutdown (bounded by the
+                // first-byte deadline).
+                let (app, builder, watcher) = (app.clone(), builder.clone(), graceful.watcher());
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
+                    let _slot = slot;
+                    // hyper's header timeout starts at the first byte.
+                    if !admission::first_byte(&io, read_timeout).await {
+                        return;
+                    }
+                    let service = hyper_util::service::TowerToHyperService::new(app);
+                    let conn = builder
+                        .serve_connection_with_upgrades(TokioIo::new(io), service)
+                        .into_owned();
+                    if let Err(e) = watcher.watch(conn).await {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
                 });
@@ -229,18 +246,19 @@ fn spawn_retention_sweeper(service: Arc<Service>, mut stop: watch::Receiver<bool
     });
 }
 
-/// On a shared store: heartbeat, scheduler lease, kill switch and
-/// take-over, every [`HEARTBEAT`](crate::service::cluster::HEARTBEAT).
+/// Every [`HEARTBEAT`](crate::service::cluster::HEARTBEAT): on a shared
+/// store the heartbeat, scheduler lease, kill switch and take-over; on
+/// every store the reconciler (records and flights not yet written).
 fn spawn_heartbeat(service: Arc<Service>, mut stop: watch::Receiver<bool>) {
-    if !service.store.shared() {
-        return;
-    }
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(crate::service::cluster::HEARTBEAT);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = tick.tick() => service.beat().await,
+                _ = tick.tick() => {
+                    service.beat().await;
+                    service.reconcile().await;
+                }
                 _ = stop.changed() => return,
             }
         }

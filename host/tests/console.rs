@@ -342,6 +342,9 @@ async fn a_form_is_refused_cross_site_without_its_csrf_token_or_without_the_role
             ok.as_str(),
             vec![("sec-fetch-site", "cross-site")],
         ),
+        // An opaque origin names no site: once compared equal to a
+        // missing Host ("" == ""), now refused.
+        ("Origin: null", ok.as_str(), vec![("origin", "null")]),
         ("no CSRF token", "", vec![]),
         (
             "another session's CSRF token",

@@ -477,6 +477,34 @@ async fn the_run_role_can_make_a_run_safer_never_less_safe() {
     assert_eq!(code, 403);
 }
 
+/// Issue 28: `mode=approve` on a plugin configured `dry-run` made a plan
+/// that an approval then ran live; approve is less safe than dry-run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_run_role_cannot_turn_a_dry_run_plugin_into_a_plan_that_acts() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = sim().await;
+    sim.open_breaker("stripe");
+    let cfg = breaker_config(dir.path(), &sim, TOKENS, "mode = \"dry-run\"", "");
+    let server = start(dir.path(), &cfg, &ENV);
+    let path = "/v1/plugins/circuit-breaker-open/runs?wait=true";
+    let (code, r) = server
+        .post_as("run-token", path, json!({"mode": "approve"}))
+        .await;
+    assert_eq!(code, 403, "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("mode `approve`"),
+        "{r}"
+    );
+    let (code, r) = server
+        .post_as("run-token", path, json!({"mode": "dry-run"}))
+        .await;
+    assert_eq!(code, 200, "{r}");
+    assert_eq!(sim.breaker_state("stripe").unwrap(), "OPEN");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_tokens_foreign_hosts_and_origins_are_refused_and_every_error_is_json() {
     let dir = tempfile::tempdir().unwrap();

@@ -426,6 +426,20 @@ async fn an_open_api_answers_only_loopback_hosts_and_origins() {
         "forbidden_origin",
         "cross-site",
     );
+    // Another web app on this machine is another site (issue 28), and an
+    // origin that names no site (`null`) is refused, not compared.
+    for origin in ["http://localhost:3000", "http://127.0.0.1:3000", "null", ""] {
+        let (s, v) = send("127.0.0.1:8080", Some(origin)).await;
+        assert_error(
+            s,
+            &v,
+            StatusCode::FORBIDDEN,
+            "forbidden_origin",
+            "cross-site",
+        );
+    }
+    let (s, _) = send("127.0.0.1:8080", Some("http://127.0.0.1:8080")).await;
+    assert_eq!(s, StatusCode::OK);
 }
 
 /// The whole service in-process on a socket of the test's own, stopped by

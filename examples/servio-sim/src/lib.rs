@@ -44,6 +44,9 @@ struct Inner {
     breakers: BTreeMap<String, Breaker>,
     upstreams: BTreeMap<String, Health>,
     transitions: u64,
+    /// State changes asked through the admin API (what a remediation tool
+    /// did, counted at the backend rather than in its own records).
+    forced: u64,
     traffic: traffic::Traffic,
     /// The breaker admin API answers reads this much later.
     slow_reads_ms: u64,
@@ -149,6 +152,11 @@ impl Sim {
         let out = b.clone();
         g.transitions += 1;
         Some(out)
+    }
+
+    /// How many state changes the admin API was asked for (by anyone).
+    pub fn forced(&self) -> u64 {
+        self.lock().forced
     }
 
     /// Changes the faults, after accounting the traffic that ran under
@@ -282,6 +290,9 @@ async fn force_state(
         );
     }
     let changed = sim.set_state(&name, &req.state);
+    if changed.is_some() {
+        sim.lock().forced += 1;
+    }
     sim.delay(true).await;
     match changed {
         Some(b) => {

@@ -34,6 +34,16 @@ impl Mode {
         }
     }
 
+    /// How far a run in this mode may act: dry-run never, approve once a
+    /// human approved its plan, auto at once. A request may lower it.
+    pub fn risk(self) -> u8 {
+        match self {
+            Mode::DryRun => 0,
+            Mode::Approve => 1,
+            Mode::Auto => 2,
+        }
+    }
+
     pub fn parse(s: &str) -> Option<Mode> {
         [Mode::DryRun, Mode::Auto, Mode::Approve]
             .into_iter()

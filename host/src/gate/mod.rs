@@ -274,6 +274,7 @@ impl Gate {
                     Err(refusal) => {
                         let err = match refusal {
                             Refusal::Guardrail(m) => WitError::Refused(m),
+                            Refusal::Fenced(m) => WitError::Refused(m),
                             Refusal::Unavailable(m) => WitError::Unavailable(format!(
                                 "the action was not run because its intent could not be recorded: {m}"
                             )),

@@ -135,7 +135,8 @@ impl Service {
                 }
             }
         };
-        let mine = holder.as_deref() == Some(self.cluster.me.id.as_str());
+        let me = self.store.incarnation();
+        let mine = holder.is_some() && holder.as_deref() == me.as_deref();
         if self.cluster.scheduler.swap(mine, Ordering::SeqCst) != mine {
             tracing::info!(replica = %self.cluster.me.name, scheduler = mine, "scheduler lease changed");
         }

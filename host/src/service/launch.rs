@@ -91,22 +91,34 @@ pub fn own_target() -> String {
 pub(crate) struct FlightGuard {
     service: Arc<Service>,
     key: (String, String),
+    /// The run's id, held in `Service::held` until the guard goes.
+    run_id: String,
     /// The run id whose flight row the shared store holds.
     shared: Option<String>,
 }
 
 impl FlightGuard {
     /// Releases the shared claim now (rather than from `drop`), so the next
-    /// run for the target, on any replica, finds it free.
+    /// run for the target, on any replica, finds it free. Retried; a flight
+    /// still not released is released by the reconciler at a heartbeat
+    /// once this run is no longer held (the id is forgotten only once the
+    /// `DELETE` went through).
     async fn release_shared(&mut self) {
-        if let Some(id) = self.shared.take() {
-            if let Err(e) = self
-                .service
-                .store
-                .release_flight(&self.key.0, &self.key.1, &id)
-                .await
-            {
-                tracing::warn!(run_id = %id, error = %e, "flight not released; it is when this replica's lease ends");
+        let Some(id) = self.shared.clone() else {
+            return;
+        };
+        let store = self.service.store.clone();
+        let (plugin, target) = self.key.clone();
+        let released = Box::pin(super::heal::retried("flight release", &id, || {
+            store.release_flight(&plugin, &target, &id)
+        }))
+        .await;
+        match released {
+            Ok(()) => self.shared = None,
+            Err(e) => {
+                tracing::warn!(run_id = %id, error = %e, "flight not released; the reconciler releases it at a heartbeat");
+                // Not again from `drop`: the reconciler owns it now.
+                self.shared = None;
             }
         }
     }
@@ -117,6 +129,7 @@ impl Drop for FlightGuard {
         if let Some(id) = self.shared.take() {
             let (store, (plugin, target)) = (self.service.store.clone(), self.key.clone());
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                // If this fails too, the reconciler releases it.
                 rt.spawn(async move {
                     let _ = store.release_flight(&plugin, &target, &id).await;
                 });
@@ -127,6 +140,11 @@ impl Drop for FlightGuard {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&self.key);
+        self.service
+            .held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.run_id);
         if self.service.running.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.service.idle.notify_waiters();
         }
@@ -141,6 +159,17 @@ pub(crate) struct Claimed {
     launch: Launch,
     /// Its record as stored while it waits (`queued`).
     pub rec: RunRecord,
+    /// The incarnation it was claimed by: every write of the run is fenced
+    /// by it (see `store::fence`).
+    owner: Option<Arc<str>>,
+}
+
+/// Why a claimed run does not start.
+pub(crate) enum NotClaimed {
+    /// Another replica's run holds the target: the record says so.
+    Lost(RunRecord),
+    /// The store did not answer, even after retries: nothing is written.
+    Store(StoreError),
 }
 
 /// How a run got its slot: given with its start decided (a run that
@@ -155,6 +184,7 @@ struct Ran {
     rec: RunRecord,
     guard: FlightGuard,
     plugin: Arc<Plugin>,
+    owner: Option<Arc<str>>,
 }
 
 /// A run slot: one of its plugin's, then one of the service's. Waiting
@@ -209,6 +239,15 @@ impl Service {
         plugin: Arc<Plugin>,
         l: Launch,
     ) -> Result<Started, StoreError> {
+        let owner = self.store.incarnation();
+        crate::store::fence::scope(owner, self.launch_fenced(plugin, l)).await
+    }
+
+    async fn launch_fenced(
+        self: &Arc<Self>,
+        plugin: Arc<Plugin>,
+        l: Launch,
+    ) -> Result<Started, StoreError> {
         let mut claimed = match self.claim(plugin, l) {
             Ok(c) => c,
             Err(skipped) => {
@@ -217,10 +256,16 @@ impl Service {
                 return Ok(Started::Skipped(Box::new(skipped)));
             }
         };
-        if let Err(not_started) = self.claim_shared(&mut claimed).await {
-            self.store.put_run(&not_started).await?;
-            self.finished(&not_started);
-            return Ok(Started::Skipped(Box::new(not_started)));
+        match self.claim_shared(&mut claimed).await {
+            Ok(()) => {}
+            Err(NotClaimed::Lost(not_started)) => {
+                self.store.put_run(&not_started).await?;
+                self.finished(&not_started);
+                return Ok(Started::Skipped(Box::new(not_started)));
+            }
+            // Nothing was stored: the caller is told, and nothing fails
+            // that never ran.
+            Err(NotClaimed::Store(e)) => return Err(e),
         }
         let id = claimed.rec.id.clone();
         let handle = match self.try_slot(claimed.plugin.name()) {
@@ -229,12 +274,14 @@ impl Service {
                 let start = self.decide_start(&claimed);
                 if !(claimed.launch.waited && start.dry) {
                     let running = self.running_record(&claimed, &start);
-                    self.store.put_run(&running).await?;
+                    super::heal::retried("`running` record", &id, || self.store.put_run(&running))
+                        .await?;
                 }
                 self.spawn_run(claimed, Some((permit, start)))
             }
             None => {
-                self.store.put_run(&claimed.rec).await?;
+                super::heal::retried("`queued` record", &id, || self.store.put_run(&claimed.rec))
+                    .await?;
                 self.spawn_run(claimed, None)
             }
         };
@@ -306,45 +353,53 @@ impl Service {
             return Err(not_started(rec, RunStatus::Skipped, why));
         }
         self.running.fetch_add(1, Ordering::SeqCst);
+        self.held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(rec.id.clone());
         Ok(Claimed {
             guard: FlightGuard {
                 service: self.clone(),
                 key,
+                run_id: rec.id.clone(),
                 shared: None,
             },
             plugin,
             launch: l,
+            owner: self.store.incarnation(),
             rec,
         })
     }
 
-    /// On a shared store, the claim of (plugin, target) across replicas;
-    /// `Err` is the record of a run that does not start (`skipped` when a
-    /// run of another replica holds the target, `failed` when the store
-    /// could not say), not yet stored.
-    #[allow(clippy::result_large_err)] // built once per run, moved once
-    pub(crate) async fn claim_shared(&self, c: &mut Claimed) -> Result<(), RunRecord> {
+    /// On a shared store, the claim of (plugin, target) across replicas,
+    /// retried while the store blips; `Lost` is the `skipped` record (not
+    /// yet stored) when a run of another replica holds the target.
+    pub(crate) async fn claim_shared(&self, c: &mut Claimed) -> Result<(), NotClaimed> {
         if !self.store.shared() || c.guard.shared.is_some() || c.guard.key.1.starts_with(OWN_TARGET)
         {
             return Ok(());
         }
         let (plugin, target) = c.guard.key.clone();
-        match self.store.claim_flight(&plugin, &target, &c.rec.id).await {
+        let id = c.rec.id.clone();
+        let claim = super::heal::retried("single-flight claim", &id, || {
+            self.store.claim_flight(&plugin, &target, &id)
+        });
+        match claim.await {
             Ok(true) => {
-                c.guard.shared = Some(c.rec.id.clone());
+                c.guard.shared = Some(id);
                 Ok(())
             }
             Ok(false) => {
                 let why = format!(
                     "a run of {plugin} for target `{target}` is already in flight on another replica"
                 );
-                Err(not_started(c.rec.clone(), RunStatus::Skipped, why))
+                Err(NotClaimed::Lost(not_started(
+                    c.rec.clone(),
+                    RunStatus::Skipped,
+                    why,
+                )))
             }
-            Err(e) => {
-                let why =
-                    format!("not started: single flight could not be checked in the store: {e}");
-                Err(not_started(c.rec.clone(), RunStatus::Failed, why))
-            }
+            Err(e) => Err(NotClaimed::Store(e)),
         }
     }
 
@@ -429,18 +484,29 @@ impl Service {
         ));
         // Boxed, the claim is one pointer in the task: held by value, the
         // claim, the shared claim's future and the slot's each kept a copy.
+        let owner = c.owner.clone();
         let mut c = Box::new(c);
-        async move {
-            if let Err(not_started) = service.claim_shared(&mut c).await {
-                return Box::pin(service.not_started(not_started)).await;
+        let run = async move {
+            // Boxed: its retries' state would weigh on every queued task.
+            match Box::pin(service.claim_shared(&mut c)).await {
+                Ok(()) => {}
+                Err(NotClaimed::Lost(not_started)) => {
+                    return Box::pin(service.not_started(not_started)).await;
+                }
+                Err(NotClaimed::Store(e)) => {
+                    // Its `queued` record stays; the reconciler resumes it
+                    // once the store answers (a blip fails nothing).
+                    tracing::warn!(run_id = %c.rec.id, error = %e, "single flight could not be checked in the store; the run stays queued and is resumed at a heartbeat");
+                    return dropped(c.rec.clone(), format!("left queued: {e}"));
+                }
             }
             let slot = match slot {
                 Some((permit, start)) => Slotted::Started(permit, start),
                 None => Slotted::Waited(service.slot(&c).await),
             };
             Box::pin(service.run_claimed(*c, slot)).await
-        }
-        .instrument(span)
+        };
+        crate::store::fence::scope(owner, run).instrument(span)
     }
 
     /// Stores the record of a run that lost its shared claim.
@@ -465,12 +531,17 @@ impl Service {
     /// and the claim only (`tests::a_run_waiting_for_its_record_holds_no_run_state`);
     /// a storm's peak RSS went from 197–227 to 120–139 MiB.
     async fn run_claimed(self: Arc<Self>, c: Claimed, slot: Slotted) -> RunRecord {
-        let ran = Box::pin(self.clone().run_in_slot(c, slot)).await;
-        Box::pin(self.store_ran(ran)).await
+        match Box::pin(self.clone().run_in_slot(c, slot)).await {
+            Ok(ran) => Box::pin(self.store_ran(ran)).await,
+            Err(rec) => rec,
+        }
     }
 
     /// The plugin's run, in its slot; the slot is handed on when it ends.
-    async fn run_in_slot(self: Arc<Self>, c: Claimed, slot: Slotted) -> Ran {
+    /// `Err`: the run did not start (fenced out, or its start could not be
+    /// stored: then its `queued` record stays for the reconciler), with the
+    /// record it ends with in memory, not stored.
+    async fn run_in_slot(self: Arc<Self>, c: Claimed, slot: Slotted) -> Result<Ran, RunRecord> {
         let service = self;
         let (permit, start, running_later) = match slot {
             Slotted::Started(permit, start) => (permit, start, None),
@@ -481,11 +552,16 @@ impl Service {
                     // Stored only if the run is still going after a while.
                     (permit, start, Some(running))
                 } else {
-                    // A run that may act is stored `running` before it
-                    // starts. It goes on without: its live actions need the
-                    // ledger, which refuses them while the store is down.
-                    if let Err(e) = service.store.put_run(&running).await {
-                        tracing::error!(run_id = %running.id, error = %e, "`running` not stored");
+                    // A run that may act starts only once it is stored
+                    // `running`, a conditional write: `queued` → `running`
+                    // while this incarnation still owns it. A run that
+                    // could not be marked never acts, so a restart cannot
+                    // resume one that did (it stays `queued` until then).
+                    let stored = super::heal::retried("`running` record", &running.id, || {
+                        service.store.put_run(&running)
+                    });
+                    if let Err(e) = stored.await {
+                        return Err(service.not_run(running, e));
                     }
                     (permit, start, None)
                 }
@@ -496,6 +572,7 @@ impl Service {
             plugin,
             launch: l,
             rec: queued,
+            owner,
         } = c;
         service.events.emit(
             "run.started",
@@ -535,7 +612,28 @@ impl Service {
         if let Some(n) = &rec.note {
             rec.logs.push(format!("[remedy] {n}"));
         }
-        Ran { rec, guard, plugin }
+        Ok(Ran {
+            rec,
+            guard,
+            plugin,
+            owner,
+        })
+    }
+
+    /// A claimed run that does not start because its start was not
+    /// stored: fenced out (it belongs to another replica now), or the
+    /// store did not answer (it stays `queued`; the reconciler, or a
+    /// survivor, resumes it).
+    fn not_run(&self, running: RunRecord, e: StoreError) -> RunRecord {
+        match &e {
+            StoreError::Fenced(why) => {
+                tracing::error!(run_id = %running.id, plugin = %running.plugin, %why, "fenced out: run dropped without acting")
+            }
+            _ => {
+                tracing::warn!(run_id = %running.id, error = %e, "`running` not stored: the run did not start and stays queued")
+            }
+        }
+        dropped(running, e.to_string())
     }
 
     /// A finished run's record, its actions' audit, and the end of its
@@ -546,11 +644,25 @@ impl Service {
             rec,
             mut guard,
             plugin,
+            owner,
         } = ran;
-        if let Err(e) = service.store.put_run(&rec).await {
-            tracing::error!(run_id = %rec.id, error = %e, "run record not stored");
+        // Boxed: what waits for the store holds the record, not retries.
+        let stored = Box::pin(super::heal::retried("run record", &rec.id, || {
+            service.store.put_run(&rec)
+        }))
+        .await;
+        match stored {
+            Ok(()) => guard.release_shared().await,
+            Err(StoreError::Fenced(why)) => {
+                // Another replica owns the run now: nothing of it is
+                // written or followed up here.
+                tracing::error!(run_id = %rec.id, plugin = %rec.plugin, %why, "fenced out: run record dropped");
+                return rec;
+            }
+            // Kept with its claim (the target stays this run's) and
+            // stored by the reconciler; the rest goes on.
+            Err(_) => service.keep_unwritten(rec.clone(), owner, guard),
         }
-        guard.release_shared().await;
         for a in &rec.actions {
             service
                 .audit(
@@ -708,6 +820,13 @@ impl Service {
 /// How long a dry run that waited for its slot runs before its `running`
 /// record is stored (see [`Service::run_marked_if_long`]).
 const RUNNING_AFTER: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The in-memory end of a run that was not started here (nothing stored).
+fn dropped(mut rec: RunRecord, why: String) -> RunRecord {
+    rec.status = RunStatus::Interrupted;
+    rec.error = Some(format!("not run on this replica: {why}"));
+    rec
+}
 
 /// A run that does not start: finished at once with `status` and why.
 fn not_started(mut rec: RunRecord, status: RunStatus, why: String) -> RunRecord {

@@ -21,6 +21,7 @@ use crate::store::{AuditEvent, Replica, SqliteStore, Store, StoreError};
 pub mod approval;
 pub mod cluster;
 pub mod events;
+mod heal;
 mod lanes;
 mod launch;
 pub mod metrics;
@@ -46,6 +47,10 @@ pub struct Service {
     pub metrics: Metrics,
     pub data_dir: PathBuf,
     inflight: Mutex<HashSet<(String, String)>>,
+    /// Ids of the runs claimed here and not ended (see `heal`).
+    held: Mutex<HashSet<String>>,
+    /// Finished runs whose record the store has not taken yet.
+    unwritten: Mutex<heal::UnwrittenRuns>,
     permits: Arc<lanes::Lanes>,
     /// Run slots per plugin (see `server.max_runs_per_plugin`).
     plugin_permits: Mutex<HashMap<String, Arc<lanes::Lanes>>>,
@@ -169,6 +174,8 @@ impl Service {
             metrics,
             data_dir,
             inflight: Mutex::default(),
+            held: Mutex::default(),
+            unwritten: Mutex::default(),
             permits: lanes::Lanes::new(max_runs.max(1)),
             plugin_permits: Mutex::default(),
             per_plugin,

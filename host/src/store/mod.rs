@@ -6,6 +6,7 @@
 //! reports a record that a crash could lose); reads use their own connection.
 
 mod cluster;
+pub mod fence;
 mod postgres;
 pub(crate) mod rules;
 mod sqlite;
@@ -68,6 +69,21 @@ pub trait Store: crate::guardrails::Ledger + Send + Sync {
     /// Whether several replicas may share this store.
     fn shared(&self) -> bool {
         false
+    }
+    /// The incarnation runs claimed now belong to (see [`fence`]); `None`:
+    /// a store of one process, which fences nothing.
+    fn incarnation(&self) -> Option<std::sync::Arc<str>> {
+        None
+    }
+    /// Ids of the `queued` runs this incarnation owns, oldest first: the
+    /// reconciler resumes those it no longer holds in memory.
+    async fn own_queued(&self) -> Result<Vec<String>, StoreError> {
+        Ok(Vec::new())
+    }
+    /// The flights this incarnation holds in the store, as (plugin, target,
+    /// run id): the reconciler releases those of runs that have ended.
+    async fn own_flights(&self) -> Result<Vec<(String, String, String)>, StoreError> {
+        Ok(Vec::new())
     }
     /// Renews this replica's heartbeat; answers every replica registered.
     async fn heartbeat(&self) -> Result<Vec<ReplicaRow>, StoreError> {
@@ -150,6 +166,18 @@ pub enum StoreError {
     Closed,
     #[error("store: transaction failed: {0}")]
     Failed(String),
+    /// The run belongs to another incarnation now (this replica was taken
+    /// over while it stalled): the write was refused and the run is dropped.
+    #[error("fenced: {0}")]
+    Fenced(String),
+}
+
+impl StoreError {
+    /// Whether trying the same write again may succeed (a dropped
+    /// connection, a failover); a fenced write never will.
+    pub fn transient(&self) -> bool {
+        !matches!(self, StoreError::Fenced(_) | StoreError::Json(_))
+    }
 }
 
 /// How many runs started in one hour (`YYYY-MM-DDTHH`, UTC) ended up in

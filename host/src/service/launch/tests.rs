@@ -74,7 +74,9 @@ async fn a_run_waiting_for_its_record_holds_no_run_state() {
     let slot = super::Slotted::Waited(service.slot(&c).await);
     let running = service.clone().run_in_slot(c, slot);
     let running_bytes = std::mem::size_of_val(&running);
-    let ran = running.await;
+    let Ok(ran) = running.await else {
+        panic!("the run did not start")
+    };
     let waiting = service.clone().store_ran(ran);
     let waiting_bytes = std::mem::size_of_val(&waiting);
     eprintln!("running {running_bytes} bytes, waiting for the store {waiting_bytes}");

@@ -4,7 +4,7 @@
 //! target), a claim row per schedule tick, and a take-over transaction that
 //! turns a silent replica's work into this one's.
 
-use super::{pg, put_run_in, PgStore};
+use super::{pg, put_run_in, Fence, PgStore};
 use crate::action::ActionKind;
 use crate::record::{timestamp as ts, ActionRecord, Applied, RunRecord, RunStatus};
 use crate::store::rules::{ACTION_INTERRUPTED, RUN_INTERRUPTED};
@@ -20,6 +20,7 @@ const EXPIRED: &str = "heartbeat_at < now() - lease_ms * interval '1 millisecond
 
 impl PgStore {
     pub(super) async fn register(&self) -> Result<(), StoreError> {
+        let me = self.current();
         self.client()
             .await?
             .execute(
@@ -27,7 +28,7 @@ impl PgStore {
                  VALUES ($1, $2, $3, now(), now(), $4) \
                  ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()",
                 &[
-                    &self.me.id,
+                    &&*me,
                     &self.me.name,
                     &env!("CARGO_PKG_VERSION"),
                     &(self.me.lease.as_millis() as i64),
@@ -43,17 +44,20 @@ impl PgStore {
         let n = c
             .execute(
                 "UPDATE replicas SET heartbeat_at = now() WHERE id = $1",
-                &[&self.me.id],
+                &[&&*self.current()],
             )
             .await
             .map_err(pg)?;
         if n == 0 {
             // Our heartbeat was late enough for a survivor to take our work
-            // over: whatever we still run was marked interrupted. Say so,
-            // and come back as a live replica.
+            // over: what we ran was marked interrupted, what we queued was
+            // moved. Come back as a new incarnation: every run the old one
+            // claimed is fenced out (its writes and intents are refused).
+            let next = self.reincarnate();
             tracing::error!(
                 replica = %self.me.name,
-                "this replica was taken over by another (its heartbeat was older than its lease); registering again"
+                incarnation = %next,
+                "this replica was taken over by another (its heartbeat was older than its lease); its runs are fenced out and dropped; registering again as a new incarnation"
             );
             self.register().await?;
         }
@@ -90,7 +94,7 @@ impl PgStore {
              VALUES ($1, $2, now() + $3::bigint * interval '1 millisecond') \
              ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at \
              WHERE leases.holder = excluded.holder OR leases.expires_at < now()",
-            &[&name, &self.me.id, &(self.me.lease.as_millis() as i64)],
+            &[&name, &&*self.current(), &(self.me.lease.as_millis() as i64)],
         )
         .await
         .map_err(pg)?;
@@ -116,7 +120,7 @@ impl PgStore {
             .execute(
                 "INSERT INTO ticks (plugin, schedule, tick, replica) VALUES ($1, $2, $3, $4) \
                  ON CONFLICT DO NOTHING",
-                &[&plugin, &schedule, &tick, &self.me.id],
+                &[&plugin, &schedule, &tick, &&*self.current()],
             )
             .await
             .map_err(pg)?;
@@ -137,7 +141,7 @@ impl PgStore {
                 "INSERT INTO flights (plugin, target, run_id, replica) VALUES ($1, $2, $3, $4) \
                  ON CONFLICT (plugin, target) DO UPDATE SET replica = excluded.replica \
                  WHERE flights.run_id = excluded.run_id",
-                &[&plugin, &target, &run_id, &self.me.id],
+                &[&plugin, &target, &run_id, &&*self.owner()],
             )
             .await
             .map_err(pg)?;
@@ -164,7 +168,7 @@ impl PgStore {
     pub(super) async fn drop_leases(&self) -> Result<(), StoreError> {
         self.client()
             .await?
-            .execute("DELETE FROM leases WHERE holder = $1", &[&self.me.id])
+            .execute("DELETE FROM leases WHERE holder = $1", &[&&*self.current()])
             .await
             .map_err(pg)?;
         Ok(())
@@ -175,7 +179,7 @@ impl PgStore {
             .await?
             .execute(
                 "UPDATE replicas SET heartbeat_at = '-infinity' WHERE id = $1",
-                &[&self.me.id],
+                &[&&*self.current()],
             )
             .await
             .map_err(pg)?;
@@ -189,6 +193,8 @@ impl PgStore {
     /// to this replica, its flights and leases released, and its row
     /// removed, with a `replica.lost` audit event.
     pub(super) async fn take_over_dead(&self) -> Result<Orphans, StoreError> {
+        let me = self.current();
+        let me: &str = &me;
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(pg)?;
         let dead = tx
@@ -197,7 +203,7 @@ impl PgStore {
                     "SELECT id, name, {} FROM replicas WHERE id <> $1 AND {EXPIRED} FOR UPDATE SKIP LOCKED",
                     text_time("heartbeat_at")
                 ),
-                &[&self.me.id],
+                &[&me],
             )
             .await
             .map_err(pg)?;
@@ -225,7 +231,7 @@ impl PgStore {
                 rec.status = RunStatus::Interrupted;
                 rec.error = Some(format!("{RUN_INTERRUPTED} ({why})"));
                 rec.finished_at = Some(chrono::Utc::now());
-                put_run_in(&tx, &self.me, &rec).await?;
+                put_run_in(&tx, me, &rec, Fence::Unfenced).await?;
                 interrupted += 1;
             }
             let action_error = format!("{ACTION_INTERRUPTED} ({why})");
@@ -234,7 +240,7 @@ impl PgStore {
                 .query(
                     "UPDATE actions SET status = 'interrupted', error = $2, settled_at = $3, replica = $4 \
                      WHERE replica = $1 AND status = 'intent' RETURNING run_id, plugin, kind, target, reason, at",
-                    &[&id, &action_error, &now, &self.me.id],
+                    &[&id, &action_error, &now, &me],
                 )
                 .await
                 .map_err(pg)?
@@ -265,7 +271,7 @@ impl PgStore {
                 {
                     let mut rec: RunRecord = serde_json::from_str(run.get(0))?;
                     rec.actions.push(action.clone());
-                    put_run_in(&tx, &self.me, &rec).await?;
+                    put_run_in(&tx, me, &rec, Fence::Unfenced).await?;
                 }
                 tx.execute(
                     "INSERT INTO audit (at, run_id, plugin, event, detail) VALUES ($1, $2, $3, 'action.interrupted', $4)",
@@ -278,7 +284,7 @@ impl PgStore {
             let queued = tx
                 .query(
                     "UPDATE runs SET replica = $2 WHERE replica = $1 AND status = 'queued' RETURNING record",
-                    &[&id, &self.me.id],
+                    &[&id, &me],
                 )
                 .await
                 .map_err(pg)?;
@@ -288,7 +294,7 @@ impl PgStore {
                 .query(
                     "UPDATE runs SET replica = $2 WHERE replica = $1 AND status = 'succeeded' \
                      AND started_at >= $3 RETURNING record",
-                    &[&id, &self.me.id, &since],
+                    &[&id, &me, &since],
                 )
                 .await
                 .map_err(pg)?;

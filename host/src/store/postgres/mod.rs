@@ -13,7 +13,8 @@
 //! coordinate (heartbeats, leases, flights, ticks, take-over) is in
 //! `cluster`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 
@@ -48,8 +49,12 @@ pub struct PgStore {
     /// and a critical alert's receipt and run records waited behind them
     /// (p99 ~1.1 s from receipt to run start).
     urgent: Pool,
-    /// The replica this process is: it owns the runs it writes.
+    /// The replica this process is.
     me: Replica,
+    /// Its incarnation now (see `store::fence`): it owns the runs it writes.
+    incarnation: RwLock<Arc<str>>,
+    /// Bumped each time this replica finds it was taken over.
+    generation: AtomicU64,
     /// Cleared when a write finds the database gone; set again by the next
     /// write that succeeds.
     healthy: AtomicBool,
@@ -108,11 +113,49 @@ impl PgStore {
         let store = PgStore {
             pool,
             urgent,
+            incarnation: RwLock::new(super::fence::incarnation(&me.id, 0)),
+            generation: AtomicU64::new(0),
             me,
             healthy: AtomicBool::new(true),
         };
         store.register().await?;
         Ok(store)
+    }
+
+    /// A transaction that locks this incarnation's row (fenced writes) is
+    /// ended by the server if this process stalls inside it for half a
+    /// lease: otherwise a replica stopped mid-transaction would keep the
+    /// lock, and the survivors could not take its work over until it woke.
+    async fn bound_stall(&self, tx: &deadpool_postgres::Transaction<'_>) -> Result<(), StoreError> {
+        let ms = (self.me.lease.as_millis() / 2).max(500);
+        tx.batch_execute(&format!(
+            "SET LOCAL idle_in_transaction_session_timeout = {ms}"
+        ))
+        .await
+        .map_err(pg)
+    }
+
+    /// This replica's incarnation now.
+    pub(super) fn current(&self) -> Arc<str> {
+        self.incarnation
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The incarnation a write is made for: the run's (inside one), else
+    /// the current one.
+    fn owner(&self) -> Arc<str> {
+        super::fence::owner().unwrap_or_else(|| self.current())
+    }
+
+    /// After a take-over: a new incarnation, so nothing claimed by the old
+    /// one can be written as this replica's again.
+    pub(super) fn reincarnate(&self) -> Arc<str> {
+        let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        let next = super::fence::incarnation(&self.me.id, generation);
+        *self.incarnation.write().unwrap_or_else(|p| p.into_inner()) = next.clone();
+        next
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
@@ -178,18 +221,34 @@ fn alert_of(rec: &RunRecord) -> (Option<&str>, Option<&str>) {
 
 pub(super) async fn put_run_in(
     c: &impl deadpool_postgres::GenericClient,
-    me: &Replica,
+    writer: &str,
     rec: &RunRecord,
+    fence: Fence,
 ) -> Result<(), StoreError> {
-    put_runs_in(c, me, &[rec]).await
+    put_runs_in(c, writer, &[rec], fence).await
+}
+
+/// How a run write treats the row it may replace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Fence {
+    /// Last write wins and `writer` becomes the owner: writes made outside
+    /// a run (an escalation, a verification) and the take-over's own.
+    Unfenced,
+    /// A run's own write (see `store::fence`): only while `writer` is a
+    /// registered incarnation (its row locked against a take-over) and
+    /// owns the row; a `running` write only over `queued` or `running`, so
+    /// a run starts at most once.
+    Owner,
 }
 
 /// Inserts or replaces run records in one statement (arrays, `unnest`): an
-/// alert storm's payload costs one round trip, not one per run.
+/// alert storm's payload costs one round trip, not one per run. A fenced
+/// write that did not land on every record answers `Fenced`.
 async fn put_runs_in(
     c: &impl deadpool_postgres::GenericClient,
-    me: &Replica,
+    writer: &str,
     recs: &[&RunRecord],
+    fence: Fence,
 ) -> Result<(), StoreError> {
     if recs.is_empty() {
         return Ok(());
@@ -206,18 +265,52 @@ async fn put_runs_in(
         starts.push(starts_at);
         records.push(serde_json::to_string(rec)?);
     }
-    c.execute(
-        "INSERT INTO runs (id, plugin, status, started_at, alert_fingerprint, alert_starts_at, record, replica) \
-         SELECT id, plugin, status, started_at, fp, sa, record, $8 \
-         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[]) \
-           AS t(id, plugin, status, started_at, fp, sa, record) \
-         ON CONFLICT (id) DO UPDATE SET status = excluded.status, record = excluded.record, replica = excluded.replica",
-        &[&ids, &plugins, &statuses, &started, &fingerprints, &starts, &records, &me.id],
-    )
-    .await
-    .map_err(pg)?;
+    let sql = match fence {
+        Fence::Unfenced => PUT_RUNS_SQL,
+        Fence::Owner => PUT_RUNS_FENCED_SQL,
+    };
+    let n = c
+        .execute(
+            sql,
+            &[
+                &ids,
+                &plugins,
+                &statuses,
+                &started,
+                &fingerprints,
+                &starts,
+                &records,
+                &writer,
+            ],
+        )
+        .await
+        .map_err(pg)?;
+    if fence == Fence::Owner && n < recs.len() as u64 {
+        return Err(StoreError::Fenced(format!(
+            "run {} is no longer owned by this replica's incarnation {writer} (it was taken over while this replica stalled)",
+            ids.join(", ")
+        )));
+    }
     Ok(())
 }
+
+const PUT_RUNS_SQL: &str = "INSERT INTO runs (id, plugin, status, started_at, alert_fingerprint, alert_starts_at, record, replica) \
+     SELECT id, plugin, status, started_at, fp, sa, record, $8 \
+     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[]) \
+       AS t(id, plugin, status, started_at, fp, sa, record) \
+     ON CONFLICT (id) DO UPDATE SET status = excluded.status, record = excluded.record, replica = excluded.replica";
+
+/// `FOR KEY SHARE` conflicts with the take-over's `FOR UPDATE` and
+/// `DELETE` of the incarnation's row, not with its heartbeat's `UPDATE`.
+const PUT_RUNS_FENCED_SQL: &str = "WITH alive AS (SELECT id FROM replicas WHERE id = $8 FOR KEY SHARE) \
+     INSERT INTO runs (id, plugin, status, started_at, alert_fingerprint, alert_starts_at, record, replica) \
+     SELECT id, plugin, status, started_at, fp, sa, record, $8 \
+     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[]) \
+       AS t(id, plugin, status, started_at, fp, sa, record) \
+     WHERE EXISTS (SELECT 1 FROM alive) \
+     ON CONFLICT (id) DO UPDATE SET status = excluded.status, record = excluded.record \
+     WHERE runs.replica = excluded.replica \
+       AND (excluded.status <> 'running' OR runs.status IN ('queued', 'running'))";
 
 pub(super) fn records(rows: Vec<tokio_postgres::Row>) -> Result<Vec<RunRecord>, StoreError> {
     rows.iter()
@@ -232,7 +325,11 @@ impl Store for PgStore {
     }
 
     async fn put_run(&self, rec: &RunRecord) -> Result<(), StoreError> {
-        put_run_in(&self.client().await?, &self.me, rec).await
+        let c = self.client().await?;
+        match super::fence::owner() {
+            Some(owner) => put_run_in(&c, &owner, rec, Fence::Owner).await,
+            None => put_run_in(&c, &self.current(), rec, Fence::Unfenced).await,
+        }
     }
 
     async fn audit(&self, e: AuditEvent) -> Result<(), StoreError> {
@@ -268,6 +365,7 @@ impl Store for PgStore {
         };
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(pg)?;
+        self.bound_stall(&tx).await?;
         let inserted = tx
             .query(
                 "INSERT INTO alerts (fingerprint, starts_at, status, name, received_at, alert) \
@@ -299,7 +397,9 @@ impl Store for PgStore {
             .filter(|(_, n)| **n)
             .flat_map(|((_, runs), _)| runs.iter())
             .collect();
-        put_runs_in(&tx, &self.me, &runs).await?;
+        // Fenced: a receipt that commits after a take-over of this
+        // incarnation would leave runs no live replica owns.
+        put_runs_in(&tx, &self.owner(), &runs, Fence::Owner).await?;
         tx.commit().await.map_err(pg)?;
         Ok(new)
     }
@@ -415,6 +515,39 @@ impl Store for PgStore {
 
     fn shared(&self) -> bool {
         true
+    }
+
+    fn incarnation(&self) -> Option<Arc<str>> {
+        Some(self.current())
+    }
+
+    async fn own_queued(&self) -> Result<Vec<String>, StoreError> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT id FROM runs WHERE replica = $1 AND status = 'queued' ORDER BY started_at LIMIT 10000",
+                &[&&*self.current()],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn own_flights(&self) -> Result<Vec<(String, String, String)>, StoreError> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT plugin, target, run_id FROM flights WHERE replica = $1",
+                &[&&*self.current()],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
     }
 
     async fn heartbeat(&self) -> Result<Vec<ReplicaRow>, StoreError> {
@@ -575,18 +708,63 @@ impl Store for PgStore {
 }
 
 impl PgStore {
+    /// Whether action `id` already reads as this settle wrote it (an
+    /// earlier attempt whose answer was lost committed).
+    async fn settled_as(&self, id: i64, status: &str, at: &str) -> bool {
+        let Ok(c) = self.client().await else {
+            return false;
+        };
+        matches!(
+            c.query_opt("SELECT status, settled_at FROM actions WHERE id = $1", &[&id]).await,
+            Ok(Some(row)) if row.get::<_, String>(0) == status && row.get::<_, Option<String>>(1).as_deref() == Some(at)
+        )
+    }
+
     /// Budget and cooldown, then the intent, in one transaction holding
     /// the plugin's ledger lock: two replicas never both take the last
     /// unit of a budget.
     async fn intend_tx(&self, i: &Intent) -> Result<Result<i64, String>, StoreError> {
+        let fenced = super::fence::owner();
+        let owner = fenced.clone().unwrap_or_else(|| self.current());
+        let owner: &str = &owner;
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(pg)?;
+        self.bound_stall(&tx).await?;
         tx.execute(
             "SELECT pg_advisory_xact_lock(hashtext('remedy.ledger'), hashtext($1))",
             &[&i.plugin],
         )
         .await
         .map_err(pg)?;
+        // A run's action only while its incarnation is registered (the row
+        // locked against a take-over until this commits) and owns the run,
+        // which is `running`: a replica that stalled past its lease finds
+        // its runs moved or interrupted and acts on nothing.
+        if fenced.is_some() {
+            let alive = tx
+                .query_opt(
+                    "SELECT 1 FROM replicas WHERE id = $1 FOR KEY SHARE",
+                    &[&owner],
+                )
+                .await
+                .map_err(pg)?
+                .is_some();
+            let status: Option<String> = tx
+                .query_opt(
+                    "SELECT status FROM runs WHERE id = $1 AND replica = $2",
+                    &[&i.run_id, &owner],
+                )
+                .await
+                .map_err(pg)?
+                .map(|r| r.get(0));
+            if !alive || status.as_deref() != Some("running") {
+                return Err(StoreError::Fenced(format!(
+                    "run {} is no longer this replica's (incarnation {owner} {}): the action was not run",
+                    i.run_id,
+                    if alive { "does not own it as running" } else { "was taken over" }
+                )));
+            }
+        }
         // Another replica may have pulled the kill switch a moment ago: the
         // stored switch, read under the same lock, is what counts.
         if !i.kind.is_notification() {
@@ -617,10 +795,12 @@ impl PgStore {
                 .query_one(
                     &format!(
                         "SELECT max(at) FROM actions WHERE plugin = $1 AND coalesce(cooldown_key, target) = $2 \
-                         AND at >= $3 AND run_id <> $4 AND status IN {COUNTED} AND kind IN {}",
+                         AND at >= $3 AND NOT (run_id = $4 AND replica = $5) AND status IN {COUNTED} AND kind IN {}",
                         cooled_kinds()
                     ),
-                    &[&i.plugin, &i.cooldown_key, &since, &i.run_id],
+                    // A run is exempt from the cooldown its own actions
+                    // started only within one incarnation.
+                    &[&i.plugin, &i.cooldown_key, &since, &i.run_id, &owner],
                 )
                 .await
                 .map_err(pg)?
@@ -633,7 +813,7 @@ impl PgStore {
             .query_one(
                 "INSERT INTO actions (run_id, plugin, kind, target, reason, status, at, cooldown_key, replica) \
                  VALUES ($1, $2, $3, $4, $5, 'intent', $6, $7, $8) RETURNING id",
-                &[&i.run_id, &i.plugin, &i.kind.as_str(), &i.target, &i.reason, &ts(i.at), &i.cooldown_key, &self.me.id],
+                &[&i.run_id, &i.plugin, &i.kind.as_str(), &i.target, &i.reason, &ts(i.at), &i.cooldown_key, &owner],
             )
             .await
             .map_err(pg)?
@@ -649,25 +829,64 @@ impl Ledger for PgStore {
         match self.intend_tx(&intent).await {
             Ok(Ok(id)) => Ok(id),
             Ok(Err(guardrail)) => Err(Refusal::Guardrail(guardrail)),
+            Err(StoreError::Fenced(why)) => {
+                tracing::error!(run_id = %intent.run_id, %why, "fenced out: action refused");
+                Err(Refusal::Fenced(why))
+            }
             Err(e) => Err(Refusal::Unavailable(e.to_string())),
         }
     }
 
     async fn settle(&self, id: i64, applied: Applied, error: Option<String>) {
         let status = settled_status(applied);
-        let r = match self.client().await {
-            Ok(c) => c
-                .execute(
-                    "UPDATE actions SET status = $2, error = $3, settled_at = $4 WHERE id = $1",
-                    &[&id, &status, &error, &ts(chrono::Utc::now())],
-                )
-                .await
-                .map_err(pg),
-            Err(e) => Err(e),
+        let now = ts(chrono::Utc::now());
+        // Idempotent (only an `intent` is settled), so retried through a
+        // blip: an action that ran is not left reading `interrupted`.
+        let mut waits = [50u64, 200, 800, 2000].into_iter();
+        let r = loop {
+            let r = match self.client().await {
+                Ok(c) => c
+                    .execute(
+                        "UPDATE actions SET status = $2, error = $3, settled_at = $4 WHERE id = $1 AND status = 'intent'",
+                        &[&id, &status, &error, &now],
+                    )
+                    .await
+                    .map_err(pg),
+                Err(e) => Err(e),
+            };
+            match (r, waits.next()) {
+                (Err(e), Some(ms)) => {
+                    tracing::warn!(action_id = id, error = %e, "action result not stored; trying again in {ms} ms");
+                    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                }
+                (r, _) => break r,
+            }
         };
-        if let Err(e) = r {
+        match r {
+            // A take-over settled it `interrupted` first (this replica
+            // stalled between the intent and the call): that row stays as
+            // the survivor counted it, and what really happened is audited.
+            Ok(0) if self.settled_as(id, status, &now).await => {}
+            Ok(0) => {
+                tracing::error!(
+                    action_id = id,
+                    status,
+                    "action settled after this replica was taken over; audited as action.late"
+                );
+                let detail = serde_json::json!({"action_id": id, "status": status, "error": error});
+                if let Ok(c) = self.client().await {
+                    let _ = c
+                        .execute(
+                            "INSERT INTO audit (at, run_id, plugin, event, detail) \
+                             SELECT $2, run_id, plugin, 'action.late', $3 FROM actions WHERE id = $1",
+                            &[&id, &now, &detail.to_string()],
+                        )
+                        .await;
+                }
+            }
+            Ok(_) => {}
             // The intent stays: it reads `interrupted` later rather than lost.
-            tracing::error!(action_id = id, error = %e, "action result not stored");
+            Err(e) => tracing::error!(action_id = id, error = %e, "action result not stored"),
         }
     }
 }

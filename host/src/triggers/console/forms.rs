@@ -43,7 +43,11 @@ pub fn same_origin(headers: &HeaderMap) -> Result<(), Response> {
         // Behind a proxy that sends its upstream's name as `Host`, the name
         // the browser used is in `X-Forwarded-Host`, a header no cross-site
         // form can set.
-        if authority != host && authority != first(headers, "x-forwarded-host") {
+        // `Origin: null` (a sandboxed frame, a redirect) names no site:
+        // refused, not compared ("" == "" when `Host` is missing too).
+        if authority.is_empty()
+            || (authority != host && authority != first(headers, "x-forwarded-host"))
+        {
             return refuse(format!(
                 "a cross-site form is refused (Origin `{origin}` is not this host, `{host}`)"
             ));

@@ -15,6 +15,19 @@ use super::{json_body, ApiError, AppResult, AppState, Who};
 /// Fails when the store cannot write any more: nothing the service
 /// acknowledged from then on would be durable.
 pub(super) async fn healthz(State(s): State<Arc<AppState>>) -> Response {
+    if let Some((runs, oldest)) = s.service.unwritten_for() {
+        if oldest >= s.service.unwritten_bound() {
+            return ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "records_unwritten",
+                format!(
+                    "{runs} finished run(s) not stored for {}s (the oldest): the store refuses this replica's writes; restart it if this lasts",
+                    oldest.as_secs()
+                ),
+            )
+            .into_response();
+        }
+    }
     if s.service.store.healthy() {
         Json(json!({"status": "ok"})).into_response()
     } else {

@@ -104,11 +104,13 @@ fn loopback_request(h: &HeaderMap) -> Result<(), ApiError> {
             .split_once("://")
             .map(|(_, a)| a.trim_end_matches('/'))
             .unwrap_or("");
-        if !is_loopback_authority(authority) {
+        // This server's own origin only: a web app on another loopback
+        // port (`http://localhost:3000`) is another site.
+        if authority.is_empty() || !authority.eq_ignore_ascii_case(host) {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "forbidden_origin",
-                format!("with no [[server.tokens]] configured, cross-site requests are refused (Origin: `{origin}`)"),
+                format!("with no [[server.tokens]] configured, cross-site requests are refused: only this server's own origin (`{host}`) may send them (Origin: `{origin}`)"),
             ));
         }
     }

@@ -16,6 +16,7 @@ use crate::config::Role;
 use crate::service::Service;
 
 mod admin;
+pub mod admission;
 mod auth;
 mod error;
 mod events;

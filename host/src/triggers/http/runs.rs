@@ -103,14 +103,16 @@ pub(super) async fn start_run(
     // of a run that may act, is an approver's decision.
     let configured = plugin.settings.mode;
     let effective = mode.unwrap_or(configured);
-    let unsafer = effective == Mode::Auto && configured != Mode::Auto;
+    // Approve is less safe than dry-run: its plan, once approved, acts.
+    let unsafer = effective.risk() > configured.risk();
     let acts = effective != Mode::DryRun;
     if (unsafer || (acts && !params.is_empty()))
         && !s.auth.may(&axum::http::Method::POST, &h, Role::Approve)
     {
         let what = if unsafer {
             format!(
-                "running {name} live (it is configured `{}`)",
+                "running {name} in mode `{}` (it is configured `{}`)",
+                effective.as_str(),
                 configured.as_str()
             )
         } else {

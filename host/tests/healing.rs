@@ -1,0 +1,185 @@
+//! Writes that heal (issue 28): a store that refuses some writes for a
+//! while, as a PgBouncer restart or a failover does, must neither freeze a
+//! target nor fail a run that never ran. The refusals come from a trigger
+//! in the test's own database, switched on and off by the test: the same
+//! error the replica sees when its connection dies mid-write.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+mod common;
+use common::*;
+
+const LEASE_SECS: u64 = 3;
+
+/// A trigger refusing what `chaos_refuse` names: `final` (run records that
+/// are neither queued nor running), `release` (flight deletes), `claim`
+/// (flight inserts).
+const REFUSALS: &str = r#"
+CREATE TABLE chaos_refuse (what TEXT PRIMARY KEY);
+CREATE FUNCTION chaos_runs() RETURNS trigger AS $$
+BEGIN
+  IF NEW.status NOT IN ('queued', 'running') AND EXISTS (SELECT 1 FROM chaos_refuse WHERE what = 'final') THEN
+    RAISE EXCEPTION 'injected: run record refused';
+  END IF;
+  RETURN NEW;
+END $$ LANGUAGE plpgsql;
+CREATE TRIGGER chaos_runs BEFORE INSERT OR UPDATE ON runs FOR EACH ROW EXECUTE FUNCTION chaos_runs();
+CREATE FUNCTION chaos_flights() RETURNS trigger AS $$
+BEGIN
+  IF TG_OP = 'DELETE' AND EXISTS (SELECT 1 FROM chaos_refuse WHERE what = 'release') THEN
+    RAISE EXCEPTION 'injected: flight release refused';
+  END IF;
+  IF TG_OP = 'INSERT' AND EXISTS (SELECT 1 FROM chaos_refuse WHERE what = 'claim') THEN
+    RAISE EXCEPTION 'injected: flight claim refused';
+  END IF;
+  IF TG_OP = 'DELETE' THEN RETURN OLD; END IF;
+  RETURN NEW;
+END $$ LANGUAGE plpgsql;
+CREATE TRIGGER chaos_flights BEFORE INSERT OR DELETE ON flights FOR EACH ROW EXECUTE FUNCTION chaos_flights();
+"#;
+
+fn replica(dir: &std::path::Path, sim: &servio_sim::Sim, db: &Db) -> Server {
+    let server = format!(
+        "store = \"{}\"\nreplica = \"h\"\nlease = \"{LEASE_SECS}s\"",
+        db.url()
+    );
+    let plugin = "target_labels = [\"alertname\", \"breaker\"]\nretry_after = \"1h\"";
+    start_logged(dir, &breaker_config(dir, sim, &server, plugin, ""), &[])
+}
+
+async fn refuse(db: &Db, what: &str, on: bool) {
+    let sql = if on {
+        format!("INSERT INTO chaos_refuse VALUES ('{what}') ON CONFLICT DO NOTHING")
+    } else {
+        format!("DELETE FROM chaos_refuse WHERE what = '{what}'")
+    };
+    db.client().await.batch_execute(&sql).await.unwrap();
+}
+
+async fn one(db: &Db, sql: &str) -> i64 {
+    db.client().await.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+async fn post_alert(server: &Server, fingerprint: &str) -> String {
+    let (code, r) = server
+        .post(
+            "/v1/alerts",
+            payload(vec![alert(
+                "CircuitBreakerOpen",
+                "firing",
+                json!({"breaker": "stripe"}),
+                fingerprint,
+                "2026-12-07T00:00:00Z",
+            )]),
+        )
+        .await;
+    assert_eq!(code, 202, "{r}");
+    assert_eq!(r["runs"][0]["status"], "queued", "{r}");
+    r["runs"][0]["run_id"].as_str().unwrap().to_string()
+}
+
+/// Finding 2: the final record and the flight release fail while the
+/// replica lives. The record is kept and stored at a heartbeat, the flight
+/// is released then, `/healthz` says so while it waits past two leases,
+/// and the next alert for the target runs instead of being skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_final_record_and_flight_release_that_fail_heal_and_the_target_is_not_frozen() {
+    let db = Db::new("heal_final").await;
+    let dir = tempfile::tempdir().unwrap();
+    let sim = sim().await;
+    sim.open_breaker("stripe");
+    let server = replica(dir.path(), &sim, &db);
+    db.client().await.batch_execute(REFUSALS).await.unwrap();
+    refuse(&db, "final", true).await;
+    refuse(&db, "release", true).await;
+
+    let first = post_alert(&server, "heal-1").await;
+    eventually("the store refuses the record", 15, || async {
+        let log = std::fs::read_to_string(dir.path().join("remedy.log")).unwrap_or_default();
+        log.contains("run record not stored; kept").then_some(())
+    })
+    .await;
+    assert_eq!(one(&db, "SELECT count(*) FROM flights").await, 1);
+    let health = eventually("healthz reports the unwritten record", 15, || async {
+        let r = server
+            .http
+            .get(format!("{}/healthz", server.base))
+            .send()
+            .await
+            .ok()?;
+        (r.status() == 503).then_some(r)
+    })
+    .await;
+    let body: serde_json::Value = health.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "records_unwritten", "{body}");
+
+    // Meanwhile the target is this run's: a second alert is skipped.
+    let (_, r) = server
+        .post(
+            "/v1/alerts",
+            payload(vec![alert(
+                "CircuitBreakerOpen",
+                "firing",
+                json!({"breaker": "stripe"}),
+                "heal-2",
+                "2026-12-07T00:00:00Z",
+            )]),
+        )
+        .await;
+    assert_eq!(r["runs"][0]["status"], "skipped", "{r}");
+
+    refuse(&db, "final", false).await;
+    refuse(&db, "release", false).await;
+    let rec = eventually("the record is stored at a heartbeat", 10, || async {
+        let rec = server.get(&format!("/v1/runs/{first}")).await;
+        (rec["status"] == "succeeded").then_some(rec)
+    })
+    .await;
+    assert_eq!(rec["dry_run"], true, "{rec}");
+    eventually("the flight is released", 5, || async {
+        (one(&db, "SELECT count(*) FROM flights").await == 0).then_some(())
+    })
+    .await;
+    assert_eq!(server.get("/healthz").await["status"], "ok");
+    // The second alert's `skipped` could not be stored either: its run
+    // stayed queued, and is resumed, to end like any other.
+    eventually("every run ends", 20, || async {
+        let open = one(
+            &db,
+            "SELECT count(*) FROM runs WHERE status IN ('queued', 'running')",
+        )
+        .await;
+        (open == 0).then_some(())
+    })
+    .await;
+    let next = post_alert(&server, "heal-3").await;
+    let rec = server.finished(&next).await;
+    assert_eq!(rec["status"], "succeeded", "{rec}");
+}
+
+/// Finding 3: the single-flight claim cannot be stored for a while. The
+/// run is not failed: it stays queued and runs once the store answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_claim_the_store_refused_stays_queued_and_runs_later() {
+    let db = Db::new("heal_claim").await;
+    let dir = tempfile::tempdir().unwrap();
+    let sim = sim().await;
+    sim.open_breaker("stripe");
+    let server = replica(dir.path(), &sim, &db);
+    db.client().await.batch_execute(REFUSALS).await.unwrap();
+    refuse(&db, "claim", true).await;
+    let id = post_alert(&server, "claim-1").await;
+    // Longer than the claim's retries (about 3 s).
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let rec = server.get(&format!("/v1/runs/{id}")).await;
+    assert_eq!(rec["status"], "queued", "not failed: {rec}");
+    refuse(&db, "claim", false).await;
+    let rec = eventually("the queued run is resumed and ends", 20, || async {
+        let rec = server.get(&format!("/v1/runs/{id}")).await;
+        (rec["status"] == "succeeded").then_some(rec)
+    })
+    .await;
+    assert!(rec["error"].is_null(), "{rec}");
+}
