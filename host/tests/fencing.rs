@@ -124,12 +124,14 @@ async fn a_replica_stalled_past_its_lease_does_not_run_a_taken_over_run_again() 
     sim.open_breaker("stripe");
     signal(&a, "-CONT");
 
-    eventually("A drops its copy of the run", 20, || async {
-        log(dir.path(), "a")
-            .contains("fenced out: run dropped without acting")
+    // Until A drops its copy, or acts a second time (before the fix).
+    eventually("A drops its copy of the run, or acts", 20, || async {
+        (log(dir.path(), "a").contains("fenced out: run dropped without acting")
+            || sim.forced() != 1)
             .then_some(())
     })
     .await;
+    assert_eq!(sim.forced(), 1, "the breaker was forced a second time");
     // A lives on as a new incarnation and serves.
     eventually("A is back in the cluster", 10, || async {
         let c = b.get("/v1/cluster").await;
@@ -182,12 +184,12 @@ async fn a_running_run_of_a_replica_taken_over_acts_no_more_when_it_wakes() {
     })
     .await;
     signal(&a, "-CONT");
-    eventually("A's action is refused", 20, || async {
-        log(dir.path(), "a")
-            .contains("fenced out: action refused")
+    eventually("A's action is refused, or taken", 20, || async {
+        (log(dir.path(), "a").contains("fenced out: action refused") || sim.forced() != 0)
             .then_some(())
     })
     .await;
+    assert_eq!(sim.forced(), 0, "a run already interrupted acted");
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(sim.forced(), 0, "a run already interrupted acted");
     assert_eq!(sim.breaker_state("stripe").unwrap(), "OPEN");
