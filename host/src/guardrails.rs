@@ -1,4 +1,4 @@
-//! Guardrails of live actions (DESIGN §6): budgets (at most N actions of a
+//! Guardrails of live actions: budgets (at most N actions of a
 //! kind per window, per plugin), a cooldown per target after a live action,
 //! the plan an approval allows, and the durable ledger that enforces the
 //! first two and writes every live action's intent before it runs.

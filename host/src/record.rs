@@ -1,4 +1,4 @@
-//! The run record (DESIGN §9): what a run was asked, what it found, what it
+//! The run record: what a run was asked, what it found, what it
 //! did and how it ended. The same JSON is printed by `remedy run --json` and
 //! served by the HTTP API.
 

@@ -1,4 +1,4 @@
-//! The HTTP API (DESIGN §7): one router, one JSON error shape, bearer tokens
+//! The HTTP API: one router, one JSON error shape, bearer tokens
 //! with roles, body limits. Routes are grouped by the role they need and
 //! each group sits behind that role's layer ([`auth::require`]), so a
 //! handler cannot be reached without its check.
