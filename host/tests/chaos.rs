@@ -8,7 +8,6 @@
 //! no flight was left behind, and a new alert for every target acts.
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,15 +19,6 @@ use common::*;
 
 const LEASE_SECS: u64 = 3;
 const BREAKERS: [&str; 3] = ["stripe", "supabase", "openai"];
-
-fn signal(server: &Server, sig: &str) {
-    let ok = Command::new("kill")
-        .args([sig, &server.child.id().to_string()])
-        .status()
-        .expect("kill")
-        .success();
-    assert!(ok, "kill {sig}");
-}
 
 fn replica(dir: &Path, sim: &servio_sim::Sim, db: &Db, name: &str) -> Server {
     let home = dir.join(name);
@@ -54,18 +44,6 @@ fn replica(dir: &Path, sim: &servio_sim::Sim, db: &Db, name: &str) -> Server {
     )
 }
 
-/// A client of the `test` database, for what the chaos does to the store.
-async fn admin() -> tokio_postgres::Client {
-    let (c, conn) = tokio_postgres::connect(
-        "host=127.0.0.1 user=postgres dbname=test",
-        tokio_postgres::NoTls,
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
-    c
-}
-
 async fn kill_sessions(c: &tokio_postgres::Client, db: &str) {
     let _ = c
         .execute(
@@ -73,10 +51,6 @@ async fn kill_sessions(c: &tokio_postgres::Client, db: &str) {
             &[&db],
         )
         .await;
-}
-
-async fn one(db: &Db, sql: &str) -> i64 {
-    db.client().await.query_one(sql, &[]).await.unwrap().get(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -94,7 +68,7 @@ async fn replicas_under_stalls_connection_kills_and_a_failover_act_at_most_once_
         let stop = stop.clone();
         let name = db.name.clone();
         tokio::spawn(async move {
-            let c = admin().await;
+            let c = admin_client().await;
             let mut kills = 0;
             while !stop.load(Ordering::SeqCst) {
                 tokio::time::sleep(Duration::from_millis(700)).await;
@@ -165,7 +139,7 @@ async fn replicas_under_stalls_connection_kills_and_a_failover_act_at_most_once_
             signal(&a, "-CONT");
             failed_over = true;
             // The failover: no new sessions for 1.5 s, every session dropped.
-            let c = admin().await;
+            let c = admin_client().await;
             c.batch_execute(&format!(
                 "ALTER DATABASE {} ALLOW_CONNECTIONS false",
                 db.name
@@ -224,33 +198,27 @@ async fn replicas_under_stalls_connection_kills_and_a_failover_act_at_most_once_
     );
     // No flight is left behind.
     eventually("no flight left", LEASE_SECS + 5, || async {
-        (one(&db, "SELECT count(*) FROM flights").await == 0).then_some(())
+        (db.one("SELECT count(*) FROM flights").await == 0).then_some(())
     })
     .await;
 
     // At most once: the backend's count against the ledger's.
-    let doubles = one(
-        &db,
-        "SELECT count(*) FROM (SELECT run_id, target FROM actions WHERE status = 'executed' \
+    let doubles = db
+        .one(
+            "SELECT count(*) FROM (SELECT run_id, target FROM actions WHERE status = 'executed' \
          GROUP BY run_id, target HAVING count(*) > 1) d",
-    )
-    .await;
+        )
+        .await;
     assert_eq!(doubles, 0, "an action of one run executed twice");
-    let executed = one(
-        &db,
-        "SELECT count(*) FROM actions WHERE status = 'executed'",
+    let executed = db
+        .one("SELECT count(*) FROM actions WHERE status = 'executed'")
+        .await;
+    let late = db.one("SELECT count(*) FROM audit WHERE event = 'action.late' AND detail::json->>'status' = 'executed'",
     )
     .await;
-    let late = one(
-        &db,
-        "SELECT count(*) FROM audit WHERE event = 'action.late' AND detail::json->>'status' = 'executed'",
-    )
-    .await;
-    let unsettled = one(
-        &db,
-        "SELECT count(*) FROM actions WHERE status IN ('intent', 'interrupted', 'unknown')",
-    )
-    .await;
+    let unsettled = db
+        .one("SELECT count(*) FROM actions WHERE status IN ('intent', 'interrupted', 'unknown')")
+        .await;
     let forced = sim.forced() as i64;
     assert!(
         executed + late <= forced && forced <= executed + late + unsettled,

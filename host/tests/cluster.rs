@@ -62,18 +62,12 @@ fn breaker_replica(
 /// Waits (at most 30 s) until no run in the store is queued or running.
 async fn every_run_finished(db: &Db) {
     eventually("every run finished", 30, || async {
-        let open = count(
-            db,
-            "SELECT count(*) FROM runs WHERE status IN ('queued', 'running')",
-        )
-        .await;
+        let open = db
+            .one("SELECT count(*) FROM runs WHERE status IN ('queued', 'running')")
+            .await;
         (open == 0).then_some(())
     })
     .await;
-}
-
-async fn count(db: &Db, sql: &str) -> i64 {
-    db.client().await.query_one(sql, &[]).await.unwrap().get(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -119,8 +113,8 @@ async fn three_replicas_store_each_alert_once_and_start_one_run_for_it() {
         "only the replica that stored an alert starts its run"
     );
     every_run_finished(&db).await;
-    assert_eq!(count(&db, "SELECT count(*) FROM runs").await, 100);
-    assert_eq!(count(&db, "SELECT count(*) FROM alerts").await, 100);
+    assert_eq!(db.one("SELECT count(*) FROM runs").await, 100);
+    assert_eq!(db.one("SELECT count(*) FROM alerts").await, 100);
     // Every replica lists the same history.
     for r in &replicas {
         let runs = r.get("/v1/runs?limit=1000").await;

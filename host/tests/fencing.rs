@@ -5,7 +5,6 @@
 //! breaker admin API), not in Remedy's own records.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::json;
@@ -15,16 +14,6 @@ use common::*;
 
 /// The shortest lease allowed.
 const LEASE_SECS: u64 = 3;
-
-/// Pauses or resumes a process, as a VM migration or swap storm would.
-fn signal(server: &Server, sig: &str) {
-    let ok = Command::new("kill")
-        .args([sig, &server.child.id().to_string()])
-        .status()
-        .expect("kill")
-        .success();
-    assert!(ok, "kill {sig}");
-}
 
 /// A `[plugins.hostile]` section: sleeps `ms` in detect.
 fn sleeper(dir: &Path, ms: u64) -> String {

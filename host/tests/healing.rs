@@ -58,11 +58,8 @@ async fn refuse(db: &Db, what: &str, on: bool) {
     db.client().await.batch_execute(&sql).await.unwrap();
 }
 
-async fn one(db: &Db, sql: &str) -> i64 {
-    db.client().await.query_one(sql, &[]).await.unwrap().get(0)
-}
-
-async fn post_alert(server: &Server, fingerprint: &str) -> String {
+/// Posts one CircuitBreakerOpen alert for `stripe`; answers the receipt.
+async fn post_alert(server: &Server, fingerprint: &str) -> serde_json::Value {
     let (code, r) = server
         .post(
             "/v1/alerts",
@@ -76,6 +73,12 @@ async fn post_alert(server: &Server, fingerprint: &str) -> String {
         )
         .await;
     assert_eq!(code, 202, "{r}");
+    r
+}
+
+/// [`post_alert`], whose run must be queued; answers its id.
+async fn queued_run(server: &Server, fingerprint: &str) -> String {
+    let r = post_alert(server, fingerprint).await;
     assert_eq!(r["runs"][0]["status"], "queued", "{r}");
     r["runs"][0]["run_id"].as_str().unwrap().to_string()
 }
@@ -95,13 +98,13 @@ async fn a_final_record_and_flight_release_that_fail_heal_and_the_target_is_not_
     refuse(&db, "final", true).await;
     refuse(&db, "release", true).await;
 
-    let first = post_alert(&server, "heal-1").await;
+    let first = queued_run(&server, "heal-1").await;
     eventually("the store refuses the record", 15, || async {
         let log = std::fs::read_to_string(dir.path().join("remedy.log")).unwrap_or_default();
         log.contains("run record not stored; kept").then_some(())
     })
     .await;
-    assert_eq!(one(&db, "SELECT count(*) FROM flights").await, 1);
+    assert_eq!(db.one("SELECT count(*) FROM flights").await, 1);
     let health = eventually("healthz reports the unwritten record", 15, || async {
         let r = server
             .http
@@ -116,18 +119,7 @@ async fn a_final_record_and_flight_release_that_fail_heal_and_the_target_is_not_
     assert_eq!(body["error"]["code"], "records_unwritten", "{body}");
 
     // Meanwhile the target is this run's: a second alert is skipped.
-    let (_, r) = server
-        .post(
-            "/v1/alerts",
-            payload(vec![alert(
-                "CircuitBreakerOpen",
-                "firing",
-                json!({"breaker": "stripe"}),
-                "heal-2",
-                "2026-12-07T00:00:00Z",
-            )]),
-        )
-        .await;
+    let r = post_alert(&server, "heal-2").await;
     assert_eq!(r["runs"][0]["status"], "skipped", "{r}");
 
     refuse(&db, "final", false).await;
@@ -139,22 +131,20 @@ async fn a_final_record_and_flight_release_that_fail_heal_and_the_target_is_not_
     .await;
     assert_eq!(rec["dry_run"], true, "{rec}");
     eventually("the flight is released", 5, || async {
-        (one(&db, "SELECT count(*) FROM flights").await == 0).then_some(())
+        (db.one("SELECT count(*) FROM flights").await == 0).then_some(())
     })
     .await;
     assert_eq!(server.get("/healthz").await["status"], "ok");
     // The second alert's `skipped` could not be stored either: its run
     // stayed queued, and is resumed, to end like any other.
     eventually("every run ends", 20, || async {
-        let open = one(
-            &db,
-            "SELECT count(*) FROM runs WHERE status IN ('queued', 'running')",
-        )
-        .await;
+        let open = db
+            .one("SELECT count(*) FROM runs WHERE status IN ('queued', 'running')")
+            .await;
         (open == 0).then_some(())
     })
     .await;
-    let next = post_alert(&server, "heal-3").await;
+    let next = queued_run(&server, "heal-3").await;
     let rec = server.finished(&next).await;
     assert_eq!(rec["status"], "succeeded", "{rec}");
 }
@@ -170,7 +160,7 @@ async fn a_run_whose_claim_the_store_refused_stays_queued_and_runs_later() {
     let server = replica(dir.path(), &sim, &db);
     db.client().await.batch_execute(REFUSALS).await.unwrap();
     refuse(&db, "claim", true).await;
-    let id = post_alert(&server, "claim-1").await;
+    let id = queued_run(&server, "claim-1").await;
     // Longer than the claim's retries (about 3 s).
     tokio::time::sleep(Duration::from_secs(5)).await;
     let rec = server.get(&format!("/v1/runs/{id}")).await;

@@ -277,6 +277,16 @@ impl Db {
         format!("postgres://postgres@127.0.0.1:5432/{}", self.name)
     }
 
+    /// The one number `sql` answers (a count).
+    pub async fn one(&self, sql: &str) -> i64 {
+        self.client()
+            .await
+            .query_one(sql, &[])
+            .await
+            .unwrap()
+            .get(0)
+    }
+
     /// A client of this database.
     pub async fn client(&self) -> tokio_postgres::Client {
         let (c, conn) = tokio_postgres::connect(&self.url(), tokio_postgres::NoTls)
@@ -302,6 +312,12 @@ impl Drop for Db {
 }
 
 async fn pg_admin(sql: &str) {
+    admin_client().await.batch_execute(sql).await.unwrap();
+}
+
+/// A client of the `test` database: for what a test does to other
+/// databases (create, drop, kill their sessions).
+pub async fn admin_client() -> tokio_postgres::Client {
     let (c, conn) = tokio_postgres::connect(
         "host=127.0.0.1 user=postgres dbname=test",
         tokio_postgres::NoTls,
@@ -309,5 +325,16 @@ async fn pg_admin(sql: &str) {
     .await
     .unwrap();
     tokio::spawn(conn);
-    c.batch_execute(sql).await.unwrap();
+    c
+}
+
+/// Sends `sig` (`-STOP`, `-CONT`) to a server, as a VM migration or a
+/// swap storm pauses a process.
+pub fn signal(server: &Server, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &server.child.id().to_string()])
+        .status()
+        .expect("kill")
+        .success();
+    assert!(ok, "kill {sig}");
 }

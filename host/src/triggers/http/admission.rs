@@ -99,31 +99,30 @@ pub struct AcceptErrors {
 
 impl AcceptErrors {
     pub fn failed(&mut self, e: &std::io::Error) {
-        let now = Instant::now();
-        if self
-            .last
-            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
-        {
-            self.quiet += 1;
-            return;
+        if let Some(suppressed) = self.due() {
+            tracing::warn!(error = %e, suppressed, "accept failed");
         }
-        tracing::warn!(error = %e, suppressed = self.quiet, "accept failed");
-        self.last = Some(now);
-        self.quiet = 0;
     }
 
     pub fn refused(&mut self, peer: IpAddr) {
+        if let Some(suppressed) = self.due() {
+            tracing::warn!(%peer, suppressed, "connection refused: over the connection cap (in all or for this peer)");
+        }
+    }
+
+    /// `Some(lines not logged since the last)` when a line may be logged
+    /// now (once a second).
+    fn due(&mut self) -> Option<u64> {
         let now = Instant::now();
         if self
             .last
             .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
         {
             self.quiet += 1;
-            return;
+            return None;
         }
-        tracing::warn!(%peer, suppressed = self.quiet, "connection refused: over the connection cap (in all or for this peer)");
         self.last = Some(now);
-        self.quiet = 0;
+        Some(std::mem::take(&mut self.quiet))
     }
 }
 
