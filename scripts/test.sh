@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The one test command: installs what a fresh machine lacks, then runs every
+# check and test the project has (formatting, the dependency policy, the
+# suite, the doc tests). CI runs exactly this script.
+#
+# It needs PostgreSQL on 127.0.0.1:5432 (a `test` database, trust auth) and
+# Redis on 127.0.0.1:6379, already running: it installs tools, it starts no
+# service. Debian packages are installed with apt-get (through sudo when not
+# root). Set REMEDY_TEST_NO_INSTALL=1 to only run the checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+install() {
+  # The toolchain and the plugins' target (rust-toolchain.toml pins both).
+  rustup show active-toolchain >/dev/null
+  rustup target add wasm32-wasip2
+
+  # Debian packages: a real Prometheus for the metrics backend's tests,
+  # minisign for the signed-plugin tests, chromium and its driver for the
+  # console's browser tests.
+  local missing=()
+  command -v prometheus >/dev/null 2>&1 || [ -x /usr/bin/prometheus ] || missing+=(prometheus)
+  command -v minisign >/dev/null 2>&1 || missing+=(minisign)
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+  command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+  if [ ${#missing[@]} -gt 0 ]; then
+    local sudo=()
+    [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+    "${sudo[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq \
+      --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+
+  # The Python and JavaScript runbook toolchains `remedy new` scaffolds for
+  # (both work offline once installed).
+  if ! command -v componentize-py >/dev/null 2>&1; then
+    python3 -m pip install -q componentize-py==0.25.1
+    if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
+  fi
+  command -v componentize-js >/dev/null 2>&1 ||
+    npm install -g --silent @bytecodealliance/componentize-js@0.23.0
+
+  # Cargo tools: the test runner and the dependency policy checker.
+  command -v cargo-nextest >/dev/null 2>&1 || cargo install --locked cargo-nextest
+  command -v cargo-deny >/dev/null 2>&1 || cargo install --locked cargo-deny@0.20.2
+}
+
+[ "${REMEDY_TEST_NO_INSTALL:-}" = 1 ] || install
+
+cargo fmt --all -- --check
+# Licenses, banned crates and sources need no network; `advisories` does
+# (it fetches the RustSec database), so maintainers run it by hand:
+# `cargo deny check advisories`.
+cargo deny --offline check licenses bans sources
+cargo nextest run --workspace
+# nextest runs no doctests; these prove the gate cannot be bypassed. The
+# whole workspace, so that the libraries built for the tests are reused
+# (`-p remedy` alone resolves features differently and rebuilds them).
+cargo test --doc --workspace
