@@ -291,6 +291,16 @@ fn scaffold_passes(lang: &str, uses: &str, root: &Path) -> PathBuf {
     let out = remedy(root, &["new", &name, "--lang", lang, "--uses", uses]);
     assert!(out.status.success(), "{}", text(&out));
     let dir = root.join(&name);
+    // A scaffold copied to production as-is can't act on every database
+    // session: the scope names a placeholder application.
+    let settings = std::fs::read_to_string(dir.join("remedy.toml")).unwrap();
+    assert!(!settings.contains("[\"*\"]"), "{settings}");
+    if uses.contains("database") {
+        assert!(
+            settings.contains("database_applications = [\"worker\"]"),
+            "{settings}"
+        );
+    }
     let wasm = build(lang, &name, &dir);
     let out = remedy(&dir, &["test", "-c", "remedy.toml", wasm.to_str().unwrap()]);
     assert!(out.status.success(), "{lang}: {}", text(&out));

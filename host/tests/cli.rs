@@ -132,6 +132,24 @@ fn run_exit_statuses() {
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("REMEDY_DATABASE_URL"), "{}", text(&o));
 
+    // A config file that leaves the backend unset: still unconfigured,
+    // and the error names both the file's key and the variable.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("remedy.toml");
+    std::fs::write(
+        &cfg,
+        "[plugins.db-connection-exhaustion]\nmode = \"dry-run\"\n",
+    )
+    .unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let o = remedy(&["run", "db-connection-exhaustion", "-c", cfg]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("backends.database_url") && text(&o).contains("REMEDY_DATABASE_URL"),
+        "{}",
+        text(&o)
+    );
+
     // Usage and config errors: 2.
     assert_eq!(remedy(&["run", "no-such-plugin"]).status.code(), Some(2));
     assert_eq!(remedy(&["run"]).status.code(), Some(2));
@@ -319,4 +337,46 @@ fn run_ids_that_are_not_uuids_send_no_request() {
         matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
         "a request reached the server"
     );
+}
+
+/// The environment fills in backends a config file leaves unset (as the
+/// scaffold's README and the "not configured" error say), and never
+/// overrides one the file sets.
+#[test]
+fn the_environment_fills_backends_the_config_file_leaves_unset() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("remedy.toml");
+    std::fs::write(
+        &cfg,
+        "[plugins.db-connection-exhaustion]\nmode = \"dry-run\"\n",
+    )
+    .unwrap();
+    let run = |cfg: &std::path::Path, url: &str| {
+        Command::new(env!("CARGO_BIN_EXE_remedy"))
+            .args(["run", "db-connection-exhaustion", "--json", "-c"])
+            .arg(cfg)
+            .env_remove("DATABASE_URL")
+            .env("REMEDY_DATABASE_URL", url)
+            .output()
+            .unwrap()
+    };
+    let o = run(&cfg, "postgres://postgres@127.0.0.1:5432/test");
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{t}");
+    assert!(!t.contains("no database backend configured"), "{t}");
+    // The file's own value wins over the environment: a malformed or
+    // unreachable variable is not even looked at.
+    std::fs::write(
+        &cfg,
+        "[backends]\ndatabase_url = \"postgres://postgres@127.0.0.1:5432/test\"\n[plugins.db-connection-exhaustion]\nmode = \"dry-run\"\n",
+    )
+    .unwrap();
+    let o = run(&cfg, "not a url");
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // Unset in the file and malformed in the environment: the error names
+    // the variable.
+    std::fs::write(&cfg, "").unwrap();
+    let o = run(&cfg, "not a url");
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("REMEDY_DATABASE_URL"), "{}", text(&o));
 }

@@ -2,10 +2,10 @@
 //! probe patterns, priorities, action kinds and URLs are checked as they
 //! are parsed, and an error names the file and the key.
 //!
-//! With no config file, backends come from the environment
-//! (`REMEDY_DATABASE_URL` else `DATABASE_URL`, `REMEDY_PROMETHEUS_URL`,
-//! `REMEDY_BREAKER_URL`, `REMEDY_REDIS_URL`) and every bundled plugin runs
-//! on its defaults.
+//! Backends a config file leaves unset (or all of them, with no file) come
+//! from the environment (`REMEDY_DATABASE_URL` else `DATABASE_URL`,
+//! `REMEDY_PROMETHEUS_URL`, `REMEDY_BREAKER_URL`, `REMEDY_REDIS_URL`); with
+//! no file every bundled plugin runs on its defaults.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -131,6 +131,7 @@ impl Config {
             source,
         })?;
         let mut cfg = Self::parse(&text, path)?;
+        cfg.backends_from_env()?;
         // Relative plugin paths are relative to the config file.
         let base = path.parent().unwrap_or(Path::new("."));
         for pc in cfg.plugins.values_mut() {
@@ -154,32 +155,45 @@ impl Config {
     /// No file: backends from the environment, plugins on their defaults.
     /// A malformed variable is an error naming it.
     pub fn from_env() -> Result<Config, ConfigError> {
+        let mut cfg = Config::default();
+        cfg.backends_from_env()?;
+        Ok(cfg)
+    }
+
+    /// Fills the backends the file leaves unset from the environment
+    /// (`REMEDY_DATABASE_URL` else `DATABASE_URL`, `REMEDY_PROMETHEUS_URL`,
+    /// `REMEDY_BREAKER_URL`, `REMEDY_REDIS_URL`): a value in the file wins,
+    /// so a variable only ever adds a backend. A malformed variable that
+    /// would be used is an error naming it.
+    pub fn backends_from_env(&mut self) -> Result<(), ConfigError> {
         fn var<T: TryFrom<String, Error = String>>(
+            slot: &mut Option<T>,
             names: &[&str],
-        ) -> Result<Option<T>, ConfigError> {
+        ) -> Result<(), ConfigError> {
+            if slot.is_some() {
+                return Ok(());
+            }
             for name in names {
                 if let Some(v) = std::env::var(name).ok().filter(|v| !v.trim().is_empty()) {
-                    return T::try_from(v)
-                        .map(Some)
-                        .map_err(|message| ConfigError::Invalid {
-                            file: PathBuf::from("(environment)"),
-                            key: name.to_string(),
-                            message,
-                        });
+                    let value = T::try_from(v).map_err(|message| ConfigError::Invalid {
+                        file: PathBuf::from("(environment)"),
+                        key: name.to_string(),
+                        message,
+                    })?;
+                    *slot = Some(value);
+                    return Ok(());
                 }
             }
-            Ok(None)
+            Ok(())
         }
-        Ok(Config {
-            backends: BackendsConfig {
-                database_url: var(&["REMEDY_DATABASE_URL", "DATABASE_URL"])?,
-                prometheus_url: var(&["REMEDY_PROMETHEUS_URL"])?,
-                breaker_url: var(&["REMEDY_BREAKER_URL"])?,
-                redis_url: var(&["REMEDY_REDIS_URL"])?,
-                ..Default::default()
-            },
-            ..Default::default()
-        })
+        let b = &mut self.backends;
+        var(
+            &mut b.database_url,
+            &["REMEDY_DATABASE_URL", "DATABASE_URL"],
+        )?;
+        var(&mut b.prometheus_url, &["REMEDY_PROMETHEUS_URL"])?;
+        var(&mut b.breaker_url, &["REMEDY_BREAKER_URL"])?;
+        var(&mut b.redis_url, &["REMEDY_REDIS_URL"])
     }
 
     fn invalid(&self, key: String, message: impl Into<String>) -> ConfigError {

@@ -296,7 +296,13 @@ fn settings(name: &str, lang: Lang, uses: &BTreeSet<Capability>, wasm: &str) -> 
         s.push_str("memory_mb = 128\n");
     }
     if uses.contains(&Capability::Database) {
-        s.push_str("# Which sessions it may act on, by application_name.\nscope = { database_applications = [\"*\"] }\n");
+        // A named placeholder, not `*`: a scaffold copied to production
+        // as-is must not be able to terminate every application's sessions.
+        s.push_str(
+            "# Which sessions it may act on, by application_name: name YOUR applications\n\
+# here (the fixtures' \"worker\" is a placeholder; \"*\" would allow every one).\n\
+scope = { database_applications = [\"worker\"] }\n",
+        );
     }
     s
 }
