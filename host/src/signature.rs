@@ -64,6 +64,8 @@ pub enum SignatureError {
     Invalid(String),
     #[error("signature {0} is by key {1}, which is not trusted for plugin `{2}`")]
     NotForPlugin(String, String, String),
+    #[error("no signature: plugin `{1}` has its own trusted_keys, so its file must be signed by one of them and there is no {0} beside it (sign it with `minisign -S -m FILE.wasm`)")]
+    MissingForPlugin(String, String),
 }
 
 /// Largest signature file read: minisign writes about 300 bytes; anything
@@ -81,6 +83,18 @@ pub fn read_sig<R: std::io::Read>(file: std::io::Result<R>) -> Option<String> {
         return Some("(not a minisign signature: too large or not text)".into());
     }
     Some(text)
+}
+
+/// When the signer says it signed: the `timestamp:` field minisign writes
+/// into the trusted comment, which the signature covers (a plain `minisign
+/// -S` writes one; a custom `-t` comment may not).
+pub fn signed_at(sig: &str) -> Option<u64> {
+    let signature = minisign_verify::Signature::decode(sig).ok()?;
+    signature
+        .trusted_comment()
+        .split('\t')
+        .find_map(|field| field.trim().strip_prefix("timestamp:"))
+        .and_then(|t| t.trim().parse().ok())
 }
 
 /// The signature file of a plugin file.
@@ -205,6 +219,14 @@ wLMDjy9FLAuxZ3q4NlEvkgtyhrr0gtTu6KC4KBJdITbbOeAi1zBIYo0v4iTgt8jJpIidRJnp94ABQkJA
             read_sig::<&[u8]>(Err(std::io::ErrorKind::NotFound.into())),
             None
         );
+    }
+
+    #[test]
+    fn the_signed_timestamp_is_read_from_the_trusted_comment() {
+        assert_eq!(signed_at(SIG), Some(1633700835));
+        assert_eq!(signed_at("not a signature"), None);
+        let custom = SIG.replace("timestamp:1633700835\tfile:test\tprehashed", "release 1.2");
+        assert_eq!(signed_at(&custom), None);
     }
 
     #[test]

@@ -108,8 +108,14 @@ pub struct PluginConfig {
     pub priority: Option<Priority>,
     /// minisign public keys trusted to sign this plugin's file (beside
     /// `server.trusted_keys`).
+    /// A plugin with its own keys must be signed by one of them.
     #[serde(default)]
     pub trusted_keys: Vec<crate::signature::TrustedKey>,
+    /// Load a signed file older than the newest one trusted for this name
+    /// before (a deliberate rollback); off, such a file is refused, since a
+    /// signature binds bytes, not a version.
+    #[serde(default)]
+    pub allow_older_signature: bool,
 }
 
 /// A plugin config value as the string the plugin receives: strings,

@@ -252,26 +252,56 @@ impl Remedy {
         path: &Path,
     ) -> Result<Plugin, PluginError> {
         let source = Source::File(path.to_path_buf());
-        // Before compiling: bytes nobody trusted never reach the compiler.
-        let signed =
-            self.signature(bytes, sig, path, None)
-                .map_err(|error| PluginError::Signature {
-                    origin: source.to_string(),
-                    error,
-                })?;
+        let refuse = |error| PluginError::Signature {
+            origin: source.to_string(),
+            error,
+        };
+        // Before compiling: bytes nobody trusted never reach the compiler
+        // (including an unsigned file at the path of a plugin with keys).
+        if let (None, Some(name)) = (sig, self.keyed_plugin_at(path)) {
+            return Err(refuse(self.missing_for(path, name)));
+        }
+        let signed = self.signature(bytes, sig, path, None).map_err(refuse)?;
         let mut plugin = self.load_bytes(bytes, &source).await?;
         // The key must be trusted for the name the plugin reports.
         if let crate::signature::Signed::By(_) = &signed {
             plugin.signed = self
                 .signature(bytes, sig, path, Some(plugin.name()))
-                .map_err(|error| PluginError::Signature {
-                    origin: source.to_string(),
-                    error,
-                })?;
+                .map_err(refuse)?;
+            plugin.signed_at = sig.and_then(crate::signature::signed_at);
+        } else if self.has_own_keys(plugin.name()) {
+            // Deleting the `.minisig` must not unpin a plugin.
+            return Err(refuse(self.missing_for(path, plugin.name())));
         } else {
             plugin.signed = signed;
         }
         Ok(plugin)
+    }
+
+    fn has_own_keys(&self, name: &str) -> bool {
+        self.config
+            .plugins
+            .get(name)
+            .is_some_and(|pc| !pc.trusted_keys.is_empty())
+    }
+
+    /// The configured plugin with its own keys whose `path` is this file.
+    fn keyed_plugin_at(&self, path: &Path) -> Option<&str> {
+        let real = path.canonicalize().ok();
+        let same = |p: &Path| p == path || (real.is_some() && p.canonicalize().ok() == real);
+        self.config
+            .plugins
+            .iter()
+            .find(|(_, pc)| !pc.trusted_keys.is_empty() && pc.path.as_deref().is_some_and(same))
+            .map(|(n, _)| n.as_str())
+    }
+
+    fn missing_for(&self, path: &Path, name: &str) -> crate::signature::SignatureError {
+        let sig_name = crate::signature::sig_path(path)
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        crate::signature::SignatureError::MissingForPlugin(sig_name, name.to_string())
     }
 
     /// Checks a file's signature: with `name`, against the keys trusted for

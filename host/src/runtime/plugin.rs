@@ -156,6 +156,9 @@ pub struct Plugin {
     /// Whether the file came with a trusted signature (set by the loader;
     /// bundled plugins are `unsigned`, being part of the binary).
     pub signed: crate::signature::Signed,
+    /// When its trusted signature says it was signed (unix seconds, from
+    /// the signed `timestamp:` of minisign's trusted comment).
+    pub signed_at: Option<u64>,
     pub(crate) code: Code,
 }
 
@@ -173,6 +176,7 @@ impl Plugin {
             imports: self.imports.clone(),
             settings,
             signed: self.signed.clone(),
+            signed_at: self.signed_at,
             code: self.code.clone(),
         }
     }
@@ -326,6 +330,7 @@ impl Runtime {
             imports,
             settings,
             signed: crate::signature::Signed::Unsigned,
+            signed_at: None,
             code,
         })
     }

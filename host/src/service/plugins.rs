@@ -7,7 +7,10 @@ use super::*;
 impl Service {
     pub(super) async fn load(&self, key: &str, source: &Source) {
         match self.remedy.load_source(source).await {
-            Ok(p) => self.loaded(source.to_string(), p).await,
+            Ok(p) => match self.older_than_trusted(&p).await {
+                Some(error) => self.load_failed(key, source.to_string(), error).await,
+                None => self.loaded(source.to_string(), p).await,
+            },
             Err(e) => {
                 self.load_failed(key, source.to_string(), e.to_string())
                     .await
@@ -21,10 +24,64 @@ impl Service {
             None,
             Some(p.name()),
             "plugin.loaded",
-            serde_json::json!({"source": source, "digest": p.digest, "version": p.info.version}),
+            serde_json::json!({
+                "source": source,
+                "digest": p.digest,
+                "version": p.info.version,
+                "signed_at": p.signed_at,
+            }),
         )
         .await;
         self.registry.set_loaded(source, p);
+    }
+
+    /// Why a signed file must not replace what was trusted before: it was
+    /// signed earlier than the newest file trusted for its name (by this
+    /// replica now, or by any replica as long as the audit log keeps the
+    /// load), so it may be an old, vulnerable build dropped back in place.
+    async fn older_than_trusted(&self, p: &Plugin) -> Option<String> {
+        let at = p.signed_at?;
+        let name = p.name();
+        if self
+            .remedy
+            .config
+            .plugins
+            .get(name)
+            .is_some_and(|pc| pc.allow_older_signature)
+        {
+            return None;
+        }
+        let loaded = self.registry.get(name).and_then(|q| q.signed_at);
+        let audited = match self
+            .store
+            .list_audit(crate::store::AuditFilter {
+                plugin: Some(name.to_string()),
+                event: Some("plugin.loaded".into()),
+                limit: Some(10_000),
+                ..Default::default()
+            })
+            .await
+        {
+            Ok(events) => events
+                .iter()
+                .filter_map(|e| e.detail["signed_at"].as_u64())
+                .max(),
+            // Unknown history: what this replica holds still counts.
+            Err(e) => {
+                tracing::warn!(plugin = name, error = %e, "signing history not read");
+                None
+            }
+        };
+        let newest = loaded.max(audited)?;
+        (at < newest).then(|| {
+            format!(
+                "signed at {} ({at}), before the newest file trusted for `{name}` (signed at {} ({newest})): \
+                 refused as a possible rollback to an old build; to roll back on purpose set \
+                 `[plugins.{name}] allow_older_signature = true`",
+                unix_time(at),
+                unix_time(newest),
+            )
+        })
     }
 
     async fn load_failed(&self, key: &str, source: String, error: String) {
@@ -185,6 +242,10 @@ impl Service {
                     .await;
                     return None;
                 }
+                if let Some(error) = self.older_than_trusted(&p).await {
+                    self.load_failed(&key, file, error).await;
+                    return None;
+                }
                 if old_name.is_none() {
                     self.registry.remove(&file_key(path));
                 }
@@ -198,4 +259,10 @@ impl Service {
             }
         }
     }
+}
+
+fn unix_time(s: u64) -> String {
+    chrono::DateTime::from_timestamp(i64::try_from(s).unwrap_or(i64::MAX), 0)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_else(|| s.to_string())
 }

@@ -240,6 +240,8 @@ pub struct RunFilter {
 pub struct AuditFilter {
     pub run: Option<String>,
     pub plugin: Option<String>,
+    /// Only events of this kind (`plugin.loaded`, `action.executed`, …).
+    pub event: Option<String>,
     pub since: Option<String>,
     #[schemars(range(max = 10000))]
     pub limit: Option<u32>,

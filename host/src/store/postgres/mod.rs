@@ -687,8 +687,9 @@ impl Store for PgStore {
             .query(
                 "SELECT seq, at, run_id, plugin, event, detail FROM audit \
                  WHERE ($1::TEXT IS NULL OR run_id = $1) AND ($2::TEXT IS NULL OR plugin = $2) \
-                 AND ($3::TEXT IS NULL OR at >= $3) ORDER BY seq LIMIT $4",
-                &[&f.run, &f.plugin, &f.since, &limit],
+                 AND ($3::TEXT IS NULL OR at >= $3) AND ($5::TEXT IS NULL OR event = $5) \
+                 ORDER BY seq LIMIT $4",
+                &[&f.run, &f.plugin, &f.since, &limit, &f.event],
             )
             .await
             .map_err(pg)?;

@@ -353,10 +353,11 @@ impl Store for SqliteStore {
         self.read(move |c| {
             let mut stmt = c.prepare_cached(
                 "SELECT seq, at, run_id, plugin, event, detail FROM audit WHERE (?1 IS NULL OR run_id = ?1) \
-                 AND (?2 IS NULL OR plugin = ?2) AND (?3 IS NULL OR at >= ?3) ORDER BY seq LIMIT ?4",
+                 AND (?2 IS NULL OR plugin = ?2) AND (?3 IS NULL OR at >= ?3) \
+                 AND (?5 IS NULL OR event = ?5) ORDER BY seq LIMIT ?4",
             )?;
             let rows = stmt.query_map(
-                params![f.run, f.plugin, f.since, f.limit.unwrap_or(1000).min(10 * MAX_ROWS)],
+                params![f.run, f.plugin, f.since, f.limit.unwrap_or(1000).min(10 * MAX_ROWS), f.event],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get::<_, String>(5)?)),
             )?;
             rows.map(|row| {
