@@ -28,6 +28,18 @@ fn sleeper(dir: &Path, ms: u64) -> String {
 /// Replica `name` on `db`: circuit-breaker-open live against `sim` with a
 /// 1 h cooldown, one run slot, and the sleeper.
 fn replica(dir: &Path, sim: &servio_sim::Sim, db: &Db, name: &str, sleep_ms: u64) -> Server {
+    replica_verifying(dir, sim, db, name, sleep_ms, "1h")
+}
+
+/// `replica`, verifying `verify_after` after a live mitigation.
+fn replica_verifying(
+    dir: &Path,
+    sim: &servio_sim::Sim,
+    db: &Db,
+    name: &str,
+    sleep_ms: u64,
+    verify_after: &str,
+) -> Server {
     let home = dir.join(name);
     std::fs::create_dir_all(&home).unwrap();
     let server = format!(
@@ -35,12 +47,14 @@ fn replica(dir: &Path, sim: &servio_sim::Sim, db: &Db, name: &str, sleep_ms: u64
         db.url()
     );
     // Deadlines above the slow admin API of the second test.
-    let plugin = "mode = \"auto\"\nverify_after = \"1h\"\ncooldown = \"1h\"\n\
-                  timeout_ms = 15000\nmitigate_timeout_ms = 15000";
+    let plugin = format!(
+        "mode = \"auto\"\nverify_after = \"{verify_after}\"\ncooldown = \"1h\"\n\
+         timeout_ms = 15000\nmitigate_timeout_ms = 15000"
+    );
     let tail = sleeper(&home, sleep_ms);
     start_logged(
         &home,
-        &breaker_config(&home, sim, &server, plugin, &tail),
+        &breaker_config(&home, sim, &server, &plugin, &tail),
         &[],
     )
 }
@@ -190,4 +204,58 @@ async fn a_running_run_of_a_replica_taken_over_acts_no_more_when_it_wakes() {
         "{}",
         log(dir.path(), "a")
     );
+}
+
+/// A verification is the replica's that owns the run: when A stalls after
+/// a live mitigation, B takes its verification over; A, waking past the
+/// due time, must not verify (and escalate) a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verification_taken_over_runs_once() {
+    let db = Db::new("fence_verify").await;
+    let dir = tempfile::tempdir().unwrap();
+    let sim = sim().await;
+    sim.open_breaker("stripe");
+    let a = replica_verifying(dir.path(), &sim, &db, "a", 10, "8s");
+    let b = replica_verifying(dir.path(), &sim, &db, "b", 10, "8s");
+    let (code, r) = a
+        .post("/v1/plugins/circuit-breaker-open/runs?wait=true", json!({}))
+        .await;
+    assert_eq!(code, 200, "{r}");
+    assert_eq!(r["status"], "succeeded", "{r}");
+    let id = r["id"].as_str().unwrap().to_string();
+    assert_eq!(sim.forced(), 1);
+    signal(&a, "-STOP");
+    // Not resolved when verified: the breaker opened again.
+    sim.open_breaker("stripe");
+    let verifications = || async {
+        let n: i64 = db
+            .client()
+            .await
+            .query_one(
+                "SELECT count(*) FROM audit WHERE run_id = $1 AND event = 'verification'",
+                &[&id],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        n
+    };
+    eventually("B verifies the run it took over", 30, || async {
+        (verifications().await == 1).then_some(())
+    })
+    .await;
+    signal(&a, "-CONT");
+    eventually(
+        "A drops its verification, or verifies again",
+        20,
+        || async {
+            (log(dir.path(), "a").contains("verification dropped") || verifications().await > 1)
+                .then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(verifications().await, 1, "verified twice");
+    let rec = b.get(&format!("/v1/runs/{id}")).await;
+    assert_eq!(rec["verification"], "not_resolved", "{rec}");
 }

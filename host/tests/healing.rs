@@ -14,14 +14,17 @@ use common::*;
 const LEASE_SECS: u64 = 3;
 
 /// A trigger refusing what `chaos_refuse` names: `final` (run records that
-/// are neither queued nor running), `release` (flight deletes), `claim`
-/// (flight inserts).
+/// are neither queued nor running), `start` (records going `running`),
+/// `release` (flight deletes), `claim` (flight inserts).
 const REFUSALS: &str = r#"
 CREATE TABLE chaos_refuse (what TEXT PRIMARY KEY);
 CREATE FUNCTION chaos_runs() RETURNS trigger AS $$
 BEGIN
   IF NEW.status NOT IN ('queued', 'running') AND EXISTS (SELECT 1 FROM chaos_refuse WHERE what = 'final') THEN
     RAISE EXCEPTION 'injected: run record refused';
+  END IF;
+  IF NEW.status = 'running' AND EXISTS (SELECT 1 FROM chaos_refuse WHERE what = 'start') THEN
+    RAISE EXCEPTION 'injected: run start refused';
   END IF;
   RETURN NEW;
 END $$ LANGUAGE plpgsql;
@@ -41,12 +44,19 @@ CREATE TRIGGER chaos_flights BEFORE INSERT OR DELETE ON flights FOR EACH ROW EXE
 "#;
 
 fn replica(dir: &std::path::Path, sim: &servio_sim::Sim, db: &Db) -> Server {
+    replica_in(dir, sim, db, "dry-run")
+}
+
+/// `replica`, with the breaker runbook in `mode`.
+fn replica_in(dir: &std::path::Path, sim: &servio_sim::Sim, db: &Db, mode: &str) -> Server {
     let server = format!(
         "store = \"{}\"\nreplica = \"h\"\nlease = \"{LEASE_SECS}s\"",
         db.url()
     );
-    let plugin = "target_labels = [\"alertname\", \"breaker\"]\nretry_after = \"1h\"";
-    start_logged(dir, &breaker_config(dir, sim, &server, plugin, ""), &[])
+    let plugin = format!(
+        "mode = \"{mode}\"\ncooldown = \"0s\"\ntarget_labels = [\"alertname\", \"breaker\"]\nretry_after = \"1h\"\nverify_after = \"1h\""
+    );
+    start_logged(dir, &breaker_config(dir, sim, &server, &plugin, ""), &[])
 }
 
 async fn refuse(db: &Db, what: &str, on: bool) {
@@ -172,4 +182,104 @@ async fn a_run_whose_claim_the_store_refused_stays_queued_and_runs_later() {
     })
     .await;
     assert!(rec["error"].is_null(), "{rec}");
+}
+
+/// Finding 4b: a live run whose `running` write fails does not start (so
+/// no later failure of its final write can leave a record that a restart
+/// would resume into a second action); it stays queued, and runs once the
+/// store answers — acting exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_run_whose_start_was_not_stored_does_not_act_until_it_is() {
+    let db = Db::new("heal_start").await;
+    let dir = tempfile::tempdir().unwrap();
+    let sim = sim().await;
+    sim.open_breaker("stripe");
+    let server = replica_in(dir.path(), &sim, &db, "auto");
+    db.client().await.batch_execute(REFUSALS).await.unwrap();
+    refuse(&db, "start", true).await;
+    let id = queued_run(&server, "start-1").await;
+    eventually("the start is refused", 15, || async {
+        let log = std::fs::read_to_string(dir.path().join("remedy.log")).unwrap_or_default();
+        log.contains("`running` not stored").then_some(())
+    })
+    .await;
+    // Past a heartbeat's resumption, still refused: nothing acted.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(sim.forced(), 0, "a run acted without its start stored");
+    assert_eq!(sim.breaker_state("stripe").unwrap(), "OPEN");
+    let rec = server.get(&format!("/v1/runs/{id}")).await;
+    assert_eq!(rec["status"], "queued", "{rec}");
+
+    refuse(&db, "start", false).await;
+    let rec = eventually("the run is resumed and ends", 30, || async {
+        let rec = server.get(&format!("/v1/runs/{id}")).await;
+        (rec["status"] == "succeeded").then_some(rec)
+    })
+    .await;
+    assert_eq!(
+        actions_on(&rec, "breaker:stripe")[0]["applied"],
+        "executed",
+        "{rec}"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(sim.forced(), 1, "acted more than once");
+}
+
+/// Finding 4a: a receipt whose COMMIT went through while its answer was
+/// lost leaves `queued` runs in the store that this replica never spawned.
+/// The state is made directly (a queued copy of a finished run, owned by
+/// the replica, older than the reconciler's grace): the reconciler resumes
+/// it at a heartbeat, without a restart, and it acts once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_runs_a_lost_receipt_answer_left_are_resumed_without_a_restart() {
+    let db = Db::new("heal_receipt").await;
+    let dir = tempfile::tempdir().unwrap();
+    let sim = sim().await;
+    sim.open_breaker("stripe");
+    let server = replica_in(dir.path(), &sim, &db, "auto");
+    let first = queued_run(&server, "receipt-1").await;
+    let rec = server.finished(&first).await;
+    assert_eq!(rec["status"], "succeeded", "{rec}");
+    assert_eq!(sim.forced(), 1);
+    sim.open_breaker("stripe");
+
+    // What the lost answer leaves: the run stored, queued, never spawned.
+    let lost = db
+        .client()
+        .await
+        .query_one(
+            "INSERT INTO runs (id, plugin, status, started_at, alert_fingerprint, alert_starts_at, replica, record) \
+             SELECT gen_random_uuid()::text, plugin, 'queued', \
+                    to_char((now() AT TIME ZONE 'UTC') - interval '10 seconds', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
+                    'receipt-2', alert_starts_at, replica, record \
+             FROM runs WHERE id = $1 RETURNING id",
+            &[&first],
+        )
+        .await
+        .unwrap()
+        .get::<_, String>(0);
+    db.client()
+        .await
+        .execute(
+            "UPDATE runs SET record = (record::jsonb || jsonb_build_object( \
+                 'id', id, 'status', 'queued', 'started_at', started_at, \
+                 'finished_at', NULL, 'duration_ms', NULL, 'actions', '[]'::jsonb, \
+                 'detection', NULL, 'outcome', NULL, 'error', NULL, 'logs', '[]'::jsonb))::text \
+             WHERE id = $1",
+            &[&lost],
+        )
+        .await
+        .unwrap();
+    let rec = eventually("the reconciler resumes the run", 30, || async {
+        let rec = server.get(&format!("/v1/runs/{lost}")).await;
+        (rec["status"] == "succeeded").then_some(rec)
+    })
+    .await;
+    assert_eq!(
+        actions_on(&rec, "breaker:stripe")[0]["applied"],
+        "executed",
+        "{rec}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(sim.forced(), 2, "the resumed run acted once");
 }

@@ -49,7 +49,28 @@ impl Service {
         }
     }
 
+    /// Whether the verification of `rec` is still this replica's: after a
+    /// stall past its lease a survivor took it over (and verifies it), and
+    /// two verifications would escalate twice.
+    async fn still_ours(&self, rec: &RunRecord) -> bool {
+        match self.store.owns_run(&rec.id).await {
+            Ok(true) => true,
+            Ok(false) => {
+                tracing::warn!(run_id = %rec.id, plugin = %rec.plugin, "verification dropped: another replica took the run over");
+                false
+            }
+            // Unknown: verify (a missed escalation is worse than a repeat).
+            Err(e) => {
+                tracing::warn!(run_id = %rec.id, error = %e, "run owner not read; verifying");
+                true
+            }
+        }
+    }
+
     async fn verify(&self, plugin: &Plugin, rec: &RunRecord) {
+        if !self.still_ours(rec).await {
+            return;
+        }
         let req = RunRequest {
             trigger: rec.trigger.clone(),
             dry_run: Some(true),
@@ -62,6 +83,10 @@ impl Service {
         tracing::info!(run_id = %rec.id, plugin = %rec.plugin, result, "verification");
         let mut escalations = Vec::new();
         let mut notes = Vec::new();
+        // Detection takes time: ask again before anyone is paged.
+        if !resolved && !self.still_ours(rec).await {
+            return;
+        }
         if !resolved {
             let findings: Vec<String> = check
                 .detection

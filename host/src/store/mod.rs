@@ -80,6 +80,11 @@ pub trait Store: crate::guardrails::Ledger + Send + Sync {
     async fn own_queued(&self) -> Result<Vec<String>, StoreError> {
         Ok(Vec::new())
     }
+    /// Whether this incarnation still owns run `id` (a survivor that took
+    /// the replica over owns its runs and their verifications now).
+    async fn owns_run(&self, _id: &str) -> Result<bool, StoreError> {
+        Ok(true)
+    }
     /// The flights this incarnation holds in the store, as (plugin, target,
     /// run id): the reconciler releases those of runs that have ended.
     async fn own_flights(&self) -> Result<Vec<(String, String, String)>, StoreError> {

@@ -534,6 +534,19 @@ impl Store for PgStore {
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
+    async fn owns_run(&self, id: &str) -> Result<bool, StoreError> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT replica = $2 FROM runs WHERE id = $1",
+                &[&id, &&*self.current()],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(row.is_some_and(|r| r.get::<_, Option<bool>>(0).unwrap_or(false)))
+    }
+
     async fn own_flights(&self) -> Result<Vec<(String, String, String)>, StoreError> {
         let rows = self
             .client()
