@@ -1,5 +1,5 @@
 //! The host's modules import only downwards, in the order of DESIGN §3 and
-//! the README's Layout: a new import that points up (or closes a cycle)
+//! docs/layout.md: a new import that points up (or closes a cycle)
 //! fails here, naming the file and the edge.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -124,7 +124,7 @@ fn host_modules_import_only_downwards_and_without_cycles() {
         let node = node_of(rel);
         let Some(&from) = rank.get(node.as_str()) else {
             problems.push(format!(
-                "{}: module `{node}` has no layer: add it to LAYERS in host/tests/layers.rs and to the README's Layout",
+                "{}: module `{node}` has no layer: add it to LAYERS in host/tests/layers.rs and to docs/layout.md",
                 rel.display()
             ));
             continue;

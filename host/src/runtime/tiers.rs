@@ -8,7 +8,7 @@
 //! finish on the code they started with. A restart finds the optimised code
 //! in the cache and never uses the quick tier.
 //!
-//! Measured on 2 cores (README, Performance): a cold start with the eight
+//! Measured on 2 cores (docs/performance.md): a cold start with the eight
 //! bundled plugins took 334–414 ms against 528–797 ms, and every plugin was
 //! on optimised code 1.4 s later (2.0 s under a saturating load). How much
 //! slower a run is on quick code was not measured for the two settings
