@@ -211,18 +211,7 @@ async fn a_live_run_whose_start_was_not_stored_does_not_act_until_it_is() {
     assert_eq!(rec["status"], "queued", "{rec}");
 
     refuse(&db, "start", false).await;
-    let rec = eventually("the run is resumed and ends", 30, || async {
-        let rec = server.get(&format!("/v1/runs/{id}")).await;
-        (rec["status"] == "succeeded").then_some(rec)
-    })
-    .await;
-    assert_eq!(
-        actions_on(&rec, "breaker:stripe")[0]["applied"],
-        "executed",
-        "{rec}"
-    );
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(sim.forced(), 1, "acted more than once");
+    resumed_and_acted_once(&server, &sim, &id, 1).await;
 }
 
 /// Finding 4a: a receipt whose COMMIT went through while its answer was
@@ -270,8 +259,15 @@ async fn queued_runs_a_lost_receipt_answer_left_are_resumed_without_a_restart() 
         )
         .await
         .unwrap();
-    let rec = eventually("the reconciler resumes the run", 30, || async {
-        let rec = server.get(&format!("/v1/runs/{lost}")).await;
+    resumed_and_acted_once(&server, &sim, &lost, 2).await;
+}
+
+/// Waits for run `id` to be resumed and succeed with its breaker action
+/// executed; then the breaker API must have counted `forced` state changes
+/// in all, and no more a moment later.
+async fn resumed_and_acted_once(server: &Server, sim: &servio_sim::Sim, id: &str, forced: u64) {
+    let rec = eventually("the run is resumed and ends", 30, || async {
+        let rec = server.get(&format!("/v1/runs/{id}")).await;
         (rec["status"] == "succeeded").then_some(rec)
     })
     .await;
@@ -281,5 +277,5 @@ async fn queued_runs_a_lost_receipt_answer_left_are_resumed_without_a_restart() 
         "{rec}"
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(sim.forced(), 2, "the resumed run acted once");
+    assert_eq!(sim.forced(), forced, "acted more than once");
 }
