@@ -7,6 +7,8 @@ use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use serde_json::json;
+
 fn text(o: &Output) -> String {
     format!(
         "{}{}",
@@ -260,4 +262,71 @@ async fn every_bundled_fixture_redacted_still_passes() {
     }
     assert!(failed.is_empty(), "{}", failed.join("\n"));
     assert!(cases >= 20, "{cases} cases");
+}
+
+/// A run's params as the record keeps them (API, console): secret ones
+/// redacted by their key or their shape; the plugin got them whole.
+#[tokio::test]
+async fn a_runs_params_are_stored_and_served_redacted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = common::start(
+        tmp.path(),
+        &format!(
+            "[server]\ndata_dir = \"{}\"\n[backends]\nredis_url = \"redis://127.0.0.1:6379\"\n",
+            tmp.path().join("data").display()
+        ),
+        &[],
+    );
+    // A prefix shaped like a live key: the plugin names it in its finding.
+    let prefix = format!("sk_live_51Hp{}QwErTy9876:", std::process::id());
+    let (status, rec) = server
+        .post(
+            "/v1/plugins/idempotency-keys/runs?wait=true",
+            json!({
+                "dry_run": true,
+                "config": {
+                    "key_prefix": prefix,
+                    "api_token": "hunter2",
+                    "webhook": "https://hooks.slack.com/services/T1/B1/zyxwvutsrqponmlkjihgfedc",
+                    "max_actions": 5,
+                }
+            }),
+        )
+        .await;
+    assert_eq!(status, 200, "{rec}");
+    let id = rec["id"].as_str().unwrap().to_string();
+    let stored = server.get(&format!("/v1/runs/{id}")).await;
+    let listed = server.get("/v1/runs").await;
+    for (what, v) in [("answer", &rec), ("stored", &stored)] {
+        let params = &v["params"];
+        assert_eq!(params["max_actions"], "5", "{what}: {params}");
+        assert!(
+            params["api_token"]
+                .as_str()
+                .unwrap()
+                .starts_with("REDACTED"),
+            "{what}: {params}"
+        );
+        assert!(
+            params["webhook"]
+                .as_str()
+                .unwrap()
+                .starts_with("https://hooks.slack.com/services/REDACTED"),
+            "{what}: {params}"
+        );
+        assert!(
+            params["key_prefix"]
+                .as_str()
+                .unwrap()
+                .starts_with("sk_live_REDACTED"),
+            "{what}: {params}"
+        );
+    }
+    for v in [&stored["params"], &listed] {
+        let s = v.to_string();
+        assert!(!s.contains("hunter2") && !s.contains("zyxwvuts"), "{s}");
+    }
+    // The plugin itself had the real prefix.
+    let findings = stored["detection"]["findings"].to_string();
+    assert!(findings.contains(&prefix), "{findings}");
 }
