@@ -330,3 +330,33 @@ async fn a_runs_params_are_stored_and_served_redacted() {
     let findings = stored["detection"]["findings"].to_string();
     assert!(findings.contains(&prefix), "{findings}");
 }
+
+/// `/metrics` needs no token: it names a plugin that failed to load by
+/// its file's name, never by where it lies on the host.
+#[tokio::test]
+async fn metrics_name_no_file_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let plugins = tmp.path().join("ops-private-runbooks");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::write(plugins.join("broken.wasm"), b"not wasm").unwrap();
+    let server = common::start(
+        tmp.path(),
+        &format!(
+            "[server]\ndata_dir = \"{}\"\nplugins_dir = \"{}\"\n",
+            tmp.path().join("data").display(),
+            plugins.display()
+        ),
+        &[],
+    );
+    let metrics = common::eventually("the load failure counted", 10, || async {
+        let m = server.text("/metrics").await;
+        m.contains("remedy_plugin_load_failures_total{")
+            .then_some(m)
+    })
+    .await;
+    assert!(!metrics.contains("ops-private-runbooks"), "{metrics}");
+    assert!(
+        metrics.contains("remedy_plugin_load_failures_total{plugin=\"file:broken.wasm\"} 1"),
+        "{metrics}"
+    );
+}
