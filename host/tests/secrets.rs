@@ -115,9 +115,10 @@ fn a_recorded_run_keeps_no_secret_of_its_params_or_keys() {
         format!("{prefix}acme:charge:sk_live_51HabcDEF0123456789xyz"),
         format!("{prefix}acme:charge:sk_live_51HzzzZZZ9876543210abc"),
     ];
-    for k in &keys {
-        assert!(redis(&format!("SET {k} 1")).starts_with("+OK"));
-    }
+    // One without expiry (acted on), one with: a single action, since a
+    // replay scans keys in their order, not in Redis's.
+    assert!(redis(&format!("SET {} 1", keys[0])).starts_with("+OK"));
+    assert!(redis(&format!("SET {} 1 EX 600", keys[1])).starts_with("+OK"));
     let fixture = tmp.path().join("recorded.toml");
     // Through the redactor's hands: a prefix with no secret in it.
     let key_prefix = format!("key_prefix={prefix}");
@@ -152,7 +153,7 @@ fn a_recorded_run_keeps_no_secret_of_its_params_or_keys() {
             "config.webhook",
             "config.api_token",
             "answers.cache.keys[…] (2)",
-            "expect.actions[].target (2)",
+            "expect.actions[].target",
         ],
     );
     assert!(
