@@ -20,6 +20,7 @@ pub mod journal;
 pub mod killswitch;
 pub mod private_fs;
 pub mod record;
+pub mod redact;
 pub mod remedy;
 pub mod report;
 pub mod runtime;

@@ -74,7 +74,9 @@ pub(crate) fn queued_record(plugin: &Plugin, l: &Launch) -> RunRecord {
         RunStatus::Queued,
     );
     rec.mode = mode.as_str().into();
-    rec.params = l.params.clone();
+    // The record is read by every read token: its params lose their
+    // secrets; the plugin gets `l.params`, whole.
+    rec.params = crate::redact::params(&l.params);
     rec.target = Some(l.target.clone());
     rec.approval_of = l.approved.as_ref().map(|(of, _)| of.clone());
     rec
@@ -784,6 +786,18 @@ impl Service {
     }
 
     async fn resumable(&self, rec: &RunRecord) -> Result<(Arc<Plugin>, Launch), String> {
+        // Resumed with placeholders for its secrets, it would not be the
+        // run that was asked for.
+        if let Some(k) = rec
+            .params
+            .iter()
+            .find(|(_, v)| v.contains(crate::redact::PLACEHOLDER))
+            .map(|(k, _)| k)
+        {
+            return Err(format!(
+                "its param `{k}` held a secret, which the record does not keep; start the run again"
+            ));
+        }
         let plugin = self
             .registry
             .get(&rec.plugin)

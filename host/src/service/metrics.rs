@@ -105,8 +105,9 @@ impl Metrics {
         });
     }
 
-    pub fn load_failed(&self, source: &str) {
-        self.with(|m| *m.load_failures.entry(source.to_string()).or_default() += 1);
+    /// `plugin`: a name, never a path (the exposition needs no token).
+    pub fn load_failed(&self, plugin: &str) {
+        self.with(|m| *m.load_failures.entry(plugin.to_string()).or_default() += 1);
     }
 
     pub fn render(&self) -> String {
@@ -176,12 +177,12 @@ impl Metrics {
                 esc(st)
             );
         }
-        let _ = writeln!(s, "# HELP remedy_plugin_load_failures_total Plugin loads that failed, by source.\n# TYPE remedy_plugin_load_failures_total counter");
-        for (src, n) in &m.load_failures {
+        let _ = writeln!(s, "# HELP remedy_plugin_load_failures_total Plugin loads that failed, by plugin.\n# TYPE remedy_plugin_load_failures_total counter");
+        for (p, n) in &m.load_failures {
             let _ = writeln!(
                 s,
-                "remedy_plugin_load_failures_total{{source=\"{}\"}} {n}",
-                esc(src)
+                "remedy_plugin_load_failures_total{{plugin=\"{}\"}} {n}",
+                esc(p)
             );
         }
         let _ = writeln!(s, "# HELP remedy_verifications_total Verifications after live mitigations, by result.\n# TYPE remedy_verifications_total counter");
@@ -260,7 +261,7 @@ mod tests {
         m.alert_received("firing");
         m.alert_received("firing");
         m.verified("a", "resolved");
-        m.load_failed("bad.wasm");
+        m.load_failed("file:bad.wasm");
         m.set_paused(true);
         m.set_cluster(3, true);
         let text = m.render();
@@ -277,7 +278,7 @@ mod tests {
             "remedy_schedule_skipped_ticks_total{plugin=\"a\",schedule=\"nightly\"} 1",
             "remedy_alerts_received_total{status=\"firing\"} 2",
             "remedy_verifications_total{plugin=\"a\",result=\"resolved\"} 1",
-            "remedy_plugin_load_failures_total{source=\"bad.wasm\"} 1",
+            "remedy_plugin_load_failures_total{plugin=\"file:bad.wasm\"} 1",
             "remedy_paused 1",
             "remedy_replicas 3",
             "remedy_scheduler_leader 1",

@@ -441,10 +441,15 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             let record = runner.run(&plugin, request).await;
             let mut config = plugin.settings.config.clone();
             config.extend(params);
-            let fixture = recorder.fixture(&trigger, &config, &record);
-            let text = toml::to_string_pretty(&fixture).context("encoding the fixture")?;
-            std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
-            eprintln!("recorded the run as the fixture {}", path.display());
+            let fixture = recorder
+                .fixture(&trigger, &config, &record)
+                .context("recording the fixture")?;
+            fixture.write(path).context("recording the fixture")?;
+            let redacted: usize = fixture.redacted.values().sum();
+            eprintln!(
+                "recorded the run as the fixture {} ({redacted} secret-looking value(s) redacted)",
+                path.display()
+            );
             record
         }
     };
