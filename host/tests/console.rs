@@ -32,9 +32,9 @@ struct App {
 
 async fn app(tokens: bool) -> App {
     for (env, v) in [
-        ("CONSOLE_T_READ", "read-token"),
-        ("CONSOLE_T_APPROVE", "approve-token"),
-        ("CONSOLE_T_ADMIN", "admin-token"),
+        ("CONSOLE_T_READ", "read-token-0123456789"),
+        ("CONSOLE_T_APPROVE", "approve-token-0123456789"),
+        ("CONSOLE_T_ADMIN", "admin-token-0123456789"),
     ] {
         std::env::set_var(env, v);
     }
@@ -128,7 +128,7 @@ impl App {
     async fn plan(&self) -> String {
         let req = Request::post("/v1/plugins/circuit-breaker-open/runs?wait=true")
             .header(header::HOST, "127.0.0.1:8080")
-            .header(header::AUTHORIZATION, "Bearer read-token")
+            .header(header::AUTHORIZATION, "Bearer read-token-0123456789")
             .header(header::CONTENT_TYPE, "application/json")
             .body(Body::from("{}"))
             .unwrap();
@@ -175,7 +175,12 @@ async fn a_visitor_without_a_session_is_sent_to_log_in_and_a_token_opens_the_con
         r.body
     );
     let r = app
-        .form("/login", None, &format!("token=read-token&next={run}"), &[])
+        .form(
+            "/login",
+            None,
+            &format!("token=read-token-0123456789&next={run}"),
+            &[],
+        )
         .await;
     assert_eq!(r.headers[header::LOCATION], run);
     for elsewhere in [
@@ -187,7 +192,7 @@ async fn a_visitor_without_a_session_is_sent_to_log_in_and_a_token_opens_the_con
             .form(
                 "/login",
                 None,
-                &format!("token=read-token&next={elsewhere}"),
+                &format!("token=read-token-0123456789&next={elsewhere}"),
                 &[],
             )
             .await;
@@ -206,7 +211,9 @@ async fn a_visitor_without_a_session_is_sent_to_log_in_and_a_token_opens_the_con
     assert!(r.body.contains("unknown token"), "{}", r.body);
     assert!(!r.headers.contains_key(header::SET_COOKIE));
 
-    let r = app.form("/login", None, "token=read-token", &[]).await;
+    let r = app
+        .form("/login", None, "token=read-token-0123456789", &[])
+        .await;
     let set = r.headers[header::SET_COOKIE].to_str().unwrap();
     for attr in ["HttpOnly", "SameSite=Strict", "Path=/"] {
         assert!(set.contains(attr), "{set}");
@@ -216,14 +223,14 @@ async fn a_visitor_without_a_session_is_sent_to_log_in_and_a_token_opens_the_con
         .form(
             "/login",
             None,
-            "token=read-token",
+            "token=read-token-0123456789",
             &[("x-forwarded-proto", "https")],
         )
         .await;
     let secure = https.headers[header::SET_COOKIE].to_str().unwrap();
     assert!(secure.contains("; Secure"), "behind a TLS proxy: {secure}");
     assert!(
-        !set.contains("read-token"),
+        !set.contains("read-token-0123456789"),
         "the token is not kept in clear: {set}"
     );
     let cookie = set.split(';').next().unwrap();
@@ -253,7 +260,7 @@ async fn a_visitor_without_a_session_is_sent_to_log_in_and_a_token_opens_the_con
     assert_eq!(r.status, StatusCode::OK);
     let req = Request::post("/v1/admin/pause")
         .header(header::HOST, "127.0.0.1:8080")
-        .header(header::COOKIE, app.login("admin-token").await)
+        .header(header::COOKIE, app.login("admin-token-0123456789").await)
         .body(Body::from("{}"))
         .unwrap();
     let r = app.send(req).await;
@@ -272,8 +279,14 @@ async fn a_visitor_without_a_session_is_sent_to_log_in_and_a_token_opens_the_con
         Auth::from_config(&config.server.tokens).unwrap(),
         Auth::from_config(&config.server.tokens).unwrap(),
     );
-    assert_eq!(a.csrf(Some("read-token")), b.csrf(Some("read-token")));
-    assert_ne!(a.csrf(Some("read-token")), a.csrf(Some("admin-token")));
+    assert_eq!(
+        a.csrf(Some("read-token-0123456789")),
+        b.csrf(Some("read-token-0123456789"))
+    );
+    assert_ne!(
+        a.csrf(Some("read-token-0123456789")),
+        a.csrf(Some("admin-token-0123456789"))
+    );
     assert_ne!(
         Auth::default().csrf(None),
         Auth::default().csrf(None),
@@ -301,7 +314,7 @@ async fn a_form_is_refused_cross_site_without_its_csrf_token_or_without_the_role
     let approve = format!("/console/runs/{id}/approve");
 
     // A reader sees the plan but no approve button, and is refused anyway.
-    let reader = app.login("read-token").await;
+    let reader = app.login("read-token-0123456789").await;
     let page = app.get("/", Some(&reader)).await.body;
     assert!(
         page.contains(&id) && page.contains("breaker:stripe"),
@@ -323,7 +336,7 @@ async fn a_form_is_refused_cross_site_without_its_csrf_token_or_without_the_role
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
     assert!(r.body.contains("lacks the `approve` role"), "{}", r.body);
 
-    let lead = app.login("approve-token").await;
+    let lead = app.login("approve-token-0123456789").await;
     let page = app.get("/", Some(&lead)).await.body;
     assert!(
         page.contains("class=\"approve"),
@@ -424,7 +437,7 @@ async fn a_form_is_refused_cross_site_without_its_csrf_token_or_without_the_role
     // token is refused, the admin's own works.
     let r = app.form("/console/pause", Some(&lead), &ok, &[]).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
-    let root = app.login("admin-token").await;
+    let root = app.login("admin-token-0123456789").await;
     let r = app.form("/console/pause", Some(&root), &ok, &[]).await;
     assert_eq!(
         r.status,
