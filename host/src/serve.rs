@@ -196,7 +196,16 @@ async fn serve_http(
                     if !admission::first_byte(&io, read_timeout).await {
                         return;
                     }
-                    let service = hyper_util::service::TowerToHyperService::new(app);
+                    // Each request carries its peer's address: failed
+                    // token checks are throttled per peer.
+                    let app = hyper_util::service::TowerToHyperService::new(app);
+                    let service = hyper::service::service_fn(
+                        move |mut req: hyper::Request<hyper::body::Incoming>| {
+                            req.extensions_mut()
+                                .insert(axum::extract::ConnectInfo(peer));
+                            hyper::service::Service::call(&app, req)
+                        },
+                    );
                     let conn = builder
                         .serve_connection_with_upgrades(TokioIo::new(io), service)
                         .into_owned();

@@ -22,9 +22,9 @@ tokens = [
   { name = "root", env = "B_ADMIN", roles = ["admin"] },
 ]"#;
 const ENV: [(&str, &str); 3] = [
-    ("B_RUN", "run-token"),
-    ("B_READ", "read-token"),
-    ("B_ADMIN", "admin-token"),
+    ("B_RUN", "run-token-0123456789"),
+    ("B_READ", "read-token-0123456789"),
+    ("B_ADMIN", "admin-token-0123456789"),
 ];
 
 fn screenshots() -> PathBuf {
@@ -37,7 +37,7 @@ fn screenshots() -> PathBuf {
 async fn plan(server: &Server) -> String {
     let (code, rec) = server
         .post_as(
-            "run-token",
+            "run-token-0123456789",
             "/v1/plugins/circuit-breaker-open/runs?wait=true",
             json!({}),
         )
@@ -48,7 +48,9 @@ async fn plan(server: &Server) -> String {
 }
 
 async fn paused(server: &Server) -> Value {
-    let (_, text) = server.get_as("read-token", "/v1/admin/pause").await;
+    let (_, text) = server
+        .get_as("read-token-0123456789", "/v1/admin/pause")
+        .await;
     serde_json::from_str::<Value>(&text).unwrap()["paused"].clone()
 }
 
@@ -81,7 +83,7 @@ async fn an_operator_approves_watches_pauses_and_resumes_in_a_browser() {
     // The refusal is a new page: wait for it, not for the click's return.
     b.wait_for("#login-error").await;
     assert!(b.text("#login-error").await.contains("unknown token"));
-    b.type_into("#token", "admin-token").await;
+    b.type_into("#token", "admin-token-0123456789").await;
     b.click("#login").await;
     b.wait_for("#killswitch").await;
     let cookie = b.js("return document.cookie;", vec![]).await;
@@ -125,7 +127,7 @@ async fn an_operator_approves_watches_pauses_and_resumes_in_a_browser() {
     b.js("window.__sameDocument = true;", vec![]).await;
     let (code, started) = server
         .post_as(
-            "run-token",
+            "run-token-0123456789",
             "/v1/plugins/circuit-breaker-open/runs?dry_run=true",
             json!({}),
         )
@@ -155,7 +157,7 @@ async fn an_operator_approves_watches_pauses_and_resumes_in_a_browser() {
     sim.open_breaker("stripe");
     let second = plan(&server).await;
     b.click("#logout").await;
-    b.type_into("#token", "read-token").await;
+    b.type_into("#token", "read-token-0123456789").await;
     b.click("#login").await;
     b.wait_for(&format!("[data-run=\"{second}\"]")).await;
     assert!(
@@ -173,7 +175,7 @@ async fn an_operator_approves_watches_pauses_and_resumes_in_a_browser() {
     // (chromedriver waits for a returned promise.)
     assert_eq!(status, 403, "a reader's approve post");
     let rec = server
-        .get_as("read-token", &format!("/v1/runs/{second}"))
+        .get_as("read-token-0123456789", &format!("/v1/runs/{second}"))
         .await
         .1;
     assert!(
@@ -217,7 +219,7 @@ async fn a_form_posted_from_another_site_changes_nothing() {
     let driver = Driver::start().await;
     let b = driver.browser().await;
     b.goto(&format!("{}/login", server.base)).await;
-    b.type_into("#token", "admin-token").await;
+    b.type_into("#token", "admin-token-0123456789").await;
     b.click("#login").await;
     b.wait_for("#killswitch").await;
     let (foreign, task) = foreign_page(server.base.clone()).await;

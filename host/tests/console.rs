@@ -32,9 +32,9 @@ struct App {
 
 async fn app(tokens: bool) -> App {
     for (env, v) in [
-        ("CONSOLE_T_READ", "read-token"),
-        ("CONSOLE_T_APPROVE", "approve-token"),
-        ("CONSOLE_T_ADMIN", "admin-token"),
+        ("CONSOLE_T_READ", "read-token-0123456789"),
+        ("CONSOLE_T_APPROVE", "approve-token-0123456789"),
+        ("CONSOLE_T_ADMIN", "admin-token-0123456789"),
     ] {
         std::env::set_var(env, v);
     }
@@ -128,7 +128,7 @@ impl App {
     async fn plan(&self) -> String {
         let req = Request::post("/v1/plugins/circuit-breaker-open/runs?wait=true")
             .header(header::HOST, "127.0.0.1:8080")
-            .header(header::AUTHORIZATION, "Bearer read-token")
+            .header(header::AUTHORIZATION, "Bearer read-token-0123456789")
             .header(header::CONTENT_TYPE, "application/json")
             .body(Body::from("{}"))
             .unwrap();
@@ -175,7 +175,12 @@ async fn a_visitor_without_a_session_is_sent_to_log_in_and_a_token_opens_the_con
         r.body
     );
     let r = app
-        .form("/login", None, &format!("token=read-token&next={run}"), &[])
+        .form(
+            "/login",
+            None,
+            &format!("token=read-token-0123456789&next={run}"),
+            &[],
+        )
         .await;
     assert_eq!(r.headers[header::LOCATION], run);
     for elsewhere in [
@@ -187,7 +192,7 @@ async fn a_visitor_without_a_session_is_sent_to_log_in_and_a_token_opens_the_con
             .form(
                 "/login",
                 None,
-                &format!("token=read-token&next={elsewhere}"),
+                &format!("token=read-token-0123456789&next={elsewhere}"),
                 &[],
             )
             .await;
@@ -206,7 +211,9 @@ async fn a_visitor_without_a_session_is_sent_to_log_in_and_a_token_opens_the_con
     assert!(r.body.contains("unknown token"), "{}", r.body);
     assert!(!r.headers.contains_key(header::SET_COOKIE));
 
-    let r = app.form("/login", None, "token=read-token", &[]).await;
+    let r = app
+        .form("/login", None, "token=read-token-0123456789", &[])
+        .await;
     let set = r.headers[header::SET_COOKIE].to_str().unwrap();
     for attr in ["HttpOnly", "SameSite=Strict", "Path=/"] {
         assert!(set.contains(attr), "{set}");
@@ -216,14 +223,14 @@ async fn a_visitor_without_a_session_is_sent_to_log_in_and_a_token_opens_the_con
         .form(
             "/login",
             None,
-            "token=read-token",
+            "token=read-token-0123456789",
             &[("x-forwarded-proto", "https")],
         )
         .await;
     let secure = https.headers[header::SET_COOKIE].to_str().unwrap();
     assert!(secure.contains("; Secure"), "behind a TLS proxy: {secure}");
     assert!(
-        !set.contains("read-token"),
+        !set.contains("read-token-0123456789"),
         "the token is not kept in clear: {set}"
     );
     let cookie = set.split(';').next().unwrap();
@@ -253,7 +260,7 @@ async fn a_visitor_without_a_session_is_sent_to_log_in_and_a_token_opens_the_con
     assert_eq!(r.status, StatusCode::OK);
     let req = Request::post("/v1/admin/pause")
         .header(header::HOST, "127.0.0.1:8080")
-        .header(header::COOKIE, app.login("admin-token").await)
+        .header(header::COOKIE, app.login("admin-token-0123456789").await)
         .body(Body::from("{}"))
         .unwrap();
     let r = app.send(req).await;
@@ -264,16 +271,16 @@ async fn a_visitor_without_a_session_is_sent_to_log_in_and_a_token_opens_the_con
     );
     assert!(app.service.paused().is_none());
 
-    // Replicas with the same tokens make the same CSRF tokens: a page
-    // served by one may be posted to another.
+    // Replicas with the same tokens make the same CSRF tokens for a
+    // session: a page served by one may be posted to another.
     let text = format!("[server]\n{TOKENS}\n");
     let config = Config::parse(&text, std::path::Path::new("c.toml")).unwrap();
     let (a, b) = (
         Auth::from_config(&config.server.tokens).unwrap(),
         Auth::from_config(&config.server.tokens).unwrap(),
     );
-    assert_eq!(a.csrf(Some("read-token")), b.csrf(Some("read-token")));
-    assert_ne!(a.csrf(Some("read-token")), a.csrf(Some("admin-token")));
+    assert_eq!(a.csrf(Some("session-one")), b.csrf(Some("session-one")));
+    assert_ne!(a.csrf(Some("session-one")), a.csrf(Some("session-two")));
     assert_ne!(
         Auth::default().csrf(None),
         Auth::default().csrf(None),
@@ -301,7 +308,7 @@ async fn a_form_is_refused_cross_site_without_its_csrf_token_or_without_the_role
     let approve = format!("/console/runs/{id}/approve");
 
     // A reader sees the plan but no approve button, and is refused anyway.
-    let reader = app.login("read-token").await;
+    let reader = app.login("read-token-0123456789").await;
     let page = app.get("/", Some(&reader)).await.body;
     assert!(
         page.contains(&id) && page.contains("breaker:stripe"),
@@ -323,7 +330,7 @@ async fn a_form_is_refused_cross_site_without_its_csrf_token_or_without_the_role
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
     assert!(r.body.contains("lacks the `approve` role"), "{}", r.body);
 
-    let lead = app.login("approve-token").await;
+    let lead = app.login("approve-token-0123456789").await;
     let page = app.get("/", Some(&lead)).await.body;
     assert!(
         page.contains("class=\"approve"),
@@ -424,7 +431,7 @@ async fn a_form_is_refused_cross_site_without_its_csrf_token_or_without_the_role
     // token is refused, the admin's own works.
     let r = app.form("/console/pause", Some(&lead), &ok, &[]).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
-    let root = app.login("admin-token").await;
+    let root = app.login("admin-token-0123456789").await;
     let r = app.form("/console/pause", Some(&root), &ok, &[]).await;
     assert_eq!(
         r.status,
@@ -508,4 +515,201 @@ async fn what_alerts_and_plugins_wrote_is_shown_as_text() {
         app.send(req.body(Body::empty()).unwrap()).await.status,
         StatusCode::FORBIDDEN
     );
+}
+
+/// The value of the session cookie a login set.
+fn session_of(r: &Resp) -> String {
+    let set = r.headers[header::SET_COOKIE].to_str().unwrap();
+    set.split(';').next().unwrap().to_string()
+}
+
+/// A console login from `peer` (the listener puts its address into each
+/// request; in-process, the test does).
+async fn login_from(app: &App, peer: &str, token: &str) -> Resp {
+    let mut req = Request::post("/login")
+        .header(header::HOST, "127.0.0.1:8080")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(format!("token={token}")))
+        .unwrap();
+    let addr: std::net::SocketAddr = format!("{peer}:40000").parse().unwrap();
+    req.extensions_mut()
+        .insert(axum::extract::ConnectInfo(addr));
+    app.send(req).await
+}
+
+/// The cookie held the token itself (hex): a logout revoked nothing, and a
+/// cookie copied before it opened the console and read the API for as long
+/// as the token lived. Now it holds a session id the store knows, and a
+/// logout ends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_ends_the_session_and_its_old_cookie_opens_nothing() {
+    let app = app(true).await;
+    let cookie = app.login("read-token-0123456789").await;
+    assert_eq!(app.get("/", Some(&cookie)).await.status, StatusCode::OK);
+    assert_eq!(
+        app.get("/v1/plugins", Some(&cookie)).await.status,
+        StatusCode::OK
+    );
+
+    let other = app.login("read-token-0123456789").await;
+    let r = app.form("/logout", Some(&cookie), "", &[]).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    assert!(r.headers[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .contains("Max-Age=0"));
+    let r = app.get("/", Some(&cookie)).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "the old cookie is refused");
+    assert_eq!(r.headers[header::LOCATION], "/login?next=/");
+    let r = app.get("/v1/plugins", Some(&cookie)).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
+    assert!(r.body.contains("the session has ended"), "{}", r.body);
+    assert_eq!(
+        app.get("/", Some(&other)).await.status,
+        StatusCode::OK,
+        "the other session holds"
+    );
+    let hex_token = cookie_hex("read-token-0123456789");
+    assert!(
+        !other.contains(&hex_token),
+        "the cookie is not the token: {other}"
+    );
+
+    // Two logins with one token are two sessions, each with its own CSRF
+    // token: a page of one does not serve a form of the other.
+    let third = app.login("read-token-0123456789").await;
+    assert_ne!(third, other);
+    let (mine, theirs) = (
+        csrf(&app.get("/", Some(&third)).await.body),
+        csrf(&app.get("/", Some(&other)).await.body),
+    );
+    assert_ne!(mine, theirs, "the CSRF token derives from the session");
+
+    // A session is its token's: taken out of the config, or given a new
+    // value, the token no longer holds it (the store still has it).
+    let config_without = |tokens: &str| {
+        let text = format!("[server]\ntokens = [\n{tokens}\n]\n");
+        Config::parse(&text, std::path::Path::new("c.toml")).unwrap()
+    };
+    std::env::set_var("CONSOLE_T_ROTATED", "a-new-read-token-0123456789");
+    for (why, tokens) in [
+        (
+            "taken out",
+            r#"{ name = "root", env = "CONSOLE_T_ADMIN", roles = ["admin"] }"#,
+        ),
+        (
+            "a new value",
+            r#"{ name = "watcher", env = "CONSOLE_T_ROTATED", roles = ["read"] }"#,
+        ),
+    ] {
+        let config = config_without(tokens);
+        let restarted = router(
+            Arc::new(AppState {
+                service: app.service.clone(),
+                auth: Auth::from_config(&config.server.tokens).unwrap(),
+            }),
+            1 << 20,
+            Duration::from_secs(5),
+        );
+        let req = Request::get("/")
+            .header(header::HOST, "127.0.0.1:8080")
+            .header(header::COOKIE, &other)
+            .body(Body::empty())
+            .unwrap();
+        let r = restarted.oneshot(req).await.unwrap();
+        assert_eq!(r.status(), StatusCode::SEE_OTHER, "token {why}");
+    }
+}
+
+fn cookie_hex(token: &str) -> String {
+    token.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Pages held runs, plans and CSRF tokens with no `Cache-Control`: a
+/// shared machine's back button or a proxy could show them after logout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_console_page_is_sent_no_store() {
+    let app = app(true).await;
+    let cookie = app.login("read-token-0123456789").await;
+    let pages = [
+        ("the login page", app.get("/login", None).await),
+        (
+            "a refused login",
+            app.form("/login", None, "token=not-a-token-0123456789", &[])
+                .await,
+        ),
+        ("the way to log in", app.get("/", None).await),
+        ("the overview", app.get("/", Some(&cookie)).await),
+        (
+            "an error page",
+            app.get("/runs/no-such-run", Some(&cookie)).await,
+        ),
+        (
+            "a refused form",
+            app.form("/console/pause", Some(&cookie), "csrf=x", &[])
+                .await,
+        ),
+    ];
+    for (what, r) in pages {
+        assert_eq!(
+            r.headers
+                .get(header::CACHE_CONTROL)
+                .map(|v| v.to_str().unwrap()),
+            Some("no-store"),
+            "{what} ({})",
+            r.status
+        );
+    }
+    let css = app.get("/console/assets/console.css", None).await;
+    assert_eq!(css.headers[header::CACHE_CONTROL], "public, max-age=300");
+}
+
+/// The login form answered every guess at once (~4,300 a second), and
+/// logged none. Now an address gets a handful, then about one a second;
+/// while it waits even the right token is not looked at, and other
+/// addresses are untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_logins_from_one_address_are_throttled_and_others_are_not() {
+    let app = app(true).await;
+    let guesser = "192.0.2.7";
+    for i in 0..5 {
+        let r = login_from(&app, guesser, &format!("guess-{i}-0123456789abcdef")).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "guess {i}: {}", r.body);
+    }
+    let r = login_from(&app, guesser, "guess-5-0123456789abcdef").await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.body);
+    assert_eq!(r.headers[header::RETRY_AFTER], "1");
+    assert!(r.body.contains("too many failed"), "{}", r.body);
+    let r = login_from(&app, guesser, "admin-token-0123456789").await;
+    assert_eq!(
+        r.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the right token is not checked while the address waits"
+    );
+    assert!(!r.headers.contains_key(header::SET_COOKIE));
+
+    let r = login_from(&app, "192.0.2.8", "admin-token-0123456789").await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "another address logs in");
+
+    // The API's bearer tokens count against the same address.
+    let mut req = Request::get("/v1/plugins")
+        .header(header::HOST, "127.0.0.1:8080")
+        .header(header::AUTHORIZATION, "Bearer read-token-0123456789")
+        .body(Body::empty())
+        .unwrap();
+    let addr: std::net::SocketAddr = format!("{guesser}:40001").parse().unwrap();
+    req.extensions_mut()
+        .insert(axum::extract::ConnectInfo(addr));
+    let r = app.send(req).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.body);
+    assert_eq!(r.headers[header::RETRY_AFTER], "1");
+
+    // About a second later, one attempt more.
+    let r = common::eventually("the address may try again", 5, || async {
+        let r = login_from(&app, guesser, "admin-token-0123456789").await;
+        (r.status != StatusCode::TOO_MANY_REQUESTS).then_some(r)
+    })
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    assert!(session_of(&r).starts_with("remedy_session="));
 }

@@ -18,9 +18,9 @@ tokens = [
 ]
 drain_timeout_ms = 20000"#;
 const ENV: [(&str, &str); 3] = [
-    ("T_READ", "read-token"),
-    ("T_APPROVE", "approve-token"),
-    ("T_ADMIN", "admin-token"),
+    ("T_READ", "read-token-0123456789"),
+    ("T_APPROVE", "approve-token-0123456789"),
+    ("T_ADMIN", "admin-token-0123456789"),
 ];
 
 /// An open event stream: events as (type, data).
@@ -106,12 +106,12 @@ async fn the_feed_tells_runs_plans_decisions_alerts_and_the_pause_as_they_happen
         &ENV,
     )
     .await;
-    let mut feed = Feed::open(&server, "read-token").await;
+    let mut feed = Feed::open(&server, "read-token-0123456789").await;
 
     // A run in approve mode: started, finished as a plan, pending.
     let (code, plan) = server
         .post_as(
-            "read-token",
+            "read-token-0123456789",
             "/v1/plugins/circuit-breaker-open/runs?wait=true",
             json!({}),
         )
@@ -136,7 +136,7 @@ async fn the_feed_tells_runs_plans_decisions_alerts_and_the_pause_as_they_happen
     // Approved: the decision, then the live run and the action it took.
     let (code, decided) = server
         .post_as(
-            "approve-token",
+            "approve-token-0123456789",
             &format!("/v1/runs/{id}/approve"),
             json!({}),
         )
@@ -154,7 +154,7 @@ async fn the_feed_tells_runs_plans_decisions_alerts_and_the_pause_as_they_happen
     // `remedy runs --follow` prints the same feed in the terminal.
     let mut follow = std::process::Command::new(env!("CARGO_BIN_EXE_remedy"))
         .args(["runs", "--follow", "--server", &server.base])
-        .env("REMEDY_TOKEN", "read-token")
+        .env("REMEDY_TOKEN", "read-token-0123456789")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -166,7 +166,7 @@ async fn the_feed_tells_runs_plans_decisions_alerts_and_the_pause_as_they_happen
     // The kill switch, and an alert.
     let (code, _) = server
         .post_as(
-            "admin-token",
+            "admin-token-0123456789",
             "/v1/admin/pause",
             json!({"reason": "feed test"}),
         )
@@ -183,7 +183,7 @@ async fn the_feed_tells_runs_plans_decisions_alerts_and_the_pause_as_they_happen
         "2026-11-28T10:00:00Z",
     );
     let (code, receipt) = server
-        .post_as("admin-token", "/v1/alerts", payload(vec![alert]))
+        .post_as("admin-token-0123456789", "/v1/alerts", payload(vec![alert]))
         .await;
     assert_eq!(code, 202, "{receipt}");
     let alert_run = receipt["runs"][0]["run_id"].as_str().unwrap().to_string();
@@ -269,12 +269,12 @@ async fn feeds_past_the_cap_are_refused_and_abandoned_ones_free_their_place() {
     let server = start_with_tokens(dir.path());
     let mut open = Vec::new();
     for _ in 0..64 {
-        open.push(Feed::open(&server, "read-token").await);
+        open.push(Feed::open(&server, "read-token-0123456789").await);
     }
     let refused = server
         .http
         .get(format!("{}/v1/events", server.base))
-        .bearer_auth("read-token")
+        .bearer_auth("read-token-0123456789")
         .send()
         .await
         .unwrap();
@@ -285,14 +285,14 @@ async fn feeds_past_the_cap_are_refused_and_abandoned_ones_free_their_place() {
     // Ten clients give up mid-stream; an event makes the server notice.
     open.truncate(54);
     let (code, _) = server
-        .post_as("admin-token", "/v1/admin/pause", json!({}))
+        .post_as("admin-token-0123456789", "/v1/admin/pause", json!({}))
         .await;
     assert_eq!(code, 200);
     eventually("an abandoned feed's place is free", 15, || async {
         let r = server
             .http
             .get(format!("{}/v1/events", server.base))
-            .bearer_auth("read-token")
+            .bearer_auth("read-token-0123456789")
             .send()
             .await
             .unwrap();

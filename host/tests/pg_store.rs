@@ -499,3 +499,35 @@ async fn serve_keeps_its_runs_in_postgres() {
     // Nothing went to SQLite.
     assert!(!dir.path().join("data/remedy.db").exists());
 }
+
+/// Console sessions: one replica's is read by another until either ends
+/// it; an expired one is answered by neither and pruned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_console_session_is_shared_until_it_ends_or_expires() {
+    use remedy::store::StoredSession;
+    let db = Db::new("sessions_store").await;
+    let (a, b) = (connect(&db, "a").await, connect(&db, "b").await);
+    let session = |id: &str| StoredSession {
+        id_hash: format!("hash-{id}"),
+        token: "on-call".into(),
+        binding: format!("binding-{id}"),
+    };
+    a.create_session(&session("1"), Duration::from_secs(3600))
+        .await
+        .unwrap();
+    assert_eq!(b.session("hash-1").await.unwrap(), Some(session("1")));
+    assert_eq!(b.session("hash-2").await.unwrap(), None);
+    b.end_session("hash-1").await.unwrap();
+    assert_eq!(a.session("hash-1").await.unwrap(), None, "ended on both");
+
+    a.create_session(&session("short"), Duration::from_millis(1))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(b.session("hash-short").await.unwrap(), None, "expired");
+    assert_eq!(db.one("SELECT count(*) FROM sessions").await, 1);
+    a.prune("2000-01-01T00:00:00Z", "2000-01-01T00:00:00Z")
+        .await
+        .unwrap();
+    assert_eq!(db.one("SELECT count(*) FROM sessions").await, 0, "pruned");
+}

@@ -422,7 +422,10 @@ tokens = [
   { name = "ops-runner", env = "T_RUN", roles = ["run", "read"] },
   { name = "lead-alice", env = "T_APPROVE", roles = ["approve", "run", "read"] },
 ]"#;
-const ENV: [(&str, &str); 2] = [("T_RUN", "run-token"), ("T_APPROVE", "approve-token")];
+const ENV: [(&str, &str); 2] = [
+    ("T_RUN", "run-token-0123456789"),
+    ("T_APPROVE", "approve-token-0123456789"),
+];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_run_role_can_make_a_run_safer_never_less_safe() {
@@ -445,7 +448,9 @@ async fn the_run_role_can_make_a_run_safer_never_less_safe() {
         json!({"dry_run": true, "config": {"protected_breakers": ""}}),
         json!({"config": {"max_changes": 50}}),
     ] {
-        let (code, r) = server.post_as("run-token", path, body.clone()).await;
+        let (code, r) = server
+            .post_as("run-token-0123456789", path, body.clone())
+            .await;
         assert_eq!(code, 403, "{body}: {r}");
         assert_eq!(r["error"]["code"], "forbidden", "{r}");
     }
@@ -453,7 +458,7 @@ async fn the_run_role_can_make_a_run_safer_never_less_safe() {
     // Safer is fine, with per-run config.
     let (code, r) = server
         .post_as(
-            "run-token",
+            "run-token-0123456789",
             path,
             json!({"dry_run": true, "config": {"max_changes": 50}}),
         )
@@ -463,13 +468,13 @@ async fn the_run_role_can_make_a_run_safer_never_less_safe() {
     assert_eq!(r["params"]["max_changes"], "50");
     // An approver may run it live; protected lists stay the config file's.
     let (code, r) = server
-        .post_as("approve-token", path, json!({"mode": "auto"}))
+        .post_as("approve-token-0123456789", path, json!({"mode": "auto"}))
         .await;
     assert_eq!(code, 200, "{r}");
     assert_eq!(sim.breaker_state("stripe").unwrap(), "HALF_OPEN");
     let (code, _) = server
         .post_as(
-            "approve-token",
+            "approve-token-0123456789",
             path,
             json!({"config": {"protected_breakers": ""}}),
         )
@@ -488,7 +493,7 @@ async fn the_run_role_cannot_turn_a_dry_run_plugin_into_a_plan_that_acts() {
     let server = start(dir.path(), &cfg, &ENV);
     let path = "/v1/plugins/circuit-breaker-open/runs?wait=true";
     let (code, r) = server
-        .post_as("run-token", path, json!({"mode": "approve"}))
+        .post_as("run-token-0123456789", path, json!({"mode": "approve"}))
         .await;
     assert_eq!(code, 403, "{r}");
     assert!(
@@ -499,7 +504,7 @@ async fn the_run_role_cannot_turn_a_dry_run_plugin_into_a_plan_that_acts() {
         "{r}"
     );
     let (code, r) = server
-        .post_as("run-token", path, json!({"mode": "dry-run"}))
+        .post_as("run-token-0123456789", path, json!({"mode": "dry-run"}))
         .await;
     assert_eq!(code, 200, "{r}");
     assert_eq!(sim.breaker_state("stripe").unwrap(), "OPEN");
@@ -893,7 +898,7 @@ async fn with_tokens_an_unknown_caller_is_refused_before_its_body_is_read() {
     assert!(head.contains("unauthorized"), "{head}");
     // Open endpoints stay open; a known token gets through.
     assert_eq!(server.text("/healthz").await, r#"{"status":"ok"}"#);
-    let (code, _) = server.get_as("run-token", "/v1/runs").await;
+    let (code, _) = server.get_as("run-token-0123456789", "/v1/runs").await;
     assert_eq!(code, 200);
 }
 

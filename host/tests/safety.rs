@@ -184,9 +184,9 @@ tokens = [
   { name = "root", env = "T_ADMIN", roles = ["admin"] },
 ]"#;
 const ENV: [(&str, &str); 3] = [
-    ("T_RUN", "run-token"),
-    ("T_APPROVE", "approve-token"),
-    ("T_ADMIN", "admin-token"),
+    ("T_RUN", "run-token-0123456789"),
+    ("T_APPROVE", "approve-token-0123456789"),
+    ("T_ADMIN", "admin-token-0123456789"),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -202,7 +202,7 @@ async fn approved_plan_runs_only_its_actions_reject_runs_nothing_wrong_role_is_4
         &ENV,
     )
     .await;
-    server.token = Some("run-token".into());
+    server.token = Some("run-token-0123456789".into());
 
     let (code, plan) = server
         .post("/v1/plugins/circuit-breaker-open/runs?wait=true", json!({}))
@@ -222,7 +222,7 @@ async fn approved_plan_runs_only_its_actions_reject_runs_nothing_wrong_role_is_4
     let id = plan["id"].as_str().unwrap().to_string();
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_remedy"))
         .args(["runs", &id, "--server", &server.base])
-        .env("REMEDY_TOKEN", "run-token")
+        .env("REMEDY_TOKEN", "run-token-0123456789")
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&o.stdout);
@@ -240,7 +240,7 @@ async fn approved_plan_runs_only_its_actions_reject_runs_nothing_wrong_role_is_4
     assert_eq!(code, 403, "the run role cannot approve");
     let (code, r) = server
         .post_as(
-            "approve-token",
+            "approve-token-0123456789",
             &format!("/v1/runs/{id}/approve"),
             json!({}),
         )
@@ -265,7 +265,7 @@ async fn approved_plan_runs_only_its_actions_reject_runs_nothing_wrong_role_is_4
     // Decided once.
     let (code, _) = server
         .post_as(
-            "approve-token",
+            "approve-token-0123456789",
             &format!("/v1/runs/{id}/approve"),
             json!({}),
         )
@@ -280,7 +280,7 @@ async fn approved_plan_runs_only_its_actions_reject_runs_nothing_wrong_role_is_4
     let id2 = plan["id"].as_str().unwrap();
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_remedy"))
         .args(["reject", id2, "--server", &server.base])
-        .env("REMEDY_TOKEN", "approve-token")
+        .env("REMEDY_TOKEN", "approve-token-0123456789")
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -292,7 +292,7 @@ async fn approved_plan_runs_only_its_actions_reject_runs_nothing_wrong_role_is_4
 
     // The report of the approved plan tells the whole story in order.
     let (code, report) = server
-        .get_as("run-token", &format!("/v1/runs/{id}/report"))
+        .get_as("run-token-0123456789", &format!("/v1/runs/{id}/report"))
         .await;
     assert_eq!(code, 200, "{report}");
     let at = |needle: &str| {
@@ -371,11 +371,11 @@ async fn kill_switch_turns_auto_runs_dry_and_says_why() {
         "",
     );
     let mut server = start(dir.path(), &config, &ENV);
-    server.token = Some("run-token".into());
+    server.token = Some("run-token-0123456789".into());
     let (code, _) = server.post("/v1/admin/pause", json!({})).await;
     assert_eq!(code, 403, "pausing needs admin");
     let (code, r) = server
-        .post_as("admin-token", "/v1/admin/pause", json!({}))
+        .post_as("admin-token-0123456789", "/v1/admin/pause", json!({}))
         .await;
     assert_eq!(code, 200, "{r}");
     assert_eq!(r["paused"]["by"], "root");
@@ -395,7 +395,7 @@ async fn kill_switch_turns_auto_runs_dry_and_says_why() {
     assert_eq!(sim.breaker_state("stripe").unwrap(), "OPEN");
 
     server
-        .post_as("admin-token", "/v1/admin/resume", json!({}))
+        .post_as("admin-token-0123456789", "/v1/admin/resume", json!({}))
         .await;
     let (_, rec) = server
         .post("/v1/plugins/circuit-breaker-open/runs?wait=true", json!({}))

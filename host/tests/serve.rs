@@ -476,7 +476,10 @@ async fn auth_limits_and_malformed_bodies_create_no_run() {
     let server = start(
         dir.path(),
         &config,
-        &[("T_READ", "read-secret"), ("T_RUN", "run-secret")],
+        &[
+            ("T_READ", "read-secret-0123456789"),
+            ("T_RUN", "run-secret-0123456789"),
+        ],
     );
     let url = |p: &str| format!("{}{p}", server.base);
     let c = &server.http;
@@ -493,7 +496,7 @@ async fn auth_limits_and_malformed_bodies_create_no_run() {
 
     let r = c
         .post(url("/v1/plugins/hostile/runs"))
-        .bearer_auth("read-secret")
+        .bearer_auth("read-secret-0123456789")
         .json(&json!({}))
         .send()
         .await
@@ -507,7 +510,7 @@ async fn auth_limits_and_malformed_bodies_create_no_run() {
     let big = json!({"alerts": [], "padding": "x".repeat(4096)});
     let r = c
         .post(url("/v1/alerts"))
-        .bearer_auth("run-secret")
+        .bearer_auth("run-secret-0123456789")
         .json(&big)
         .send()
         .await
@@ -520,7 +523,7 @@ async fn auth_limits_and_malformed_bodies_create_no_run() {
 
     let r = c
         .post(url("/v1/alerts"))
-        .bearer_auth("run-secret")
+        .bearer_auth("run-secret-0123456789")
         .body("{\"alerts\": [")
         .send()
         .await
@@ -534,7 +537,7 @@ async fn auth_limits_and_malformed_bodies_create_no_run() {
     let bad = json!({"alerts": [{"status": "firing", "labels": {"alertname": "X"}}]});
     let r = c
         .post(url("/v1/alerts"))
-        .bearer_auth("run-secret")
+        .bearer_auth("run-secret-0123456789")
         .json(&bad)
         .send()
         .await
@@ -547,7 +550,7 @@ async fn auth_limits_and_malformed_bodies_create_no_run() {
 
     let r = c
         .post(url("/v1/plugins/hostile/runs"))
-        .bearer_auth("run-secret")
+        .bearer_auth("run-secret-0123456789")
         .json(&json!({"dry_run": "yes"}))
         .send()
         .await
@@ -560,7 +563,7 @@ async fn auth_limits_and_malformed_bodies_create_no_run() {
 
     let runs: Value = c
         .get(url("/v1/runs"))
-        .bearer_auth("read-secret")
+        .bearer_auth("read-secret-0123456789")
         .send()
         .await
         .unwrap()

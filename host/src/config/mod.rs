@@ -229,6 +229,17 @@ impl Config {
                     "give the token at least one role",
                 ));
             }
+            // A console session names its token: two of one name would
+            // share their sessions.
+            if self.server.tokens[..i].iter().any(|o| o.name == t.name) {
+                return Err(self.invalid(
+                    format!("server.tokens[{i}].name"),
+                    format!(
+                        "another token is named `{}`; give each its own name",
+                        t.name
+                    ),
+                ));
+            }
         }
         for (p, route) in &self.escalation {
             for c in route.channels.iter().flatten() {
@@ -340,6 +351,11 @@ mod tests {
             // Found by fuzzing: an unparseable URL was repeated whole.
             ("[backends]\nprometheus_url = \"http://u:secret@127.0.0.1:99999\"\n", "backends.prometheus_url", "invalid port"),
             ("[server]\ndrain_timeout_ms = 0\n", "server.drain_timeout_ms", "between"),
+            (
+                "[server]\ntokens = [{ name = \"ops\", env = \"A\", roles = [\"read\"] }, { name = \"ops\", env = \"B\", roles = [\"admin\"] }]\n",
+                "server.tokens[1].name",
+                "another token is named `ops`",
+            ),
         ];
         for (text, key, why) in cases {
             let err = parse(text).map(|_| ()).unwrap_err().to_string();

@@ -135,6 +135,32 @@ pub trait Store: crate::guardrails::Ledger + Send + Sync {
     async fn leave(&self) -> Result<(), StoreError> {
         Ok(())
     }
+
+    // Console sessions, which every replica sharing the store knows (see
+    // `triggers::http::auth`). Expired ones are removed by `prune`.
+
+    /// Stores a session that expires `ttl` from now.
+    async fn create_session(
+        &self,
+        _session: &StoredSession,
+        _ttl: std::time::Duration,
+    ) -> Result<(), StoreError> {
+        Err(StoreError::Failed(
+            "this store keeps no console sessions".into(),
+        ))
+    }
+    /// The session whose id hashes to `id_hash`, unless it expired or ended.
+    async fn session(&self, _id_hash: &str) -> Result<Option<StoredSession>, StoreError> {
+        Err(StoreError::Failed(
+            "this store keeps no console sessions".into(),
+        ))
+    }
+    /// Ends a session on every replica (nothing when there is none).
+    async fn end_session(&self, _id_hash: &str) -> Result<(), StoreError> {
+        Err(StoreError::Failed(
+            "this store keeps no console sessions".into(),
+        ))
+    }
     async fn get_run(&self, id: &str) -> Result<Option<RunRecord>, StoreError>;
     /// Newest first.
     async fn list_runs(&self, f: RunFilter) -> Result<Vec<RunRecord>, StoreError>;
@@ -183,6 +209,21 @@ impl StoreError {
     pub fn transient(&self) -> bool {
         !matches!(self, StoreError::Fenced(_) | StoreError::Json(_))
     }
+}
+
+/// A console session as the store keeps it: never its id (the cookie's
+/// value), never its token's value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSession {
+    /// SHA-256 of the session id, hex.
+    pub id_hash: String,
+    /// The name of the token it was opened with: its roles are read from
+    /// the config on each request, so a token taken out of it ends its
+    /// sessions.
+    pub token: String,
+    /// SHA-256 of the session id and the token's value: a token given a new
+    /// value no longer holds the sessions of the old one.
+    pub binding: String,
 }
 
 /// How many runs started in one hour (`YYYY-MM-DDTHH`, UTC) ended up in

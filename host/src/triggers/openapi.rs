@@ -90,6 +90,7 @@ fn errors(codes: &[u16], err: &Value) -> Map<String, Value> {
                 409 => "conflict (not pending, paused, plugin changed or gone)",
                 410 => "the plan expired",
                 413 => "the body is too large",
+                429 => "too many failed token checks from this address: try again after `Retry-After` seconds",
                 503 => "the store cannot be written",
                 _ => "error",
             };
@@ -142,7 +143,7 @@ fn build(secured: bool) -> Value {
         m
     };
     let std_errors = |extra: &[u16]| {
-        let mut c = vec![400, 401, 403, 408, 413, 503];
+        let mut c = vec![400, 401, 403, 408, 413, 429, 503];
         c.extend_from_slice(extra);
         errors(&c, &err)
     };

@@ -442,7 +442,64 @@ impl Store for PgStore {
             .await
             .map_err(pg)?;
         more |= n == PRUNE_BATCH as u64;
+        let n = c
+            .execute(
+                "DELETE FROM sessions WHERE id_hash IN (SELECT id_hash FROM sessions \
+                 WHERE expires_at < now() LIMIT $1)",
+                &[&PRUNE_BATCH],
+            )
+            .await
+            .map_err(pg)?;
+        more |= n == PRUNE_BATCH as u64;
         Ok(more)
+    }
+
+    async fn create_session(
+        &self,
+        session: &super::StoredSession,
+        ttl: std::time::Duration,
+    ) -> Result<(), StoreError> {
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO sessions (id_hash, token, binding, expires_at) \
+                 VALUES ($1, $2, $3, now() + make_interval(secs => $4))",
+                &[
+                    &session.id_hash,
+                    &session.token,
+                    &session.binding,
+                    &ttl.as_secs_f64(),
+                ],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(())
+    }
+
+    async fn session(&self, id_hash: &str) -> Result<Option<super::StoredSession>, StoreError> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT token, binding FROM sessions WHERE id_hash = $1 AND expires_at > now()",
+                &[&id_hash],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(row.map(|r| super::StoredSession {
+            id_hash: id_hash.to_string(),
+            token: r.get(0),
+            binding: r.get(1),
+        }))
+    }
+
+    async fn end_session(&self, id_hash: &str) -> Result<(), StoreError> {
+        self.client()
+            .await?
+            .execute("DELETE FROM sessions WHERE id_hash = $1", &[&id_hash])
+            .await
+            .map_err(pg)?;
+        Ok(())
     }
 
     async fn set_pause(&self, pause: Option<crate::killswitch::Pause>) -> Result<(), StoreError> {

@@ -217,6 +217,58 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn create_session(
+        &self,
+        session: &super::StoredSession,
+        ttl: std::time::Duration,
+    ) -> Result<(), StoreError> {
+        let now = chrono::Utc::now();
+        // Sessions last hours: a duration chrono cannot hold is a day.
+        let ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::days(1));
+        let row = SessionRow {
+            token: session.token.clone(),
+            binding: session.binding.clone(),
+            created_at: ts(now),
+            expires_at: ts(now + ttl),
+        };
+        let id_hash = session.id_hash.clone();
+        self.send(|ack| Op::Session {
+            id_hash,
+            row: Some(row),
+            ack,
+        })
+        .await
+    }
+
+    async fn session(&self, id_hash: &str) -> Result<Option<super::StoredSession>, StoreError> {
+        let id_hash = id_hash.to_string();
+        let now = ts(chrono::Utc::now());
+        self.read(move |c| {
+            let row: Option<(String, String)> = c
+                .prepare_cached(
+                    "SELECT token, binding FROM sessions WHERE id_hash = ?1 AND expires_at > ?2",
+                )?
+                .query_row(params![id_hash, now], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            Ok(row.map(|(token, binding)| super::StoredSession {
+                id_hash,
+                token,
+                binding,
+            }))
+        })
+        .await
+    }
+
+    async fn end_session(&self, id_hash: &str) -> Result<(), StoreError> {
+        let id_hash = id_hash.to_string();
+        self.send(|ack| Op::Session {
+            id_hash,
+            row: None,
+            ack,
+        })
+        .await
+    }
+
     async fn runs_for_alerts(
         &self,
         keys: &[super::AlertKey],

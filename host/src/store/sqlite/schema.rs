@@ -58,6 +58,16 @@ CREATE TABLE IF NOT EXISTS settings (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+-- Console sessions: the SHA-256 of each id (never the id, the cookie's
+-- value), the name of its token (never its value) and a hash binding the
+-- two; removed at logout or by the prune once expired.
+CREATE TABLE IF NOT EXISTS sessions (
+    id_hash TEXT PRIMARY KEY,
+    token TEXT NOT NULL,
+    binding TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL
+);
 ";
 
 /// A connection to the store file, with the pragmas both the writer and
@@ -358,6 +368,48 @@ mod tests {
             ]
         );
         assert!(store.runs_for_alerts(&[]).await.unwrap().is_empty());
+    }
+
+    /// Console sessions: answered until ended or expired; expired ones are
+    /// pruned, live ones kept.
+    #[tokio::test]
+    async fn a_console_session_is_answered_until_it_ends_or_expires() {
+        use crate::store::StoredSession;
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let session = |id: &str| StoredSession {
+            id_hash: format!("hash-{id}"),
+            token: "on-call".into(),
+            binding: format!("binding-{id}"),
+        };
+        let hour = std::time::Duration::from_secs(3600);
+        for id in ["1", "2"] {
+            store.create_session(&session(id), hour).await.unwrap();
+        }
+        assert_eq!(store.session("hash-1").await.unwrap(), Some(session("1")));
+        assert_eq!(store.session("hash-3").await.unwrap(), None);
+        store.end_session("hash-1").await.unwrap();
+        assert_eq!(store.session("hash-1").await.unwrap(), None, "ended");
+
+        let ms = std::time::Duration::from_millis(1);
+        store.create_session(&session("short"), ms).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert_eq!(store.session("hash-short").await.unwrap(), None, "expired");
+        let old = "2000-01-01T00:00:00Z";
+        store.prune(old, old).await.unwrap();
+        let conn = rusqlite::Connection::open(dir.path().join("remedy.db")).unwrap();
+        let left: Vec<String> = conn
+            .prepare("SELECT id_hash FROM sessions")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            left,
+            ["hash-2"],
+            "the expired one pruned, the live one kept"
+        );
     }
 
     /// Unfinished runs are looked up by status at start-up, through the

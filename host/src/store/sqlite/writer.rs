@@ -46,6 +46,12 @@ pub(super) enum Op {
         value: Option<String>,
         ack: Ack<()>,
     },
+    /// Stores a console session (`Some`) or ends it (`None`).
+    Session {
+        id_hash: String,
+        row: Option<SessionRow>,
+        ack: Ack<()>,
+    },
     /// Nothing: wakes the writer for an op waiting in the urgent queue.
     Wake,
     /// Removes what is older than the cutoffs, a bounded batch at a time.
@@ -81,6 +87,14 @@ impl RunRow {
             },
         })
     }
+}
+
+/// A console session as the `sessions` table holds it.
+pub(super) struct SessionRow {
+    pub(super) token: String,
+    pub(super) binding: String,
+    pub(super) created_at: String,
+    pub(super) expires_at: String,
 }
 
 /// An alert as the `alerts` table holds it, encoded by the caller.
@@ -230,6 +244,12 @@ pub(super) fn apply(tx: &Connection, op: &Op) -> Result<Done, StoreError> {
                     .execute(params![cutoff, PRUNE_BATCH as i64])?;
                 more.push(n == PRUNE_BATCH);
             }
+            let n = tx
+                .prepare_cached(
+                    "DELETE FROM sessions WHERE rowid IN (SELECT rowid FROM sessions WHERE expires_at < ?1 LIMIT ?2)",
+                )?
+                .execute(params![ts(chrono::Utc::now()), PRUNE_BATCH as i64])?;
+            more.push(n == PRUNE_BATCH);
             Ok(Done::Received(more))
         }
         Op::Setting { key, value, .. } => {
@@ -240,6 +260,19 @@ pub(super) fn apply(tx: &Connection, op: &Op) -> Result<Done, StoreError> {
                 None => tx
                     .prepare_cached("DELETE FROM settings WHERE key = ?1")?
                     .execute([key])?,
+            };
+            Ok(Done::Nothing)
+        }
+        Op::Session { id_hash, row, .. } => {
+            match row {
+                Some(r) => tx
+                    .prepare_cached(
+                        "INSERT INTO sessions (id_hash, token, binding, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )?
+                    .execute(params![id_hash, r.token, r.binding, r.created_at, r.expires_at])?,
+                None => tx
+                    .prepare_cached("DELETE FROM sessions WHERE id_hash = ?1")?
+                    .execute([id_hash])?,
             };
             Ok(Done::Nothing)
         }
@@ -386,7 +419,9 @@ pub(super) fn write_loop(
                         Op::Decide { ack, .. } => {
                             drop(ack.send(res.map(|d| matches!(d, Done::Inserted(true)))))
                         }
-                        Op::Setting { ack, .. } => drop(ack.send(res.map(|_| ()))),
+                        Op::Setting { ack, .. } | Op::Session { ack, .. } => {
+                            drop(ack.send(res.map(|_| ())))
+                        }
                         Op::Receive { ack, .. } | Op::Prune { ack, .. } => {
                             drop(ack.send(res.map(|d| match d {
                                 Done::Received(v) => v,
@@ -410,7 +445,9 @@ pub(super) fn write_loop(
                     match op {
                         Op::Run { ack, .. } | Op::Settle { ack, .. } => drop(ack.send(Err(err()))),
                         Op::Decide { ack, .. } => drop(ack.send(Err(err()))),
-                        Op::Setting { ack, .. } => drop(ack.send(Err(err()))),
+                        Op::Setting { ack, .. } | Op::Session { ack, .. } => {
+                            drop(ack.send(Err(err())))
+                        }
                         Op::Receive { ack, .. } | Op::Prune { ack, .. } => {
                             drop(ack.send(Err(err())))
                         }

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use super::session::{error_page, see_other, session, Session};
 use crate::config::Role;
 use crate::service::approval::DecideError;
-use crate::triggers::http::AppState;
+use crate::triggers::http::{AppState, Peer};
 
 #[derive(Deserialize)]
 pub(super) struct CsrfForm {
@@ -72,16 +72,17 @@ pub fn over_https(headers: &HeaderMap) -> bool {
 }
 
 /// The session behind a form that needs `role`, with its CSRF token checked.
-fn checked(
+async fn checked(
     s: &AppState,
+    peer: &Peer,
     headers: &HeaderMap,
     role: Role,
     form: &Result<Form<CsrfForm>, axum::extract::rejection::FormRejection>,
 ) -> Result<Session, Response> {
     same_origin(headers)?;
-    let session = session(s, &Method::POST, headers, role, "/")?;
+    let session = session(s, peer, &Method::POST, headers, role, "/").await?;
     let presented = form.as_ref().map(|f| f.csrf.as_str()).unwrap_or("");
-    if !s.auth.csrf_ok(session.token.as_deref(), presented) {
+    if !s.auth.csrf_ok(session.csrf_key.as_deref(), presented) {
         return Err(error_page(
             StatusCode::FORBIDDEN,
             "the form's CSRF token is missing or not this session's: reload the page and try again",
@@ -94,12 +95,13 @@ type FormResult = Result<Form<CsrfForm>, axum::extract::rejection::FormRejection
 
 async fn decide(
     s: Arc<AppState>,
+    peer: Peer,
     headers: HeaderMap,
     id: String,
     approve: bool,
     form: FormResult,
 ) -> Response {
-    let session = match checked(&s, &headers, Role::Approve, &form) {
+    let session = match checked(&s, &peer, &headers, Role::Approve, &form).await {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -123,27 +125,30 @@ async fn decide(
 pub(super) async fn approve(
     State(s): State<Arc<AppState>>,
     Path(id): Path<String>,
+    peer: Peer,
     headers: HeaderMap,
     form: FormResult,
 ) -> Response {
-    decide(s, headers, id, true, form).await
+    decide(s, peer, headers, id, true, form).await
 }
 
 pub(super) async fn reject(
     State(s): State<Arc<AppState>>,
     Path(id): Path<String>,
+    peer: Peer,
     headers: HeaderMap,
     form: FormResult,
 ) -> Response {
-    decide(s, headers, id, false, form).await
+    decide(s, peer, headers, id, false, form).await
 }
 
 pub(super) async fn pause(
     State(s): State<Arc<AppState>>,
+    peer: Peer,
     headers: HeaderMap,
     form: FormResult,
 ) -> Response {
-    let session = match checked(&s, &headers, Role::Admin, &form) {
+    let session = match checked(&s, &peer, &headers, Role::Admin, &form).await {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -164,10 +169,11 @@ pub(super) async fn pause(
 
 pub(super) async fn resume(
     State(s): State<Arc<AppState>>,
+    peer: Peer,
     headers: HeaderMap,
     form: FormResult,
 ) -> Response {
-    let session = match checked(&s, &headers, Role::Admin, &form) {
+    let session = match checked(&s, &peer, &headers, Role::Admin, &form).await {
         Ok(x) => x,
         Err(r) => return r,
     };

@@ -3,9 +3,10 @@
 //! automation is paused, kept live by the event feed (`/v1/events`).
 //!
 //! It answers to the API's tokens and roles: a token entered once on the
-//! login page is kept in an `HttpOnly`, `SameSite=Strict` cookie, and every
-//! form that changes state carries a CSRF token derived from it (and a
-//! cross-site `Origin` or `Sec-Fetch-Site` is refused). Without tokens it is,
+//! login page opens a session kept in the store, whose random id is an
+//! `HttpOnly`, `SameSite=Strict` cookie, and every form that changes state
+//! carries a CSRF token derived from that id (and a cross-site `Origin` or
+//! `Sec-Fetch-Site` is refused). Without tokens it is,
 //! like the API, answered on loopback names only (the front door).
 
 // A refusal here is the page to send back (`Err(Response)`), built once per
@@ -76,5 +77,11 @@ async fn headers(mut r: axum::response::Response) -> axum::response::Response {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
+    // A page holds runs, plans and a CSRF token: no cache (a proxy's, a
+    // shared machine's back button after logout) keeps it. The assets say
+    // how long they keep themselves.
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
     r
 }

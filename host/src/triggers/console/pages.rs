@@ -9,10 +9,14 @@ use axum::response::{IntoResponse, Response};
 use super::session::{error_page, session};
 use super::views::{self, render, RunRow};
 use crate::config::Role;
-use crate::triggers::http::AppState;
+use crate::triggers::http::{AppState, Peer};
 
-pub(super) async fn overview(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let session = match session(&s, &Method::GET, &headers, Role::Read, "/") {
+pub(super) async fn overview(
+    State(s): State<Arc<AppState>>,
+    peer: Peer,
+    headers: HeaderMap,
+) -> Response {
+    let session = match session(&s, &peer, &Method::GET, &headers, Role::Read, "/").await {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -32,15 +36,19 @@ pub(super) async fn overview(State(s): State<Arc<AppState>>, headers: HeaderMap)
 pub(super) async fn run(
     State(s): State<Arc<AppState>>,
     Path(id): Path<String>,
+    peer: Peer,
     headers: HeaderMap,
 ) -> Response {
     let session = match session(
         &s,
+        &peer,
         &Method::GET,
         &headers,
         Role::Read,
         &format!("/runs/{id}"),
-    ) {
+    )
+    .await
+    {
         Ok(x) => x,
         Err(r) => return r,
     };

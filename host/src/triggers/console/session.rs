@@ -1,6 +1,7 @@
-//! Who is at the console: the token from the login page, kept in a cookie
-//! (or a bearer header, for scripts), its roles, and the CSRF token its
-//! forms carry.
+//! Who is at the console: a session opened at the login page, its id kept
+//! in a cookie (or a bearer header, for scripts), its roles, and the CSRF
+//! token its forms carry. Sessions live in the store (see
+//! `triggers::http::auth`), so a logout ends one on every replica.
 
 use std::sync::Arc;
 
@@ -12,16 +13,14 @@ use serde::Deserialize;
 
 use super::views::render;
 use crate::config::Role;
-use crate::triggers::http::{bearer, cookie_token, AppState, COOKIE};
-
-/// How long the console's cookie lasts.
-const COOKIE_MAX_AGE_S: u64 = 12 * 3600;
+use crate::triggers::http::{ApiError, AppState, Peer, COOKIE, SESSION_TTL};
 
 /// A caller of the console who may read.
 pub struct Session {
     pub who: String,
-    /// The token presented (none on an open API).
-    pub token: Option<String>,
+    /// What its CSRF tokens derive from: the session id, or a script's
+    /// bearer token (none on an open API).
+    pub csrf_key: Option<String>,
     pub csrf: String,
     pub can_approve: bool,
     pub can_admin: bool,
@@ -44,11 +43,12 @@ impl Session {
     }
 }
 
-/// The caller's session if it may `role`: else the login page (no or an
-/// unknown token, for a page; it comes back to `page` once logged in) or an
-/// error page.
-pub fn session(
+/// The caller's session if it may `role`: else the login page (no session,
+/// an ended one or an unknown token, for a page; it comes back to `page`
+/// once logged in) or an error page.
+pub async fn session(
     s: &AppState,
+    peer: &Peer,
     method: &Method,
     headers: &HeaderMap,
     role: Role,
@@ -56,24 +56,25 @@ pub fn session(
 ) -> Result<Session, Response> {
     // Unlike the API, the console's forms take the cookie on POST too:
     // they carry a CSRF token besides.
-    let token = bearer(headers).or_else(|| cookie_token(headers));
-    match s.auth.check_token(token.as_deref(), role) {
-        Ok(who) => {
-            let may = |r| s.auth.check_token(token.as_deref(), r).is_ok();
-            Ok(Session {
-                who,
-                csrf: s.auth.csrf(token.as_deref()),
-                can_approve: may(Role::Approve),
-                can_admin: may(Role::Admin),
-                open: s.auth.is_open(),
-                token,
-            })
-        }
+    let caller = s
+        .auth
+        .caller(s.service.store.as_ref(), headers, true, peer.0)
+        .await
+        .and_then(|c| c.require(role).map(|()| c));
+    match caller {
+        Ok(c) => Ok(Session {
+            csrf: s.auth.csrf(c.csrf_key.as_deref()),
+            can_approve: c.may(Role::Approve),
+            can_admin: c.may(Role::Admin),
+            open: s.auth.is_open(),
+            who: c.who,
+            csrf_key: c.csrf_key,
+        }),
         Err(e) if e.status == StatusCode::UNAUTHORIZED && method == Method::GET => {
             let next: String = url_escape(page);
             Err(see_other(&format!("/login?next={next}")))
         }
-        Err(e) => Err(error_page(e.status, &e.message)),
+        Err(e) => Err(api_error_page(e)),
     }
 }
 
@@ -89,6 +90,19 @@ pub fn error_page(status: StatusCode, message: &str) -> Response {
         minijinja::context! { status => status.as_u16(), reason => status.canonical_reason(), message },
     );
     (status, body).into_response()
+}
+
+/// An API error as a page of the console, with its `Retry-After`.
+fn api_error_page(e: ApiError) -> Response {
+    let mut r = error_page(e.status, &e.message);
+    retry_after(&mut r, &e);
+    r
+}
+
+fn retry_after(r: &mut Response, e: &ApiError) {
+    if let Some(secs) = e.retry_after {
+        r.headers_mut().insert(header::RETRY_AFTER, secs.into());
+    }
 }
 
 /// Where to go after logging in: a path of this server, never another
@@ -143,6 +157,7 @@ pub(super) struct LoginForm {
 
 pub(super) async fn login(
     State(s): State<Arc<AppState>>,
+    peer: Peer,
     headers: HeaderMap,
     form: Result<Form<LoginForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
@@ -152,39 +167,66 @@ pub(super) async fn login(
     let Ok(Form(form)) = form else {
         return error_page(StatusCode::BAD_REQUEST, "the login form needs a `token`");
     };
-    let token = form.token.trim();
     let next = local(form.next.as_deref());
+    if s.auth.is_open() {
+        return see_other(&next);
+    }
     // Behind a TLS-terminating proxy the cookie is never sent in clear.
     let secure = if super::forms::over_https(&headers) {
         "; Secure"
     } else {
         ""
     };
-    match s.auth.check_token(Some(token), Role::Read) {
-        Ok(_) => (
-            StatusCode::SEE_OTHER,
-            [
-                (header::LOCATION, next),
-                (
-                    header::SET_COOKIE,
-                    format!(
-                        "{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={COOKIE_MAX_AGE_S}{secure}",
-                        hex::encode(token)
+    match s
+        .auth
+        .open_session(s.service.store.as_ref(), &form.token, peer.0)
+        .await
+    {
+        Ok((caller, id)) => {
+            let peer = peer.0.map_or("unknown".to_string(), |p| p.to_string());
+            tracing::info!(who = %caller.who, %peer, "console login");
+            (
+                StatusCode::SEE_OTHER,
+                [
+                    (header::LOCATION, next),
+                    (
+                        header::SET_COOKIE,
+                        format!(
+                            "{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+                            SESSION_TTL.as_secs()
+                        ),
                     ),
-                ),
-            ],
-        )
-            .into_response(),
+                ],
+            )
+                .into_response()
+        }
         Err(e) => {
-            let body = render("login.html", minijinja::context! { error => e.message, next });
-            (e.status, body).into_response()
+            let body = render(
+                "login.html",
+                minijinja::context! { error => e.message, next },
+            );
+            let mut r = (e.status, body).into_response();
+            retry_after(&mut r, &e);
+            r
         }
     }
 }
 
-pub(super) async fn logout(headers: HeaderMap) -> Response {
+/// Ends the session in the store (on every replica), then drops the
+/// cookie. Should the store fail, the cookie is kept: the session still
+/// holds until it expires, and the operator can try again.
+pub(super) async fn logout(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     if let Err(r) = super::forms::same_origin(&headers) {
         return r;
+    }
+    if let Err(e) = s.auth.end_session(s.service.store.as_ref(), &headers).await {
+        return error_page(
+            e.status,
+            &format!(
+                "the session could not be ended and still holds: {}",
+                e.message
+            ),
+        );
     }
     (
         StatusCode::SEE_OTHER,

@@ -15,6 +15,8 @@ pub struct ApiError {
     pub status: StatusCode,
     code: &'static str,
     pub message: String,
+    /// Seconds to wait before trying again (`Retry-After`), when throttled.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -23,6 +25,20 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// `429`: the peer has spent its failed token checks for now.
+    pub fn throttled(wait: std::time::Duration) -> Self {
+        let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+        Self {
+            retry_after: Some(secs),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_failures",
+                format!("too many failed token checks from this address: try again in {secs} s"),
+            )
         }
     }
 
@@ -41,11 +57,16 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
+        let mut r = (
             self.status,
             Json(json!({"error": {"code": self.code, "message": self.message}})),
         )
-            .into_response()
+            .into_response();
+        if let Some(secs) = self.retry_after {
+            r.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        r
     }
 }
 

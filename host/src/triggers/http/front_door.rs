@@ -19,7 +19,7 @@ use super::{ApiError, AppState};
 /// address, and an `Origin`, when the browser sends one, too.
 pub async fn front_door(
     State((s, max_body, read_timeout)): State<(Arc<AppState>, usize, std::time::Duration)>,
-    req: axum::extract::Request,
+    mut req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
     let console = crate::triggers::console::owns(req.uri().path());
@@ -35,9 +35,18 @@ pub async fn front_door(
         // Who is asking is settled before any body is read: an unknown
         // caller cannot make the server buffer a megabyte per request.
         // (The console's pages answer an unknown caller with its login
-        // page, and its forms are small.)
-        if let Err(e) = s.auth.known(req.method(), req.headers()) {
-            return e.into_response();
+        // page, and its forms are small.) The role layer reads it from here.
+        let cookie = super::auth::cookie_reads(req.method());
+        let peer = super::auth::peer(&req);
+        match s
+            .auth
+            .caller(s.service.store.as_ref(), req.headers(), cookie, peer)
+            .await
+        {
+            Ok(caller) => {
+                req.extensions_mut().insert(caller);
+            }
+            Err(e) => return e.into_response(),
         }
     }
     // The body, read here within `read_timeout` and `max_body`: a client

@@ -23,9 +23,10 @@ mod events;
 mod feeds;
 mod front_door;
 mod runs;
+mod throttle;
 
 pub(crate) use admin::PauseBody;
-pub use auth::{bearer, cookie_token, Auth, Who, COOKIE};
+pub use auth::{bearer, session_cookie, Auth, Caller, Peer, Who, COOKIE, SESSION_TTL};
 pub use error::ApiError;
 pub(crate) use feeds::LimitQuery;
 pub(crate) use runs::{RunBody, WaitQuery};
