@@ -20,6 +20,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("private_fs", 0),
     ("record", 0),
     ("signature", 0),
+    ("redact", 0),
     ("journal", 0),
     ("guardrails", 0),
     ("config", 0),
