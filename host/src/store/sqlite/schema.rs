@@ -234,6 +234,15 @@ mod tests {
     use crate::store::sqlite::SqliteStore;
     use crate::store::Store;
 
+    /// The first column of `sql`'s rows, read straight from the database
+    /// file under `dir`.
+    fn strings(dir: &std::path::Path, sql: &str) -> Vec<String> {
+        let conn = rusqlite::Connection::open(dir.join("remedy.db")).unwrap();
+        let mut stmt = conn.prepare(sql).unwrap();
+        let rows = stmt.query_map([], |r| r.get(0)).unwrap();
+        rows.collect::<Result<_, _>>().unwrap()
+    }
+
     /// The runs of plugin `p` for an alert of [`alert_run`]'s start.
     fn key(plugin: &str, fingerprint: &str) -> crate::store::AlertKey {
         crate::store::AlertKey {
@@ -310,14 +319,10 @@ mod tests {
             .remove(0);
         assert_eq!(found.len(), 2, "{found:?}");
 
-        let conn = rusqlite::Connection::open(dir.path().join("remedy.db")).unwrap();
-        let indexes: Vec<String> = conn
-            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'runs' AND sql IS NOT NULL ORDER BY name")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let indexes = strings(
+            dir.path(),
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'runs' AND sql IS NOT NULL ORDER BY name",
+        );
         assert_eq!(
             indexes,
             [
@@ -397,14 +402,7 @@ mod tests {
         assert_eq!(store.session("hash-short").await.unwrap(), None, "expired");
         let old = "2000-01-01T00:00:00Z";
         store.prune(old, old).await.unwrap();
-        let conn = rusqlite::Connection::open(dir.path().join("remedy.db")).unwrap();
-        let left: Vec<String> = conn
-            .prepare("SELECT id_hash FROM sessions")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let left = strings(dir.path(), "SELECT id_hash FROM sessions");
         assert_eq!(
             left,
             ["hash-2"],
