@@ -196,6 +196,12 @@ async fn serve_http(
                     if !admission::first_byte(&io, read_timeout).await {
                         return;
                     }
+                    crate::triggers::http::dead_peers::watch(&io);
+                    // Handlers tell callers without a token apart by address.
+                    let app = tower::Layer::layer(
+                        &axum::Extension(axum::extract::ConnectInfo(peer)),
+                        app,
+                    );
                     let service = hyper_util::service::TowerToHyperService::new(app);
                     let conn = builder
                         .serve_connection_with_upgrades(TokioIo::new(io), service)
