@@ -144,6 +144,8 @@ impl Grants {
 
 /// One probe allow-list entry: `scheme://host[:port]`; `*` globs in the
 /// host, a port of `*` allows any port, no port means the scheme's default.
+/// The host may be a network (`http://10.0.0.0/8:*`, `http://[fd00::/8]`):
+/// URLs with an address inside it.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(try_from = "String")]
 pub struct AllowPattern {
@@ -151,6 +153,8 @@ pub struct AllowPattern {
     host: String,
     port: Option<u16>,
     any_port: bool,
+    /// The network, when the host is one (or an address: a /32 or /128).
+    net: Option<(std::net::IpAddr, u8)>,
 }
 
 impl TryFrom<String> for AllowPattern {
@@ -168,6 +172,7 @@ impl AllowPattern {
             host: host.to_ascii_lowercase(),
             port: None,
             any_port: false,
+            net: None,
         }
     }
 
@@ -179,11 +184,15 @@ impl AllowPattern {
             return Err(bad("scheme must be http or https"));
         }
         let rest = rest.strip_suffix('/').unwrap_or(rest);
-        if rest.is_empty() || rest.contains('/') || rest.contains('?') || rest.contains('@') {
+        // A `/` only as a network's prefix length (checked with the host).
+        if rest.is_empty() || rest.contains('?') || rest.contains('@') {
             return Err(bad("only scheme, host and port are allowed"));
         }
         let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
             let (h, after) = v6.split_once(']').ok_or_else(|| bad("unclosed ["))?;
+            if !after.is_empty() && !after.starts_with(':') {
+                return Err(bad("only scheme, host and port are allowed"));
+            }
             (format!("[{h}]"), after.strip_prefix(':'))
         } else {
             match rest.rsplit_once(':') {
@@ -199,6 +208,8 @@ impl AllowPattern {
         if host.is_empty() {
             return Err(bad("empty host"));
         }
+        let net =
+            network(host.trim_start_matches('[').trim_end_matches(']')).map_err(|why| bad(&why))?;
         if host.trim_start_matches("*.") == "*" || host == "*" {
             return Err(bad(
                 "a host of only `*` would allow every address; name the hosts",
@@ -209,6 +220,7 @@ impl AllowPattern {
             host: host.to_ascii_lowercase(),
             port,
             any_port,
+            net,
         })
     }
 
@@ -216,11 +228,96 @@ impl AllowPattern {
         let Some(host) = url.host_str() else {
             return false;
         };
+        let host_ok = match (self.net, url_ip(url)) {
+            (Some(net), Some(ip)) => in_network(net, ip),
+            (Some(_), None) => false,
+            (None, _) => glob_match(&self.host, &host.to_ascii_lowercase()),
+        };
+        host_ok && self.scheme_and_port(url)
+    }
+
+    /// Whether this entry names `ip` for `url` explicitly: the URL's host
+    /// written out without a glob, or an address or network holding `ip`.
+    /// A probe reaches a private, loopback, link-local or own address only
+    /// then; `https://*.example.com` never names one.
+    pub fn names(&self, url: &reqwest::Url, ip: std::net::IpAddr) -> bool {
+        if !self.scheme_and_port(url) {
+            return false;
+        }
+        match self.net {
+            Some(net) => in_network(net, ip),
+            None => {
+                !self.host.contains('*')
+                    && url
+                        .host_str()
+                        .is_some_and(|h| h.eq_ignore_ascii_case(&self.host))
+            }
+        }
+    }
+
+    fn scheme_and_port(&self, url: &reqwest::Url) -> bool {
         let default_port = if self.scheme == "https" { 443 } else { 80 };
         url.scheme() == self.scheme
-            && glob_match(&self.host, &host.to_ascii_lowercase())
             && (self.any_port
                 || url.port_or_known_default() == Some(self.port.unwrap_or(default_port)))
+    }
+}
+
+/// The address a URL names literally, if it does.
+pub fn url_ip(url: &reqwest::Url) -> Option<std::net::IpAddr> {
+    let host = url.host_str()?;
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+        .parse()
+        .ok()
+}
+
+/// A host written as an address (`10.0.0.7`) or network (`10.0.0.0/8`);
+/// `None` for a name.
+fn network(host: &str) -> Result<Option<(std::net::IpAddr, u8)>, String> {
+    let (addr, len) = match host.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (host, None),
+    };
+    let Ok(ip) = addr.parse::<std::net::IpAddr>() else {
+        return match len {
+            Some(_) => Err("only scheme, host and port are allowed".into()),
+            None => Ok(None),
+        };
+    };
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let len = match len {
+        None => max,
+        Some(l) => l
+            .parse::<u8>()
+            .ok()
+            .filter(|l| *l <= max)
+            .ok_or_else(|| format!("`/{l}` is not a prefix length of 0 to {max}"))?,
+    };
+    if len == 0 {
+        return Err("a network of `/0` would allow every address; name the network".into());
+    }
+    Ok(Some((ip, len)))
+}
+
+/// Is `ip` inside `net`? (An IPv4-mapped IPv6 address counts as its IPv4.)
+pub fn in_network((base, len): (std::net::IpAddr, u8), ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr::{V4, V6};
+    let ip = match ip {
+        V6(v6) => v6.to_ipv4_mapped().map_or(ip, V4),
+        v4 => v4,
+    };
+    match (base, ip) {
+        (V4(b), V4(i)) => {
+            let mask = u32::MAX.checked_shl(32 - len as u32).unwrap_or(0);
+            u32::from(b) & mask == u32::from(i) & mask
+        }
+        (V6(b), V6(i)) => {
+            let mask = u128::MAX.checked_shl(128 - len as u32).unwrap_or(0);
+            u128::from(b) & mask == u128::from(i) & mask
+        }
+        _ => false,
     }
 }
 
@@ -288,15 +385,85 @@ mod tests {
             "https://acme.statuspage.io/api"
         ));
         assert!(allows("http://[::1]:8080", "http://[::1]:8080/"));
+        assert!(allows("http://10.0.0.0/8:*", "http://10.1.2.3:9000/"));
+        assert!(!allows("http://10.0.0.0/8:*", "http://11.1.2.3:9000/"));
+        assert!(!allows("http://10.0.0.0/8:*", "http://ten.example:9000/"));
+        assert!(allows("http://[fd00::/8]", "http://[fd12::1]/"));
         for bad in [
             "status.stripe.com",
             "ftp://x",
             "https://x/path",
             "http://x:port",
             "https://",
+            "http://10.0.0.0/0:*",
+            "http://10.0.0.0/33",
+            "http://ten/8",
+            "http://[::1]/path",
         ] {
             assert!(AllowPattern::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    /// Only an entry that writes the host out, or an address or network
+    /// holding the address, names it: a glob never does.
+    #[test]
+    fn names_explicitly() {
+        let names = |p: &str, u: &str, ip: &str| {
+            AllowPattern::parse(p)
+                .unwrap()
+                .names(&reqwest::Url::parse(u).unwrap(), ip.parse().unwrap())
+        };
+        assert!(names(
+            "http://localhost:8080",
+            "http://localhost:8080/",
+            "127.0.0.1"
+        ));
+        assert!(names("http://LOCALHOST:*", "http://localhost:1/", "::1"));
+        assert!(!names(
+            "http://local*:8080",
+            "http://localhost:8080/",
+            "127.0.0.1"
+        ));
+        assert!(!names(
+            "http://localhost:8080",
+            "http://localhost:8081/",
+            "127.0.0.1"
+        ));
+        assert!(!names(
+            "https://localhost:8080",
+            "http://localhost:8080/",
+            "127.0.0.1"
+        ));
+        assert!(!names(
+            "https://*.corp.example",
+            "https://db.corp.example/",
+            "10.2.3.4"
+        ));
+        assert!(names(
+            "https://10.0.0.0/8",
+            "https://db.corp.example/",
+            "10.2.3.4"
+        ));
+        assert!(names(
+            "https://10.0.0.0/8",
+            "https://db.corp.example/",
+            "::ffff:10.2.3.4"
+        ));
+        assert!(!names(
+            "https://10.0.0.0/8",
+            "https://db.corp.example/",
+            "192.168.0.1"
+        ));
+        assert!(names(
+            "http://127.0.0.1:*",
+            "http://127.0.0.1:4321/",
+            "127.0.0.1"
+        ));
+        assert!(!names(
+            "http://127.0.0.1:*",
+            "http://127.0.0.1:4321/",
+            "127.0.0.2"
+        ));
     }
 
     #[test]

@@ -196,16 +196,14 @@ async fn serve_http(
                     if !admission::first_byte(&io, read_timeout).await {
                         return;
                     }
-                    // Each request carries its peer's address: failed
-                    // token checks are throttled per peer.
-                    let app = hyper_util::service::TowerToHyperService::new(app);
-                    let service = hyper::service::service_fn(
-                        move |mut req: hyper::Request<hyper::body::Incoming>| {
-                            req.extensions_mut()
-                                .insert(axum::extract::ConnectInfo(peer));
-                            hyper::service::Service::call(&app, req)
-                        },
+                    crate::triggers::http::dead_peers::watch(&io);
+                    // Each request carries its peer's address: failed token checks
+                    // are throttled, and feeds shared, per peer.
+                    let app = tower::Layer::layer(
+                        &axum::Extension(axum::extract::ConnectInfo(peer)),
+                        app,
                     );
+                    let service = hyper_util::service::TowerToHyperService::new(app);
                     let conn = builder
                         .serve_connection_with_upgrades(TokioIo::new(io), service)
                         .into_owned();

@@ -15,13 +15,19 @@ tokens = [
   { name = "watcher", env = "T_READ", roles = ["read", "run"] },
   { name = "lead-alice", env = "T_APPROVE", roles = ["approve", "read"] },
   { name = "root", env = "T_ADMIN", roles = ["admin"] },
+  { name = "dashboard", env = "T_DASH", roles = ["read"] },
+  { name = "pager", env = "T_PAGER", roles = ["read"] },
 ]
 drain_timeout_ms = 20000"#;
-const ENV: [(&str, &str); 3] = [
+const ENV: [(&str, &str); 5] = [
     ("T_READ", "read-token-0123456789"),
     ("T_APPROVE", "approve-token-0123456789"),
     ("T_ADMIN", "admin-token-0123456789"),
+    ("T_DASH", "dash-token-0123456789"),
+    ("T_PAGER", "pager-token-0123456789"),
 ];
+/// The feeds one caller may hold (a quarter of the 64).
+const SHARE: usize = 16;
 
 /// An open event stream: events as (type, data).
 struct Feed {
@@ -31,13 +37,11 @@ struct Feed {
 
 impl Feed {
     async fn open(server: &Server, token: &str) -> Feed {
-        let resp = server
-            .http
-            .get(format!("{}/v1/events", server.base))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap();
+        let mut req = server.http.get(format!("{}/v1/events", server.base));
+        if !token.is_empty() {
+            req = req.bearer_auth(token);
+        }
+        let resp = req.send().await.unwrap();
         assert_eq!(resp.status(), 200);
         assert_eq!(resp.headers()["content-type"], "text/event-stream");
         let mut feed = Feed {
@@ -260,27 +264,68 @@ async fn the_feed_needs_a_token_with_read_and_follow_says_why_not() {
     );
 }
 
-/// A script that opens feeds in a loop gets `503` past the cap, and the
-/// places of clients that gave up are free again once the server next
-/// writes to them (here: the next event).
+/// One token opens feeds up to its share; the next is refused (`429`,
+/// naming the limit) while another token still gets one: a script with a
+/// read token cannot take the admin console's feed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_token_holds_at_most_its_share_of_the_feeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with_tokens(dir.path());
+    let mut open = Vec::new();
+    for _ in 0..SHARE {
+        open.push(Feed::open(&server, "read-token-0123456789").await);
+    }
+    let (code, body) = refused(&server, "read-token-0123456789").await;
+    assert_eq!(code, 429, "{body}");
+    assert!(body.contains("too_many_feeds"), "{body}");
+    assert!(
+        body.contains("token `watcher` has 16 event feeds open already")
+            && body.contains("of 64 in all"),
+        "{body}"
+    );
+    let _admin = Feed::open(&server, "admin-token-0123456789").await;
+}
+
+/// Without tokens, each peer address is one caller: loopback gets its
+/// share and no more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_tokens_a_peer_address_holds_at_most_its_share() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[server]\ndata_dir = \"{}\"\n",
+        dir.path().join("data").display()
+    );
+    let server = start(dir.path(), &config, &[]);
+    let mut open = Vec::new();
+    for _ in 0..SHARE {
+        open.push(Feed::open(&server, "").await);
+    }
+    let (code, body) = refused(&server, "").await;
+    assert_eq!(code, 429, "{body}");
+    assert!(body.contains("peer 127.0.0.1 has 16 event feeds"), "{body}");
+}
+
+/// The cap in all: four callers at their share fill it, a fifth gets
+/// `503`; the places of clients that gave up are free again once the
+/// server next writes to them (here: the next event).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn feeds_past_the_cap_are_refused_and_abandoned_ones_free_their_place() {
     let dir = tempfile::tempdir().unwrap();
     let server = start_with_tokens(dir.path());
     let mut open = Vec::new();
-    for _ in 0..64 {
-        open.push(Feed::open(&server, "read-token-0123456789").await);
+    for token in [
+        "read-token-0123456789",
+        "approve-token-0123456789",
+        "admin-token-0123456789",
+        "dash-token-0123456789",
+    ] {
+        for _ in 0..SHARE {
+            open.push(Feed::open(&server, token).await);
+        }
     }
-    let refused = server
-        .http
-        .get(format!("{}/v1/events", server.base))
-        .bearer_auth("read-token-0123456789")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(refused.status(), 503);
-    let body = refused.text().await.unwrap();
-    assert!(body.contains("too_many_feeds"), "{body}");
+    let (code, body) = refused(&server, "pager-token-0123456789").await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("64 event feeds are open already"), "{body}");
 
     // Ten clients give up mid-stream; an event makes the server notice.
     open.truncate(54);
@@ -292,13 +337,54 @@ async fn feeds_past_the_cap_are_refused_and_abandoned_ones_free_their_place() {
         let r = server
             .http
             .get(format!("{}/v1/events", server.base))
-            .bearer_auth("read-token-0123456789")
+            .bearer_auth("pager-token-0123456789")
             .send()
             .await
             .unwrap();
         (r.status() == 200).then_some(())
     })
     .await;
+}
+
+/// An idle feed sends keep-alive comments (every 15 s; shortened here), so
+/// a client gone without closing is found out by the writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_feed_sends_keep_alive_comments() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[server]\ndata_dir = \"{}\"\n{TOKENS}\n",
+        dir.path().join("data").display()
+    );
+    let mut env = ENV.to_vec();
+    env.push(("REMEDY_TEST_FEED_KEEP_ALIVE_MS", "200"));
+    let server = start(dir.path(), &config, &env);
+    let mut feed = Feed::open(&server, "read-token-0123456789").await;
+    let comment = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            let chunk = feed.resp.chunk().await.unwrap().expect("the feed ended");
+            let text = String::from_utf8_lossy(&chunk).into_owned();
+            if text.starts_with(':') {
+                return text;
+            }
+        }
+    })
+    .await
+    .expect("no keep-alive comment within 3 s");
+    assert!(comment.ends_with("\n\n"), "{comment:?}");
+}
+
+/// A refused `GET /v1/events`: its status and body.
+async fn refused(server: &Server, token: &str) -> (u16, String) {
+    let mut req = server.http.get(format!("{}/v1/events", server.base));
+    if !token.is_empty() {
+        req = req.bearer_auth(token);
+    }
+    let r = req.send().await.unwrap();
+    match r.status().as_u16() {
+        // An open feed: its body never ends.
+        200 => (200, String::new()),
+        code => (code, r.text().await.unwrap()),
+    }
 }
 
 /// A server with this file's tokens and nothing else configured.

@@ -122,3 +122,79 @@ async fn unreachable_redis_is_unavailable() {
     h.backends = Arc::new(backends);
     assert!(matches!(h.stats().await, Err(Error::Unavailable(_))));
 }
+
+/// Calls the backend with `url` (timeout 5 s) and returns how long it took
+/// and what it said.
+async fn stats_of(
+    url: &str,
+) -> (
+    Duration,
+    Result<remedy::capabilities::cache::backend::CacheStats, remedy::backends::BackendError>,
+) {
+    use remedy::capabilities::cache::backend::CacheBackend;
+    let redis = Redis::new(url, Duration::from_secs(5)).unwrap();
+    let started = std::time::Instant::now();
+    let r = redis.stats().await;
+    (started.elapsed(), r)
+}
+
+/// A password the server does not take is said at once, in the server's
+/// words and without the password, instead of retrying to the deadline and
+/// reading as "no answer".
+#[tokio::test]
+async fn refused_credentials_are_said_at_once_without_the_password() {
+    let secret = remedy_e2e::pg::unique("remedy-test-secret");
+    let (took, r) = stats_of(&format!("redis://:{secret}@127.0.0.1:6379/0")).await;
+    let msg = match r {
+        Err(remedy::backends::BackendError::Failed(m)) => m,
+        other => panic!("expected a refusal, got {other:?} after {took:?}"),
+    };
+    assert!(took < Duration::from_secs(1), "took {took:?}: {msg}");
+    assert!(
+        msg.contains("redis at 127.0.0.1:6379 refused the credentials"),
+        "{msg}"
+    );
+    // This server has no password: it says so.
+    assert!(msg.contains("without any password configured"), "{msg}");
+    assert!(!msg.contains(&secret), "the password leaked: {msg}");
+}
+
+/// With a user of our own: a wrong password reads WRONGPASS, a command the
+/// user may not run reads NOPERM; both at once, neither with the password.
+#[tokio::test]
+async fn wrong_password_and_missing_permission_name_the_server_error() {
+    let user = remedy_e2e::pg::unique("remedy-test-user");
+    let secret = remedy_e2e::pg::unique("remedy-test-secret");
+    let admin = redis::Client::open(URL).unwrap();
+    let mut con = admin.get_multiplexed_async_connection().await.unwrap();
+    // Allowed everything but INFO, which `stats` needs.
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg(&user)
+        .arg("on")
+        .arg(format!(">{secret}"))
+        .arg("~*")
+        .arg("+@all")
+        .arg("-info")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let wrong = stats_of(&format!("redis://{user}:not-{secret}@127.0.0.1:6379/0")).await;
+    let right = stats_of(&format!("redis://{user}:{secret}@127.0.0.1:6379/0")).await;
+    let _: u32 = redis::cmd("ACL")
+        .arg("DELUSER")
+        .arg(&user)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    for ((took, r), code) in [(wrong, "WRONGPASS"), (right, "NOPERM")] {
+        let msg = match r {
+            Err(remedy::backends::BackendError::Failed(m)) => m,
+            other => panic!("expected {code}, got {other:?} after {took:?}"),
+        };
+        assert!(took < Duration::from_secs(1), "took {took:?}: {msg}");
+        assert!(msg.contains("redis at 127.0.0.1:6379 refused"), "{msg}");
+        assert!(msg.contains(code), "{msg}");
+        assert!(!msg.contains(&secret), "the password leaked: {msg}");
+    }
+}

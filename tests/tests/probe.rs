@@ -1,5 +1,5 @@
 //! The HTTP probe backend against a local server: timeout, body cap, no
-//! redirects, Statuspage parsing.
+//! redirects, Statuspage parsing, and which addresses it may reach.
 
 use std::time::{Duration, Instant};
 
@@ -7,8 +7,10 @@ use axum::response::Redirect;
 use axum::routing::get;
 use axum::Router;
 use remedy::backends::BackendError;
-use remedy::capabilities::probe::backend::{Indicator, ProbeBackend};
+use remedy::capabilities::probe::backend::{Indicator, ProbeBackend, ProbeResponse};
 use remedy::capabilities::probe::http::{HttpProbe, BODY_CAP};
+use remedy::capabilities::probe::reach::{self, Refused};
+use remedy::grants::AllowPattern;
 
 async fn server() -> String {
     let app = Router::new()
@@ -35,13 +37,29 @@ fn url(s: String) -> reqwest::Url {
     reqwest::Url::parse(&s).unwrap()
 }
 
+/// `probe.get` as a plugin's call makes it: resolved, checked against
+/// `allowed`, fetched from the checked addresses.
+async fn fetch(
+    probe: &HttpProbe,
+    u: String,
+    allowed: &[String],
+) -> Result<Result<ProbeResponse, Refused>, BackendError> {
+    let allowed: Vec<AllowPattern> = allowed
+        .iter()
+        .map(|p| AllowPattern::parse(p).unwrap())
+        .collect();
+    reach::fetch(probe, &url(u), &allowed).await
+}
+
 #[tokio::test]
 async fn timeout_body_cap_redirects_and_statuspage() {
     let base = server().await;
     let probe = HttpProbe::new(Duration::from_millis(300), BODY_CAP).unwrap();
+    let allowed = [base.clone()];
+    let get = |path: &str| fetch(&probe, format!("{base}{path}"), &allowed);
 
     let started = Instant::now();
-    match probe.get(&url(format!("{base}/slow"))).await {
+    match get("/slow").await {
         Err(BackendError::Unavailable(msg)) => {
             assert!(msg.contains("300 ms") || msg.contains("timed out"), "{msg}")
         }
@@ -53,18 +71,15 @@ async fn timeout_body_cap_redirects_and_statuspage() {
         started.elapsed()
     );
 
-    let big = probe.get(&url(format!("{base}/big"))).await.unwrap();
+    let big = get("/big").await.unwrap().unwrap();
     assert!(big.truncated);
     assert_eq!(big.body.len(), BODY_CAP);
     assert_eq!(big.indicator, None);
 
-    let moved = probe.get(&url(format!("{base}/moved"))).await.unwrap();
+    let moved = get("/moved").await.unwrap().unwrap();
     assert_eq!(moved.status, 307, "redirects are answered, not followed");
 
-    let status = probe
-        .get(&url(format!("{base}/api/v2/status.json")))
-        .await
-        .unwrap();
+    let status = get("/api/v2/status.json").await.unwrap().unwrap();
     assert_eq!(status.status, 200);
     assert_eq!(status.indicator, Some(Indicator::Critical));
     assert_eq!(status.description.as_deref(), Some("Major outage"));
@@ -144,26 +159,75 @@ async fn under_load_of_real_runbooks_slow_upstreams_time_out_and_big_bodies_are_
     );
 }
 
-/// A name that resolves to this machine (or a link-local metadata address)
-/// is refused: an allow-list wildcard plus someone else's DNS record must
-/// not reach loopback. The address written literally still works.
+/// A name that resolves to this machine reaches it only when the
+/// allow-list names that host (a glob that matches it is not enough); an
+/// address, likewise, only when written out or inside a named network.
 #[tokio::test]
-async fn names_resolving_to_loopback_are_refused_literal_addresses_are_not() {
+async fn inside_addresses_are_reached_only_when_the_allow_list_names_them() {
     let base = server().await;
+    let port = url(base.clone()).port().unwrap();
     let probe = HttpProbe::new(Duration::from_secs(2), BODY_CAP).unwrap();
-    let by_name = base.replace("127.0.0.1", "localhost");
-    match probe
-        .get(&url(format!("{by_name}/api/v2/status.json")))
-        .await
-    {
-        Err(BackendError::Unavailable(m)) => {
-            assert!(m.contains("may not reach through a name"), "{m}")
-        }
-        other => panic!("localhost was probed: {other:?}"),
+    let by_name = format!("http://localhost:{port}/api/v2/status.json");
+    let by_address = format!("{base}/api/v2/status.json");
+
+    let refused = |r: Result<Result<ProbeResponse, Refused>, BackendError>| match r {
+        Ok(Err(Refused(m))) => m,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    let m = refused(fetch(&probe, by_name.clone(), &[format!("http://local*:{port}")]).await);
+    assert!(
+        m.contains("localhost resolves to") && m.contains("a loopback address"),
+        "{m}"
+    );
+    let m = refused(fetch(&probe, by_address.clone(), &["http://127.0.0.*:*".into()]).await);
+    assert!(m.contains("127.0.0.1 is a loopback address"), "{m}");
+
+    for allowed in [
+        vec![format!("http://localhost:{port}")],
+        vec![
+            format!("http://local*:{port}"),
+            "http://127.0.0.0/8:*".into(),
+            "http://[::1]:*".into(),
+        ],
+    ] {
+        let ok = fetch(&probe, by_name.clone(), &allowed)
+            .await
+            .unwrap()
+            .unwrap_or_else(|r| panic!("{allowed:?}: {r}"));
+        assert_eq!(ok.indicator, Some(Indicator::Critical), "{allowed:?}");
     }
-    let ok = probe
-        .get(&url(format!("{base}/api/v2/status.json")))
+    let ok = fetch(&probe, by_address, &[base.clone()])
         .await
+        .unwrap()
         .unwrap();
     assert_eq!(ok.indicator, Some(Indicator::Critical));
+}
+
+/// The connection goes to the addresses that were checked, never to a
+/// second lookup of the name: handed 127.0.0.2 for `localhost`, the probe
+/// connects there (nothing listens: refused), and handed nothing, it does
+/// not connect at all.
+#[tokio::test]
+async fn the_connection_goes_to_the_checked_addresses_only() {
+    let base = server().await;
+    let port = url(base).port().unwrap();
+    let probe = HttpProbe::new(Duration::from_secs(2), BODY_CAP).unwrap();
+    let by_name = url(format!("http://localhost:{port}/api/v2/status.json"));
+    assert!(
+        probe
+            .get(&by_name, &["127.0.0.1".parse().unwrap()])
+            .await
+            .is_ok(),
+        "the checked address is reached"
+    );
+    match probe.get(&by_name, &["127.0.0.2".parse().unwrap()]).await {
+        Err(BackendError::Unavailable(m)) => assert!(m.contains("onnect"), "{m}"),
+        other => panic!("localhost was looked up again: {other:?}"),
+    }
+    match probe.get(&by_name, &[]).await {
+        Err(BackendError::Unavailable(m)) => {
+            assert!(m.contains("was not resolved and checked"), "{m}")
+        }
+        other => panic!("an unchecked name was connected to: {other:?}"),
+    }
 }

@@ -3,7 +3,9 @@
 //! record: the store and the audit log stay the truth, and a subscriber
 //! that falls behind is told how much it missed rather than slowing runs.
 
-use std::sync::atomic::Ordering;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::broadcast;
@@ -16,6 +18,24 @@ pub const BACKLOG: usize = 1024;
 /// How many feeds may be open at once: each is a connection held open, and
 /// a script that opens them in a loop must not exhaust the process.
 pub const MAX_FEEDS: usize = 64;
+
+/// How many of those one caller (a token, or a peer address on an API
+/// without tokens) may hold: one script cannot take the feeds of the rest.
+pub const MAX_FEEDS_PER_CALLER: usize = if MAX_FEEDS / 4 > 0 { MAX_FEEDS / 4 } else { 1 };
+
+/// How often an idle feed sends a comment: a client gone without closing
+/// its connection is noticed when the writes stop being acknowledged
+/// (see `admission::keep_alive`), and its place is freed.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// Why no feed was opened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error("{MAX_FEEDS} event feeds are open already; close one (or poll /v1/runs)")]
+    Full,
+    #[error("{caller} has {MAX_FEEDS_PER_CALLER} event feeds open already, the most one caller may hold (of {MAX_FEEDS} in all); close one (or poll /v1/runs)")]
+    CallerFull { caller: String },
+}
 
 /// One thing that happened.
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
@@ -36,24 +56,39 @@ pub struct Event {
 
 /// The feed's sending side, owned by the service.
 pub struct Events {
-    tx: broadcast::Sender<std::sync::Arc<Event>>,
+    tx: broadcast::Sender<Arc<Event>>,
     /// Numbering and sending are one step, so events arrive in `seq` order.
-    seq: std::sync::Mutex<u64>,
+    seq: Mutex<u64>,
     /// Set at shutdown: open feeds end, so they do not hold the drain.
     closed: tokio::sync::watch::Sender<bool>,
-    /// Feeds open now (at most [`MAX_FEEDS`]).
-    feeds: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Feeds open now, in all and per caller.
+    feeds: Arc<Mutex<Open>>,
 }
 
-/// An open feed: its receiver, and its place among the [`MAX_FEEDS`].
+#[derive(Default)]
+struct Open {
+    total: usize,
+    by_caller: HashMap<String, usize>,
+}
+
+/// An open feed: its receiver, and its place among the [`MAX_FEEDS`] and
+/// its caller's [`MAX_FEEDS_PER_CALLER`].
 pub struct Feed {
-    pub rx: broadcast::Receiver<std::sync::Arc<Event>>,
-    open: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    pub rx: broadcast::Receiver<Arc<Event>>,
+    open: Arc<Mutex<Open>>,
+    caller: String,
 }
 
 impl Drop for Feed {
     fn drop(&mut self) {
-        self.open.fetch_sub(1, Ordering::SeqCst);
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.total -= 1;
+        if let Some(n) = open.by_caller.get_mut(&self.caller) {
+            *n -= 1;
+            if *n == 0 {
+                open.by_caller.remove(&self.caller);
+            }
+        }
     }
 }
 
@@ -61,7 +96,7 @@ impl Default for Events {
     fn default() -> Self {
         Events {
             tx: broadcast::channel(BACKLOG).0,
-            seq: std::sync::Mutex::new(0),
+            seq: Mutex::new(0),
             closed: tokio::sync::watch::channel(false).0,
             feeds: Default::default(),
         }
@@ -69,16 +104,25 @@ impl Default for Events {
 }
 
 impl Events {
-    /// A feed for an HTTP client, unless [`MAX_FEEDS`] are open.
-    pub fn feed(&self) -> Option<Feed> {
-        let taken = self
-            .feeds
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                (n < MAX_FEEDS).then_some(n + 1)
+    /// A feed for `caller` (how the caller is told apart: a token's name,
+    /// a peer address), unless [`MAX_FEEDS`] are open or the caller holds
+    /// [`MAX_FEEDS_PER_CALLER`].
+    pub fn feed(&self, caller: &str) -> Result<Feed, Refused> {
+        let mut open = self.feeds.lock().unwrap_or_else(|p| p.into_inner());
+        if open.by_caller.get(caller).copied().unwrap_or(0) >= MAX_FEEDS_PER_CALLER {
+            return Err(Refused::CallerFull {
+                caller: caller.to_string(),
             });
-        taken.ok().map(|_| Feed {
+        }
+        if open.total >= MAX_FEEDS {
+            return Err(Refused::Full);
+        }
+        open.total += 1;
+        *open.by_caller.entry(caller.to_string()).or_insert(0) += 1;
+        Ok(Feed {
             rx: self.tx.subscribe(),
             open: self.feeds.clone(),
+            caller: caller.to_string(),
         })
     }
 
@@ -123,7 +167,7 @@ impl Events {
         *seq += 1;
         ev.seq = *seq;
         // No receiver left since `watched`: nothing to do.
-        let _ = self.tx.send(std::sync::Arc::new(ev));
+        let _ = self.tx.send(Arc::new(ev));
     }
 
     /// `run.finished`, then one `action` per action it took or simulated,
@@ -176,7 +220,7 @@ mod tests {
             serde_json::Value::Null
         });
         assert!(!built, "no subscriber: the detail must not be built");
-        let mut feed = events.feed().expect("a feed");
+        let mut feed = events.feed("t").expect("a feed");
         events.emit(
             "pause.changed",
             None,
@@ -195,20 +239,55 @@ mod tests {
     fn at_most_max_feeds_are_open_and_a_closed_one_frees_its_place() {
         let events = Events::default();
         let open: Vec<Feed> = (0..MAX_FEEDS)
-            .map(|_| events.feed().expect("a feed"))
+            .map(|i| {
+                let caller = format!("caller-{}", i / MAX_FEEDS_PER_CALLER);
+                events.feed(&caller).expect("a feed")
+            })
             .collect();
-        assert!(events.feed().is_none(), "one feed too many");
+        assert_eq!(
+            events.feed("someone-else").err(),
+            Some(Refused::Full),
+            "one feed too many"
+        );
         drop(open.into_iter().next());
         assert!(
-            events.feed().is_some(),
+            events.feed("someone-else").is_ok(),
             "a closed feed's place is free again"
         );
     }
 
     #[test]
+    fn one_caller_holds_at_most_its_share_and_the_others_still_get_feeds() {
+        let events = Events::default();
+        let mine: Vec<Feed> = (0..MAX_FEEDS_PER_CALLER)
+            .map(|_| events.feed("token `watcher`").expect("a feed"))
+            .collect();
+        let refused = events
+            .feed("token `watcher`")
+            .err()
+            .expect("over the share");
+        assert_eq!(
+            refused,
+            Refused::CallerFull {
+                caller: "token `watcher`".into()
+            }
+        );
+        assert!(
+            refused
+                .to_string()
+                .contains(&format!("{MAX_FEEDS_PER_CALLER} event feeds open already")),
+            "{refused}"
+        );
+        assert!(events.feed("token `root`").is_ok(), "another caller");
+        drop(mine);
+        assert!(events.feed("token `watcher`").is_ok(), "places come back");
+        assert!(MAX_FEEDS_PER_CALLER >= 1 && MAX_FEEDS_PER_CALLER < MAX_FEEDS);
+    }
+
+    #[test]
     fn a_subscriber_that_falls_behind_is_told_how_much_it_missed() {
         let events = Events::default();
-        let mut feed = events.feed().expect("a feed");
+        let mut feed = events.feed("t").expect("a feed");
         for _ in 0..BACKLOG + 10 {
             events.emit("action", None, None, || serde_json::Value::Null);
         }

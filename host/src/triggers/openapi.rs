@@ -90,7 +90,7 @@ fn errors(codes: &[u16], err: &Value) -> Map<String, Value> {
                 409 => "conflict (not pending, paused, plugin changed or gone)",
                 410 => "the plan expired",
                 413 => "the body is too large",
-                429 => "too many failed token checks from this address: try again after `Retry-After` seconds",
+                429 => "too many requests: failed token checks from this address (try again after `Retry-After` seconds), or the caller holds its share of a limit already (the message names it)",
                 503 => "the store cannot be written",
                 _ => "error",
             };
@@ -209,8 +209,8 @@ fn build(secured: bool) -> Value {
         },
         "/v1/audit": {"get": op("Audit events, oldest first", "read",
             with(std_errors(&[]), "200", ok("events", audit_list)), json!({"parameters": audit_q}))},
-        "/v1/events": {"get": op("Live feed (server-sent events): `ready` first, then run.started, run.finished, action, approval.pending, approval.decided, alert.received, pause.changed; `lagged` when the client fell behind; 503 when 64 feeds are open", "read",
-            with(std_errors(&[503]), "200", json!({"description": "an event stream; each `data` is an Event", "content": {"text/event-stream": {"schema": g.schema::<crate::service::Event>()}}})), json!({}))},
+        "/v1/events": {"get": op("Live feed (server-sent events): `ready` first, then run.started, run.finished, action, approval.pending, approval.decided, alert.received, pause.changed; `lagged` when the client fell behind; 503 when 64 feeds are open, 429 when this token (or peer address, without tokens) holds 16", "read",
+            with(std_errors(&[429]), "200", json!({"description": "an event stream; each `data` is an Event", "content": {"text/event-stream": {"schema": g.schema::<crate::service::Event>()}}})), json!({}))},
     });
     let schemas = Value::Object(g.0.take_definitions(true).into_iter().collect());
     json!({

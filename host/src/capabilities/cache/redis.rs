@@ -41,11 +41,20 @@ impl Drop for InDoubt<'_> {
     }
 }
 
-fn failed(e: redis::RedisError) -> BackendError {
-    if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() {
-        BackendError::Unavailable(format!("redis: {e}"))
-    } else {
-        BackendError::Failed(format!("redis: {e}"))
+/// Server error codes that say the credentials are wrong or not enough:
+/// retrying cannot help, so they are said at once.
+const REFUSALS: [&str; 3] = ["WRONGPASS", "NOAUTH", "NOPERM"];
+
+fn is_refusal(e: &redis::RedisError) -> bool {
+    e.kind() == redis::ErrorKind::AuthenticationFailed
+        || e.code().is_some_and(|c| REFUSALS.contains(&c))
+}
+
+/// The server's own words (`WRONGPASS invalid username-password pair…`).
+fn server_words(e: &redis::RedisError) -> String {
+    match (e.code(), e.detail()) {
+        (Some(code), Some(detail)) => format!("{code} {detail}"),
+        _ => e.to_string(),
     }
 }
 
@@ -66,30 +75,95 @@ impl Redis {
         })
     }
 
+    /// Where the server is (`host:port`), for messages: never the URL,
+    /// which may hold the password.
+    fn at(&self) -> String {
+        self.client.get_connection_info().addr.to_string()
+    }
+
+    fn refused(&self, words: &str) -> BackendError {
+        BackendError::Failed(format!(
+            "redis at {} refused the credentials: {words}",
+            self.at()
+        ))
+    }
+
+    fn failed(&self, e: redis::RedisError) -> BackendError {
+        if is_refusal(&e) {
+            return self.refused(&server_words(&e));
+        }
+        if e.is_io_error()
+            || e.is_connection_dropped()
+            || e.is_connection_refusal()
+            || e.is_timeout()
+        {
+            BackendError::Unavailable(format!("redis: {e}"))
+        } else {
+            BackendError::Failed(format!("redis: {e}"))
+        }
+    }
+
+    /// The shared connection, made if there is none. The connection
+    /// manager retries a failed connect until the deadline, which would
+    /// turn refused credentials into "no answer": one plain connection
+    /// first says a refusal at once.
+    async fn connection(&self) -> BackendResult<ConnectionManager> {
+        let mut slot = self.conn.lock().await;
+        if let Some(c) = slot.as_ref() {
+            return Ok(c.clone());
+        }
+        if let Err(e) = self.client.get_multiplexed_async_connection().await {
+            if is_refusal(&e) {
+                return Err(self.refused(&self.why_refused(e).await));
+            }
+        }
+        let c = self
+            .client
+            .get_connection_manager()
+            .await
+            .map_err(|e| BackendError::Unavailable(format!("redis: cannot connect: {e}")))?;
+        *slot = Some(c.clone());
+        Ok(c)
+    }
+
+    /// The client library reports a refused AUTH without the server's
+    /// reason; asking again on a connection without credentials gets it
+    /// (`WRONGPASS …`, or "called without any password configured").
+    async fn why_refused(&self, e: redis::RedisError) -> String {
+        let mut info = self.client.get_connection_info().clone();
+        let (Some(password), user) = (info.redis.password.take(), info.redis.username.take())
+        else {
+            return server_words(&e);
+        };
+        let asked = async {
+            let mut conn = redis::Client::open(info)?
+                .get_multiplexed_async_connection()
+                .await?;
+            let mut auth = redis::cmd("AUTH");
+            auth.arg(user).arg(password);
+            auth.query_async::<()>(&mut conn).await
+        };
+        match asked.await {
+            Err(again) if again.code().is_some() => server_words(&again),
+            _ => server_words(&e),
+        }
+    }
+
     async fn run<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> BackendResult<T> {
         let mut guard = InDoubt {
             redis: self,
             done: false,
         };
         let work = async {
-            let mut conn = {
-                let mut slot = self.conn.lock().await;
-                match slot.as_ref() {
-                    Some(c) => c.clone(),
-                    None => {
-                        let c = self.client.get_connection_manager().await.map_err(|e| {
-                            BackendError::Unavailable(format!("redis: cannot connect: {e}"))
-                        })?;
-                        *slot = Some(c.clone());
-                        c
-                    }
-                }
-            };
-            cmd.query_async::<T>(&mut conn).await.map_err(failed)
+            let mut conn = self.connection().await?;
+            cmd.query_async::<T>(&mut conn)
+                .await
+                .map_err(|e| self.failed(e))
         };
         let r = tokio::time::timeout(self.timeout, work).await.map_err(|_| {
             BackendError::Unavailable(format!(
-                "redis: no answer within {} ms",
+                "redis at {}: no answer within {} ms",
+                self.at(),
                 self.timeout.as_millis()
             ))
         });

@@ -26,8 +26,18 @@ pub struct ProbeResponse {
 
 #[async_trait]
 pub trait ProbeBackend: Send + Sync {
-    /// GETs an URL that the caller has already checked against the allow-list.
-    async fn get(&self, url: &reqwest::Url) -> BackendResult<ProbeResponse>;
+    /// The addresses `url`'s host stands for (a literal address is itself),
+    /// for the caller to check (see `reach`). A backend that reaches no
+    /// network (a recorded world) has none.
+    async fn resolve(&self, url: &reqwest::Url) -> BackendResult<Vec<std::net::IpAddr>>;
+
+    /// GETs an URL that the caller has already checked against the
+    /// allow-list, connecting only to `addrs` (what `resolve` said, checked).
+    async fn get(
+        &self,
+        url: &reqwest::Url,
+        addrs: &[std::net::IpAddr],
+    ) -> BackendResult<ProbeResponse>;
 }
 
 /// A probe that reaches nothing (used while a plugin describes itself).
@@ -35,7 +45,17 @@ pub struct NoProbe;
 
 #[async_trait]
 impl ProbeBackend for NoProbe {
-    async fn get(&self, url: &reqwest::Url) -> BackendResult<ProbeResponse> {
+    async fn resolve(&self, url: &reqwest::Url) -> BackendResult<Vec<std::net::IpAddr>> {
+        Err(BackendError::Unavailable(format!(
+            "probe of {url} not available here"
+        )))
+    }
+
+    async fn get(
+        &self,
+        url: &reqwest::Url,
+        _: &[std::net::IpAddr],
+    ) -> BackendResult<ProbeResponse> {
         Err(BackendError::Unavailable(format!(
             "probe of {url} not available here"
         )))

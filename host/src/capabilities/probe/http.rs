@@ -19,42 +19,32 @@ pub struct HttpProbe {
     body_cap: usize,
 }
 
-/// Resolves probe host names, refusing any name that resolves to a
-/// loopback, link-local (cloud metadata at 169.254.169.254) or unspecified
-/// address: an allow-list entry such as `https://*.example.com` must not
-/// reach this machine or its metadata service through a DNS record someone
-/// else controls. An address written literally in the URL (and so in the
-/// allow-list) is not resolved and not affected.
-struct PublicOnly;
-
-fn forbidden(ip: std::net::IpAddr) -> bool {
-    match ip {
-        std::net::IpAddr::V4(v4) => v4.is_loopback() || v4.is_link_local() || v4.is_unspecified(),
-        std::net::IpAddr::V6(v6) => {
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || (v6.segments()[0] & 0xffc0) == 0xfe80
-                || v6
-                    .to_ipv4_mapped()
-                    .is_some_and(|v4| v4.is_loopback() || v4.is_link_local())
-        }
-    }
+tokio::task_local! {
+    /// The checked addresses of the host this task is probing: the only
+    /// answer the client's resolver gives.
+    static CHECKED: (String, Vec<std::net::IpAddr>);
 }
 
-impl reqwest::dns::Resolve for PublicOnly {
+/// The client's resolver: no lookup of its own, only the addresses the
+/// probe resolved and checked before the request (see `reach`), so a DNS
+/// answer that changes in between (rebinding) is never used.
+struct CheckedOnly;
+
+impl reqwest::dns::Resolve for CheckedOnly {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let host = name.as_str().to_string();
+        let checked = CHECKED
+            .try_with(|(h, addrs)| {
+                (h.eq_ignore_ascii_case(&host) && !addrs.is_empty()).then(|| addrs.clone())
+            })
+            .ok()
+            .flatten();
         Box::pin(async move {
-            let addrs: Vec<std::net::SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            if let Some(bad) = addrs.iter().find(|a| forbidden(a.ip())) {
-                return Err(format!(
-                    "{host} resolves to {}, an address probes may not reach through a name",
-                    bad.ip()
-                )
-                .into());
-            }
-            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+            let addrs = checked.ok_or_else(|| {
+                format!("{host} was not resolved and checked by this probe; not connecting")
+            })?;
+            let addrs = addrs.into_iter().map(|ip| std::net::SocketAddr::new(ip, 0));
+            Ok(Box::new(addrs) as reqwest::dns::Addrs)
         })
     }
 }
@@ -64,7 +54,10 @@ impl HttpProbe {
         Ok(Self {
             client: reqwest::Client::builder()
                 .timeout(timeout)
-                .dns_resolver(std::sync::Arc::new(PublicOnly))
+                .dns_resolver(std::sync::Arc::new(CheckedOnly))
+                // A pooled connection went to an address checked for an
+                // earlier probe (maybe another plugin's allow-list).
+                .pool_max_idle_per_host(0)
                 .redirect(reqwest::redirect::Policy::none())
                 .user_agent(concat!("remedy/", env!("CARGO_PKG_VERSION")))
                 .build()?,
@@ -101,8 +94,42 @@ pub fn parse_statuspage(body: &[u8]) -> Option<(Indicator, Option<String>)> {
 
 #[async_trait]
 impl ProbeBackend for HttpProbe {
-    async fn get(&self, url: &reqwest::Url) -> BackendResult<ProbeResponse> {
+    async fn resolve(&self, url: &reqwest::Url) -> BackendResult<Vec<std::net::IpAddr>> {
+        if let Some(ip) = crate::grants::url_ip(url) {
+            return Ok(vec![ip]);
+        }
+        let host = url.host_str().unwrap_or_default();
+        let lookup = tokio::net::lookup_host((host, 0));
+        let found = tokio::time::timeout(self.timeout, lookup)
+            .await
+            .map_err(|_| {
+                BackendError::Unavailable(format!(
+                    "probe: {host}: not resolved within {} ms",
+                    self.timeout.as_millis()
+                ))
+            })?
+            .map_err(|e| BackendError::Unavailable(format!("probe: cannot resolve {host}: {e}")))?;
+        let mut addrs: Vec<std::net::IpAddr> = Vec::new();
+        for a in found {
+            if !addrs.contains(&a.ip()) {
+                addrs.push(a.ip());
+            }
+        }
+        if addrs.is_empty() {
+            return Err(BackendError::Unavailable(format!(
+                "probe: {host} resolves to no address"
+            )));
+        }
+        Ok(addrs)
+    }
+
+    async fn get(
+        &self,
+        url: &reqwest::Url,
+        addrs: &[std::net::IpAddr],
+    ) -> BackendResult<ProbeResponse> {
         let started = Instant::now();
+        let host = url.host_str().unwrap_or_default().to_string();
         let fetch = async {
             let mut resp = self
                 .client
@@ -128,6 +155,9 @@ impl ProbeBackend for HttpProbe {
             }
             Ok::<_, BackendError>((status, body, truncated))
         };
+        // Resolved in this task (hyper connects in the caller's task), so
+        // the resolver sees these addresses and no others.
+        let fetch = CHECKED.scope((host, addrs.to_vec()), fetch);
         let (status, body, truncated) =
             tokio::time::timeout(self.timeout, fetch)
                 .await

@@ -1,5 +1,6 @@
 //! `probe`: HTTP GET to allow-listed upstreams. The URL is checked against the
-//! plugin's `scope.probe` patterns before any connection is made.
+//! plugin's `scope.probe` patterns, and the addresses its host resolves to
+//! against what may be reached (`reach`), before any connection is made.
 
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use super::{HostCtx, Wiring};
 
 pub mod backend;
 pub mod http;
+pub mod reach;
 
 /// The prober always exists (what it may reach is the plugin's allow-list),
 /// so no "not configured" message ever names `key` or `env`.
@@ -56,7 +58,27 @@ impl Host for HostCtx {
             return Err(Error::Denied(msg));
         }
         let probe = self.backends.probe.clone();
-        let r = self.read(&PROBE, "get", &url, probe.get(&parsed)).await?;
+        let allowed: Vec<_> = self
+            .gate
+            .grants
+            .scope
+            .probe
+            .iter()
+            .flatten()
+            .cloned()
+            .collect();
+        let r = self
+            .read(
+                &PROBE,
+                "get",
+                &url,
+                reach::fetch(&*probe, &parsed, &allowed),
+            )
+            .await?
+            .map_err(|refused| {
+                self.gate.note(refused.0.clone());
+                Error::Denied(refused.0)
+            })?;
         if r.truncated {
             self.gate.note(format!(
                 "probe of {url}: body cut at {} bytes",

@@ -18,6 +18,7 @@ use crate::service::Service;
 mod admin;
 pub mod admission;
 mod auth;
+pub mod dead_peers;
 mod error;
 mod events;
 mod feeds;
