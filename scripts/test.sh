@@ -40,19 +40,30 @@ install() {
   command -v componentize-js >/dev/null 2>&1 ||
     npm install -g --silent @bytecodealliance/componentize-js@0.23.0
 
-  # Cargo tools: the test runner and the dependency policy checker.
+  # Cargo tools: the test runner, and the dependency policy checker — built
+  # in the background, beside the suite's own build, which leaves a core
+  # idle for long stretches (one big crate at a time).
   command -v cargo-nextest >/dev/null 2>&1 || cargo install --locked cargo-nextest
-  command -v cargo-deny >/dev/null 2>&1 || cargo install --locked cargo-deny@0.20.2
+  if ! command -v cargo-deny >/dev/null 2>&1; then
+    deny_log=$(mktemp)
+    cargo install --locked cargo-deny@0.20.2 >"$deny_log" 2>&1 &
+    deny_install=$!
+  fi
 }
 
+deny_install=
 [ "${REMEDY_TEST_NO_INSTALL:-}" = 1 ] || install
 
 cargo fmt --all -- --check
+cargo nextest run --workspace
+if [ -n "$deny_install" ] && ! wait "$deny_install"; then
+  cat "$deny_log" >&2
+  exit 1
+fi
 # Licenses, banned crates and sources need no network; `advisories` does
 # (it fetches the RustSec database), so maintainers run it by hand:
 # `cargo deny check advisories`.
 cargo deny --offline check licenses bans sources
-cargo nextest run --workspace
 # nextest runs no doctests; these prove the gate cannot be bypassed. The
 # whole workspace, so that the libraries built for the tests are reused
 # (`-p remedy` alone resolves features differently and rebuilds them).
