@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Alert storm (DESIGN §12): 10,000 alerts in 100 Alertmanager posts against a
+"""Alert storm: 10,000 alerts in 100 Alertmanager posts against a
 release `remedy serve`, every tenth alert a repeat. Checks that every alert
 was stored once, that every new one started (or skipped) a run, and reports
 receipt → run start latency from the store, how fast the queue drained, the

@@ -1,4 +1,4 @@
-//! The host's modules import only downwards, in the order of DESIGN §3 and
+//! The host's modules import only downwards, in the order of
 //! docs/layout.md: a new import that points up (or closes a cycle)
 //! fails here, naming the file and the edge.
 
