@@ -229,16 +229,7 @@ async fn replicas_under_stalls_connection_kills_and_a_failover_act_at_most_once_
     // No target is skipped once the storm is over: a new alert for each
     // breaker, on each replica, acts.
     for (i, server) in [&a, &b].into_iter().enumerate() {
-        eventually("healthz answers ok", 20, || async {
-            let r = server
-                .http
-                .get(format!("{}/healthz", server.base))
-                .send()
-                .await
-                .ok()?;
-            (r.status() == 200).then_some(())
-        })
-        .await;
+        server.healthz_answers(200, "healthz answers ok", 20).await;
         for (k, name) in BREAKERS.iter().enumerate() {
             sim.open_breaker(name);
             let (code, receipt) = server

@@ -112,11 +112,9 @@ async fn a_replica_stalled_past_its_lease_does_not_run_a_taken_over_run_again() 
     assert_eq!(status_of(&a, &y).await, "queued");
 
     signal(&a, "-STOP");
-    let rec = eventually("B takes the queued run over and runs it", 20, || async {
-        let rec = b.get(&format!("/v1/runs/{y}")).await;
-        (rec["status"] == "succeeded").then_some(rec)
-    })
-    .await;
+    let rec = b
+        .succeeded(&y, "B takes the queued run over and runs it", 20)
+        .await;
     assert_eq!(
         actions_on(&rec, "breaker:stripe")[0]["applied"],
         "executed",

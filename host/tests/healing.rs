@@ -115,16 +115,9 @@ async fn a_final_record_and_flight_release_that_fail_heal_and_the_target_is_not_
     })
     .await;
     assert_eq!(db.one("SELECT count(*) FROM flights").await, 1);
-    let health = eventually("healthz reports the unwritten record", 15, || async {
-        let r = server
-            .http
-            .get(format!("{}/healthz", server.base))
-            .send()
-            .await
-            .ok()?;
-        (r.status() == 503).then_some(r)
-    })
-    .await;
+    let health = server
+        .healthz_answers(503, "healthz reports the unwritten record", 15)
+        .await;
     let body: serde_json::Value = health.json().await.unwrap();
     assert_eq!(body["error"]["code"], "records_unwritten", "{body}");
 
@@ -134,11 +127,9 @@ async fn a_final_record_and_flight_release_that_fail_heal_and_the_target_is_not_
 
     refuse(&db, "final", false).await;
     refuse(&db, "release", false).await;
-    let rec = eventually("the record is stored at a heartbeat", 10, || async {
-        let rec = server.get(&format!("/v1/runs/{first}")).await;
-        (rec["status"] == "succeeded").then_some(rec)
-    })
-    .await;
+    let rec = server
+        .succeeded(&first, "the record is stored at a heartbeat", 10)
+        .await;
     assert_eq!(rec["dry_run"], true, "{rec}");
     eventually("the flight is released", 5, || async {
         (db.one("SELECT count(*) FROM flights").await == 0).then_some(())
@@ -176,11 +167,9 @@ async fn a_run_whose_claim_the_store_refused_stays_queued_and_runs_later() {
     let rec = server.get(&format!("/v1/runs/{id}")).await;
     assert_eq!(rec["status"], "queued", "not failed: {rec}");
     refuse(&db, "claim", false).await;
-    let rec = eventually("the queued run is resumed and ends", 20, || async {
-        let rec = server.get(&format!("/v1/runs/{id}")).await;
-        (rec["status"] == "succeeded").then_some(rec)
-    })
-    .await;
+    let rec = server
+        .succeeded(&id, "the queued run is resumed and ends", 20)
+        .await;
     assert!(rec["error"].is_null(), "{rec}");
 }
 
@@ -266,11 +255,9 @@ async fn queued_runs_a_lost_receipt_answer_left_are_resumed_without_a_restart() 
 /// executed; then the breaker API must have counted `forced` state changes
 /// in all, and no more a moment later.
 async fn resumed_and_acted_once(server: &Server, sim: &servio_sim::Sim, id: &str, forced: u64) {
-    let rec = eventually("the run is resumed and ends", 30, || async {
-        let rec = server.get(&format!("/v1/runs/{id}")).await;
-        (rec["status"] == "succeeded").then_some(rec)
-    })
-    .await;
+    let rec = server
+        .succeeded(id, "the run is resumed and ends", 30)
+        .await;
     assert_eq!(
         actions_on(&rec, "breaker:stripe")[0]["applied"],
         "executed",

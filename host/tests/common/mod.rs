@@ -159,6 +159,29 @@ impl Server {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+
+    /// Polls run `id` (at most `secs`) until it reads `succeeded` here.
+    pub async fn succeeded(&self, id: &str, what: &str, secs: u64) -> Value {
+        eventually(what, secs, || async {
+            let rec = self.get(&format!("/v1/runs/{id}")).await;
+            (rec["status"] == "succeeded").then_some(rec)
+        })
+        .await
+    }
+
+    /// Polls `/healthz` (at most `secs`) until it answers `status`.
+    pub async fn healthz_answers(&self, status: u16, what: &str, secs: u64) -> reqwest::Response {
+        eventually(what, secs, || async {
+            let r = self
+                .http
+                .get(format!("{}/healthz", self.base))
+                .send()
+                .await
+                .ok()?;
+            (r.status() == status).then_some(r)
+        })
+        .await
+    }
 }
 
 /// Polls `check` every 50 ms until it answers `Some`, for at most `secs`
