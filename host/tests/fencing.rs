@@ -46,10 +46,12 @@ fn replica_verifying(
         "store = \"{}\"\nreplica = \"{name}\"\nlease = \"{LEASE_SECS}s\"\nmax_concurrent_runs = 1",
         db.url()
     );
-    // Deadlines above the slow admin API of the second test.
+    // Deadlines far above the slow admin API of the second test and above
+    // a stall on a loaded machine: a run that timed out during the stall
+    // would never reach the action the second test is about.
     let plugin = format!(
         "mode = \"auto\"\nverify_after = \"{verify_after}\"\ncooldown = \"1h\"\n\
-         timeout_ms = 15000\nmitigate_timeout_ms = 15000"
+         timeout_ms = 60000\nmitigate_timeout_ms = 60000"
     );
     let tail = sleeper(&home, sleep_ms);
     start_logged(
@@ -185,7 +187,7 @@ async fn a_running_run_of_a_replica_taken_over_acts_no_more_when_it_wakes() {
     })
     .await;
     signal(&a, "-CONT");
-    eventually("A's action is refused, or taken", 20, || async {
+    eventually("A's action is refused, or taken", 40, || async {
         (log(dir.path(), "a").contains("fenced out: action refused") || sim.forced() != 0)
             .then_some(())
     })
