@@ -179,19 +179,14 @@ impl Auth {
     /// Whether the caller's bearer token (a `POST` takes no cookie) holds
     /// `role` (admin holds every role; an open API has no roles to hold
     /// back).
-    pub fn may(&self, method: &Method, headers: &HeaderMap, role: Role) -> bool {
-        self.check(method, headers, role).is_ok()
+    pub fn may(&self, headers: &HeaderMap, role: Role) -> bool {
+        self.check(headers, role).is_ok()
     }
 
     /// Who is asking by bearer token, if they may `role`. Unthrottled and
     /// blind to sessions: for a check after [`Auth::caller`] let the
     /// request in.
-    pub fn check(
-        &self,
-        _method: &Method,
-        headers: &HeaderMap,
-        role: Role,
-    ) -> Result<String, ApiError> {
+    pub fn check(&self, headers: &HeaderMap, role: Role) -> Result<String, ApiError> {
         if self.is_open() {
             return Ok("anonymous".into());
         }

@@ -106,9 +106,7 @@ pub(super) async fn start_run(
     // Approve is less safe than dry-run: its plan, once approved, acts.
     let unsafer = effective.risk() > configured.risk();
     let acts = effective != Mode::DryRun;
-    if (unsafer || (acts && !params.is_empty()))
-        && !s.auth.may(&axum::http::Method::POST, &h, Role::Approve)
-    {
+    if (unsafer || (acts && !params.is_empty())) && !s.auth.may(&h, Role::Approve) {
         let what = if unsafer {
             format!(
                 "running {name} in mode `{}` (it is configured `{}`)",
