@@ -21,11 +21,11 @@ pub const MAX_FEEDS: usize = 64;
 
 /// How many of those one caller (a token, or a peer address on an API
 /// without tokens) may hold: one script cannot take the feeds of the rest.
-pub const MAX_FEEDS_PER_CALLER: usize = if MAX_FEEDS / 4 > 0 { MAX_FEEDS / 4 } else { 1 };
+pub const MAX_FEEDS_PER_CALLER: usize = MAX_FEEDS / 4;
 
 /// How often an idle feed sends a comment: a client gone without closing
 /// its connection is noticed when the writes stop being acknowledged
-/// (see `admission::keep_alive`), and its place is freed.
+/// (see `triggers::http::dead_peers`), and its place is freed.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// Why no feed was opened.
