@@ -20,6 +20,12 @@ pub enum ActionKind {
     CacheFlush,
     NotifySend,
     NotifyEscalate,
+    /// The host acknowledges an incident a run opened (PagerDuty).
+    NotifyAcknowledge,
+    /// The host resolves it.
+    NotifyResolve,
+    /// The host marks a live action or a verification on dashboards (Grafana).
+    NotifyAnnotate,
 }
 
 /// At most `max` actions per `per`.
@@ -32,7 +38,7 @@ pub struct Budget {
 const HOUR: Duration = Duration::from_secs(3600);
 
 impl ActionKind {
-    pub const ALL: [ActionKind; 8] = [
+    pub const ALL: [ActionKind; 11] = [
         ActionKind::DatabaseCancel,
         ActionKind::DatabaseTerminate,
         ActionKind::BreakerForceState,
@@ -41,6 +47,9 @@ impl ActionKind {
         ActionKind::CacheFlush,
         ActionKind::NotifySend,
         ActionKind::NotifyEscalate,
+        ActionKind::NotifyAcknowledge,
+        ActionKind::NotifyResolve,
+        ActionKind::NotifyAnnotate,
     ];
 
     /// The name in records, budgets and audit events.
@@ -54,6 +63,9 @@ impl ActionKind {
             ActionKind::CacheFlush => "cache.flush",
             ActionKind::NotifySend => "notify.send",
             ActionKind::NotifyEscalate => "notify.escalate",
+            ActionKind::NotifyAcknowledge => "notify.acknowledge",
+            ActionKind::NotifyResolve => "notify.resolve",
+            ActionKind::NotifyAnnotate => "notify.annotate",
         }
     }
 
@@ -68,7 +80,11 @@ impl ActionKind {
             ActionKind::CacheDelete | ActionKind::CacheExpire | ActionKind::CacheFlush => {
                 Capability::Cache
             }
-            ActionKind::NotifySend | ActionKind::NotifyEscalate => Capability::Notify,
+            ActionKind::NotifySend
+            | ActionKind::NotifyEscalate
+            | ActionKind::NotifyAcknowledge
+            | ActionKind::NotifyResolve
+            | ActionKind::NotifyAnnotate => Capability::Notify,
         }
     }
 
@@ -81,7 +97,12 @@ impl ActionKind {
             ActionKind::BreakerForceState => 6,
             ActionKind::CacheDelete | ActionKind::CacheExpire => 1000,
             ActionKind::CacheFlush => 1,
-            ActionKind::NotifySend | ActionKind::NotifyEscalate => 30,
+            ActionKind::NotifySend
+            | ActionKind::NotifyEscalate
+            | ActionKind::NotifyAcknowledge
+            | ActionKind::NotifyResolve => 30,
+            // One per live action and verification.
+            ActionKind::NotifyAnnotate => 120,
         };
         Budget { max, per: HOUR }
     }

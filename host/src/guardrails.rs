@@ -25,6 +25,8 @@ pub struct Limits {
     pub verify_after: Duration,
     /// The first wait before a repeat of an alert retries a failed run.
     pub retry_after: Duration,
+    /// How many distinct people must approve a plan.
+    pub approvals_required: u32,
 }
 
 impl Default for Limits {
@@ -35,6 +37,7 @@ impl Default for Limits {
             approval_ttl: Duration::from_secs(3600),
             verify_after: Duration::from_secs(30),
             retry_after: Duration::from_secs(30),
+            approvals_required: 1,
         }
     }
 }

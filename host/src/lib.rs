@@ -10,6 +10,7 @@ pub mod backends;
 pub mod bindings;
 pub mod bundled;
 pub mod capabilities;
+pub mod chat;
 pub mod config;
 pub mod escalation;
 pub mod fixture;

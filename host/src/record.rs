@@ -128,6 +128,18 @@ pub enum Trigger {
     },
 }
 
+impl Trigger {
+    /// What the run is about, when that outlives the run: its alert's
+    /// fingerprint. Incidents are keyed by it, so that every escalation
+    /// about one alert lands in one PagerDuty incident.
+    pub fn subject(&self) -> Option<&str> {
+        match self {
+            Trigger::Alert { alert } if !alert.fingerprint.is_empty() => Some(&alert.fingerprint),
+            _ => None,
+        }
+    }
+}
+
 /// The urgency an alert's labels claim: `priority` (`P0`…`P3`), else P0
 /// for `severity=critical`.
 pub fn alert_priority(labels: &BTreeMap<String, String>) -> Option<crate::escalation::Priority> {
@@ -239,6 +251,53 @@ pub struct Approval {
     /// The live run that carried the approved plan out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub live_run: Option<String>,
+    /// How many distinct people must approve before the plan runs.
+    #[serde(default = "one_approval")]
+    pub required: u32,
+    /// The approvals given so far, oldest first; the one that makes
+    /// `required` is also the decision's `decided_by`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approvals: Vec<Vote>,
+}
+
+fn one_approval() -> u32 {
+    1
+}
+
+impl Approval {
+    /// A plan waiting for `required` approvals until `expires_at`.
+    pub fn new(plan: Vec<PlannedAction>, expires_at: DateTime<Utc>, required: u32) -> Self {
+        Approval {
+            plan,
+            expires_at,
+            decision: None,
+            decided_by: None,
+            decided_at: None,
+            live_run: None,
+            required: required.max(1),
+            approvals: Vec::new(),
+        }
+    }
+
+    /// `1 of 2 approvals, by alice` (what the console and Slack show while
+    /// a plan waits for more than one person).
+    pub fn progress(&self) -> String {
+        let by: Vec<&str> = self.approvals.iter().map(|v| v.by.as_str()).collect();
+        let mut s = format!("{} of {} approvals", by.len(), self.required);
+        if !by.is_empty() {
+            s.push_str(", by ");
+            s.push_str(&by.join(", "));
+        }
+        s
+    }
+}
+
+/// One person's approval of a plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Vote {
+    /// Who: a token's name (API, CLI, console) or `slack:<user id>`.
+    pub by: String,
+    pub at: DateTime<Utc>,
 }
 
 /// One mutating host call, whatever became of it.
@@ -254,6 +313,10 @@ pub struct ActionRecord {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub error: Option<String>,
     pub at: DateTime<Utc>,
+    /// The incident this action opened or followed up (PagerDuty's
+    /// `dedup_key`): the host acknowledges and resolves it later.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub incident: Option<String>,
 }
 
 /// The run record.

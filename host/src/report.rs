@@ -349,6 +349,7 @@ mod tests {
             applied,
             error: (applied == Applied::Failed).then(|| "failed: session gone".into()),
             at: at(s),
+            incident: None,
         }
     }
 

@@ -33,6 +33,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("runtime", 4),
     ("remedy", 5),
     ("store", 6),
+    ("chat", 6),
     ("fixture", 6),
     ("report", 7),
     ("service", 7),

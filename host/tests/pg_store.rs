@@ -116,8 +116,14 @@ async fn runs_alerts_approvals_and_the_kill_switch_hold_across_two_replicas() {
         run("plan", RunStatus::Rejected),
         run("plan", RunStatus::Succeeded),
     );
-    let (x, y) = tokio::join!(a.decide(&reject), b.decide(&approve));
+    let (x, y) = tokio::join!(a.decide(&reject, 0), b.decide(&approve, 0));
     assert_ne!(x.unwrap(), y.unwrap(), "exactly one decision");
+
+    // Two approvals of one plan from stale reads: each counts, none lost.
+    approvals_count_once(&a, &b).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = remedy::store::SqliteStore::open(dir.path()).unwrap();
+    approvals_count_once(&sqlite, &sqlite).await;
 
     // The kill switch pulled on one replica is seen by the other.
     let pause = remedy::killswitch::Pause {
@@ -129,6 +135,49 @@ async fn runs_alerts_approvals_and_the_kill_switch_hold_across_two_replicas() {
     assert_eq!(b.pause().await.unwrap(), Some(pause));
     b.set_pause(None).await.unwrap();
     assert_eq!(a.pause().await.unwrap(), None);
+}
+
+/// Alice and Bob both read a plan with no approval; Alice's is stored
+/// first. Bob's write, made from what he read, is refused (it would erase
+/// Alice's); read again, it is stored beside hers.
+async fn approvals_count_once(a: &dyn Store, b: &dyn Store) {
+    let mut plan = run("two-person", RunStatus::PendingApproval);
+    plan.approval = Some(remedy::record::Approval::new(
+        Vec::new(),
+        chrono::Utc::now() + chrono::Duration::hours(1),
+        2,
+    ));
+    a.put_run(&plan).await.unwrap();
+    let vote = |rec: &RunRecord, by: &str| {
+        let mut r = rec.clone();
+        r.approval
+            .as_mut()
+            .unwrap()
+            .approvals
+            .push(remedy::record::Vote {
+                by: by.into(),
+                at: chrono::Utc::now(),
+            });
+        r
+    };
+    assert!(a.decide(&vote(&plan, "alice"), 0).await.unwrap());
+    assert!(
+        !b.decide(&vote(&plan, "bob"), 0).await.unwrap(),
+        "a stale read does not overwrite"
+    );
+    let read = b.get_run("two-person").await.unwrap().unwrap();
+    assert_eq!(read.approval.as_ref().unwrap().approvals.len(), 1);
+    assert!(b.decide(&vote(&read, "bob"), 1).await.unwrap());
+    let both = a.get_run("two-person").await.unwrap().unwrap();
+    let by: Vec<&str> = both
+        .approval
+        .as_ref()
+        .unwrap()
+        .approvals
+        .iter()
+        .map(|v| v.by.as_str())
+        .collect();
+    assert_eq!(by, ["alice", "bob"]);
 }
 
 /// Fifty intents from two replicas at once against a budget of 3: three
@@ -277,6 +326,7 @@ async fn a_stopped_replicas_work_is_taken_over_after_its_lease_and_a_newer_schem
             applied: Applied::Executed,
             error: None,
             at: chrono::Utc::now(),
+            incident: None,
         });
         a.put_run(&acted).await.unwrap();
         assert!(a.claim_flight("db", "t", "in-flight").await.unwrap());

@@ -115,6 +115,9 @@ pub mod pg {
     }
 }
 
+pub mod incident_api;
+pub mod slack_api;
+
 pub mod sink {
     //! A local HTTP server that records every JSON body posted to `/{name}`:
     //! the Slack, PagerDuty and webhook endpoints of the tests.

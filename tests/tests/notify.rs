@@ -25,6 +25,10 @@ fn host(base: &str, dry_run: bool) -> HostCtx {
         url: Some(url),
         url_env: None,
         routing_key_env: key.map(String::from),
+        acknowledge_on_approval: None,
+        resolve_on_verified: None,
+        token_env: None,
+        dashboard_uid: None,
     };
     let mut channels = BTreeMap::new();
     channels.insert(

@@ -60,6 +60,8 @@ pub enum ChannelKind {
     Slack,
     /// PagerDuty Events API v2.
     Pagerduty,
+    /// Grafana's annotations API: what Remedy did, on the dashboards.
+    Grafana,
     /// Any endpoint taking the message as JSON.
     Webhook,
 }
@@ -76,6 +78,15 @@ pub struct ChannelConfig {
     pub url_env: Option<String>,
     /// PagerDuty: the environment variable holding the integration's routing key.
     pub routing_key_env: Option<String>,
+    /// PagerDuty: acknowledge the incidents a run opened when a human
+    /// approves the next plan for the same alert (default true).
+    pub acknowledge_on_approval: Option<bool>,
+    /// PagerDuty: resolve them when verification reads `resolved` (default true).
+    pub resolve_on_verified: Option<bool>,
+    /// Grafana: the environment variable holding a service-account token.
+    pub token_env: Option<String>,
+    /// Grafana: the dashboard the annotations go on (organisation-wide without).
+    pub dashboard_uid: Option<String>,
 }
 
 /// A string newtype whose value `check` accepted when the config was read.

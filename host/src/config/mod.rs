@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 mod backends;
+mod chat;
 mod plugin;
 mod server;
 
@@ -21,6 +22,7 @@ pub use backends::{
     without_userinfo, BackendsConfig, CaFile, ChannelConfig, ChannelKind, DatabaseUrl, HttpUrl,
     QueryText, RedisUrl,
 };
+pub use chat::{ChatConfig, SlackChannel, SlackConfig, SlackUser, SLACK_API_URL};
 pub use plugin::{strings, BudgetConfig, ConfigValue, MemoryMb, Mode, Pin, PluginConfig, Schedule};
 pub use server::{Role, ServerConfig, TokenConfig, DEFAULT_LEASE, DEFAULT_RETENTION};
 
@@ -60,6 +62,9 @@ pub struct Config {
     /// and `customer-p1` (a template of the same name replaces the seed's).
     #[serde(default)]
     pub templates: BTreeMap<String, crate::escalation::Template>,
+    /// Chat platforms Remedy takes part in (`[chat.slack]`).
+    #[serde(default)]
+    pub chat: ChatConfig,
     /// Where `serve` sends OpenTelemetry traces (else the standard
     /// `OTEL_EXPORTER_OTLP_*` environment variables; else none are sent).
     #[serde(default)]
@@ -342,6 +347,8 @@ mod tests {
             ("[plugins.x.scope]\ncache_prefixes = [\"\"]\n", "plugins.x.scope.cache_prefixes[0]", "empty prefix"),
             ("[plugins.x.scope]\nprobe = [\"http://*:*\"]\n", "plugins.x.scope.probe[0]", "every address"),
             ("[plugins.x]\npriority = \"p7\"\n", "plugins.x.priority", "not a priority"),
+            ("[plugins.x]\napprovals_required = 0\n", "plugins.x.approvals_required", "between 1 and 5"),
+            ("[plugins.x]\napprovals_required = 6\n", "plugins.x.approvals_required", "between 1 and 5"),
             ("[[plugins.x.schedules]]\nname = \"t\"\nevery = \"10ms\"\n", "plugins.x.schedules[0]", "100ms"),
             ("[plugins.x]\nconfig = { t = { a = 1 } }\n", "plugins.x.config.t", "must be a string"),
             ("[plugins.x]\nsha256 = \"abc\"\n", "plugins.x.sha256", "64 hex digits"),

@@ -97,6 +97,13 @@ pub struct PluginConfig {
     pub cooldown: Option<Span>,
     /// How long a plan in `approve` mode waits (default `1h`).
     pub approval_ttl: Option<Span>,
+    /// How many distinct people must approve a plan before it runs (1 to
+    /// 5; default 1). With 2 or more, whoever asked for a manual run is
+    /// not one of them.
+    pub approvals_required: Option<ApprovalsRequired>,
+    /// The Slack channel this plugin's plans are posted to (over
+    /// `[chat.slack]`'s routing by priority).
+    pub slack_channel: Option<super::SlackChannel>,
     /// When detect runs again after a live mitigation (default `30s`).
     pub verify_after: Option<Span>,
     /// After a run for an alert fails (or is interrupted or skipped), a
@@ -167,6 +174,27 @@ impl TryFrom<u64> for MemoryMb {
             Ok(MemoryMb(mb))
         } else {
             Err(format!("{mb}: must be between 1 and 4096"))
+        }
+    }
+}
+
+/// How many people must approve a plan: 1 to 5.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "u64")]
+pub struct ApprovalsRequired(u32);
+
+impl ApprovalsRequired {
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl TryFrom<u64> for ApprovalsRequired {
+    type Error = String;
+    fn try_from(n: u64) -> Result<Self, String> {
+        match u32::try_from(n) {
+            Ok(n @ 1..=5) => Ok(ApprovalsRequired(n)),
+            _ => Err(format!("{n}: must be between 1 and 5")),
         }
     }
 }

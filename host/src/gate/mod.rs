@@ -51,6 +51,8 @@ pub struct RunGate {
     /// The service's kill switch, read at the moment of each live action
     /// (`None` for one-shot CLI runs, which have no switch).
     pub kill: Option<KillSwitch>,
+    /// What the run is about (see [`crate::record::Trigger::subject`]).
+    pub subject: Option<String>,
 }
 
 impl RunGate {
@@ -68,6 +70,7 @@ impl RunGate {
             journal: Journal::new(crate::journal::LOG_CAP),
             ledger: None,
             kill: None,
+            subject: None,
         }
     }
 
@@ -182,6 +185,7 @@ impl Gate {
             applied,
             error: error.clone(),
             at: Utc::now(),
+            incident: action.incident.clone(),
         });
         if kept {
             tracing::info!(

@@ -55,6 +55,8 @@ pub struct Action {
     pub kind: ActionKind,
     pub target: Arc<dyn ActionTarget>,
     pub reason: String,
+    /// The incident it opens or follows up, kept in its record.
+    pub incident: Option<String>,
 }
 
 impl Action {
@@ -67,6 +69,13 @@ impl Action {
             kind,
             target: Arc::new(target),
             reason: reason.into(),
+            incident: None,
         }
+    }
+
+    /// The action opens or follows up incident `key`.
+    pub fn with_incident(mut self, key: String) -> Action {
+        self.incident = Some(key);
+        self
     }
 }

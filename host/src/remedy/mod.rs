@@ -427,6 +427,7 @@ impl Remedy {
             journal: journal.clone(),
             ledger: self.ledger.clone(),
             kill: self.kill.clone(),
+            subject: req.trigger.subject().map(String::from),
         });
         let setup = || CallSetup {
             run: &run,

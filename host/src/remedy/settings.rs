@@ -76,6 +76,9 @@ pub fn resolve(
             approval_ttl: pc.approval_ttl.map_or(d.approval_ttl, |s| s.get()),
             verify_after: pc.verify_after.map_or(d.verify_after, |s| s.get()),
             retry_after: pc.retry_after.map_or(d.retry_after, |s| s.get()),
+            approvals_required: pc
+                .approvals_required
+                .map_or(d.approvals_required, |n| n.get()),
         }),
         priority: pc.priority.unwrap_or(defaults.priority),
         files: pc.files.clone(),

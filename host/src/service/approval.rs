@@ -8,7 +8,7 @@ use chrono::Utc;
 
 use super::{Launch, Service};
 use crate::guardrails::Plan;
-use crate::record::{RunRecord, RunStatus};
+use crate::record::{RunRecord, RunStatus, Vote};
 use crate::store::StoreError;
 
 /// Why a decision could not be taken.
@@ -30,8 +30,24 @@ pub enum DecideError {
         planned: String,
         now: String,
     },
+    #[error("{by} asked for run {id}, and a plan that needs two people needs someone else")]
+    OwnRequest { id: String, by: String },
+    #[error("run {id}: this approval is counted already ({progress})")]
+    AlreadyApproved { id: String, progress: String },
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// How often a decision is tried again after losing to a concurrent
+/// approval of the same plan (each loss means another approval counted).
+const MAX_TRIES: usize = 8;
+
+/// Who asked for a manual run (as the API names its callers).
+pub fn requester(rec: &RunRecord) -> Option<&str> {
+    match &rec.trigger {
+        crate::record::Trigger::Manual { by } => Some(by.strip_prefix("http:").unwrap_or(by)),
+        _ => None,
+    }
 }
 
 /// What a decision came to.
@@ -44,12 +60,33 @@ pub struct Decided {
 
 impl Service {
     /// Approves (`approve`) or rejects a pending plan on behalf of `by`.
+    /// A plan that needs more than one approval stays pending until enough
+    /// distinct people approved it; any rejection ends it.
     pub async fn decide(
         self: &Arc<Self>,
         id: &str,
         approve: bool,
         by: &str,
     ) -> Result<Decided, DecideError> {
+        // Each try reads the plan and writes it back only if nobody decided
+        // or approved in between; a try that lost to another approval reads
+        // again (two approvers clicking at once both count).
+        for _ in 0..MAX_TRIES {
+            if let Some(d) = self.try_decide(id, approve, by).await? {
+                return Ok(d);
+            }
+        }
+        Err(self.lost(id).await)
+    }
+
+    /// One read-check-write of [`Service::decide`]; `None` when another
+    /// approval was stored between the read and the write.
+    async fn try_decide(
+        self: &Arc<Self>,
+        id: &str,
+        approve: bool,
+        by: &str,
+    ) -> Result<Option<Decided>, DecideError> {
         let mut rec = self
             .store
             .get_run(id)
@@ -65,9 +102,10 @@ impl Service {
                 status: rec.status.as_str(),
             });
         };
+        let before = approval.approvals.len();
         let now = Utc::now();
         if now > approval.expires_at {
-            self.close(&mut rec, RunStatus::Expired, "expired", "remedy")
+            self.close(&mut rec, before, RunStatus::Expired, "expired", "remedy")
                 .await?;
             return Err(DecideError::Expired {
                 id: id.to_string(),
@@ -76,18 +114,32 @@ impl Service {
         }
         if !approve {
             if !self
-                .close(&mut rec, RunStatus::Rejected, "rejected", by)
+                .close(&mut rec, before, RunStatus::Rejected, "rejected", by)
                 .await?
             {
-                return Err(self.lost(id).await);
+                return Ok(None);
             }
-            return Ok(Decided {
+            return Ok(Some(Decided {
                 plan: rec,
                 live_run: None,
-            });
+            }));
         }
         if let Some(p) = self.paused() {
             return Err(DecideError::Paused { at: p.at, by: p.by });
+        }
+        if approval.approvals.iter().any(|v| v.by == by) {
+            return Err(DecideError::AlreadyApproved {
+                id: id.to_string(),
+                progress: approval.progress(),
+            });
+        }
+        // Two people means two people: whoever asked for the run is one
+        // already, and may not also be the second.
+        if approval.required > 1 && requester(&rec).is_some_and(|r| r == by) {
+            return Err(DecideError::OwnRequest {
+                id: id.to_string(),
+                by: by.to_string(),
+            });
         }
         let plugin = self
             .registry
@@ -102,6 +154,43 @@ impl Service {
                 now: plugin.digest.clone(),
             });
         }
+        if let Some(a) = rec.approval.as_mut() {
+            a.approvals.push(Vote {
+                by: by.to_string(),
+                at: now,
+            });
+        }
+        // A human has taken the plan on: the incidents about it are
+        // acknowledged once, at the first approval that counted.
+        let first = before == 0;
+        if before + 1 < approval.required as usize {
+            // Not enough yet: the approval is stored, the plan still waits.
+            if !self.store.decide(&rec, before).await? {
+                return Ok(None);
+            }
+            if first {
+                self.clone().acknowledge_plan(plugin.clone(), rec.clone());
+            }
+            let progress = rec.approval.as_ref().map(|a| a.progress());
+            self.audit(
+                Some(&rec.id),
+                Some(&rec.plugin),
+                "approval.approved_one",
+                serde_json::json!({"by": by, "progress": progress}),
+            )
+            .await;
+            self.events.emit(
+                "approval.progress",
+                Some(&rec.id),
+                Some(&rec.plugin),
+                || serde_json::json!({"by": by, "progress": progress}),
+            );
+            self.chat_plan_changed(&rec);
+            return Ok(Some(Decided {
+                plan: rec,
+                live_run: None,
+            }));
+        }
         // The decision is taken by one conditional update in the store; the
         // live run's id is named in it, so it is launched only by the winner
         // and at most once.
@@ -110,10 +199,13 @@ impl Service {
             a.live_run = Some(live.clone());
         }
         if !self
-            .close(&mut rec, RunStatus::Succeeded, "approved", by)
+            .close(&mut rec, before, RunStatus::Succeeded, "approved", by)
             .await?
         {
-            return Err(self.lost(id).await);
+            return Ok(None);
+        }
+        if first {
+            self.clone().acknowledge_plan(plugin.clone(), rec.clone());
         }
         let plan: Plan = approval.plan.iter().cloned().collect();
         self.launch(
@@ -129,10 +221,10 @@ impl Service {
             },
         )
         .await?;
-        Ok(Decided {
+        Ok(Some(Decided {
             plan: rec,
             live_run: Some(live),
-        })
+        }))
     }
 
     /// The answer to a decision that lost the race to another one.
@@ -168,9 +260,14 @@ impl Service {
         };
         let now = Utc::now();
         for mut rec in pending {
-            if rec.approval.as_ref().is_some_and(|a| now > a.expires_at) {
+            if let Some(before) = rec
+                .approval
+                .as_ref()
+                .filter(|a| now > a.expires_at)
+                .map(|a| a.approvals.len())
+            {
                 if let Err(e) = self
-                    .close(&mut rec, RunStatus::Expired, "expired", "remedy")
+                    .close(&mut rec, before, RunStatus::Expired, "expired", "remedy")
                     .await
                 {
                     tracing::warn!(run_id = %rec.id, error = %e, "plan not expired");
@@ -185,6 +282,7 @@ impl Service {
     async fn close(
         &self,
         rec: &mut RunRecord,
+        approvals_before: usize,
         status: RunStatus,
         decision: &str,
         by: &str,
@@ -195,7 +293,7 @@ impl Service {
             a.decided_by = Some(by.to_string());
             a.decided_at = Some(Utc::now());
         }
-        if !self.store.decide(rec).await? {
+        if !self.store.decide(rec, approvals_before).await? {
             return Ok(false);
         }
         self.audit(
@@ -205,6 +303,7 @@ impl Service {
             serde_json::json!({
                 "by": by,
                 "plan": rec.approval.as_ref().map(|a| &a.plan),
+                "approvals": rec.approval.as_ref().map(|a| &a.approvals),
                 "live_run": rec.approval.as_ref().and_then(|a| a.live_run.clone()),
             }),
         )
@@ -217,6 +316,7 @@ impl Service {
                     "live_run": rec.approval.as_ref().and_then(|a| a.live_run.clone()),
                 })
             });
+        self.chat_plan_changed(rec);
         Ok(true)
     }
 }

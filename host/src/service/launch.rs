@@ -665,19 +665,13 @@ impl Service {
             // stored by the reconciler; the rest goes on.
             Err(_) => service.keep_unwritten(rec.clone(), owner, guard),
         }
-        for a in &rec.actions {
-            service
-                .audit(
-                    Some(&rec.id),
-                    Some(&rec.plugin),
-                    "action",
-                    serde_json::to_value(a).unwrap_or_default(),
-                )
-                .await;
-        }
+        service.audit_actions(&rec, &rec.actions).await;
         service.finished(&rec);
         if !rec.dry_run && rec.actions.iter().any(|a| a.applied == Applied::Executed) {
             service.clone().verify_later(plugin.clone(), rec.clone());
+            service
+                .clone()
+                .mark_live_actions(plugin.clone(), rec.clone());
         }
         rec
     }
@@ -732,14 +726,11 @@ impl Service {
             .and_then(|ttl| Utc::now().checked_add_signed(ttl))
             .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC);
         rec.status = RunStatus::PendingApproval;
-        rec.approval = Some(Approval {
+        rec.approval = Some(Approval::new(
             plan,
             expires_at,
-            decision: None,
-            decided_by: None,
-            decided_at: None,
-            live_run: None,
-        });
+            plugin.settings.limits.approvals_required,
+        ));
     }
 
     /// Starts the runs a previous process stored as `queued` and never got

@@ -241,6 +241,7 @@ mod tests {
                 applied: *a,
                 error: None,
                 at: chrono::Utc::now(),
+                incident: None,
             })
             .collect();
         r

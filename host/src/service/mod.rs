@@ -19,9 +19,11 @@ use crate::runtime::Plugin;
 use crate::store::{AuditEvent, Replica, SqliteStore, Store, StoreError};
 
 pub mod approval;
+mod chat;
 pub mod cluster;
 pub mod events;
 mod heal;
+mod incident;
 mod lanes;
 mod launch;
 pub mod metrics;
@@ -71,6 +73,8 @@ pub struct Service {
     pub alert_runs: urgent::SideRuntime,
     /// The live feed of what happens here (`GET /v1/events`).
     pub events: Events,
+    /// Slack, when `[chat.slack]` is configured.
+    pub slack: Option<Arc<crate::chat::Slack>>,
 }
 
 /// A plugins_dir file as last seen: modified, length, the plugin name it
@@ -158,6 +162,7 @@ impl Service {
             );
         }
         let kill = KillSwitch::new(paused);
+        let slack = chat::slack(&config, &store)?;
         let mut remedy = Remedy::for_service(config, data_dir.join("compiled"))?;
         remedy.ledger = Some(store.clone());
         remedy.kill = Some(kill.clone());
@@ -189,6 +194,7 @@ impl Service {
             alert_runs: urgent::SideRuntime::alert_runs()
                 .context("starting the alert runs' runtime")?,
             events: Events::default(),
+            slack,
         });
         for (name, source) in service.remedy.sources() {
             service.load(&name, &source).await;
@@ -229,10 +235,28 @@ impl Service {
         }
     }
 
+    /// Audits each of `actions`, taken by or for run `rec`.
+    pub(crate) async fn audit_actions(
+        &self,
+        rec: &crate::record::RunRecord,
+        actions: &[crate::record::ActionRecord],
+    ) {
+        for a in actions {
+            self.audit(
+                Some(&rec.id),
+                Some(&rec.plugin),
+                "action",
+                serde_json::to_value(a).unwrap_or_default(),
+            )
+            .await;
+        }
+    }
+
     /// A run ended (or never started): metrics and the live feed.
     pub fn finished(&self, rec: &crate::record::RunRecord) {
         self.metrics.run_finished(rec);
         self.events.run_finished(rec);
+        self.chat_run_ended(rec);
     }
 
     /// The kill switch changed (here, or on the replica `elsewhere`).
@@ -327,6 +351,11 @@ impl Service {
                 }
             }
         }
+    }
+
+    /// Runs in flight here now.
+    pub fn running_now(&self) -> usize {
+        self.running.load(Ordering::SeqCst)
     }
 
     /// Waits until no run is in flight, at most `bound`; returns how many

@@ -10,7 +10,7 @@ use chrono::Utc;
 use super::Service;
 use crate::capabilities::notify::{escalate, Outgoing};
 use crate::escalation::Priority;
-use crate::gate::{Phase, RunGate};
+use crate::gate::{Gate, Phase, RunGate};
 use crate::grants::{Capability, Grants, Scope};
 use crate::guardrails::Stage;
 use crate::journal::Journal;
@@ -106,6 +106,9 @@ impl Service {
                 )
                 .await;
         }
+        let (follow_ups, more_notes) = self.verification_follow_ups(plugin, rec, resolved).await;
+        escalations.extend(follow_ups);
+        notes.extend(more_notes);
         let mut latest = match self.store.get_run(&rec.id).await {
             Ok(Some(r)) => r,
             _ => rec.clone(),
@@ -129,16 +132,9 @@ impl Service {
             serde_json::json!({"result": result, "status": check.status.as_str(), "findings": findings, "error": check.error}),
         )
         .await;
-        for a in &escalations {
-            self.audit(
-                Some(&rec.id),
-                Some(&rec.plugin),
-                "action",
-                serde_json::to_value(a).unwrap_or_default(),
-            )
-            .await;
-        }
+        self.audit_actions(rec, &escalations).await;
         self.metrics.verified(&rec.plugin, result);
+        self.chat_verified(&latest);
     }
 
     /// Tells the route of the alert's priority (its `priority` label, else
@@ -161,26 +157,7 @@ impl Service {
             _ => None,
         }
         .unwrap_or(plugin.settings.priority);
-        let journal = Journal::new(4096);
-        // The host escalates on the plugin's behalf, to whichever channels
-        // the policy names.
-        let grants = Arc::new(Grants {
-            capabilities: [Capability::Notify].into(),
-            scope: Scope {
-                notify_channels: Some(vec!["*".into()]),
-                ..Scope::default()
-            },
-        });
-        let run = Arc::new(RunGate {
-            limits: plugin.settings.limits.clone(),
-            journal: journal.clone(),
-            ledger: self.remedy.ledger.clone(),
-            kill: self.remedy.kill.clone(),
-            ..RunGate::new(&rec.plugin, &rec.id, grants, false)
-        });
-        // No guest call to outlive: the notify backend's own request
-        // timeout bounds each escalation.
-        let gate = run.call(Phase::Mitigate, None);
+        let (gate, journal) = self.host_gate(plugin, rec);
         let message = Outgoing {
             channel: String::new(),
             severity: record::Severity::Critical,
@@ -201,6 +178,34 @@ impl Service {
             tracing::error!(run_id = %rec.id, what, error = %crate::gate::error_text(&e), "escalation failed");
         }
         (journal.actions(), journal.logs.lines())
+    }
+}
+
+impl Service {
+    /// A gate for notifications the host sends on behalf of `rec`'s plugin
+    /// (escalations, incident follow-ups, annotations), to whichever
+    /// channels the policy or the config names, under the plugin's budgets;
+    /// and the journal that records them.
+    pub(super) fn host_gate(&self, plugin: &Plugin, rec: &RunRecord) -> (Gate, Journal) {
+        let journal = Journal::new(4096);
+        let grants = Arc::new(Grants {
+            capabilities: [Capability::Notify].into(),
+            scope: Scope {
+                notify_channels: Some(vec!["*".into()]),
+                ..Scope::default()
+            },
+        });
+        let run = Arc::new(RunGate {
+            limits: plugin.settings.limits.clone(),
+            journal: journal.clone(),
+            ledger: self.remedy.ledger.clone(),
+            kill: self.remedy.kill.clone(),
+            subject: rec.trigger.subject().map(String::from),
+            ..RunGate::new(&rec.plugin, &rec.id, grants, false)
+        });
+        // No guest call to outlive: the notify backend's own request
+        // timeout bounds each call.
+        (run.call(Phase::Mitigate, None), journal)
     }
 }
 

@@ -41,9 +41,12 @@ pub trait Store: crate::guardrails::Ledger + Send + Sync {
         &self,
         items: Vec<(StoredAlert, &[RunRecord])>,
     ) -> Result<Vec<bool>, StoreError>;
-    /// Stores a decided plan if it is still `pending_approval`; `false`
-    /// when another decision got there first.
-    async fn decide(&self, rec: &RunRecord) -> Result<bool, StoreError>;
+    /// Stores a plan's decision, or one more approval of it, if it is still
+    /// `pending_approval` with `approvals_before` approvals: `false` when
+    /// another decision or approval got there first (the caller reads the
+    /// plan again). One conditional update, so across replicas each
+    /// approval counts once and the plan is decided once.
+    async fn decide(&self, rec: &RunRecord, approvals_before: usize) -> Result<bool, StoreError>;
     /// Removes finished runs, alerts and audit events older than `before`,
     /// and settled ledger entries older than `ledger_before`, in batches;
     /// answers whether any table still had more to remove.
@@ -52,6 +55,11 @@ pub trait Store: crate::guardrails::Ledger + Send + Sync {
     async fn set_pause(&self, pause: Option<crate::killswitch::Pause>) -> Result<(), StoreError>;
     /// The kill switch as last stored.
     async fn pause(&self) -> Result<Option<crate::killswitch::Pause>, StoreError>;
+    /// Stores (`Some`) or removes a named value: where a plan's chat
+    /// message is (`slack:<run id>`, removed with the run by the prune).
+    async fn put_setting(&self, key: &str, value: Option<&str>) -> Result<(), StoreError>;
+    /// A value [`Store::put_setting`] stored.
+    async fn setting(&self, key: &str) -> Result<Option<String>, StoreError>;
     /// For each key, the runs its plugin made for its alert (fingerprint
     /// and start), newest first, at most 50; answered in the keys' order.
     /// One read for all the repeats of a payload (an HA pair of

@@ -186,8 +186,8 @@ fn build(secured: bool) -> Value {
             with(std_errors(&[]), "200", ok("runs", runs_list)), json!({"parameters": runs_q}))},
         "/v1/runs/{id}": {"get": op("One run record", "read",
             with(std_errors(&[404]), "200", ok("the record", run.clone())), json!({"parameters": id_param("id", "run id")}))},
-        "/v1/runs/{id}/approve": {"post": op("Approve a pending plan: it runs live, limited to its actions", "approve",
-            with(std_errors(&[404, 409, 410]), "202", ok("approved; `live_run` carries it out", decided.clone())), json!({"parameters": id_param("id", "run id")}))},
+        "/v1/runs/{id}/approve": {"post": op("Approve a pending plan: it runs live, limited to its actions, once as many distinct people as it requires approved it (403 `own_request`: whoever asked for a run that needs two approvals is not the second; 409 `already_approved`)", "approve",
+            with(with(std_errors(&[404, 409, 410]), "202", ok("approved; `live_run` carries it out", decided.clone())), "200", ok("counted; the plan waits for more approvals (`run.approval.approvals`)", decided.clone())), json!({"parameters": id_param("id", "run id")}))},
         "/v1/runs/{id}/reject": {"post": op("Reject a pending plan", "approve",
             with(std_errors(&[404, 409, 410]), "200", ok("rejected", decided)), json!({"parameters": id_param("id", "run id")}))},
         "/v1/runs/{id}/report": {"get": op("The post-incident review", "read",
@@ -209,6 +209,15 @@ fn build(secured: bool) -> Value {
         },
         "/v1/audit": {"get": op("Audit events, oldest first", "read",
             with(std_errors(&[]), "200", ok("events", audit_list)), json!({"parameters": audit_q}))},
+        "/v1/slack/interactions": {"post": op("Slack's interactivity and slash-command requests (Approve / Reject buttons, `/remedy pause|resume|status`). No bearer token: each request must carry Slack's signature (`X-Slack-Signature`, `X-Slack-Request-Timestamp`), made with the app's signing secret at most 5 minutes ago and not seen before; the Slack user's role comes from `[chat.slack]`. Answered at once; a decision's outcome is posted back to the user in Slack", "open (Slack-signed)",
+            with(errors(&[400, 401, 404, 408, 413, 429], &err), "200", json!({"description": "taken (buttons: an empty body; slash commands: the reply Slack shows)", "content": {"application/json": {"schema": {"type": "object", "properties": {"response_type": {"type": "string", "enum": ["ephemeral", "in_channel"]}, "text": {"type": "string"}}}}}})),
+            json!({"requestBody": {"required": true, "content": {"application/x-www-form-urlencoded": {"schema": {"type": "object", "properties": {
+                "payload": {"type": "string", "description": "an interaction, as JSON"},
+                "command": {"type": "string"}, "text": {"type": "string"}, "user_id": {"type": "string"}, "channel_id": {"type": "string"},
+            }}}}}, "parameters": [
+                {"name": "X-Slack-Signature", "in": "header", "required": true, "schema": {"type": "string"}},
+                {"name": "X-Slack-Request-Timestamp", "in": "header", "required": true, "schema": {"type": "string"}},
+            ]}))},
         "/v1/events": {"get": op("Live feed (server-sent events): `ready` first, then run.started, run.finished, action, approval.pending, approval.decided, alert.received, pause.changed; `lagged` when the client fell behind; 503 when 64 feeds are open, 429 when this token (or peer address, without tokens) holds 16", "read",
             with(std_errors(&[429]), "200", json!({"description": "an event stream; each `data` is an Event", "content": {"text/event-stream": {"schema": g.schema::<crate::service::Event>()}}})), json!({}))},
     });

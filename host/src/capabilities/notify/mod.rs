@@ -119,6 +119,13 @@ pub async fn deliver(
         evidence: m.evidence,
         plugin: gate.plugin.clone(),
         run_id: gate.run_id.clone(),
+        subject: gate.subject.clone(),
+    };
+    // A channel that opens incidents: the run keeps the incident's key.
+    let incident = backend.as_ref().ok().and_then(|b| b.incident_key(&message));
+    let action = match incident {
+        Some(key) => action.with_incident(key),
+        None => action,
     };
     gate.act(action, backend, |backend, permit| async move {
         backend.send(&permit, &message).await

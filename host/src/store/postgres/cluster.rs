@@ -260,6 +260,7 @@ impl PgStore {
                     at: chrono::DateTime::parse_from_rfc3339(&at)
                         .map(|t| t.with_timezone(&chrono::Utc))
                         .unwrap_or_else(|_| chrono::Utc::now()),
+                    incident: None,
                 };
                 if let Some(run) = tx
                     .query_opt(

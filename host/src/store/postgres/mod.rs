@@ -404,13 +404,15 @@ impl Store for PgStore {
         Ok(new)
     }
 
-    async fn decide(&self, rec: &RunRecord) -> Result<bool, StoreError> {
+    async fn decide(&self, rec: &RunRecord, approvals_before: usize) -> Result<bool, StoreError> {
+        let before = i32::try_from(approvals_before).unwrap_or(i32::MAX);
         let n = self
             .client()
             .await?
             .execute(
-                "UPDATE runs SET status = $2, record = $3 WHERE id = $1 AND status = 'pending_approval'",
-                &[&rec.id, &rec.status.as_str(), &serde_json::to_string(rec)?],
+                "UPDATE runs SET status = $2, record = $3 WHERE id = $1 AND status = 'pending_approval' \
+                 AND coalesce(jsonb_array_length(record::jsonb -> 'approval' -> 'approvals'), 0) = $4",
+                &[&rec.id, &rec.status.as_str(), &serde_json::to_string(rec)?, &before],
             )
             .await
             .map_err(pg)?;
@@ -446,6 +448,16 @@ impl Store for PgStore {
             .execute(
                 "DELETE FROM sessions WHERE id_hash IN (SELECT id_hash FROM sessions \
                  WHERE expires_at < now() LIMIT $1)",
+                &[&PRUNE_BATCH],
+            )
+            .await
+            .map_err(pg)?;
+        more |= n == PRUNE_BATCH as u64;
+        // Where pruned plans' chat messages were: nothing updates them.
+        let n = c
+            .execute(
+                "DELETE FROM settings WHERE key IN (SELECT key FROM settings WHERE key LIKE 'slack:%' \
+                 AND NOT EXISTS (SELECT 1 FROM runs WHERE runs.id = substr(settings.key, 7)) LIMIT $1)",
                 &[&PRUNE_BATCH],
             )
             .await
@@ -519,6 +531,35 @@ impl Store for PgStore {
                 .map_err(pg)?,
         };
         Ok(())
+    }
+
+    async fn put_setting(&self, key: &str, value: Option<&str>) -> Result<(), StoreError> {
+        let c = self.client().await?;
+        match value {
+            Some(v) => c
+                .execute(
+                    "INSERT INTO settings (key, value) VALUES ($1, $2) \
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    &[&key, &v],
+                )
+                .await
+                .map_err(pg)?,
+            None => c
+                .execute("DELETE FROM settings WHERE key = $1", &[&key])
+                .await
+                .map_err(pg)?,
+        };
+        Ok(())
+    }
+
+    async fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let row = self
+            .client()
+            .await?
+            .query_opt("SELECT value FROM settings WHERE key = $1", &[&key])
+            .await
+            .map_err(pg)?;
+        Ok(row.map(|r| r.get(0)))
     }
 
     async fn pause(&self) -> Result<Option<crate::killswitch::Pause>, StoreError> {

@@ -176,9 +176,10 @@ impl Store for SqliteStore {
         self.send(|ack| Op::Receive { items, ack }).await
     }
 
-    async fn decide(&self, rec: &RunRecord) -> Result<bool, StoreError> {
+    async fn decide(&self, rec: &RunRecord, approvals_before: usize) -> Result<bool, StoreError> {
         let row = RunRow::of(rec)?;
-        self.send(|ack| Op::Decide { row, ack }).await
+        let before = i64::try_from(approvals_before).unwrap_or(i64::MAX);
+        self.send(|ack| Op::Decide { row, before, ack }).await
     }
 
     async fn prune(&self, before: &str, ledger_before: &str) -> Result<bool, StoreError> {
@@ -196,9 +197,27 @@ impl Store for SqliteStore {
     async fn set_pause(&self, pause: Option<crate::killswitch::Pause>) -> Result<(), StoreError> {
         let value = pause.map(|p| serde_json::to_string(&p)).transpose()?;
         self.send(|ack| Op::Setting {
-            key: KILL_SWITCH,
+            key: KILL_SWITCH.to_string(),
             value,
             ack,
+        })
+        .await
+    }
+
+    async fn put_setting(&self, key: &str, value: Option<&str>) -> Result<(), StoreError> {
+        let key = key.to_string();
+        let value = value.map(String::from);
+        self.send(|ack| Op::Setting { key, value, ack }).await
+    }
+
+    async fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let key = key.to_string();
+        self.read(move |c| {
+            Ok(
+                c.prepare_cached("SELECT value FROM settings WHERE key = ?1")?
+                    .query_row([key], |r| r.get(0))
+                    .optional()?,
+            )
         })
         .await
     }

@@ -203,6 +203,7 @@ pub(super) fn mark_interrupted_actions(c: &Connection) -> Result<(), StoreError>
             applied: Applied::Interrupted,
             error: Some(error.into()),
             at: at_parsed,
+            incident: None,
         };
         let json: Option<String> = c
             .query_row("SELECT record FROM runs WHERE id = ?1", [&run_id], |r| {

@@ -37,12 +37,15 @@ pub(super) enum Op {
         ack: Ack<Vec<bool>>,
     },
     /// Replaces a record only while it is still `pending_approval`.
+    /// A plan's decision or one more approval, if the plan still waits
+    /// with `before` approvals.
     Decide {
         row: RunRow,
+        before: i64,
         ack: Ack<bool>,
     },
     Setting {
-        key: &'static str,
+        key: String,
         value: Option<String>,
         ack: Ack<()>,
     },
@@ -218,12 +221,13 @@ pub(super) fn apply(tx: &Connection, op: &Op) -> Result<Done, StoreError> {
             }
             Ok(Done::Received(new))
         }
-        Op::Decide { row, .. } => {
+        Op::Decide { row, before, .. } => {
             let n = tx
                 .prepare_cached(
-                    "UPDATE runs SET status = ?2, record = ?3 WHERE id = ?1 AND status = 'pending_approval'",
+                    "UPDATE runs SET status = ?2, record = ?3 WHERE id = ?1 AND status = 'pending_approval' \
+                     AND coalesce(json_array_length(record, '$.approval.approvals'), 0) = ?4",
                 )?
-                .execute(params![row.id, row.status, row.record])?;
+                .execute(params![row.id, row.status, row.record, before])?;
             Ok(Done::Inserted(n == 1))
         }
         Op::Prune {
@@ -249,6 +253,14 @@ pub(super) fn apply(tx: &Connection, op: &Op) -> Result<Done, StoreError> {
                     "DELETE FROM sessions WHERE rowid IN (SELECT rowid FROM sessions WHERE expires_at < ?1 LIMIT ?2)",
                 )?
                 .execute(params![ts(chrono::Utc::now()), PRUNE_BATCH as i64])?;
+            more.push(n == PRUNE_BATCH);
+            // Where pruned plans' chat messages were: nothing updates them.
+            let n = tx
+                .prepare_cached(
+                    "DELETE FROM settings WHERE rowid IN (SELECT rowid FROM settings WHERE key LIKE 'slack:%' \
+                     AND substr(key, 7) NOT IN (SELECT id FROM runs) LIMIT ?1)",
+                )?
+                .execute(params![PRUNE_BATCH as i64])?;
             more.push(n == PRUNE_BATCH);
             Ok(Done::Received(more))
         }

@@ -115,6 +115,7 @@ async fn decide(
                 DecideError::NotFound(_) => StatusCode::NOT_FOUND,
                 DecideError::Expired { .. } => StatusCode::GONE,
                 DecideError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+                DecideError::OwnRequest { .. } => StatusCode::FORBIDDEN,
                 _ => StatusCode::CONFLICT,
             };
             error_page(status, &e.to_string())

@@ -242,6 +242,11 @@ impl Auth {
         }
     }
 
+    /// Failed credential checks per peer (tokens, and Slack signatures).
+    pub(super) fn throttle(&self) -> &Throttle {
+        &self.throttle
+    }
+
     /// The token `presented` is, counted against `peer` when it is none.
     fn checked(
         &self,

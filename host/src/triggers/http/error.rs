@@ -98,6 +98,8 @@ impl From<DecideError> for ApiError {
             DecideError::Paused { .. } => (StatusCode::CONFLICT, "paused"),
             DecideError::PluginGone(_) => (StatusCode::CONFLICT, "plugin_gone"),
             DecideError::PluginChanged { .. } => (StatusCode::CONFLICT, "plugin_changed"),
+            DecideError::OwnRequest { .. } => (StatusCode::FORBIDDEN, "own_request"),
+            DecideError::AlreadyApproved { .. } => (StatusCode::CONFLICT, "already_approved"),
             DecideError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
         };
         ApiError::new(status, code, e.to_string())

@@ -24,6 +24,7 @@ mod events;
 mod feeds;
 mod front_door;
 mod runs;
+mod slack;
 mod throttle;
 
 pub(crate) use admin::PauseBody;
@@ -64,7 +65,9 @@ pub fn router(state: Arc<AppState>, max_body: usize, read_timeout: std::time::Du
             get(|State(s): State<Arc<AppState>>| async move {
                 Json(super::openapi::document(!s.auth.is_open()).clone())
             }),
-        );
+        )
+        // No token: Slack signs its requests (checked in the handler).
+        .route("/v1/slack/interactions", post(slack::interactions));
     let read = Router::new()
         .route("/v1/plugins", get(admin::plugins))
         .route("/v1/runs", get(runs::list_runs))

@@ -180,7 +180,9 @@ pub(super) async fn get_run(
 
 async fn decide(s: &AppState, who: &str, id: &str, approve: bool) -> AppResult<Response> {
     let d = s.service.decide(id, approve, who).await?;
-    let status = if approve {
+    // 202: the live run started; 200: rejected, or approved by one more
+    // person while it needs more.
+    let status = if d.live_run.is_some() {
         StatusCode::ACCEPTED
     } else {
         StatusCode::OK

@@ -55,11 +55,17 @@ impl Store for FirstReceiptHeld {
         }
         self.inner.receive(items).await
     }
-    async fn decide(&self, rec: &RunRecord) -> Result<bool, StoreError> {
-        self.inner.decide(rec).await
+    async fn decide(&self, rec: &RunRecord, approvals_before: usize) -> Result<bool, StoreError> {
+        self.inner.decide(rec, approvals_before).await
     }
     async fn prune(&self, before: &str, ledger_before: &str) -> Result<bool, StoreError> {
         self.inner.prune(before, ledger_before).await
+    }
+    async fn put_setting(&self, key: &str, value: Option<&str>) -> Result<(), StoreError> {
+        self.inner.put_setting(key, value).await
+    }
+    async fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.inner.setting(key).await
     }
     async fn set_pause(&self, pause: Option<crate::killswitch::Pause>) -> Result<(), StoreError> {
         self.inner.set_pause(pause).await
