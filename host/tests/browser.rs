@@ -2,8 +2,10 @@
 //! chromedriver): log in with a token, see a plan waiting, approve it,
 //! watch a run appear without reloading, pause and resume; a reader has no
 //! approve button and is refused if it posts anyway; a form posted from
-//! another origin is refused. Screenshots of the overview and a run page
-//! are saved under `target/console-screenshots/`.
+//! another origin is refused; a plan needing two people shows who approved.
+//! Screenshots of the overview, a run page and a half-approved plan are
+//! saved under `target/console-screenshots/` (the docs' images come from
+//! there).
 
 mod common;
 #[path = "browser/webdriver.rs"]
@@ -239,5 +241,83 @@ async fn a_form_posted_from_another_site_changes_nothing() {
         "a foreign page paused automation"
     );
     task.abort();
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_needing_two_people_shows_who_approved_and_waits_for_the_second() {
+    let tokens = r#"
+tokens = [
+  { name = "ops-runner", env = "B_RUN", roles = ["run", "read", "approve"] },
+  { name = "on-call", env = "B_READ", roles = ["read", "approve"] },
+  { name = "root", env = "B_ADMIN", roles = ["admin"] },
+]"#;
+    let StuckBreaker {
+        dir: _dir,
+        sim,
+        server,
+    } = stuck_breaker(
+        tokens,
+        "mode = \"approve\"\nverify_after = \"1h\"\napprovals_required = 2",
+        "",
+        &ENV,
+    )
+    .await;
+    // Requested by ops-runner, who may approve plans but not this one.
+    let id = plan(&server).await;
+    let driver = Driver::start().await;
+    let b = driver.browser().await;
+    b.goto(&format!("{}/login", server.base)).await;
+    b.type_into("#token", "admin-token-0123456789").await;
+    b.click("#login").await;
+    b.wait_for(&format!("[data-run=\"{id}\"]")).await;
+    assert!(
+        b.text("#pending").await.contains("0 of 2 approvals"),
+        "{}",
+        b.text("#pending").await
+    );
+
+    // The first approval: the plan's page says who, and that it waits.
+    b.click(&format!("[data-run=\"{id}\"] button.approve"))
+        .await;
+    b.wait_for("#approvals").await;
+    assert!(b.url().await.ends_with(&format!("/runs/{id}")));
+    let progress = b.text("#approvals").await;
+    assert_eq!(progress, "1 of 2 approvals, by root");
+    std::fs::write(
+        screenshots().join("run-two-person.png"),
+        b.screenshot().await,
+    )
+    .unwrap();
+    assert_eq!(
+        sim.breaker_state("stripe").unwrap(),
+        "OPEN",
+        "one is not two"
+    );
+
+    // The requester's own approval does not count; a second person's runs it.
+    let (code, body) = server
+        .post_as(
+            "run-token-0123456789",
+            &format!("/v1/runs/{id}/approve"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(code, 403, "{body}");
+    let (code, body) = server
+        .post_as(
+            "read-token-0123456789",
+            &format!("/v1/runs/{id}/approve"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(code, 202, "{body}");
+    b.goto(&format!("{}/runs/{id}", server.base)).await;
+    b.wait_for("#run").await;
+    let decided = b.text("body").await;
+    assert!(
+        decided.contains("approved by root and on-call"),
+        "{decided}"
+    );
     b.close().await;
 }
