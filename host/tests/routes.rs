@@ -210,6 +210,14 @@ async fn failures_have_precise_status_codes_and_error_bodies() {
     let unknown = "/v1/runs/00000000-0000-4000-8000-000000000000";
     let big = "x".repeat(5000);
     let cases: Vec<(&str, String, &str, StatusCode, &str)> = vec![
+        // Unsigned, with Slack not configured: unsigned all the same.
+        (
+            "POST",
+            "/v1/slack/interactions".into(),
+            "payload=%7B%7D",
+            StatusCode::UNAUTHORIZED,
+            "bad_signature",
+        ),
         (
             "GET",
             "/v1/nowhere".into(),

@@ -74,7 +74,17 @@ pub(super) async fn interactions(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let Some(slack) = s.service.slack.clone() else {
+        // Unsigned is unsigned, configured or not.
+        if header("x-slack-request-timestamp").is_none() || header("x-slack-signature").is_none() {
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "bad_signature",
+                "not signed: X-Slack-Request-Timestamp and X-Slack-Signature are required",
+            )
+            .into_response();
+        }
         return ApiError::new(
             StatusCode::NOT_FOUND,
             "slack_not_configured",
@@ -87,7 +97,6 @@ pub(super) async fn interactions(
     if let Err(wait) = throttle.check(peer, started) {
         return ApiError::throttled(wait).into_response();
     }
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let now = chrono::Utc::now().timestamp();
     if let Err(why) = slack.verify(
         header("x-slack-request-timestamp"),
