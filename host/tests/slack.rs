@@ -6,202 +6,14 @@
 use std::time::Duration;
 
 use remedy::chat::slack::signing::sign;
-use remedy_e2e::incident_api;
 use remedy_e2e::slack_api::{Answer, FakeSlack, BOT_TOKEN};
-use serde_json::{json, Value};
+use serde_json::json;
 
 mod common;
 use common::*;
-
-const SECRET: &str = "remedy-test-signing-secret-8f742231b1";
-const ALICE: &str = "U0ALICE";
-const BOB: &str = "U0BOB";
-const READER: &str = "U0READER";
-const STRANGER: &str = "U0STRANGER";
-const CHANNEL: &str = "C0INCIDENTS";
-
-const ENV: [(&str, &str); 5] = [
-    ("SLACK_BOT_TOKEN", BOT_TOKEN),
-    ("SLACK_SIGNING_SECRET", SECRET),
-    ("T_RUN", "run-token-0123456789"),
-    ("T_ALICE", "alice-token-0123456789"),
-    ("T_CAROL", "carol-token-0123456789"),
-];
-
-const TOKENS: &str = r#"
-tokens = [
-  { name = "ops-runner", env = "T_RUN", roles = ["run", "read", "approve"] },
-  { name = "alice", env = "T_ALICE", roles = ["approve", "read"] },
-  { name = "carol", env = "T_CAROL", roles = ["approve", "read"] },
-]"#;
-
-fn slack_section(fake: &FakeSlack, extra: &str) -> String {
-    format!(
-        r#"
-        [chat.slack]
-        channel = "{CHANNEL}"
-        approvers = ["{ALICE}", "{BOB}"]
-        readers = ["{READER}"]
-        console_url = "http://remedy.example.test"
-        api_url = "{}"
-        {extra}
-        "#,
-        fake.base
-    )
-}
-
-/// circuit-breaker-open in approve mode with `plugin` lines, Slack on
-/// `fake`; `stripe` stuck open.
-async fn serve(fake: &FakeSlack, server: &str, plugin: &str) -> StuckBreaker {
-    let plugin = format!("mode = \"approve\"\ncooldown = \"0s\"\n{plugin}");
-    let dir = tempfile::tempdir().unwrap();
-    let sim = sim().await;
-    sim.open_breaker("stripe");
-    let config = breaker_config(dir.path(), &sim, server, &plugin, &slack_section(fake, ""));
-    let server = start_logged(dir.path(), &config, &ENV);
-    StuckBreaker { dir, sim, server }
-}
-
-fn now() -> i64 {
-    chrono::Utc::now().timestamp()
-}
-
-/// Sends `body` to the interactions endpoint as Slack would, signed with
-/// `secret` at `ts`; answers the status and body.
-async fn send(server: &Server, body: &str, ts: i64, signature: &str) -> (u16, String) {
-    let r = server
-        .http
-        .post(format!("{}/v1/slack/interactions", server.base))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("x-slack-request-timestamp", ts.to_string())
-        .header("x-slack-signature", signature)
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    let code = r.status().as_u16();
-    (code, r.text().await.unwrap())
-}
-
-async fn signed(server: &Server, body: &str) -> (u16, String) {
-    let ts = now();
-    send(
-        server,
-        body,
-        ts,
-        &sign(SECRET.as_bytes(), &ts.to_string(), body.as_bytes()),
-    )
-    .await
-}
-
-/// A `block_actions` payload, as Slack sends it for a button press.
-fn press_body(user: &str, action: &str, value: &str) -> String {
-    let payload = json!({
-        "type": "block_actions",
-        "user": {"id": user, "username": user.to_lowercase(), "team_id": "T0TEAM"},
-        "api_app_id": "A0REMEDY",
-        "token": "legacy-verification-token",
-        "container": {"type": "message", "message_ts": "1700000000.000001", "channel_id": CHANNEL, "is_ephemeral": false},
-        "trigger_id": format!("1.2.{}", uuid::Uuid::new_v4().simple()),
-        "team": {"id": "T0TEAM", "domain": "servio"},
-        "channel": {"id": CHANNEL, "name": "incidents"},
-        "response_url": "https://hooks.slack.com/actions/T0TEAM/1/abc",
-        "actions": [{
-            "action_id": action, "block_id": "remedy.decision", "value": value, "type": "button",
-            "text": {"type": "plain_text", "text": "Approve"},
-            "action_ts": format!("{}.{}", now(), uuid::Uuid::new_v4().as_u128() % 1_000_000),
-        }],
-    });
-    serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap()
-}
-
-async fn press(server: &Server, user: &str, action: &str, value: &str) -> (u16, String) {
-    signed(server, &press_body(user, action, value)).await
-}
-
-/// A slash command's form, as Slack sends it.
-fn slash_body(user: &str, text: &str) -> String {
-    serde_urlencoded::to_string([
-        ("token", "legacy-verification-token"),
-        ("team_id", "T0TEAM"),
-        ("team_domain", "servio"),
-        ("channel_id", CHANNEL),
-        ("channel_name", "incidents"),
-        ("user_id", user),
-        ("user_name", "someone"),
-        ("command", "/remedy"),
-        ("text", text),
-        ("api_app_id", "A0REMEDY"),
-        (
-            "response_url",
-            "https://hooks.slack.com/commands/T0TEAM/1/abc",
-        ),
-        ("trigger_id", "1.2.3"),
-    ])
-    .unwrap()
-}
-
-async fn slash(server: &Server, user: &str, text: &str) -> (u16, Value) {
-    let (code, body) = signed(server, &slash_body(user, text)).await;
-    (code, serde_json::from_str(&body).unwrap_or(Value::Null))
-}
-
-/// The plan message posted for run `id`: its ts and button value.
-async fn posted_plan(fake: &FakeSlack, id: &str) -> (String, String) {
-    eventually("the plan is posted to Slack", 15, || async {
-        fake.messages().into_iter().find_map(|(ts, m)| {
-            let value = m["blocks"]
-                .as_array()?
-                .iter()
-                .find(|b| b["type"] == "actions")?["elements"][0]["value"]
-                .as_str()?
-                .to_string();
-            value.starts_with(id).then_some((ts, value))
-        })
-    })
-    .await
-}
-
-async fn plan(server: &Server) -> String {
-    let (code, plan) = server
-        .post("/v1/plugins/circuit-breaker-open/runs?wait=true", json!({}))
-        .await;
-    assert_eq!(code, 200, "{plan}");
-    assert_eq!(plan["status"], "pending_approval", "{plan}");
-    plan["id"].as_str().unwrap().to_string()
-}
-
-async fn audit_of(server: &Server, event: &str) -> Vec<Value> {
-    server
-        .get(&format!("/v1/audit?event={event}&limit=1000"))
-        .await["events"]
-        .as_array()
-        .unwrap()
-        .clone()
-}
-
-/// The live run an approval of plan `id` started, once it has.
-async fn live_run_of(server: &Server, id: &str) -> String {
-    eventually("the plan is approved", 10, || async {
-        let rec = server.get(&format!("/v1/runs/{id}")).await;
-        rec["approval"]["live_run"].as_str().map(String::from)
-    })
-    .await
-}
-
-/// Waits for run `id` to have `status`.
-async fn status_becomes(server: &Server, id: &str, status: &str) {
-    eventually(status, 10, || async {
-        let rec = server.get(&format!("/v1/runs/{id}")).await;
-        (rec["status"] == status).then_some(())
-    })
-    .await
-}
-
-/// The message's current text, all blocks joined.
-fn message_text(m: &Value) -> String {
-    m.to_string()
-}
+#[path = "slack/interact.rs"]
+mod interact;
+use interact::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_alerts_plan_is_approved_in_slack_and_its_thread_tells_the_rest() {
@@ -731,163 +543,58 @@ async fn two_approvers_pressing_at_once_on_two_replicas_both_count_and_it_runs_o
     assert_eq!(fake.messages().len(), 1);
 }
 
-/// PagerDuty and Grafana beside Slack: an incident Remedy opened is
-/// acknowledged when a human approves the next plan for the same alert and
-/// resolved when verification reads `resolved`; every live action and
-/// verification is annotated.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_loop_closes_in_pagerduty_and_grafana() {
+async fn a_press_while_paused_decides_nothing_and_an_expired_plan_loses_its_buttons() {
     let fake = FakeSlack::start().await;
-    let pd = incident_api::pagerduty().await;
-    let grafana = incident_api::grafana().await;
-    let dir = tempfile::tempdir().unwrap();
-    let sim = sim().await;
-    sim.open_breaker("stripe");
-    sim.set_health("stripe", servio_sim::Health::Down);
-    let tail = format!(
-        r#"{slack}
-        [backends.notify.pagerduty]
-        kind = "pagerduty"
-        url = "{pd}/v2/enqueue"
-        routing_key_env = "PD_ROUTING_KEY"
-        [backends.notify.dashboards]
-        kind = "grafana"
-        url = "{grafana}"
-        token_env = "GRAFANA_TOKEN"
-        dashboard_uid = "servio-overview"
-        [escalation.p0]
-        channels = ["pagerduty"]
-        "#,
-        slack = slack_section(&fake, ""),
-        pd = pd.base,
-        grafana = grafana.base,
-    );
-    let plugin = "mode = \"approve\"\ncooldown = \"0s\"\nverify_after = \"300ms\"";
-    let config = breaker_config(dir.path(), &sim, "", plugin, &tail);
-    let mut env = ENV.to_vec();
-    env.extend([
-        ("PD_ROUTING_KEY", incident_api::ROUTING_KEY),
-        ("GRAFANA_TOKEN", incident_api::GRAFANA_TOKEN),
-    ]);
-    let server = start_logged(dir.path(), &config, &env);
-    let fire = |starts_at: &'static str| {
-        payload(vec![alert(
-            "CircuitBreakerOpen",
-            "firing",
-            json!({"breaker": "stripe", "severity": "critical"}),
-            "fp-pd-loop",
-            starts_at,
-        )])
-    };
-    let key = "remedy:circuit-breaker-open:fp-pd-loop";
-    let events = |action: &'static str| {
-        let pd = pd.clone();
-        move || {
-            pd.accepted()
-                .into_iter()
-                .filter(|e| e["event_action"] == action)
-                .collect::<Vec<_>>()
-        }
-    };
+    let StuckBreaker {
+        dir: _dir,
+        sim,
+        server,
+    } = serve(&fake, "", "approval_ttl = \"3s\"").await;
+    let id = plan(&server).await;
+    let (ts, value) = posted_plan(&fake, &id).await;
 
-    // 1. Stripe is down: the plan is to page. Approved in Slack, the live
-    // run pages; the incident's key is kept on the action.
-    let (code, r) = server
-        .post("/v1/alerts", fire("2026-12-07T00:00:00Z"))
-        .await;
-    assert_eq!(code, 202, "{r}");
-    let first = r["runs"][0]["run_id"].as_str().unwrap().to_string();
-    let (_, value) = posted_plan(&fake, &first).await;
-    assert_eq!(press(&server, ALICE, "remedy.approve", &value).await.0, 200);
-    let live = live_run_of(&server, &first).await;
-    let done = server.succeeded(&live, "the paging run", 20).await;
-    let paged = actions_on(&done, "channel:pagerduty");
-    assert_eq!(paged[0]["applied"], "executed", "{done}");
-    assert_eq!(paged[0]["incident"], key, "{done}");
-    let triggers = eventually("PagerDuty is triggered", 10, || async {
-        Some(events("trigger")()).filter(|t| !t.is_empty())
+    // Paused from the channel: Approve is refused, audited and told.
+    let (_, r) = slash(&server, ALICE, "pause db failover").await;
+    assert_eq!(r["response_type"], "in_channel", "{r}");
+    assert_eq!(press(&server, BOB, "remedy.approve", &value).await.0, 200);
+    let told = eventually("the presser is told why not", 10, || async {
+        fake.ephemerals(BOB).into_iter().next()
     })
     .await;
-    assert_eq!(triggers[0]["dedup_key"], key);
-    assert_eq!(triggers[0]["payload"]["severity"], "critical");
-    // Verification: still open (the upstream is down): not resolved.
-    eventually("verified not resolved", 10, || async {
-        let rec = server.get(&format!("/v1/runs/{live}")).await;
-        (rec["verification"] == "not_resolved").then_some(())
-    })
-    .await;
-    assert!(events("resolve")().is_empty(), "nothing resolved yet");
-
-    // 2. Stripe recovered; the alert fires again: the plan is to
-    // half-open. The first approval acknowledges the incident.
-    sim.set_health("stripe", servio_sim::Health::Healthy);
-    let (code, r) = server
-        .post("/v1/alerts", fire("2026-12-07T00:10:00Z"))
-        .await;
-    assert_eq!(code, 202, "{r}");
-    let second = r["runs"][0]["run_id"].as_str().unwrap().to_string();
-    let (_, value) = posted_plan(&fake, &second).await;
-    assert!(events("acknowledge")().is_empty(), "not before approval");
-    assert_eq!(press(&server, ALICE, "remedy.approve", &value).await.0, 200);
-    let acks = eventually("PagerDuty is acknowledged", 10, || async {
-        Some(events("acknowledge")()).filter(|a| !a.is_empty())
-    })
-    .await;
-    assert_eq!(acks.len(), 1, "{acks:?}");
-    assert_eq!(acks[0]["dedup_key"], key);
-    let live = live_run_of(&server, &second).await;
-    server.succeeded(&live, "the half-opening run", 20).await;
-    assert_eq!(sim.breaker_state("stripe").unwrap(), "HALF_OPEN");
-    let resolves = eventually("PagerDuty is resolved", 15, || async {
-        Some(events("resolve")()).filter(|r| !r.is_empty())
-    })
-    .await;
-    assert_eq!(resolves.len(), 1, "{resolves:?}");
-    assert_eq!(resolves[0]["dedup_key"], key);
-    assert!(pd.refused().is_empty(), "{:?}", pd.refused());
-
-    // Grafana: the half-open and both verifications, on the dashboard.
-    let marks = eventually("Grafana is annotated", 10, || async {
-        let a = grafana.accepted();
-        let resolved = a
-            .iter()
-            .any(|m| m["tags"].to_string().contains("\"resolved\""));
-        resolved.then_some(a)
-    })
-    .await;
-    assert!(grafana.refused().is_empty(), "{:?}", grafana.refused());
-    let tagged = |tag: &str| {
-        marks
-            .iter()
-            .filter(|m| m["tags"].as_array().unwrap().iter().any(|t| t == tag))
-            .count()
-    };
-    assert_eq!(tagged("breaker.force-state"), 1, "{marks:?}");
-    assert_eq!(tagged("not_resolved"), 1, "{marks:?}");
-    assert_eq!(tagged("resolved"), 1, "{marks:?}");
-    for m in &marks {
-        assert_eq!(m["dashboardUID"], "servio-overview");
-        assert!(
-            m["tags"].to_string().contains("circuit-breaker-open"),
-            "{m}"
-        );
-    }
-    // The acknowledgement is in the audit log, by whom it was sent.
-    let acked = audit_of(&server, "action").await;
     assert!(
-        acked
-            .iter()
-            .any(|e| e["detail"]["kind"] == "notify.acknowledge"
-                && e["detail"]["applied"] == "executed"),
-        "{acked:?}"
+        told.starts_with("Not done") && told.contains("kill switch is on"),
+        "{told}"
     );
-    // No secret travelled into the record, the audit log or the log.
-    let log = std::fs::read_to_string(dir.path().join("remedy.log")).unwrap();
-    let audit = server.get("/v1/audit?limit=1000").await.to_string();
-    let records = server.get("/v1/runs?limit=100").await.to_string();
-    for secret in [incident_api::ROUTING_KEY, incident_api::GRAFANA_TOKEN] {
-        for (what, text) in [("log", &log), ("audit", &audit), ("records", &records)] {
-            assert!(!text.contains(secret), "a secret is in the {what}");
-        }
-    }
+    let refused = audit_of(&server, "slack.refused").await;
+    assert!(
+        refused[0]["detail"]["reason"]
+            .to_string()
+            .contains("kill switch is on"),
+        "{refused:?}"
+    );
+    let rec = server.get(&format!("/v1/runs/{id}")).await;
+    assert_eq!(rec["status"], "pending_approval", "{rec}");
+    assert_eq!(sim.breaker_state("stripe").unwrap(), "OPEN");
+    slash(&server, ALICE, "resume").await;
+
+    // Nobody decided in time: the message says so, and has no buttons.
+    let message = eventually("the message says expired", 15, || async {
+        let (_, m) = fake.messages().into_iter().find(|(t, _)| *t == ts)?;
+        message_text(&m).contains("Expired").then_some(m)
+    })
+    .await;
+    assert!(
+        !message_text(&message).contains("remedy.approve"),
+        "{message}"
+    );
+    status_becomes(&server, &id, "expired").await;
+    // A late press on an old copy of the message decides nothing.
+    press(&server, ALICE, "remedy.approve", &value).await;
+    let told = eventually("the late presser is told", 10, || async {
+        fake.ephemerals(ALICE).into_iter().next()
+    })
+    .await;
+    assert!(told.starts_with("Not done"), "{told}");
+    assert_eq!(sim.breaker_state("stripe").unwrap(), "OPEN");
 }
