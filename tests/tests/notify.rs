@@ -180,3 +180,138 @@ async fn dry_run_scope_and_unreachable_channels() {
         ]
     );
 }
+
+/// The host's follow-ups against the vendors' APIs, through the gate: tried
+/// again while rate limited, never with a secret in the error.
+#[tokio::test]
+async fn follow_ups_ride_out_rate_limits_and_failures_name_the_channel_not_the_token() {
+    use remedy::capabilities::notify::backend::{Annotation, FollowUp, NotifyBackend};
+    use remedy::capabilities::notify::ChannelTarget;
+    use remedy::gate::Action;
+    use remedy::record::ActionKind;
+    use remedy_e2e::incident_api;
+
+    let pd = incident_api::pagerduty().await;
+    let grafana = incident_api::grafana().await;
+    std::env::set_var("REMEDY_TEST_FU_PD_KEY", incident_api::ROUTING_KEY);
+    std::env::set_var("REMEDY_TEST_FU_GRAFANA", incident_api::GRAFANA_TOKEN);
+    std::env::set_var("REMEDY_TEST_FU_WRONG", "glsa_not_the_token_at_all_0000");
+    let channel = |kind, url: String, key: Option<&str>, token: Option<&str>| ChannelConfig {
+        kind,
+        url: Some(url),
+        url_env: None,
+        routing_key_env: key.map(String::from),
+        acknowledge_on_approval: None,
+        resolve_on_verified: None,
+        token_env: token.map(String::from),
+        dashboard_uid: None,
+    };
+    let channels = BTreeMap::from([
+        (
+            "pager".to_string(),
+            channel(
+                ChannelKind::Pagerduty,
+                format!("{}/v2/enqueue", pd.base),
+                Some("REMEDY_TEST_FU_PD_KEY"),
+                None,
+            ),
+        ),
+        (
+            "dash".to_string(),
+            channel(
+                ChannelKind::Grafana,
+                format!("{}/", grafana.base),
+                None,
+                Some("REMEDY_TEST_FU_GRAFANA"),
+            ),
+        ),
+        (
+            "wrong".to_string(),
+            channel(
+                ChannelKind::Grafana,
+                grafana.base.clone(),
+                None,
+                Some("REMEDY_TEST_FU_WRONG"),
+            ),
+        ),
+    ]);
+    let n: Arc<dyn NotifyBackend> =
+        Arc::new(HttpNotify::new(&channels, Duration::from_secs(2)).unwrap());
+    let grants = Arc::new(Grants {
+        capabilities: [Capability::Notify].into(),
+        scope: Scope {
+            notify_channels: Some(vec!["*".into()]),
+            ..Scope::default()
+        },
+    });
+    let run = Arc::new(RunGate::new("fu-test", "run-fu", grants, false));
+    let gate = run.call(Phase::Mitigate, None);
+    let follow_up = |f: FollowUp| {
+        let n = n.clone();
+        let kind = match f {
+            FollowUp::Acknowledge => ActionKind::NotifyAcknowledge,
+            FollowUp::Resolve => ActionKind::NotifyResolve,
+        };
+        let action = Action::new(kind, ChannelTarget("pager".into()), "test")
+            .with_incident("remedy:p:fp".into());
+        gate.act(action, Ok(n), move |n, permit| async move {
+            n.follow_up(&permit, "pager", "remedy:p:fp", f).await
+        })
+    };
+    let last_error = || {
+        run.journal
+            .actions()
+            .last()
+            .unwrap()
+            .error
+            .clone()
+            .unwrap_or_default()
+    };
+
+    // Two 429s, then PagerDuty takes it: one resolve, after the waits.
+    pd.script(vec![429, 429]);
+    assert_eq!(
+        follow_up(FollowUp::Resolve).await.unwrap(),
+        Applied::Executed
+    );
+    let accepted = pd.accepted();
+    assert_eq!(accepted.len(), 1, "{accepted:?}");
+    assert_eq!(accepted[0]["event_action"], "resolve");
+    assert_eq!(
+        run.journal.actions()[0].incident.as_deref(),
+        Some("remedy:p:fp"),
+        "the record keeps the incident"
+    );
+    // Rate limited past the bound: a failure, not an endless wait.
+    pd.script(vec![429, 429, 429, 429]);
+    assert!(follow_up(FollowUp::Acknowledge).await.is_err());
+    let e = last_error();
+    assert!(e.contains("notify pager") && e.contains("429"), "{e}");
+
+    let mark = Annotation {
+        at: chrono::Utc::now(),
+        text: "Remedy p: breaker.force-state breaker:stripe".into(),
+        tags: vec!["remedy".into(), "p".into()],
+    };
+    let annotate = |ch: &'static str| {
+        let (n, mark) = (n.clone(), mark.clone());
+        let action = Action::new(ActionKind::NotifyAnnotate, ChannelTarget(ch.into()), "test");
+        gate.act(action, Ok(n), move |n, permit| async move {
+            n.annotate(&permit, ch, &mark).await
+        })
+    };
+    assert_eq!(annotate("dash").await.unwrap(), Applied::Executed);
+    assert_eq!(grafana.accepted().len(), 1);
+    // A wrong token: Grafana's 401, the channel named, no token in sight.
+    assert!(annotate("wrong").await.is_err());
+    let e = last_error();
+    assert!(e.contains("notify wrong") && e.contains("401"), "{e}");
+    assert!(!e.contains("glsa_"), "{e}");
+    // Not a Grafana channel.
+    assert!(annotate("pager").await.is_err());
+    assert!(
+        last_error().contains("no Grafana channel `pager`"),
+        "{}",
+        last_error()
+    );
+}

@@ -277,7 +277,7 @@ impl NotifyBackend for HttpNotify {
                 BackendError::Invalid(format!("no PagerDuty channel `{channel}` configured"))
             })?;
         let body = pagerduty_follow_up(c.routing_key.as_deref().unwrap_or_default(), incident, f);
-        self.post(channel, c, body).await
+        self.post_retrying(channel, c, body).await
     }
 
     fn annotation_channels(&self) -> Vec<String> {
@@ -296,19 +296,41 @@ impl NotifyBackend for HttpNotify {
             .ok_or_else(|| {
                 BackendError::Invalid(format!("no Grafana channel `{channel}` configured"))
             })?;
-        self.post(
-            channel,
-            c,
-            grafana_annotation(a, c.dashboard_uid.as_deref()),
-        )
-        .await
+        let body = grafana_annotation(a, c.dashboard_uid.as_deref());
+        self.post_retrying(channel, c, body).await
     }
 }
 
 impl HttpNotify {
     /// Posts `body` to the channel's endpoint (Grafana's annotations API
-    /// under its base URL, with its token).
+    /// under its base URL, with its token), once: a plugin's message is sent
+    /// within its run's deadline, and the plugin decides what a failure means.
     async fn post(&self, name: &str, c: &Channel, body: Value) -> BackendResult<()> {
+        self.post_once(name, c, &body).await.map_err(|f| f.error)
+    }
+
+    /// [`Self::post`] for the host's own follow-ups, which nothing waits
+    /// on: tried again (at most [`FOLLOW_UP_TRIES`] times in all) while the
+    /// vendor rate-limits (honouring `Retry-After` up to
+    /// [`MAX_RETRY_AFTER`]), fails on its side or cannot be reached. A
+    /// timeout is not tried again: the first request may have been taken.
+    async fn post_retrying(&self, name: &str, c: &Channel, body: Value) -> BackendResult<()> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self.post_once(name, c, &body).await {
+                Ok(()) => return Ok(()),
+                Err(f) if f.retry && tries < FOLLOW_UP_TRIES => {
+                    let wait = f.after.unwrap_or(RETRY_PAUSE).min(MAX_RETRY_AFTER);
+                    tracing::warn!(channel = name, error = %f.error, ?wait, "notify follow-up tried again");
+                    tokio::time::sleep(wait).await;
+                }
+                Err(f) => return Err(f.error),
+            }
+        }
+    }
+
+    async fn post_once(&self, name: &str, c: &Channel, body: &Value) -> Result<(), Failure> {
         let what = format!("notify {name}");
         let req = match (c.kind, &c.token) {
             (ChannelKind::Grafana, Some(token)) => self
@@ -317,23 +339,53 @@ impl HttpNotify {
                 .bearer_auth(token),
             _ => self.client.post(&c.url),
         };
-        let resp = req
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| write_error(&what, e))?;
+        let resp = match req.json(body).send().await {
+            Ok(r) => r,
+            Err(e) => {
+                let error = write_error(&what, e);
+                return Err(Failure {
+                    retry: matches!(error, BackendError::Unavailable(_)),
+                    after: None,
+                    error,
+                });
+            }
+        };
         let status = resp.status();
         if status.is_success() {
-            Ok(())
-        } else {
-            let text = resp.text().await.unwrap_or_default();
-            Err(BackendError::Failed(format!(
+            return Ok(());
+        }
+        let after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let text = resp.text().await.unwrap_or_default();
+        Err(Failure {
+            retry: status.as_u16() == 429 || status.is_server_error(),
+            after,
+            error: BackendError::Failed(format!(
                 "{what}: HTTP {}: {}",
                 status.as_u16(),
                 text.chars().take(200).collect::<String>()
-            )))
-        }
+            )),
+        })
     }
+}
+
+/// Attempts at one host follow-up (acknowledge, resolve, annotate).
+pub const FOLLOW_UP_TRIES: u32 = 3;
+/// The pause between attempts when the vendor names none.
+const RETRY_PAUSE: Duration = Duration::from_secs(1);
+/// The longest `Retry-After` honoured: a follow-up later than this is
+/// worth less than a failure on record.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
+
+/// One failed post: whether trying again can help, and when.
+struct Failure {
+    retry: bool,
+    after: Option<Duration>,
+    error: BackendError,
 }
 
 #[cfg(test)]
