@@ -665,7 +665,8 @@ impl Service {
             // stored by the reconciler; the rest goes on.
             Err(_) => service.keep_unwritten(rec.clone(), owner, guard),
         }
-        service.audit_actions(&rec, &rec.actions).await;
+        // Boxed: a storm holds thousands of these futures (see the size tests).
+        Box::pin(service.audit_actions(&rec, &rec.actions)).await;
         service.finished(&rec);
         if !rec.dry_run && rec.actions.iter().any(|a| a.applied == Applied::Executed) {
             service.clone().verify_later(plugin.clone(), rec.clone());
