@@ -108,7 +108,7 @@ async fn replicas_under_stalls_connection_kills_and_a_failover_act_at_most_once_
             ));
         }
         // A replica stopped takes no posts: Alertmanager's retries go to the other.
-        let to = if stalled && !failed_over || round % 2 == 0 {
+        let to = if stalled && !failed_over || round.is_multiple_of(2) {
             &b
         } else {
             &a

@@ -108,7 +108,7 @@ async fn the_loop_closes_in_pagerduty_and_grafana() {
         .await;
     assert_eq!(code, 202, "{r}");
     let second = r["runs"][0]["run_id"].as_str().unwrap().to_string();
-    let (_, value) = posted_plan(&fake, &second).await;
+    let (ts, value) = posted_plan(&fake, &second).await;
     assert!(events("acknowledge")().is_empty(), "not before approval");
     assert_eq!(press(&server, ALICE, "remedy.approve", &value).await.0, 200);
     let acks = eventually("PagerDuty is acknowledged", 10, || async {
@@ -127,6 +127,14 @@ async fn the_loop_closes_in_pagerduty_and_grafana() {
     assert_eq!(resolves.len(), 1, "{resolves:?}");
     assert_eq!(resolves[0]["dedup_key"], key);
     assert!(pd.refused().is_empty(), "{:?}", pd.refused());
+    // The plan's thread in Slack tells the same end.
+    eventually("the thread tells the verification", 10, || async {
+        fake.thread(&ts)
+            .iter()
+            .any(|l| l.contains("Verification") && l.contains("*resolved*"))
+            .then_some(())
+    })
+    .await;
 
     // Grafana: the half-open and both verifications, on the dashboard.
     let marks = eventually("Grafana is annotated", 10, || async {

@@ -202,7 +202,7 @@ fn check_annotation(a: &Value) -> Result<(), String> {
     for field in ["time", "timeEnd"] {
         if let Some(t) = a.get(field) {
             // Epoch milliseconds: a seconds value would land in 1970.
-            if !t.as_i64().is_some_and(|t| t > 1_000_000_000_000) {
+            if t.as_i64().is_none_or(|t| t <= 1_000_000_000_000) {
                 return Err(format!("{field} must be epoch milliseconds"));
             }
         }

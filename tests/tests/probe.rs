@@ -196,7 +196,7 @@ async fn inside_addresses_are_reached_only_when_the_allow_list_names_them() {
             .unwrap_or_else(|r| panic!("{allowed:?}: {r}"));
         assert_eq!(ok.indicator, Some(Indicator::Critical), "{allowed:?}");
     }
-    let ok = fetch(&probe, by_address, &[base.clone()])
+    let ok = fetch(&probe, by_address, std::slice::from_ref(&base))
         .await
         .unwrap()
         .unwrap();
