@@ -44,6 +44,9 @@ install() {
   # in the background, beside the suite's own build, which leaves a core
   # idle for long stretches (one big crate at a time).
   command -v cargo-nextest >/dev/null 2>&1 || cargo install --locked cargo-nextest
+  # Every locked crate, for every platform: the dependency policy check
+  # reads them all offline (a build fetches only this platform's).
+  cargo fetch --locked
   if ! command -v cargo-deny >/dev/null 2>&1; then
     deny_log=$(mktemp)
     cargo install --locked cargo-deny@0.20.2 >"$deny_log" 2>&1 &
