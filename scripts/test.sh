@@ -16,10 +16,12 @@ install() {
   rustup target add wasm32-wasip2
 
   # Debian packages: a real Prometheus for the metrics backend's tests,
-  # minisign for the signed-plugin tests, chromium and its driver for the
-  # console's browser tests.
+  # a real Alertmanager for alert-aware acting, minisign for the
+  # signed-plugin tests, chromium and its driver for the console's browser
+  # tests.
   local missing=()
   command -v prometheus >/dev/null 2>&1 || [ -x /usr/bin/prometheus ] || missing+=(prometheus)
+  command -v prometheus-alertmanager >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
   command -v minisign >/dev/null 2>&1 || missing+=(minisign)
   command -v chromium >/dev/null 2>&1 || missing+=(chromium)
   command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)

@@ -27,6 +27,12 @@ pub struct Limits {
     pub retry_after: Duration,
     /// How many distinct people must approve a plan.
     pub approvals_required: u32,
+    /// Act on an alert only while Alertmanager still has it firing.
+    pub act_only_while_firing: bool,
+    /// When Alertmanager cannot say, act on the webhook's word.
+    pub act_if_alertmanager_down: bool,
+    /// The plugin's own alerts that hold its live actions off.
+    pub block_while_firing: Vec<crate::config::alerting::Selector>,
 }
 
 impl Default for Limits {
@@ -38,6 +44,9 @@ impl Default for Limits {
             verify_after: Duration::from_secs(30),
             retry_after: Duration::from_secs(30),
             approvals_required: 1,
+            act_only_while_firing: true,
+            act_if_alertmanager_down: true,
+            block_while_firing: Vec::new(),
         }
     }
 }

@@ -6,6 +6,7 @@
 //! one action gate in `gate`.
 
 pub mod action;
+pub mod alertmanager;
 pub mod backends;
 pub mod bindings;
 pub mod bundled;

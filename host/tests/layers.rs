@@ -28,6 +28,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("bundled", 0),
     ("gate::permit", 0),
     ("backends", 1),
+    ("alertmanager", 1),
     ("gate", 2),
     ("capabilities", 3),
     ("runtime", 4),

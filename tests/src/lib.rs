@@ -115,6 +115,7 @@ pub mod pg {
     }
 }
 
+pub mod alertmanager;
 pub mod incident_api;
 pub mod slack_api;
 

@@ -27,6 +27,15 @@ pub struct BackendsConfig {
     pub breaker_url: Option<HttpUrl>,
     /// Redis URL of the application's cache (`redis://127.0.0.1:6379/0`).
     pub redis_url: Option<RedisUrl>,
+    /// Alertmanager's base URL (`http://127.0.0.1:9093`): the host asks it
+    /// which alerts fire before acting (see `act_only_while_firing`,
+    /// `block_while_firing`).
+    pub alertmanager_url: Option<HttpUrl>,
+    /// An environment variable holding a bearer token for Alertmanager (or
+    /// the proxy in front of it).
+    pub alertmanager_token_env: Option<String>,
+    /// An environment variable holding `user:password` for basic auth.
+    pub alertmanager_basic_auth_env: Option<String>,
     /// Notify channels by name (`[backends.notify.critical]`).
     #[serde(default)]
     pub notify: BTreeMap<String, ChannelConfig>,

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub mod alerting;
 mod backends;
 mod chat;
 mod plugin;
@@ -137,6 +138,7 @@ impl Config {
         })?;
         let mut cfg = Self::parse(&text, path)?;
         cfg.backends_from_env()?;
+        cfg.check_alerting()?;
         // Relative plugin paths are relative to the config file.
         let base = path.parent().unwrap_or(Path::new("."));
         for pc in cfg.plugins.values_mut() {
@@ -198,7 +200,8 @@ impl Config {
         )?;
         var(&mut b.prometheus_url, &["REMEDY_PROMETHEUS_URL"])?;
         var(&mut b.breaker_url, &["REMEDY_BREAKER_URL"])?;
-        var(&mut b.redis_url, &["REMEDY_REDIS_URL"])
+        var(&mut b.redis_url, &["REMEDY_REDIS_URL"])?;
+        var(&mut b.alertmanager_url, &["REMEDY_ALERTMANAGER_URL"])
     }
 
     fn invalid(&self, key: String, message: impl Into<String>) -> ConfigError {
@@ -207,6 +210,28 @@ impl Config {
             key,
             message: message.into(),
         }
+    }
+
+    /// Blocking alerts need an Alertmanager to ask (from the file or the
+    /// environment, so checked once both are read).
+    pub fn check_alerting(&self) -> Result<(), ConfigError> {
+        if self.backends.alertmanager_url.is_none() {
+            let blocking = std::iter::once(("server".to_string(), &self.server.block_while_firing))
+                .chain(
+                    self.plugins
+                        .iter()
+                        .map(|(n, p)| (format!("plugins.{n}"), &p.block_while_firing)),
+                );
+            for (at, list) in blocking {
+                if list.as_ref().is_some_and(|l| !l.is_empty()) {
+                    return Err(self.invalid(
+                        format!("{at}.block_while_firing"),
+                        "needs `backends.alertmanager_url`: without it Remedy cannot see which alerts fire",
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// What no single value can check: references between sections, and

@@ -104,6 +104,17 @@ pub struct PluginConfig {
     /// The Slack channel this plugin's plans are posted to (over
     /// `[chat.slack]`'s routing by priority).
     pub slack_channel: Option<super::SlackChannel>,
+    /// Before the first live action of a run an alert started, ask
+    /// Alertmanager whether the alert still fires, and act only if it does
+    /// (default true; needs `backends.alertmanager_url`).
+    pub act_only_while_firing: Option<bool>,
+    /// When Alertmanager cannot be asked whether the alert still fires:
+    /// act on the webhook's word (`true`, the default) or not at all.
+    pub act_if_alertmanager_down: Option<bool>,
+    /// Alerts that hold this plugin's live actions off while they fire
+    /// (`MaintenanceWindow`, `{alertname="DeployInProgress", team="payments"}`),
+    /// beside `[server] block_while_firing`.
+    pub block_while_firing: Option<Vec<super::alerting::Selector>>,
     /// When detect runs again after a live mitigation (default `30s`).
     pub verify_after: Option<Span>,
     /// After a run for an alert fails (or is interrupted or skipped), a

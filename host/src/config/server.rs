@@ -13,6 +13,9 @@ use crate::units::{Span, TimeoutMs};
 pub struct ServerConfig {
     /// Address to listen on (default `127.0.0.1:8080`; `--listen` and
     /// `REMEDY_LISTEN` override it).
+    /// Alerts that hold every plugin's live actions off while they fire
+    /// (see `plugins.NAME.block_while_firing`).
+    pub block_while_firing: Option<Vec<super::alerting::Selector>>,
     pub listen: Option<std::net::SocketAddr>,
     /// The store and compiled-code cache (default `./remedy-data`).
     pub data_dir: Option<PathBuf>,

@@ -53,6 +53,9 @@ pub struct RunGate {
     pub kill: Option<KillSwitch>,
     /// What the run is about (see [`crate::record::Trigger::subject`]).
     pub subject: Option<String>,
+    /// Asked before the first live action: does the alert still fire, does
+    /// a blocking alert fire? (`None`: nothing to ask.)
+    pub alert_guard: Option<Arc<crate::alertmanager::guard::AlertGuard>>,
 }
 
 impl RunGate {
@@ -71,6 +74,7 @@ impl RunGate {
             ledger: None,
             kill: None,
             subject: None,
+            alert_guard: None,
         }
     }
 
@@ -271,6 +275,9 @@ impl Gate {
                     return Err(self.refuse(&action, err));
                 }
             }
+            if let Some(why) = self.alert_hold(&action).await {
+                return Err(self.refuse(&action, WitError::Refused(why)));
+            }
             let intent = match &self.ledger {
                 None => None,
                 Some(ledger) => match ledger.intend(self.intent(&action)).await {
@@ -359,6 +366,33 @@ impl Gate {
 
     /// A line of the host's in the run's log (a probe outside the
     /// allow-list, an escalation channel skipped).
+    /// Why the alert guard holds `action` off, if it does (notifications
+    /// always go: telling humans is not acting). Bounded by the call's
+    /// deadline: an Alertmanager that does not answer holds the run off.
+    async fn alert_hold(&self, action: &Action) -> Option<String> {
+        let guard = self
+            .alert_guard
+            .as_ref()
+            .filter(|_| !action.kind.is_notification())?;
+        let ask = guard.verdict(|line| self.note(line));
+        let verdict = match self.deadline {
+            Some(d) => {
+                let by = d.checked_sub(DEADLINE_MARGIN).unwrap_or(d);
+                match tokio::time::timeout_at(by, ask).await {
+                    Ok(v) => v.clone(),
+                    Err(_) => crate::alertmanager::guard::Verdict::Hold(
+                        "held off: Alertmanager did not answer before the run's deadline".into(),
+                    ),
+                }
+            }
+            None => ask.await.clone(),
+        };
+        match verdict {
+            crate::alertmanager::guard::Verdict::Hold(why) => Some(why),
+            crate::alertmanager::guard::Verdict::Act(_) => None,
+        }
+    }
+
     pub fn note(&self, line: String) {
         self.journal.logs.line(format!("[remedy] {line}"));
     }

@@ -100,6 +100,9 @@ pub struct Remedy {
     pub ledger: Option<Arc<dyn crate::guardrails::Ledger>>,
     /// The service's kill switch, consulted by the gate at each live action.
     pub kill: Option<crate::killswitch::KillSwitch>,
+    /// Alertmanager, asked before a run's first live action (see
+    /// [`crate::alertmanager::guard`]); `None` when not configured.
+    pub alerts: Option<Arc<dyn crate::alertmanager::AlertSource>>,
 }
 
 impl Remedy {
@@ -114,7 +117,10 @@ impl Remedy {
         overrides: Overrides,
         backends: Arc<Backends>,
     ) -> anyhow::Result<Remedy> {
-        Ok(Self::build(config, overrides, backends, Runtime::new()?))
+        let alerts = crate::alertmanager::api::from_config(&config.backends)?;
+        let mut r = Self::build(config, overrides, backends, Runtime::new()?);
+        r.alerts = alerts;
+        Ok(r)
     }
 
     fn build(
@@ -132,6 +138,7 @@ impl Remedy {
             cache: None,
             ledger: None,
             kill: None,
+            alerts: None,
         }
     }
 
@@ -148,6 +155,7 @@ impl Remedy {
             cache: self.cache.clone(),
             ledger: None,
             kill: None,
+            alerts: None,
         }
     }
 
@@ -161,6 +169,7 @@ impl Remedy {
     /// `runtime::tiers`).
     pub fn for_service(config: Config, dir: PathBuf) -> anyhow::Result<Remedy> {
         let backends = Arc::new(Backends::from_config(&config.backends)?);
+        let alerts = crate::alertmanager::api::from_config(&config.backends)?;
         let mut remedy = Self::build(
             config,
             Overrides::default(),
@@ -169,6 +178,7 @@ impl Remedy {
         );
         crate::runtime::plugin::remove_unfinished_cache_writes(&dir);
         remedy.cache = Some(CodeCache { dir, tiered: true });
+        remedy.alerts = alerts;
         Ok(remedy)
     }
 
@@ -407,6 +417,37 @@ impl Remedy {
         self.run_inner(plugin, req, id).instrument(span).await
     }
 
+    /// What a live action of this run must ask Alertmanager first: the
+    /// plugin's and the server's blocking alerts, and whether the alert
+    /// that started it still fires.
+    fn alert_guard(
+        &self,
+        settings: &crate::runtime::PluginSettings,
+        trigger: &crate::record::Trigger,
+    ) -> Option<crate::alertmanager::guard::AlertGuard> {
+        let limits = &settings.limits;
+        let mut blockers = limits.block_while_firing.clone();
+        blockers.extend(
+            self.config
+                .server
+                .block_while_firing
+                .iter()
+                .flatten()
+                .cloned(),
+        );
+        let alert = match trigger {
+            crate::record::Trigger::Alert { alert } => Some(alert),
+            _ => None,
+        };
+        crate::alertmanager::guard::AlertGuard::for_run(
+            self.alerts.clone(),
+            alert,
+            limits.act_only_while_firing,
+            limits.act_if_alertmanager_down,
+            blockers,
+        )
+    }
+
     async fn run_inner(&self, plugin: &Plugin, req: RunRequest, id: String) -> RunRecord {
         let started = Utc::now();
         let clock = std::time::Instant::now();
@@ -428,6 +469,7 @@ impl Remedy {
             ledger: self.ledger.clone(),
             kill: self.kill.clone(),
             subject: req.trigger.subject().map(String::from),
+            alert_guard: self.alert_guard(settings, &req.trigger).map(Arc::new),
         });
         let setup = || CallSetup {
             run: &run,

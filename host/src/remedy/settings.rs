@@ -79,6 +79,11 @@ pub fn resolve(
             approvals_required: pc
                 .approvals_required
                 .map_or(d.approvals_required, |n| n.get()),
+            act_only_while_firing: pc.act_only_while_firing.unwrap_or(d.act_only_while_firing),
+            act_if_alertmanager_down: pc
+                .act_if_alertmanager_down
+                .unwrap_or(d.act_if_alertmanager_down),
+            block_while_firing: pc.block_while_firing.clone().unwrap_or_default(),
         }),
         priority: pc.priority.unwrap_or(defaults.priority),
         files: pc.files.clone(),

@@ -101,15 +101,27 @@ pub struct Browser {
 
 impl Browser {
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        self.try_call(method, path, body)
+            .await
+            .unwrap_or_else(|(err, message)| panic!("WebDriver {path}: {err}: {message}"))
+    }
+
+    /// The command's value, or WebDriver's error code and message.
+    async fn try_call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, (String, Value)> {
         let mut req = self.http.request(method, format!("{}{path}", self.base));
         if let Some(b) = body {
             req = req.json(&b);
         }
         let v: Value = req.send().await.unwrap().json().await.unwrap();
-        if let Some(err) = v["value"]["error"].as_str() {
-            panic!("WebDriver {path}: {err}: {}", v["value"]["message"]);
+        match v["value"]["error"].as_str() {
+            Some(err) => Err((err.to_string(), v["value"]["message"].clone())),
+            None => Ok(v["value"].clone()),
         }
-        v["value"].clone()
     }
 
     pub async fn goto(&self, url: &str) {
@@ -167,14 +179,23 @@ impl Browser {
         }
     }
 
+    /// Clicks the element `css` finds. The live pages redraw in place: an
+    /// element found just before a redraw is stale by the click, and is
+    /// found again.
     pub async fn click(&self, css: &str) {
-        let e = self.wait_for(css).await;
-        self.call(
-            reqwest::Method::POST,
-            &format!("/element/{e}/click"),
-            Some(json!({})),
-        )
-        .await;
+        for _ in 0..5 {
+            let e = self.wait_for(css).await;
+            let path = format!("/element/{e}/click");
+            match self
+                .try_call(reqwest::Method::POST, &path, Some(json!({})))
+                .await
+            {
+                Ok(_) => return,
+                Err((err, _)) if err == "stale element reference" => continue,
+                Err((err, message)) => panic!("WebDriver {path}: {err}: {message}"),
+            }
+        }
+        panic!("`{css}` went stale five times in a row");
     }
 
     pub async fn type_into(&self, css: &str, text: &str) {
