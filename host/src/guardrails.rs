@@ -33,6 +33,8 @@ pub struct Limits {
     pub act_if_alertmanager_down: bool,
     /// The plugin's own alerts that hold its live actions off.
     pub block_while_firing: Vec<crate::config::alerting::Selector>,
+    /// Silence the alert while acting, for this lease (`None`: don't).
+    pub silence_lease: Option<Duration>,
 }
 
 impl Default for Limits {
@@ -47,6 +49,7 @@ impl Default for Limits {
             act_only_while_firing: true,
             act_if_alertmanager_down: true,
             block_while_firing: Vec::new(),
+            silence_lease: None,
         }
     }
 }

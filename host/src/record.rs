@@ -350,6 +350,10 @@ pub struct RunRecord {
     /// The plan this live run carries out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval_of: Option<String>,
+    /// The Alertmanager silence Remedy held on the run's alert while it
+    /// acted and verified (`silence_while_acting`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub silence: Option<String>,
     /// When verification decided `verification`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verified_at: Option<DateTime<Utc>>,
@@ -405,6 +409,7 @@ impl RunRecord {
             note: None,
             approval: None,
             approval_of: None,
+            silence: None,
             verified_at: None,
             params: BTreeMap::new(),
             target: None,

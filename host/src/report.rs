@@ -292,6 +292,12 @@ pub fn markdown(runs: &[RunRecord], audit: &[crate::store::AuditEvent]) -> Strin
     if let Some(v) = verification {
         let _ = writeln!(s, "\nVerification after mitigation: **{v}**.");
     }
+    for id in runs.iter().filter_map(|r| r.silence.as_deref()) {
+        let _ = writeln!(
+            s,
+            "\nThe alert was silenced in Alertmanager while Remedy acted (silence `{id}`), until verification."
+        );
+    }
 
     let _ = writeln!(s, "\n## 5. Long-term fixes (follow-ups)\n");
     let steps: Vec<&String> = runs

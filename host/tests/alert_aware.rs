@@ -35,7 +35,7 @@ async fn webhook(server: &Server, fingerprint: &str, starts_at: &str) -> String 
 
 /// circuit-breaker-open in `mode`, `stripe` stuck open, Alertmanager at `am`.
 async fn serve(am: &str, server: &str, plugin: &str) -> StuckBreaker {
-    let plugin = format!("cooldown = \"0s\"\nverify_after = \"1h\"\n{plugin}");
+    let plugin = format!("cooldown = \"0s\"\n{plugin}");
     stuck_breaker(server, &plugin, "", &[("REMEDY_ALERTMANAGER_URL", am)]).await
 }
 
@@ -235,5 +235,135 @@ fn the_example_alertmanager_config_is_one_alertmanager_accepts() {
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Remedy's silences in Alertmanager, as it lists them.
+async fn remedys_silences(am: &Alertmanager) -> Vec<Value> {
+    am.silences()
+        .await
+        .into_iter()
+        .filter(|s| s["createdBy"] == "remedy")
+        .collect()
+}
+
+fn ends_at(s: &Value) -> chrono::DateTime<chrono::Utc> {
+    s["endsAt"].as_str().unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silence_is_held_while_acting_renewed_and_ended_before_verification_pages() {
+    let am = Alertmanager::start().await;
+    let StuckBreaker {
+        dir: _dir,
+        sim,
+        server,
+    } = serve(
+        &am.base,
+        "",
+        "mode = \"auto\"\nsilence_while_acting = true\nsilence_lease = \"2s\"\nverify_after = \"5s\"",
+    )
+    .await;
+    let fp = am.fire(labels()).await;
+    let id = webhook(&server, &fp, "2026-12-07T01:00:00Z").await;
+    let rec = server.succeeded(&id, "the run", 20).await;
+    assert_eq!(sim.breaker_state("stripe").unwrap(), "HALF_OPEN");
+    let silence = rec["silence"]
+        .as_str()
+        .unwrap_or_else(|| panic!("the record names the silence: {rec}"))
+        .to_string();
+
+    // Active, on exactly the alert's labels, saying who and why.
+    let mine = remedys_silences(&am).await;
+    assert_eq!(mine.len(), 1, "{mine:?}");
+    let s = &mine[0];
+    assert_eq!(s["id"], silence);
+    assert_eq!(s["status"]["state"], "active", "{s}");
+    assert!(s["comment"].as_str().unwrap().contains(&id), "{s}");
+    let mut matchers: Vec<(String, String)> = s["matchers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            assert_eq!(
+                (m["isRegex"].clone(), m["isEqual"].clone()),
+                (json!(false), json!(true))
+            );
+            (
+                m["name"].as_str().unwrap().into(),
+                m["value"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    matchers.sort();
+    let mut want: Vec<(String, String)> = labels()
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().into()))
+        .collect();
+    want.sort();
+    assert_eq!(matchers, want);
+    let first_end = ends_at(s);
+
+    // Past its first end it is still active, renewed in place.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let now = remedys_silences(&am).await;
+    let s = now
+        .iter()
+        .find(|s| s["id"] == silence)
+        .expect("the same silence");
+    assert_eq!(s["status"]["state"], "active", "{s}");
+    assert!(ends_at(s) > first_end, "renewed: {s}");
+
+    // Verification ends it (resolved here), and the record says so.
+    let rec = eventually("verified", 15, || async {
+        let rec = server.get(&format!("/v1/runs/{id}")).await;
+        (!rec["verification"].is_null()).then_some(rec)
+    })
+    .await;
+    let s = remedys_silences(&am).await;
+    assert!(s.iter().all(|s| s["status"]["state"] == "expired"), "{s:?}");
+    assert!(
+        rec["logs"]
+            .to_string()
+            .contains(&format!("silence {silence} ended")),
+        "{rec}"
+    );
+    let (_, report) = server.get_as("", &format!("/v1/runs/{id}/report")).await;
+    assert!(report.contains(&silence), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_replicas_silence_lapses_within_its_lease() {
+    let am = Alertmanager::start().await;
+    let StuckBreaker {
+        dir: _dir,
+        sim: _sim,
+        server,
+    } = serve(
+        &am.base,
+        "",
+        "mode = \"auto\"\nsilence_while_acting = true\nsilence_lease = \"2s\"\nverify_after = \"1h\"",
+    )
+    .await;
+    let fp = am.fire(labels()).await;
+    let id = webhook(&server, &fp, "2026-12-07T01:00:00Z").await;
+    server.succeeded(&id, "the run", 20).await;
+    assert_eq!(remedys_silences(&am).await[0]["status"]["state"], "active");
+    // SIGKILL: nobody renews it any more.
+    drop(server);
+    let killed = chrono::Utc::now();
+    let lapsed = eventually("the silence lapses", 10, || async {
+        let s = remedys_silences(&am).await;
+        s.iter()
+            .all(|s| s["status"]["state"] == "expired")
+            .then_some(s)
+    })
+    .await;
+    let end = ends_at(&lapsed[0]);
+    assert!(
+        end <= killed + chrono::Duration::seconds(2),
+        "it ended within the lease of the kill: {end} vs {killed}"
     );
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::Deserialize;
 
-use super::{Alert, AlertSource, Matcher, Silence};
+use super::{Alert, AlertSource, Matcher, NewSilence, Silence};
 use crate::backends::{read_capped, transport_error, BackendError, BackendResult};
 
 /// Most bytes of one answer read: a list of every alert of a big
@@ -96,8 +96,16 @@ impl HttpAlertmanager {
         path: &str,
         query: &[(&str, String)],
     ) -> BackendResult<T> {
+        let req = self.client.get(format!("{}{path}", self.base)).query(query);
+        self.send(path, req).await
+    }
+
+    async fn send<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        mut req: reqwest::RequestBuilder,
+    ) -> BackendResult<T> {
         let what = "alertmanager";
-        let mut req = self.client.get(format!("{}{path}", self.base)).query(query);
         req = match &self.auth {
             Some(Auth::Bearer(t)) => req.bearer_auth(t),
             Some(Auth::Basic { user, password }) => req.basic_auth(user, Some(password)),
@@ -116,10 +124,24 @@ impl HttpAlertmanager {
                     .collect::<String>()
             )));
         }
-        serde_json::from_slice(&body).map_err(|e| {
+        // A DELETE answers with an empty body.
+        let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+            b"null"
+        } else {
+            &body
+        };
+        serde_json::from_slice(body).map_err(|e| {
             BackendError::Failed(format!("{what}: {path} answered what is not its API: {e}"))
         })
     }
+}
+
+/// A silence id goes into a path: a UUID's characters only.
+fn check_id(id: &str) -> BackendResult<()> {
+    if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        return Err(BackendError::Invalid(format!("`{id}` is not a silence id")));
+    }
+    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -146,6 +168,7 @@ struct GettableSilence {
     created_by: String,
     #[serde(default)]
     comment: String,
+    starts_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[async_trait]
@@ -168,15 +191,50 @@ impl AlertSource for HttpAlertmanager {
             .collect())
     }
 
-    async fn silence(&self, id: &str) -> BackendResult<Silence> {
-        if !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-            return Err(BackendError::Invalid(format!("`{id}` is not a silence id")));
+    async fn put_silence(&self, s: &NewSilence) -> BackendResult<String> {
+        let matchers: Vec<serde_json::Value> = s
+            .matchers
+            .iter()
+            .map(|m| serde_json::json!({"name": m.name, "value": m.value, "isRegex": m.regex, "isEqual": m.equal}))
+            .collect();
+        let mut body = serde_json::json!({
+            "matchers": matchers,
+            "startsAt": s.starts_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "endsAt": s.ends_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "createdBy": s.created_by,
+            "comment": s.comment,
+        });
+        if let Some(id) = &s.id {
+            check_id(id)?;
+            body["id"] = serde_json::Value::String(id.clone());
         }
+        #[derive(Deserialize)]
+        struct Created {
+            #[serde(rename = "silenceID")]
+            silence_id: String,
+        }
+        let path = "/api/v2/silences";
+        let req = self.client.post(format!("{}{path}", self.base)).json(&body);
+        let c: Created = self.send(path, req).await?;
+        Ok(c.silence_id)
+    }
+
+    async fn expire_silence(&self, id: &str) -> BackendResult<()> {
+        check_id(id)?;
+        let path = format!("/api/v2/silence/{id}");
+        let req = self.client.delete(format!("{}{path}", self.base));
+        let _: serde_json::Value = self.send(&path, req).await?;
+        Ok(())
+    }
+
+    async fn silence(&self, id: &str) -> BackendResult<Silence> {
+        check_id(id)?;
         let s: GettableSilence = self.get(&format!("/api/v2/silence/{id}"), &[]).await?;
         Ok(Silence {
             id: s.id,
             created_by: s.created_by,
             comment: s.comment,
+            starts_at: s.starts_at,
         })
     }
 }

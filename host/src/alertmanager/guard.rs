@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use tokio::sync::OnceCell;
 
+use super::lease::{SilenceLease, SilenceLeases};
 use super::{AlertSource, Matcher, Selector};
 use crate::record::AlertInfo;
 
@@ -29,11 +30,22 @@ pub enum Verdict {
 
 pub struct AlertGuard {
     source: Arc<dyn AlertSource>,
-    /// The alert that started the run, when it must still fire.
+    /// The alert that started the run (fingerprint, labels).
     alert: Option<(String, BTreeMap<String, String>)>,
+    /// Whether it must still fire.
+    only_while_firing: bool,
     blockers: Vec<Selector>,
     act_if_down: bool,
     verdict: OnceCell<Verdict>,
+    silence: Option<SilenceWhileActing>,
+}
+
+/// Silence the alert while acting on it (`silence_while_acting`).
+pub struct SilenceWhileActing {
+    pub run_id: String,
+    pub lease: std::time::Duration,
+    pub comment: String,
+    pub leases: Arc<SilenceLeases>,
 }
 
 impl AlertGuard {
@@ -44,20 +56,22 @@ impl AlertGuard {
         only_while_firing: bool,
         act_if_down: bool,
         blockers: Vec<Selector>,
+        silence: Option<SilenceWhileActing>,
     ) -> Option<AlertGuard> {
         let source = source?;
-        let alert = alert
-            .filter(|_| only_while_firing)
-            .map(|a| (a.fingerprint.clone(), a.labels.clone()));
-        if alert.is_none() && blockers.is_empty() {
+        let alert = alert.map(|a| (a.fingerprint.clone(), a.labels.clone()));
+        let about_alert = alert.is_some() && (only_while_firing || silence.is_some());
+        if !about_alert && blockers.is_empty() {
             return None;
         }
         Some(AlertGuard {
             source,
             alert,
+            only_while_firing,
             blockers,
             act_if_down,
             verdict: OnceCell::new(),
+            silence,
         })
     }
 
@@ -66,7 +80,12 @@ impl AlertGuard {
     pub async fn verdict(&self, note: impl FnOnce(String)) -> &Verdict {
         self.verdict
             .get_or_init(|| async {
-                let v = self.ask().await;
+                let mut v = self.ask().await;
+                if v == Verdict::Act(None) {
+                    if let Some(n) = self.silence_alert().await {
+                        v = Verdict::Act(Some(n));
+                    }
+                }
                 match &v {
                     Verdict::Act(Some(n)) => note(n.clone()),
                     Verdict::Hold(why) => note(why.clone()),
@@ -96,7 +115,8 @@ impl AlertGuard {
                 }
             }
         }
-        let Some((fingerprint, labels)) = &self.alert else {
+        let Some((fingerprint, labels)) = self.alert.as_ref().filter(|_| self.only_while_firing)
+        else {
             return Verdict::Act(None);
         };
         let name = labels.get("alertname").map_or("the alert", String::as_str);
@@ -140,6 +160,25 @@ impl AlertGuard {
             }
         }
         Verdict::Act(None)
+    }
+}
+
+impl AlertGuard {
+    /// Silences the run's alert until a lease from now, held in
+    /// `leases` (renewed there until the service ends it); answers a note
+    /// when it could not (best effort: acting is not held up for it).
+    async fn silence_alert(&self) -> Option<String> {
+        let s = self.silence.as_ref()?;
+        let (_, labels) = self.alert.as_ref()?;
+        match SilenceLease::take(self.source.clone(), labels, s.comment.clone(), s.lease).await {
+            Ok(lease) => {
+                s.leases.hold(&s.run_id, lease);
+                None
+            }
+            Err(e) => Some(format!(
+                "the alert was not silenced while acting ({e}): whoever it pages is paged"
+            )),
+        }
     }
 }
 

@@ -12,6 +12,7 @@ use crate::backends::BackendResult;
 
 pub mod api;
 pub mod guard;
+pub mod lease;
 
 pub use crate::config::alerting::{Matcher, Selector};
 
@@ -32,6 +33,18 @@ pub struct Silence {
     pub id: String,
     pub created_by: String,
     pub comment: String,
+    pub starts_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// A silence to create, or (with `id`) to update.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewSilence {
+    pub id: Option<String>,
+    pub matchers: Vec<Matcher>,
+    pub starts_at: chrono::DateTime<chrono::Utc>,
+    pub ends_at: chrono::DateTime<chrono::Utc>,
+    pub created_by: String,
+    pub comment: String,
 }
 
 #[async_trait]
@@ -40,4 +53,8 @@ pub trait AlertSource: Send + Sync {
     /// inhibited ones included).
     async fn alerts(&self, matchers: &[Matcher]) -> BackendResult<Vec<Alert>>;
     async fn silence(&self, id: &str) -> BackendResult<Silence>;
+    /// Creates or updates a silence; answers its id (an update may get a
+    /// new one).
+    async fn put_silence(&self, s: &NewSilence) -> BackendResult<String>;
+    async fn expire_silence(&self, id: &str) -> BackendResult<()>;
 }

@@ -115,6 +115,12 @@ pub struct PluginConfig {
     /// (`MaintenanceWindow`, `{alertname="DeployInProgress", team="payments"}`),
     /// beside `[server] block_while_firing`.
     pub block_while_firing: Option<Vec<super::alerting::Selector>>,
+    /// Silence the alert in Alertmanager while acting on it, as a lease
+    /// renewed until verification ends (default false).
+    pub silence_while_acting: Option<bool>,
+    /// The silence's lease: how long it outlives a replica that died
+    /// (default `2m`).
+    pub silence_lease: Option<Span>,
     /// When detect runs again after a live mitigation (default `30s`).
     pub verify_after: Option<Span>,
     /// After a run for an alert fails (or is interrupted or skipped), a

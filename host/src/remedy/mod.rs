@@ -103,6 +103,8 @@ pub struct Remedy {
     /// Alertmanager, asked before a run's first live action (see
     /// [`crate::alertmanager::guard`]); `None` when not configured.
     pub alerts: Option<Arc<dyn crate::alertmanager::AlertSource>>,
+    /// The silences this process holds while runs act and verify.
+    pub silences: Arc<crate::alertmanager::lease::SilenceLeases>,
 }
 
 impl Remedy {
@@ -139,6 +141,7 @@ impl Remedy {
             ledger: None,
             kill: None,
             alerts: None,
+            silences: Arc::default(),
         }
     }
 
@@ -156,6 +159,7 @@ impl Remedy {
             ledger: None,
             kill: None,
             alerts: None,
+            silences: Arc::default(),
         }
     }
 
@@ -424,6 +428,7 @@ impl Remedy {
         &self,
         settings: &crate::runtime::PluginSettings,
         trigger: &crate::record::Trigger,
+        run_id: &str,
     ) -> Option<crate::alertmanager::guard::AlertGuard> {
         let limits = &settings.limits;
         let mut blockers = limits.block_while_firing.clone();
@@ -445,6 +450,15 @@ impl Remedy {
             limits.act_only_while_firing,
             limits.act_if_alertmanager_down,
             blockers,
+            limits.silence_lease.map(|lease| crate::alertmanager::guard::SilenceWhileActing {
+                run_id: run_id.to_string(),
+                lease,
+                comment: format!(
+                    "Remedy run {run_id} is acting on this alert; the silence ends when its verification does, or within {}s if Remedy stops",
+                    lease.as_secs()
+                ),
+                leases: self.silences.clone(),
+            }),
         )
     }
 
@@ -469,7 +483,7 @@ impl Remedy {
             ledger: self.ledger.clone(),
             kill: self.kill.clone(),
             subject: req.trigger.subject().map(String::from),
-            alert_guard: self.alert_guard(settings, &req.trigger).map(Arc::new),
+            alert_guard: self.alert_guard(settings, &req.trigger, &id).map(Arc::new),
         });
         let setup = || CallSetup {
             run: &run,
@@ -529,6 +543,7 @@ impl Remedy {
         rec.status = status;
         rec.error = error;
         rec.actions = journal.actions();
+        rec.silence = self.silences.id_of(&id);
         let dropped = journal.dropped_actions();
         if dropped > 0 {
             journal.logs.host_line(format!(

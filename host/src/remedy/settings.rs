@@ -84,6 +84,11 @@ pub fn resolve(
                 .act_if_alertmanager_down
                 .unwrap_or(d.act_if_alertmanager_down),
             block_while_firing: pc.block_while_firing.clone().unwrap_or_default(),
+            silence_lease: pc.silence_while_acting.unwrap_or(false).then(|| {
+                pc.silence_lease
+                    .map_or(Duration::from_secs(120), |s| s.get())
+                    .max(Duration::from_secs(1))
+            }),
         }),
         priority: pc.priority.unwrap_or(defaults.priority),
         files: pc.files.clone(),

@@ -225,4 +225,63 @@ impl Service {
         notes.extend(more_notes);
         (actions, notes)
     }
+
+    /// Ends the silence run `rec` held while it acted, if this process
+    /// holds it; answers a line for the run's log.
+    pub(super) async fn end_silence(&self, rec: &RunRecord) -> Option<String> {
+        let ended = self.remedy.silences.end(&rec.id).await?;
+        let (line, detail) = match ended {
+            Ok(id) => (
+                format!("[remedy] silence {id} ended: the alert is no longer silenced"),
+                serde_json::json!({"silence": id, "ended": true}),
+            ),
+            Err(e) => (format!("[remedy] {e}"), serde_json::json!({"error": e})),
+        };
+        self.audit(Some(&rec.id), Some(&rec.plugin), "silence.ended", detail)
+            .await;
+        Some(line)
+    }
+
+    /// A run this process took over held a silence: renew it from here on
+    /// (its holder stopped), so that it ends with the verification.
+    pub(super) async fn adopt_silence(&self, plugin: &Plugin, rec: &RunRecord) {
+        let (Some(id), Some(source), crate::record::Trigger::Alert { alert }) =
+            (&rec.silence, self.remedy.alerts.clone(), &rec.trigger)
+        else {
+            return;
+        };
+        let lease = plugin
+            .settings
+            .limits
+            .silence_lease
+            .unwrap_or(std::time::Duration::from_secs(120));
+        let comment = format!(
+            "Remedy run {} is acting on this alert (taken over after its replica stopped)",
+            rec.id
+        );
+        match crate::alertmanager::lease::SilenceLease::adopt(
+            source,
+            Some(id.clone()),
+            &alert.labels,
+            comment,
+            lease,
+        )
+        .await
+        {
+            Ok(l) => {
+                let now = l.id();
+                self.remedy.silences.hold(&rec.id, l);
+                self.audit(
+                    Some(&rec.id),
+                    Some(&rec.plugin),
+                    "silence.adopted",
+                    serde_json::json!({"silence": now, "was": id}),
+                )
+                .await;
+            }
+            Err(e) => {
+                tracing::warn!(run_id = %rec.id, silence = %id, error = %e, "silence not adopted: it lapses at the end of its lease");
+            }
+        }
+    }
 }

@@ -673,6 +673,9 @@ impl Service {
             service
                 .clone()
                 .mark_live_actions(plugin.clone(), rec.clone());
+        } else if rec.silence.is_some() {
+            // Nothing to verify: the silence has served its purpose.
+            Box::pin(service.end_silence(&rec)).await;
         }
         rec
     }

@@ -45,7 +45,11 @@ impl Service {
                 continue;
             };
             tracing::info!(run_id = %rec.id, plugin = %rec.plugin, "verification taken over from a stopped process");
-            self.clone().verify_later(plugin, rec);
+            let me = self.clone();
+            tokio::spawn(async move {
+                me.adopt_silence(&plugin, &rec).await;
+                me.verify_later(plugin, rec);
+            });
         }
     }
 
@@ -69,6 +73,8 @@ impl Service {
 
     async fn verify(&self, plugin: &Plugin, rec: &RunRecord) {
         if !self.still_ours(rec).await {
+            // The survivor that took the run over renews the silence now.
+            self.remedy.silences.release(&rec.id);
             return;
         }
         let req = RunRequest {
@@ -82,10 +88,16 @@ impl Service {
         let result = if resolved { "resolved" } else { "not_resolved" };
         tracing::info!(run_id = %rec.id, plugin = %rec.plugin, result, "verification");
         let mut escalations = Vec::new();
-        let mut notes = Vec::new();
+        let mut notes: Vec<String> = Vec::new();
         // Detection takes time: ask again before anyone is paged.
         if !resolved && !self.still_ours(rec).await {
+            self.remedy.silences.release(&rec.id);
             return;
+        }
+        // Verification is over: the alert speaks for itself again, before
+        // a not-resolved result pages anyone.
+        if let Some(note) = self.end_silence(rec).await {
+            notes.push(note);
         }
         if !resolved {
             let findings: Vec<String> = check
