@@ -367,3 +367,98 @@ async fn a_killed_replicas_silence_lapses_within_its_lease() {
         "it ended within the lease of the kill: {end} vs {killed}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_takes_the_verification_over_adopts_the_silence_and_ends_it() {
+    let am = Alertmanager::start().await;
+    let db = Db::new("am_adopt").await;
+    let dir = tempfile::tempdir().unwrap();
+    let sim = sim().await;
+    sim.open_breaker("stripe");
+    let replica = |name: &str| {
+        let home = dir.path().join(name);
+        std::fs::create_dir_all(&home).unwrap();
+        let server = format!(
+            "store = \"{}\"\nreplica = \"{name}\"\nlease = \"3s\"",
+            db.url()
+        );
+        let plugin = "mode = \"auto\"\ncooldown = \"0s\"\nsilence_while_acting = true\n\
+                      silence_lease = \"10s\"\nverify_after = \"12s\"";
+        start_logged(
+            &home,
+            &breaker_config(&home, &sim, &server, plugin, ""),
+            &[("REMEDY_ALERTMANAGER_URL", am.base.as_str())],
+        )
+    };
+    let a = replica("a");
+    let b = replica("b");
+    let fp = am.fire(labels()).await;
+    let id = webhook(&a, &fp, "2026-12-07T01:00:00Z").await;
+    let rec = a.succeeded(&id, "the run", 20).await;
+    let silence = rec["silence"].as_str().expect("a silence").to_string();
+    // A dies; B takes the verification over, and with it the silence.
+    drop(a);
+    let adopted = eventually("B adopts the silence", 30, || async {
+        let e = b.get("/v1/audit?event=silence.adopted").await["events"].clone();
+        e.as_array().and_then(|e| e.first().cloned())
+    })
+    .await;
+    assert_eq!(adopted["detail"]["was"], silence, "{adopted}");
+    assert_eq!(adopted["detail"]["silence"], silence, "renewed in place: {adopted}");
+    // Past A's last renewal's end, still held.
+    let s = remedys_silences(&am).await;
+    assert!(
+        s.iter().any(|s| s["id"] == silence && s["status"]["state"] == "active"),
+        "{s:?}"
+    );
+    // B's verification ends it.
+    eventually("B verifies and ends the silence", 40, || async {
+        let rec = b.get(&format!("/v1/runs/{id}")).await;
+        let ended = remedys_silences(&am)
+            .await
+            .iter()
+            .all(|s| s["status"]["state"] == "expired");
+        (!rec["verification"].is_null() && ended).then_some(())
+    })
+    .await;
+    let ended = b.get("/v1/audit?event=silence.ended").await["events"].clone();
+    assert_eq!(ended[0]["detail"]["silence"], silence, "{ended}");
+    assert_eq!(remedys_silences(&am).await.len(), 1, "one silence, never a second");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alertmanager_that_never_answers_holds_the_run_off_within_its_deadline() {
+    // Accepts connections, never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hung = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    let StuckBreaker {
+        dir: _dir,
+        sim,
+        server,
+    } = serve(
+        &hung,
+        "block_while_firing = [\"MaintenanceWindow\"]",
+        "mode = \"auto\"\nmitigate_timeout_ms = 1500",
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let (code, rec) = server
+        .post("/v1/plugins/circuit-breaker-open/runs?wait=true", json!({}))
+        .await;
+    assert_eq!(code, 200, "{rec}");
+    let why = refusals(&rec);
+    assert!(
+        why.len() == 1 && why[0].contains("did not answer before the run's deadline"),
+        "{rec}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(4), "{:?}", started.elapsed());
+    assert_eq!(sim.breaker_state("stripe").unwrap(), "OPEN");
+    // The service still answers.
+    assert_eq!(server.get("/healthz").await["status"], "ok");
+}
