@@ -404,11 +404,15 @@ async fn a_replica_that_takes_the_verification_over_adopts_the_silence_and_ends_
     })
     .await;
     assert_eq!(adopted["detail"]["was"], silence, "{adopted}");
-    assert_eq!(adopted["detail"]["silence"], silence, "renewed in place: {adopted}");
+    assert_eq!(
+        adopted["detail"]["silence"], silence,
+        "renewed in place: {adopted}"
+    );
     // Past A's last renewal's end, still held.
     let s = remedys_silences(&am).await;
     assert!(
-        s.iter().any(|s| s["id"] == silence && s["status"]["state"] == "active"),
+        s.iter()
+            .any(|s| s["id"] == silence && s["status"]["state"] == "active"),
         "{s:?}"
     );
     // B's verification ends it.
@@ -423,7 +427,11 @@ async fn a_replica_that_takes_the_verification_over_adopts_the_silence_and_ends_
     .await;
     let ended = b.get("/v1/audit?event=silence.ended").await["events"].clone();
     assert_eq!(ended[0]["detail"]["silence"], silence, "{ended}");
-    assert_eq!(remedys_silences(&am).await.len(), 1, "one silence, never a second");
+    assert_eq!(
+        remedys_silences(&am).await.len(),
+        1,
+        "one silence, never a second"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -457,7 +465,11 @@ async fn an_alertmanager_that_never_answers_holds_the_run_off_within_its_deadlin
         why.len() == 1 && why[0].contains("did not answer before the run's deadline"),
         "{rec}"
     );
-    assert!(started.elapsed() < std::time::Duration::from_secs(4), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(sim.breaker_state("stripe").unwrap(), "OPEN");
     // The service still answers.
     assert_eq!(server.get("/healthz").await["status"], "ok");
