@@ -35,6 +35,15 @@ pub struct Limits {
     pub block_while_firing: Vec<crate::config::alerting::Selector>,
     /// Silence the alert while acting, for this lease (`None`: don't).
     pub silence_lease: Option<Duration>,
+    /// At most this many live mitigations of one alert per window.
+    pub flap: Option<Flap>,
+}
+
+/// See [`Limits::flap`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Flap {
+    pub max: u32,
+    pub per: Duration,
 }
 
 impl Default for Limits {
@@ -50,6 +59,7 @@ impl Default for Limits {
             act_if_alertmanager_down: true,
             block_while_firing: Vec::new(),
             silence_lease: None,
+            flap: None,
         }
     }
 }

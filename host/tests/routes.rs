@@ -26,6 +26,11 @@ const ROUTES: &[(&str, &str, Option<Role>)] = &[
     ("GET", "/v1/runs/{id}", Some(Role::Read)),
     ("POST", "/v1/runs/{id}/approve", Some(Role::Approve)),
     ("POST", "/v1/runs/{id}/reject", Some(Role::Approve)),
+    (
+        "POST",
+        "/v1/alerts/{fingerprint}/clear-flap",
+        Some(Role::Approve),
+    ),
     ("GET", "/v1/runs/{id}/report", Some(Role::Read)),
     ("GET", "/v1/admin/pause", Some(Role::Read)),
     ("GET", "/v1/cluster", Some(Role::Read)),
@@ -80,6 +85,7 @@ async fn app(dir: &std::path::Path, tokens: bool) -> (axum::Router, Arc<Service>
 fn concrete(path: &str) -> String {
     path.replace("{id}", "00000000-0000-4000-8000-000000000000")
         .replace("{name}", "circuit-breaker-open")
+        .replace("{fingerprint}", "4f2a9c0d1e3b5a77")
 }
 
 async fn call(

@@ -164,4 +164,18 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn blocking_alerts_need_an_alertmanager_and_the_error_names_the_key() {
+        let text = "[plugins.x]\nblock_while_firing = [\"MaintenanceWindow\"]\n";
+        let cfg = crate::config::Config::parse(text, std::path::Path::new("r.toml")).unwrap();
+        let e = cfg.check_alerting().unwrap_err().to_string();
+        assert!(
+            e.contains("plugins.x.block_while_firing") && e.contains("alertmanager_url"),
+            "{e}"
+        );
+        let with = format!("[backends]\nalertmanager_url = \"http://127.0.0.1:9093\"\n{text}");
+        let cfg = crate::config::Config::parse(&with, std::path::Path::new("r.toml")).unwrap();
+        cfg.check_alerting().unwrap();
+    }
 }

@@ -121,6 +121,10 @@ pub struct PluginConfig {
     /// The silence's lease: how long it outlives a replica that died
     /// (default `2m`).
     pub silence_lease: Option<Span>,
+    /// `{ max = 3, per = "1h" }`: after `max` live mitigations of one alert
+    /// (fingerprint) within `per`, its runs are dry runs until the window
+    /// passes or someone clears it; a human is told once.
+    pub flap: Option<FlapConfig>,
     /// When detect runs again after a live mitigation (default `30s`).
     pub verify_after: Option<Span>,
     /// After a run for an alert fails (or is interrupted or skipped), a
@@ -296,5 +300,35 @@ impl TryFrom<RawSchedule> for Schedule {
             name: s.name,
             every,
         })
+    }
+}
+
+/// See [`PluginConfig::flap`].
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlapConfig {
+    pub max: FlapMax,
+    pub per: Span,
+}
+
+/// 1 to 100 live mitigations.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(try_from = "u32")]
+pub struct FlapMax(u32);
+
+impl FlapMax {
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl TryFrom<u32> for FlapMax {
+    type Error = String;
+    fn try_from(n: u32) -> Result<Self, String> {
+        if (1..=100).contains(&n) {
+            Ok(FlapMax(n))
+        } else {
+            Err(format!("flap.max must be between 1 and 100, not {n}"))
+        }
     }
 }

@@ -84,6 +84,10 @@ pub fn resolve(
                 .act_if_alertmanager_down
                 .unwrap_or(d.act_if_alertmanager_down),
             block_while_firing: pc.block_while_firing.clone().unwrap_or_default(),
+            flap: pc.flap.map(|f| crate::guardrails::Flap {
+                max: f.max.get(),
+                per: f.per.get(),
+            }),
             silence_lease: pc.silence_while_acting.unwrap_or(false).then(|| {
                 pc.silence_lease
                     .map_or(Duration::from_secs(120), |s| s.get())

@@ -166,6 +166,16 @@ pub(crate) struct Claimed {
     owner: Option<Arc<str>>,
 }
 
+impl Claimed {
+    pub(super) fn plugin(&self) -> &Arc<Plugin> {
+        &self.plugin
+    }
+
+    pub(super) fn launch(&self) -> &Launch {
+        &self.launch
+    }
+}
+
 /// Why a claimed run does not start.
 pub(crate) enum NotClaimed {
     /// Another replica's run holds the target: the record says so.
@@ -273,7 +283,8 @@ impl Service {
         let handle = match self.try_slot(claimed.plugin.name()) {
             // A slot is free: straight to `running`, one write fewer.
             Some(permit) => {
-                let start = self.decide_start(&claimed);
+                let flapping = Box::pin(self.flap_hold(&claimed)).await;
+                let start = self.decide_start(&claimed, flapping);
                 if !(claimed.launch.waited && start.dry) {
                     let running = self.running_record(&claimed, &start);
                     super::heal::retried("`running` record", &id, || self.store.put_run(&running))
@@ -406,7 +417,7 @@ impl Service {
     }
 
     /// Mode, kill switch and stage as they are now.
-    fn decide_start(&self, c: &Claimed) -> Start {
+    fn decide_start(&self, c: &Claimed, flapping: Option<String>) -> Start {
         let l = &c.launch;
         let mode = l.mode.unwrap_or(c.plugin.settings.mode);
         let planning = mode == Mode::Approve && l.approved.is_none();
@@ -417,6 +428,10 @@ impl Service {
                 dry = true;
                 note = Some(format!("{}: this run was forced to dry-run", p.describe()));
             }
+        }
+        if let Some(why) = flapping.filter(|_| !dry) {
+            dry = true;
+            note = Some(why);
         }
         let stage = match (&l.approved, planning) {
             (Some((_, plan)), _) => Stage::Approved(plan.clone()),
@@ -548,7 +563,8 @@ impl Service {
         let (permit, start, running_later) = match slot {
             Slotted::Started(permit, start) => (permit, start, None),
             Slotted::Waited(permit) => {
-                let start = service.decide_start(&c);
+                let flapping = Box::pin(service.flap_hold(&c)).await;
+                let start = service.decide_start(&c, flapping);
                 let running = service.running_record(&c, &start);
                 if start.dry {
                     // Stored only if the run is still going after a while.

@@ -25,6 +25,7 @@ struct Inner {
     alerts: BTreeMap<String, u64>,
     load_failures: BTreeMap<String, u64>,
     verifications: BTreeMap<(String, String), u64>,
+    flapping: BTreeMap<String, u64>,
     paused: bool,
     /// Live replicas on the store (1 on the embedded one).
     replicas: u64,
@@ -91,6 +92,11 @@ impl Metrics {
                 .entry((plugin.to_string(), result.to_string()))
                 .or_default() += 1
         });
+    }
+
+    /// A run was held off because its alert flaps.
+    pub fn flapping(&self, plugin: &str) {
+        self.with(|m| *m.flapping.entry(plugin.to_string()).or_default() += 1);
     }
 
     pub fn set_paused(&self, paused: bool) {
@@ -182,6 +188,14 @@ impl Metrics {
             let _ = writeln!(
                 s,
                 "remedy_plugin_load_failures_total{{plugin=\"{}\"}} {n}",
+                esc(p)
+            );
+        }
+        let _ = writeln!(s, "# HELP remedy_flapping_holds_total Runs made dry because their alert flaps (flap.max live mitigations within flap.per).\n# TYPE remedy_flapping_holds_total counter");
+        for (p, n) in &m.flapping {
+            let _ = writeln!(
+                s,
+                "remedy_flapping_holds_total{{plugin=\"{}\"}} {n}",
                 esc(p)
             );
         }

@@ -22,6 +22,7 @@ pub mod approval;
 mod chat;
 pub mod cluster;
 pub mod events;
+mod flapping;
 mod heal;
 mod incident;
 mod lanes;

@@ -126,6 +126,20 @@ pub async fn admin(server: &str, verb: &str, body: serde_json::Value) -> anyhow:
     Ok(ExitCode::SUCCESS)
 }
 
+pub async fn clear_flap(server: &str, fingerprint: &str) -> anyhow::Result<ExitCode> {
+    let body = post_json(
+        server,
+        &format!("/v1/alerts/{fingerprint}/clear-flap"),
+        serde_json::json!({}),
+    )
+    .await?;
+    println!(
+        "cleared by {}: Remedy acts on {fingerprint} again",
+        body["by"].as_str().unwrap_or("?")
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 pub async fn report(server: &str, id: &str, out: Option<&Path>) -> anyhow::Result<ExitCode> {
     let req = reqwest::Client::new().get(url(server, &format!("/v1/runs/{id}/report")));
     let text = send(server, req).await?;

@@ -38,6 +38,18 @@ struct Cli {
     command: Command,
 }
 
+/// `remedy alerts …`
+#[derive(Subcommand)]
+enum AlertsCommand {
+    /// Let Remedy act on a flapping alert again: its earlier mitigations no
+    /// longer count towards `flap.max` (role approve).
+    ClearFlap {
+        fingerprint: String,
+        #[arg(long, env = "REMEDY_URL", default_value = "http://127.0.0.1:8080")]
+        server: String,
+    },
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run one plugin's detection (and mitigation when unhealthy) in-process.
@@ -104,6 +116,11 @@ enum Command {
         /// Why (stored with the pause, shown wherever it is).
         #[arg(long)]
         reason: Option<String>,
+    },
+    /// Alerts on a running server.
+    Alerts {
+        #[command(subcommand)]
+        command: AlertsCommand,
     },
     /// Turn the kill switch off.
     Resume {
@@ -296,6 +313,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             admin(&server, "pause", serde_json::json!({ "reason": reason })).await
         }
         Command::Resume { server } => admin(&server, "resume", serde_json::json!({})).await,
+        Command::Alerts {
+            command:
+                AlertsCommand::ClearFlap {
+                    fingerprint,
+                    server,
+                },
+        } => client::clear_flap(&server, &fingerprint).await,
         Command::Runs {
             id: Some(id),
             server,

@@ -1,16 +1,17 @@
-//! Alertmanager's webhook, and the alert and audit listings.
+//! Alertmanager's webhook, the alert and audit listings, and clearing an
+//! alert's flapping.
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{at_most, ApiError, AppResult, AppState, Q};
+use super::{at_most, ApiError, AppResult, AppState, Who, Q};
 use crate::store::AuditFilter;
 use crate::triggers::alerts;
 
@@ -67,4 +68,28 @@ pub(super) async fn list_audit(
     at_most("limit", f.limit, 10_000)?;
     let events = s.service.store.list_audit(f).await?;
     Ok(Json(json!({"events": events})))
+}
+
+/// `POST /v1/alerts/{fingerprint}/clear-flap`: mitigations of the alert
+/// before now no longer count towards `flap.max`.
+pub(super) async fn clear_flap(
+    State(s): State<Arc<AppState>>,
+    Extension(Who(who)): Extension<Who>,
+    Path(fingerprint): Path<String>,
+) -> AppResult<Response> {
+    let ok = !fingerprint.is_empty()
+        && fingerprint.len() <= 128
+        && fingerprint
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | ':' | '.'));
+    if !ok {
+        return Err(ApiError::bad_request(
+            "`fingerprint`: at most 128 letters, digits, `-`, `_`, `:` or `.`",
+        ));
+    }
+    s.service.clear_flap(&fingerprint, &who).await?;
+    Ok(
+        Json(serde_json::json!({"fingerprint": fingerprint, "cleared": true, "by": who}))
+            .into_response(),
+    )
 }

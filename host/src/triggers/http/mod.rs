@@ -81,7 +81,11 @@ pub fn router(state: Arc<AppState>, max_body: usize, read_timeout: std::time::Du
     let run = Router::new().route("/v1/plugins/{name}/runs", post(runs::start_run));
     let approve = Router::new()
         .route("/v1/runs/{id}/approve", post(runs::approve))
-        .route("/v1/runs/{id}/reject", post(runs::reject));
+        .route("/v1/runs/{id}/reject", post(runs::reject))
+        .route(
+            "/v1/alerts/{fingerprint}/clear-flap",
+            post(feeds::clear_flap),
+        );
     let alerts = Router::new().route("/v1/alerts", post(feeds::post_alerts));
     let admin = Router::new()
         .route("/v1/plugins/reload", post(admin::reload))

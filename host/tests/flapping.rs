@@ -1,0 +1,103 @@
+//! Flapping: an alert that keeps coming back after Remedy fixed it. After
+//! `flap.max` live mitigations of one alert within `flap.per`, its runs
+//! are dry runs that say why, a human is told once, and `clear-flap`
+//! lets Remedy act again.
+
+use remedy_e2e::sink;
+use serde_json::json;
+
+mod common;
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_mitigated_three_times_in_an_hour_is_not_mitigated_a_fourth_until_cleared() {
+    let (sink, seen) = sink::start().await;
+    let tail = format!(
+        "[backends.notify.alerts-critical]\nkind = \"webhook\"\nurl = \"{sink}/alerts-critical\"\n"
+    );
+    let StuckBreaker {
+        dir: _dir,
+        sim,
+        server,
+    } = stuck_breaker(
+        "",
+        "mode = \"auto\"\ncooldown = \"0s\"\nverify_after = \"1h\"\npriority = \"p1\"\nflap = { max = 3, per = \"1h\" }",
+        &tail,
+        &[],
+    )
+    .await;
+    let fire = |n: u32| {
+        let server = &server;
+        let sim = &sim;
+        async move {
+            sim.open_breaker("stripe");
+            let (code, r) = server
+                .post(
+                    "/v1/alerts",
+                    payload(vec![alert(
+                        "CircuitBreakerOpen",
+                        "firing",
+                        json!({"breaker": "stripe"}),
+                        "fp-flapping",
+                        &format!("2026-12-07T0{n}:00:00Z"),
+                    )]),
+                )
+                .await;
+            assert_eq!(code, 202, "{r}");
+            let id = r["runs"][0]["run_id"].as_str().unwrap().to_string();
+            server.succeeded(&id, "the run", 20).await
+        }
+    };
+    for n in 1..=3 {
+        let rec = fire(n).await;
+        assert_eq!(rec["dry_run"], false, "{rec}");
+        assert_eq!(
+            actions_on(&rec, "breaker:stripe")[0]["applied"],
+            "executed",
+            "{rec}"
+        );
+    }
+    // The fourth: a dry run that says why; the breaker is left alone.
+    let rec = fire(4).await;
+    assert_eq!(rec["dry_run"], true, "{rec}");
+    assert!(rec["note"].as_str().unwrap().contains("flapping"), "{rec}");
+    assert!(
+        rec["note"].as_str().unwrap().contains("3 times in 1h"),
+        "{rec}"
+    );
+    assert_eq!(
+        actions_on(&rec, "breaker:stripe")[0]["applied"],
+        "simulated"
+    );
+    assert_eq!(sim.breaker_state("stripe").unwrap(), "OPEN");
+    // A fifth: still held, and the human was told once.
+    let rec = fire(5).await;
+    assert_eq!(rec["dry_run"], true, "{rec}");
+    let told = sink::on(&seen, "alerts-critical");
+    let flapping: Vec<_> = told
+        .iter()
+        .filter(|m| m["title"].as_str().unwrap_or("").contains("Flapping"))
+        .collect();
+    assert_eq!(flapping.len(), 1, "{told:?}");
+    let audit = server.get("/v1/audit?event=alert.flapping").await;
+    assert_eq!(audit["events"].as_array().unwrap().len(), 1, "{audit}");
+    assert!(server
+        .text("/metrics")
+        .await
+        .contains("remedy_flapping_holds_total{plugin=\"circuit-breaker-open\"} 2"));
+
+    // Cleared: Remedy acts again.
+    let (code, r) = server
+        .post("/v1/alerts/fp-flapping/clear-flap", json!({}))
+        .await;
+    assert_eq!(code, 200, "{r}");
+    let rec = fire(6).await;
+    assert_eq!(rec["dry_run"], false, "{rec}");
+    assert_eq!(
+        actions_on(&rec, "breaker:stripe")[0]["applied"],
+        "executed",
+        "{rec}"
+    );
+    let cleared = server.get("/v1/audit?event=alert.flap_cleared").await;
+    assert_eq!(cleared["events"][0]["detail"]["fingerprint"], "fp-flapping");
+}
