@@ -37,6 +37,8 @@ pub struct Limits {
     pub silence_lease: Option<Duration>,
     /// At most this many live mitigations of one alert per window.
     pub flap: Option<Flap>,
+    /// How runs for one alert go by its occurrence in the window.
+    pub ladder: Option<crate::config::Ladder>,
 }
 
 /// See [`Limits::flap`].
@@ -60,6 +62,7 @@ impl Default for Limits {
             block_while_firing: Vec::new(),
             silence_lease: None,
             flap: None,
+            ladder: None,
         }
     }
 }

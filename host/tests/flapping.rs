@@ -101,3 +101,76 @@ async fn an_alert_mitigated_three_times_in_an_hour_is_not_mitigated_a_fourth_unt
     let cleared = server.get("/v1/audit?event=alert.flap_cleared").await;
     assert_eq!(cleared["events"][0]["detail"]["fingerprint"], "fp-flapping");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ladder_acts_then_asks_then_only_escalates() {
+    let (sink, seen) = sink::start().await;
+    let tail = format!(
+        "[backends.notify.alerts-critical]\nkind = \"webhook\"\nurl = \"{sink}/alerts-critical\"\n"
+    );
+    let StuckBreaker {
+        dir: _dir,
+        sim,
+        server,
+    } = stuck_breaker(
+        "",
+        "mode = \"auto\"\ncooldown = \"0s\"\nverify_after = \"1h\"\npriority = \"p1\"\nladder = [\"auto\", \"approve\", \"escalate\"]",
+        &tail,
+        &[],
+    )
+    .await;
+    let fire = |n: u32| {
+        let server = &server;
+        let sim = &sim;
+        async move {
+            sim.open_breaker("stripe");
+            let (code, r) = server
+                .post(
+                    "/v1/alerts",
+                    payload(vec![alert(
+                        "CircuitBreakerOpen",
+                        "firing",
+                        json!({"breaker": "stripe"}),
+                        "fp-ladder",
+                        &format!("2026-12-07T0{n}:00:00Z"),
+                    )]),
+                )
+                .await;
+            assert_eq!(code, 202, "{r}");
+            let id = r["runs"][0]["run_id"].as_str().unwrap().to_string();
+            eventually("the run ends", 20, || async {
+                let rec = server.get(&format!("/v1/runs/{id}")).await;
+                (rec["status"] == "succeeded" || rec["status"] == "pending_approval").then_some(rec)
+            })
+            .await
+        }
+    };
+    // First: as configured, live.
+    let rec = fire(1).await;
+    assert_eq!(
+        actions_on(&rec, "breaker:stripe")[0]["applied"],
+        "executed",
+        "{rec}"
+    );
+    // Second: a plan waits for a human.
+    let rec = fire(2).await;
+    assert_eq!(rec["status"], "pending_approval", "{rec}");
+    assert_eq!(sim.breaker_state("stripe").unwrap(), "OPEN");
+    // Third: only escalated.
+    let rec = fire(3).await;
+    assert_eq!(rec["status"], "succeeded", "{rec}");
+    assert_eq!(rec["dry_run"], true, "{rec}");
+    assert!(
+        rec["note"].as_str().unwrap().contains("occurrence 3"),
+        "{rec}"
+    );
+    assert_eq!(sim.breaker_state("stripe").unwrap(), "OPEN");
+    let told = sink::on(&seen, "alerts-critical");
+    assert!(
+        told.iter().any(|m| m["title"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Repeating alert")),
+        "{told:?}"
+    );
+}

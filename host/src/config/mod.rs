@@ -24,7 +24,10 @@ pub use backends::{
     QueryText, RedisUrl,
 };
 pub use chat::{ChatConfig, SlackChannel, SlackConfig, SlackUser, SLACK_API_URL};
-pub use plugin::{strings, BudgetConfig, ConfigValue, MemoryMb, Mode, Pin, PluginConfig, Schedule};
+pub use plugin::{
+    strings, BudgetConfig, ConfigValue, Ladder, LadderStep, MemoryMb, Mode, Pin, PluginConfig,
+    Schedule,
+};
 pub use server::{Role, ServerConfig, TokenConfig, DEFAULT_LEASE, DEFAULT_RETENTION};
 
 #[derive(Debug, thiserror::Error)]

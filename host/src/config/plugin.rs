@@ -125,6 +125,11 @@ pub struct PluginConfig {
     /// (fingerprint) within `per`, its runs are dry runs until the window
     /// passes or someone clears it; a human is told once.
     pub flap: Option<FlapConfig>,
+    /// Tiered remediation by how often one alert came back within the
+    /// window (`flap.per`, else an hour): the first occurrence runs as the
+    /// first step says, the next as the second… (`["auto", "approve",
+    /// "escalate"]`); the last step holds for every later one.
+    pub ladder: Option<Ladder>,
     /// When detect runs again after a live mitigation (default `30s`).
     pub verify_after: Option<Span>,
     /// After a run for an alert fails (or is interrupted or skipped), a
@@ -330,5 +335,39 @@ impl TryFrom<u32> for FlapMax {
         } else {
             Err(format!("flap.max must be between 1 and 100, not {n}"))
         }
+    }
+}
+
+/// One step of a [`Ladder`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LadderStep {
+    Auto,
+    Approve,
+    DryRun,
+    /// A dry run that tells the plugin's priority route.
+    Escalate,
+}
+
+/// See [`PluginConfig::ladder`]: at least one step.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(try_from = "Vec<LadderStep>")]
+pub struct Ladder(Vec<LadderStep>);
+
+impl Ladder {
+    pub fn steps(&self) -> &[LadderStep] {
+        &self.0
+    }
+}
+
+impl TryFrom<Vec<LadderStep>> for Ladder {
+    type Error = String;
+    fn try_from(steps: Vec<LadderStep>) -> Result<Self, String> {
+        if steps.is_empty() {
+            return Err(
+                "a ladder needs at least one step: auto, approve, dry-run or escalate".into(),
+            );
+        }
+        Ok(Ladder(steps))
     }
 }

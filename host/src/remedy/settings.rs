@@ -84,6 +84,7 @@ pub fn resolve(
                 .act_if_alertmanager_down
                 .unwrap_or(d.act_if_alertmanager_down),
             block_while_firing: pc.block_while_firing.clone().unwrap_or_default(),
+            ladder: pc.ladder.clone(),
             flap: pc.flap.map(|f| crate::guardrails::Flap {
                 max: f.max.get(),
                 per: f.per.get(),

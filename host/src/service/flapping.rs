@@ -1,14 +1,17 @@
-//! Flapping: an alert that keeps coming back after Remedy fixed it is not
-//! fixed by fixing it again. When the same alert (fingerprint) has had
-//! `flap.max` live mitigations of a plugin within `flap.per`, further runs
-//! for it are dry runs that say why, a human is told once, and acting
-//! resumes when the window has passed or someone clears it.
+//! An alert's history decides how its next run goes. A ladder
+//! (`["auto", "approve", "escalate"]`) gives the first occurrence within the
+//! window its first step, the next one the second, and so on. Flapping: an
+//! alert that keeps coming back after Remedy fixed it is not fixed by fixing
+//! it again — when the same alert (fingerprint) has had `flap.max` live
+//! mitigations of a plugin within `flap.per`, further runs for it are dry
+//! runs that say why, a human is told once, and acting resumes when the
+//! window has passed or someone clears it.
 
 use chrono::{DateTime, Utc};
 
 use super::launch::Claimed;
 use super::Service;
-use crate::config::Mode;
+use crate::config::{LadderStep, Mode};
 use crate::record::{Applied, RunRecord, Trigger};
 use crate::store::{RunFilter, StoreError};
 
@@ -36,45 +39,157 @@ async fn time_setting(service: &Service, key: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
+/// What an alert's history does to a claimed run.
+#[derive(Debug, Default)]
+pub(crate) struct History {
+    /// The ladder's mode for this occurrence.
+    pub mode: Option<Mode>,
+    /// Why the run must be a dry run (flapping, or the ladder escalates).
+    pub hold: Option<String>,
+}
+
+/// The window a ladder counts occurrences in without `flap.per`.
+const LADDER_WINDOW: std::time::Duration = std::time::Duration::from_secs(3600);
+
 impl Service {
+    /// The ladder's step for claimed run `c`, and flapping.
+    pub(super) async fn alert_history(&self, c: &Claimed) -> History {
+        let mut h = History::default();
+        if let Some((step, n, per)) = self.ladder_step(c).await {
+            let name = c.plugin().name().to_string();
+            match step {
+                LadderStep::Auto => h.mode = Some(Mode::Auto),
+                LadderStep::Approve => h.mode = Some(Mode::Approve),
+                LadderStep::DryRun => {
+                    h.mode = Some(Mode::DryRun);
+                }
+                LadderStep::Escalate => {
+                    let why = format!(
+                        "ladder: occurrence {n} of this alert within {per}: {name} only escalates it"
+                    );
+                    let (actions, _) = self
+                        .escalate(
+                            c.plugin(),
+                            &c.rec,
+                            "Repeating alert: escalated, not acted on",
+                            why.clone(),
+                        )
+                        .await;
+                    self.audit(
+                        Some(&c.rec.id),
+                        Some(&c.rec.plugin),
+                        "alert.ladder_escalated",
+                        serde_json::json!({"occurrence": n, "actions": actions}),
+                    )
+                    .await;
+                    h.hold = Some(why);
+                }
+            }
+        }
+        if h.hold.is_none() {
+            h.hold = self.flap_hold(c, h.mode).await;
+        }
+        h
+    }
+
+    /// The alerts occurrences of `c`'s alert within the window before it
+    /// (distinct `startsAt`, since the last clear), if the plugin has a
+    /// ladder: the step, the occurrence (1-based) and the window.
+    async fn ladder_step(&self, c: &Claimed) -> Option<(LadderStep, usize, String)> {
+        let plugin = c.plugin();
+        let ladder = plugin.settings.limits.ladder.as_ref()?;
+        // An approval or a mode asked for is a human's decision already.
+        if c.launch().approved.is_some() || c.launch().mode.is_some() {
+            return None;
+        }
+        let Trigger::Alert { alert } = &c.launch().trigger else {
+            return None;
+        };
+        let per = plugin.settings.limits.flap.map_or(LADDER_WINDOW, |f| f.per);
+        let runs = self
+            .alert_runs(plugin.name(), &alert.fingerprint, per)
+            .await?;
+        let mut seen: Vec<&str> = runs
+            .iter()
+            .filter(|r| r.id != c.rec.id && r.status != crate::record::RunStatus::Skipped)
+            .filter_map(|r| match &r.trigger {
+                Trigger::Alert { alert: a } if a.starts_at != alert.starts_at => {
+                    Some(a.starts_at.as_str())
+                }
+                _ => None,
+            })
+            .collect();
+        seen.sort_unstable();
+        seen.dedup();
+        let steps = ladder.steps();
+        let step = steps[seen.len().min(steps.len() - 1)];
+        Some((step, seen.len() + 1, humantime_span(per)))
+    }
+
+    /// The plugin's runs for alert `fingerprint` within `per` (and since
+    /// its flapping was last cleared); `None` when the store cannot say.
+    async fn alert_runs(
+        &self,
+        plugin: &str,
+        fingerprint: &str,
+        per: std::time::Duration,
+    ) -> Option<Vec<RunRecord>> {
+        let now = Utc::now();
+        let window = chrono::Duration::from_std(per).unwrap_or(chrono::Duration::MAX);
+        let mut since = now
+            .checked_sub_signed(window)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
+        if let Some(cleared) = time_setting(self, &cleared_key(fingerprint)).await {
+            since = since.max(cleared);
+        }
+        let filter = RunFilter {
+            plugin: Some(plugin.to_string()),
+            since: Some(crate::record::timestamp(since)),
+            limit: Some(1000),
+            ..Default::default()
+        };
+        match self.store.list_runs(filter).await {
+            Ok(runs) => Some(
+                runs.into_iter()
+                    .filter(|r| r.trigger.subject() == Some(fingerprint))
+                    .collect(),
+            ),
+            Err(e) => {
+                // The run's own writes meet the same store: it fails there.
+                tracing::warn!(plugin, error = %e, "the alert's history not read");
+                None
+            }
+        }
+    }
+
     /// Why claimed run `c` must not act because its alert flaps, if it
     /// must not (the caller makes it a dry run with this note).
-    pub(super) async fn flap_hold(&self, c: &Claimed) -> Option<String> {
+    async fn flap_hold(&self, c: &Claimed, ladder: Option<Mode>) -> Option<String> {
         let plugin = c.plugin();
         let flap = plugin.settings.limits.flap?;
         let Trigger::Alert { alert } = &c.launch().trigger else {
             return None;
         };
-        let mode = c.launch().mode.unwrap_or(plugin.settings.mode);
+        let mode = c.launch().mode.or(ladder).unwrap_or(plugin.settings.mode);
         if mode != Mode::Auto && c.launch().approved.is_none() {
             return None; // a dry run or a plan: nothing to hold
         }
         let fp = &alert.fingerprint;
-        let now = Utc::now();
-        let window = chrono::Duration::from_std(flap.per).unwrap_or(chrono::Duration::MAX);
-        let mut since = now
-            .checked_sub_signed(window)
+        // This episode began at the window's start, or at the last clear.
+        let mut since = Utc::now()
+            .checked_sub_signed(
+                chrono::Duration::from_std(flap.per).unwrap_or(chrono::Duration::MAX),
+            )
             .unwrap_or(DateTime::<Utc>::MIN_UTC);
         if let Some(cleared) = time_setting(self, &cleared_key(fp)).await {
             since = since.max(cleared);
         }
-        let filter = RunFilter {
-            plugin: Some(plugin.name().to_string()),
-            since: Some(crate::record::timestamp(since)),
-            limit: Some(1000),
-            ..Default::default()
-        };
-        let acted = match self.store.list_runs(filter).await {
-            Ok(runs) => runs
-                .iter()
-                .filter(|r| r.trigger.subject() == Some(fp.as_str()) && acted_live(r))
-                .count() as u32,
-            Err(e) => {
-                // The run's own writes meet the same store: it fails there.
-                tracing::warn!(plugin = %plugin.name(), error = %e, "flapping not checked");
-                return None;
-            }
-        };
+        let acted = self
+            .alert_runs(plugin.name(), fp, flap.per)
+            .await?
+            .iter()
+            .filter(|r| acted_live(r))
+            .count() as u32;
         if acted < flap.max {
             return None;
         }

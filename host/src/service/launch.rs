@@ -283,8 +283,8 @@ impl Service {
         let handle = match self.try_slot(claimed.plugin.name()) {
             // A slot is free: straight to `running`, one write fewer.
             Some(permit) => {
-                let flapping = Box::pin(self.flap_hold(&claimed)).await;
-                let start = self.decide_start(&claimed, flapping);
+                let history = Box::pin(self.alert_history(&claimed)).await;
+                let start = self.decide_start(&claimed, history);
                 if !(claimed.launch.waited && start.dry) {
                     let running = self.running_record(&claimed, &start);
                     super::heal::retried("`running` record", &id, || self.store.put_run(&running))
@@ -417,9 +417,9 @@ impl Service {
     }
 
     /// Mode, kill switch and stage as they are now.
-    fn decide_start(&self, c: &Claimed, flapping: Option<String>) -> Start {
+    fn decide_start(&self, c: &Claimed, history: super::flapping::History) -> Start {
         let l = &c.launch;
-        let mode = l.mode.unwrap_or(c.plugin.settings.mode);
+        let mode = l.mode.or(history.mode).unwrap_or(c.plugin.settings.mode);
         let planning = mode == Mode::Approve && l.approved.is_none();
         let mut dry = mode != Mode::Auto && l.approved.is_none();
         let mut note = None;
@@ -429,7 +429,7 @@ impl Service {
                 note = Some(format!("{}: this run was forced to dry-run", p.describe()));
             }
         }
-        if let Some(why) = flapping.filter(|_| !dry) {
+        if let Some(why) = history.hold.filter(|_| !dry) {
             dry = true;
             note = Some(why);
         }
@@ -563,8 +563,8 @@ impl Service {
         let (permit, start, running_later) = match slot {
             Slotted::Started(permit, start) => (permit, start, None),
             Slotted::Waited(permit) => {
-                let flapping = Box::pin(service.flap_hold(&c)).await;
-                let start = service.decide_start(&c, flapping);
+                let history = Box::pin(service.alert_history(&c)).await;
+                let start = service.decide_start(&c, history);
                 let running = service.running_record(&c, &start);
                 if start.dry {
                     // Stored only if the run is still going after a while.
