@@ -86,11 +86,35 @@ async fn an_alert_mitigated_three_times_in_an_hour_is_not_mitigated_a_fourth_unt
         .await
         .contains("remedy_flapping_holds_total{plugin=\"circuit-breaker-open\"} 2"));
 
-    // Cleared: Remedy acts again.
+    // Listed as flapping, with the plugin holding off and until when.
+    let flapping = |alerts: serde_json::Value| {
+        alerts["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["fingerprint"] == "fp-flapping" && !a["flapping"].is_null())
+            .map(|a| a["flapping"].clone())
+            .collect::<Vec<_>>()
+    };
+    let listed = flapping(server.get("/v1/alerts").await);
+    assert!(!listed.is_empty(), "not listed as flapping");
+    assert_eq!(listed[0]["plugin"], "circuit-breaker-open");
+    assert_eq!(listed[0]["mitigations"], 3);
+    assert!(listed[0]["until"].is_string(), "{listed:?}");
+    // And on the console's overview.
+    let page = server.text("/").await;
+    assert!(
+        page.contains("class=\"badge st-failed flapping\""),
+        "{page}"
+    );
+    assert!(page.contains("remedy alerts clear-flap fp-flapping"));
+
+    // Cleared: Remedy acts again, and the listing says so.
     let (code, r) = server
         .post("/v1/alerts/fp-flapping/clear-flap", json!({}))
         .await;
     assert_eq!(code, 200, "{r}");
+    assert!(flapping(server.get("/v1/alerts").await).is_empty());
     let rec = fire(6).await;
     assert_eq!(rec["dry_run"], false, "{rec}");
     assert_eq!(

@@ -124,6 +124,8 @@ async fn runs_alerts_approvals_and_the_kill_switch_hold_across_two_replicas() {
     let dir = tempfile::tempdir().unwrap();
     let sqlite = remedy::store::SqliteStore::open(dir.path()).unwrap();
     approvals_count_once(&sqlite, &sqlite).await;
+    settings_by_prefix(&a, &b).await;
+    settings_by_prefix(&sqlite, &sqlite).await;
 
     // The kill switch pulled on one replica is seen by the other.
     let pause = remedy::killswitch::Pause {
@@ -135,6 +137,27 @@ async fn runs_alerts_approvals_and_the_kill_switch_hold_across_two_replicas() {
     assert_eq!(b.pause().await.unwrap(), Some(pause));
     b.set_pause(None).await.unwrap();
     assert_eq!(a.pause().await.unwrap(), None);
+}
+
+/// Settings listed by key prefix, written on one replica and read on the
+/// other; `_` and `%` in a prefix are no wildcards.
+async fn settings_by_prefix(a: &dyn Store, b: &dyn Store) {
+    a.put_setting("flapping:fp_1", Some("one")).await.unwrap();
+    a.put_setting("flapping:fp_2", Some("two")).await.unwrap();
+    a.put_setting("flappingX", Some("no")).await.unwrap();
+    let under = b.settings_under("flapping:").await.unwrap();
+    assert_eq!(
+        under,
+        [
+            ("flapping:fp_1".to_string(), "one".to_string()),
+            ("flapping:fp_2".to_string(), "two".to_string())
+        ]
+    );
+    assert_eq!(b.settings_under("flapping:fp_").await.unwrap().len(), 2);
+    assert!(b.settings_under("flapping:fp%").await.unwrap().is_empty());
+    for k in ["flapping:fp_1", "flapping:fp_2", "flappingX"] {
+        a.put_setting(k, None).await.unwrap();
+    }
 }
 
 /// Alice and Bob both read a plan with no approval; Alice's is stored

@@ -21,6 +21,12 @@ fn cleared_key(fingerprint: &str) -> String {
     format!("flap-cleared:{fingerprint}")
 }
 
+/// Where a flapping alert is marked for listings (`/v1/alerts`, the
+/// console): its plugin and until when.
+fn marker_key(fingerprint: &str) -> String {
+    format!("flapping:{fingerprint}")
+}
+
 fn escalated_key(plugin: &str, fingerprint: &str) -> String {
     format!("flap-escalated:{plugin}:{fingerprint}")
 }
@@ -184,12 +190,19 @@ impl Service {
         if let Some(cleared) = time_setting(self, &cleared_key(fp)).await {
             since = since.max(cleared);
         }
-        let acted = self
+        let acted: Vec<RunRecord> = self
             .alert_runs(plugin.name(), fp, flap.per)
             .await?
+            .into_iter()
+            .filter(acted_live)
+            .collect();
+        // When the oldest counted mitigation leaves the window.
+        let until = acted
             .iter()
-            .filter(|r| acted_live(r))
-            .count() as u32;
+            .map(|r| r.started_at)
+            .min()
+            .and_then(|t| t.checked_add_signed(chrono::Duration::from_std(flap.per).ok()?));
+        let acted = acted.len() as u32;
         if acted < flap.max {
             return None;
         }
@@ -198,6 +211,15 @@ impl Service {
             "flapping: `{}` ({fp}) was mitigated {acted} times in {per}; not acting on it again until the window passes or someone clears it (`remedy alerts clear-flap {fp}`)",
             alert.name
         );
+        let marker =
+            serde_json::json!({"plugin": plugin.name(), "mitigations": acted, "until": until});
+        if let Err(e) = self
+            .store
+            .put_setting(&marker_key(fp), Some(&marker.to_string()))
+            .await
+        {
+            tracing::warn!(error = %e, "flapping not marked for the listings");
+        }
         self.escalate_flapping_once(c, since, &why).await;
         self.metrics.flapping(plugin.name());
         Some(why)
@@ -242,6 +264,9 @@ impl Service {
         self.store
             .put_setting(&cleared_key(fingerprint), Some(&now))
             .await?;
+        self.store
+            .put_setting(&marker_key(fingerprint), None)
+            .await?;
         self.audit(
             None,
             None,
@@ -250,6 +275,27 @@ impl Service {
         )
         .await;
         Ok(())
+    }
+}
+
+impl Service {
+    /// The alerts that flap now, by fingerprint: the plugin that holds off,
+    /// its live mitigations in the window, and until when.
+    pub async fn flapping_alerts(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, serde_json::Value>, StoreError> {
+        let now = Utc::now();
+        Ok(self
+            .store
+            .settings_under("flapping:")
+            .await?
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let v: serde_json::Value = serde_json::from_str(&v).ok()?;
+                let until = v["until"].as_str()?.parse::<DateTime<Utc>>().ok()?;
+                (until > now).then(|| (k.trim_start_matches("flapping:").to_string(), v))
+            })
+            .collect())
     }
 }
 

@@ -60,6 +60,8 @@ pub trait Store: crate::guardrails::Ledger + Send + Sync {
     async fn put_setting(&self, key: &str, value: Option<&str>) -> Result<(), StoreError>;
     /// A value [`Store::put_setting`] stored.
     async fn setting(&self, key: &str) -> Result<Option<String>, StoreError>;
+    /// Every setting whose key starts with `prefix`, by key.
+    async fn settings_under(&self, prefix: &str) -> Result<Vec<(String, String)>, StoreError>;
     /// For each key, the runs its plugin made for its alert (fingerprint
     /// and start), newest first, at most 50; answered in the keys' order.
     /// One read for all the repeats of a payload (an HA pair of

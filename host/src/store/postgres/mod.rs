@@ -562,6 +562,19 @@ impl Store for PgStore {
         Ok(row.map(|r| r.get(0)))
     }
 
+    async fn settings_under(&self, prefix: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT key, value FROM settings WHERE left(key, length($1)) = $1 ORDER BY key",
+                &[&prefix],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
     async fn pause(&self) -> Result<Option<crate::killswitch::Pause>, StoreError> {
         let row = self
             .client()

@@ -222,6 +222,19 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn settings_under(&self, prefix: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let prefix = prefix.to_string();
+        self.read(move |c| {
+            // Not LIKE: a key's `_` and `%` are no wildcards here.
+            let mut st = c.prepare_cached(
+                "SELECT key, value FROM settings WHERE substr(key, 1, length(?1)) = ?1 ORDER BY key",
+            )?;
+            let rows = st.query_map([prefix], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
     async fn pause(&self) -> Result<Option<crate::killswitch::Pause>, StoreError> {
         self.read(|c| {
             let v: Option<String> = c

@@ -116,6 +116,8 @@ pub struct AlertRow {
     pub since: String,
     pub labels: String,
     pub runs: Vec<RunRow>,
+    /// Flapping: Remedy holds off until then.
+    pub flapping_until: Option<String>,
 }
 
 /// One budget: what a plugin has spent of it in its window.
@@ -207,6 +209,7 @@ pub async fn overview(service: &Service) -> Result<Overview, StoreError> {
 /// they started.
 async fn firing(service: &Service, day: &[RunRecord]) -> Result<Vec<AlertRow>, StoreError> {
     let received = service.store.list_alerts(500).await?;
+    let flapping = service.flapping_alerts().await?;
     // Newest first: the first notice of a fingerprint is its state.
     let mut latest: BTreeMap<&str, &crate::store::StoredAlert> = BTreeMap::new();
     for a in &received {
@@ -236,6 +239,9 @@ async fn firing(service: &Service, day: &[RunRecord]) -> Result<Vec<AlertRow>, S
                     .filter(|r| matches!(&r.trigger, Trigger::Alert { alert } if alert.fingerprint == a.fingerprint))
                     .map(RunRow::of)
                     .collect(),
+                flapping_until: flapping
+                    .get(&a.fingerprint)
+                    .map(|f| f["until"].as_str().unwrap_or("?").to_string()),
             }
         })
         .collect();

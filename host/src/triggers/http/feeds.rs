@@ -58,6 +58,18 @@ pub(super) async fn list_alerts(
 ) -> AppResult<impl IntoResponse> {
     at_most("limit", q.limit, 1000)?;
     let alerts = s.service.store.list_alerts(q.limit.unwrap_or(100)).await?;
+    let flapping = s.service.flapping_alerts().await?;
+    let alerts: Vec<serde_json::Value> = alerts
+        .into_iter()
+        .map(|a| {
+            let flap = flapping.get(&a.fingerprint).cloned();
+            let mut v = serde_json::to_value(a).unwrap_or_default();
+            if let Some(f) = flap {
+                v["flapping"] = f;
+            }
+            v
+        })
+        .collect();
     Ok(Json(json!({"alerts": alerts})))
 }
 

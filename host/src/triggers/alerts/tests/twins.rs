@@ -67,6 +67,9 @@ impl Store for FirstReceiptHeld {
     async fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
         self.inner.setting(key).await
     }
+    async fn settings_under(&self, prefix: &str) -> Result<Vec<(String, String)>, StoreError> {
+        self.inner.settings_under(prefix).await
+    }
     async fn set_pause(&self, pause: Option<crate::killswitch::Pause>) -> Result<(), StoreError> {
         self.inner.set_pause(pause).await
     }
