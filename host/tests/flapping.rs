@@ -108,13 +108,50 @@ async fn an_alert_mitigated_three_times_in_an_hour_is_not_mitigated_a_fourth_unt
         "{page}"
     );
     assert!(page.contains("remedy alerts clear-flap fp-flapping"));
+    assert!(
+        page.contains("/console/alerts/fp-flapping/clear-flap"),
+        "the button"
+    );
 
-    // Cleared: Remedy acts again, and the listing says so.
-    let (code, r) = server
-        .post("/v1/alerts/fp-flapping/clear-flap", json!({}))
-        .await;
-    assert_eq!(code, 200, "{r}");
+    // Cleared from the console's button: Remedy acts again, and the
+    // listing says so.
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the page carries a CSRF token")
+        .to_string();
+    let r = server
+        .http
+        .post(format!(
+            "{}/console/alerts/fp-flapping/clear-flap",
+            server.base
+        ))
+        .header("origin", server.base.clone())
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    // The form answers 303 to the overview, which the client follows.
+    assert!(r.status().is_success(), "{}", r.status());
     assert!(flapping(server.get("/v1/alerts").await).is_empty());
+    // And from the command line (the API), as a script would.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_remedy"))
+        .args([
+            "alerts",
+            "clear-flap",
+            "fp-flapping",
+            "--server",
+            &server.base,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("acts on fp-flapping again"));
     let rec = fire(6).await;
     assert_eq!(rec["dry_run"], false, "{rec}");
     assert_eq!(
@@ -123,6 +160,7 @@ async fn an_alert_mitigated_three_times_in_an_hour_is_not_mitigated_a_fourth_unt
         "{rec}"
     );
     let cleared = server.get("/v1/audit?event=alert.flap_cleared").await;
+    assert_eq!(cleared["events"].as_array().unwrap().len(), 2, "{cleared}");
     assert_eq!(cleared["events"][0]["detail"]["fingerprint"], "fp-flapping");
 }
 

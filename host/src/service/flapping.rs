@@ -258,7 +258,7 @@ impl Service {
     }
 
     /// Clears the flapping of alert `fingerprint`: mitigations before now
-    /// no longer count.
+    /// no longer count. (Callers check it with [`valid_fingerprint`].)
     pub async fn clear_flap(&self, fingerprint: &str, by: &str) -> Result<(), StoreError> {
         let now = crate::record::timestamp(Utc::now());
         self.store
@@ -307,4 +307,14 @@ fn humantime_span(d: std::time::Duration) -> String {
         s if s >= 60 && s % 60 == 0 => format!("{}m", s / 60),
         s => format!("{s}s"),
     }
+}
+
+/// What an alert fingerprint may be where a person types one: at most 128
+/// letters, digits, `-`, `_`, `:` or `.` (Alertmanager's are 16 hex digits).
+pub fn valid_fingerprint(fp: &str) -> bool {
+    !fp.is_empty()
+        && fp.len() <= 128
+        && fp
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | ':' | '.'))
 }

@@ -23,6 +23,7 @@ mod chat;
 pub mod cluster;
 pub mod events;
 mod flapping;
+pub use flapping::valid_fingerprint;
 mod heal;
 mod incident;
 mod lanes;

@@ -186,3 +186,27 @@ pub(super) async fn resume(
         ),
     }
 }
+
+/// Clears an alert's flapping (role approve): Remedy acts on it again.
+pub(super) async fn clear_flap(
+    State(s): State<Arc<AppState>>,
+    Path(fingerprint): Path<String>,
+    peer: Peer,
+    headers: HeaderMap,
+    form: FormResult,
+) -> Response {
+    let session = match checked(&s, &peer, &headers, Role::Approve, &form).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    if !crate::service::valid_fingerprint(&fingerprint) {
+        return error_page(StatusCode::BAD_REQUEST, "not an alert fingerprint");
+    }
+    match s.service.clear_flap(&fingerprint, &session.who).await {
+        Ok(()) => see_other("/"),
+        Err(e) => error_page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("not cleared: {e}"),
+        ),
+    }
+}

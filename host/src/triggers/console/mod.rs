@@ -50,6 +50,10 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/console/runs/{id}/reject", post(forms::reject))
         .route("/console/pause", post(forms::pause))
         .route("/console/resume", post(forms::resume))
+        .route(
+            "/console/alerts/{fingerprint}/clear-flap",
+            post(forms::clear_flap),
+        )
         .route("/console/assets/{file}", get(pages::asset))
         .layer(axum::middleware::map_response(headers))
 }

@@ -89,12 +89,7 @@ pub(super) async fn clear_flap(
     Extension(Who(who)): Extension<Who>,
     Path(fingerprint): Path<String>,
 ) -> AppResult<Response> {
-    let ok = !fingerprint.is_empty()
-        && fingerprint.len() <= 128
-        && fingerprint
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | ':' | '.'));
-    if !ok {
+    if !crate::service::valid_fingerprint(&fingerprint) {
         return Err(ApiError::bad_request(
             "`fingerprint`: at most 128 letters, digits, `-`, `_`, `:` or `.`",
         ));
