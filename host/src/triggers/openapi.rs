@@ -190,7 +190,7 @@ fn build(secured: bool) -> Value {
             with(with(std_errors(&[404, 409, 410]), "202", ok("approved; `live_run` carries it out", decided.clone())), "200", ok("counted; the plan waits for more approvals (`run.approval.approvals`)", decided.clone())), json!({"parameters": id_param("id", "run id")}))},
         "/v1/alerts/{fingerprint}/clear-flap": {"post": op("Clear an alert's flapping: its earlier live mitigations no longer count towards the plugin's `flap.max`, so Remedy acts on it again", "approve",
             with(std_errors(&[400]), "200", ok("cleared", json!({"type": "object", "required": ["fingerprint", "cleared", "by"], "properties": {"fingerprint": {"type": "string"}, "cleared": {"type": "boolean"}, "by": {"type": "string"}}}))),
-            json!({"parameters": id_param("fingerprint", "the alert's fingerprint, as Alertmanager gives it")}))},
+            json!({"parameters": [{"name": "fingerprint", "in": "path", "required": true, "description": "the alert's fingerprint, as Alertmanager gives it", "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"}}]}))},
         "/v1/runs/{id}/reject": {"post": op("Reject a pending plan", "approve",
             with(std_errors(&[404, 409, 410]), "200", ok("rejected", decided)), json!({"parameters": id_param("id", "run id")}))},
         "/v1/runs/{id}/report": {"get": op("The post-incident review", "read",
