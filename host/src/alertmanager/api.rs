@@ -33,9 +33,7 @@ pub fn from_config(
     let var = |key: &str, name: &Option<String>| -> anyhow::Result<Option<String>> {
         name.as_ref()
             .map(|v| {
-                std::env::var(v)
-                    .ok()
-                    .filter(|s| !s.is_empty())
+                crate::backends::env_value(v)
                     .ok_or_else(|| anyhow::anyhow!("backends.{key}: variable {v} is not set"))
             })
             .transpose()

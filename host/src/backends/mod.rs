@@ -22,6 +22,13 @@ pub enum BackendError {
 
 pub type BackendResult<T> = Result<T, BackendError>;
 
+/// The value of environment variable `name` when it is set and not empty:
+/// where the config says a secret comes from (each caller names the key in
+/// its error).
+pub(crate) fn env_value(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
 /// A request that never got an answer: the backend is unreachable or slow.
 /// reqwest's own message hides the cause, so the whole chain is spelled out.
 pub(crate) fn transport_error(what: &str, e: reqwest::Error) -> BackendError {

@@ -44,15 +44,9 @@ impl HttpNotify {
             let env = |var: &Option<String>, what: &str| -> anyhow::Result<Option<String>> {
                 match var {
                     None => Ok(None),
-                    Some(v) => std::env::var(v)
-                        .ok()
-                        .filter(|s| !s.is_empty())
-                        .map(Some)
-                        .ok_or_else(|| {
-                            anyhow::anyhow!(
-                                "notify channel `{name}`: {what} variable {v} is not set"
-                            )
-                        }),
+                    Some(v) => crate::backends::env_value(v).map(Some).ok_or_else(|| {
+                        anyhow::anyhow!("notify channel `{name}`: {what} variable {v} is not set")
+                    }),
                 }
             };
             let url = match (&c.url, env(&c.url_env, "url_env")?) {
@@ -260,6 +254,10 @@ impl NotifyBackend for HttpNotify {
                     FollowUp::Resolve => c.resolve,
                 }
         })
+    }
+
+    fn follows_any(&self, f: FollowUp) -> bool {
+        self.channels.keys().any(|name| self.follows(name, f))
     }
 
     async fn follow_up(

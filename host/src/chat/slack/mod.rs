@@ -59,8 +59,7 @@ impl Slack {
         timeout: Duration,
     ) -> anyhow::Result<Self> {
         let var = |name: &str, key: &str| -> anyhow::Result<String> {
-            std::env::var(name)
-                .ok()
+            crate::backends::env_value(name)
                 .filter(|v| !v.trim().is_empty())
                 .ok_or_else(|| {
                     anyhow::anyhow!("[chat.slack] {key}: the variable {name} is not set")

@@ -94,16 +94,13 @@ impl Auth {
     pub fn from_config(tokens: &[crate::config::TokenConfig]) -> anyhow::Result<Auth> {
         let mut out: Vec<(Token, &str)> = Vec::new();
         for t in tokens {
-            let value = std::env::var(&t.env)
-                .ok()
-                .filter(|v| !v.is_empty())
-                .ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "token `{}`: environment variable {} is not set",
-                        t.name,
-                        t.env
-                    )
-                })?;
+            let value = crate::backends::env_value(&t.env).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "token `{}`: environment variable {} is not set",
+                    t.name,
+                    t.env
+                )
+            })?;
             if value.trim().len() < MIN_TOKEN_BYTES {
                 anyhow::bail!(
                     "token `{}`: the value of {} is shorter than {MIN_TOKEN_BYTES} bytes; use a random one (`openssl rand -hex 32`)",
