@@ -59,7 +59,17 @@ impl Service {
     /// The incidents opened about what `rec` is about: by `rec`, by the
     /// plan it carried out, and by the plugin's recent runs for the same
     /// alert (an earlier attempt that paged, the host's escalations).
-    async fn incidents_about(&self, rec: &RunRecord) -> Vec<(String, String)> {
+    async fn incidents_about(&self, rec: &RunRecord, f: FollowUp) -> Vec<(String, String)> {
+        // No channel is followed up so: no runs to read.
+        if !self
+            .remedy
+            .backends
+            .notify
+            .as_ref()
+            .is_some_and(|n| n.follows_any(f))
+        {
+            return Vec::new();
+        }
         let mut related = Vec::new();
         if let Some(plan) = &rec.approval_of {
             if let Ok(Some(plan)) = self.store.get_run(plan).await {
@@ -181,7 +191,7 @@ impl Service {
     /// opened are acknowledged, beside the decision. Audited.
     pub(super) fn acknowledge_plan(self: Arc<Self>, plugin: Arc<Plugin>, rec: RunRecord) {
         tokio::spawn(async move {
-            let open = self.incidents_about(&rec).await;
+            let open = self.incidents_about(&rec, FollowUp::Acknowledge).await;
             if open.is_empty() {
                 return;
             }
@@ -203,7 +213,7 @@ impl Service {
     ) -> Done {
         let (mut actions, mut notes) = Done::default();
         if resolved {
-            let open = self.incidents_about(rec).await;
+            let open = self.incidents_about(rec, FollowUp::Resolve).await;
             (actions, notes) = self.follow_up(plugin, rec, open, FollowUp::Resolve).await;
         }
         let result = if resolved { "resolved" } else { "not resolved" };

@@ -53,6 +53,12 @@ pub trait NotifyBackend: Send + Sync {
         false
     }
 
+    /// Whether any channel's incidents are followed up with `f` (when none
+    /// is, the host need not look for incidents at all).
+    fn follows_any(&self, _f: FollowUp) -> bool {
+        false
+    }
+
     async fn follow_up(
         &self,
         _: &Permit,
