@@ -57,12 +57,39 @@ pub(crate) struct History {
 /// The window a ladder counts occurrences in without `flap.per`.
 const LADDER_WINDOW: std::time::Duration = std::time::Duration::from_secs(3600);
 
+/// An alert's runs in the window: since when (the window's start, or the
+/// last clear, whichever is later), and the plugin's runs for it.
+struct AlertRuns {
+    since: DateTime<Utc>,
+    runs: Vec<RunRecord>,
+}
+
 impl Service {
-    /// The ladder's step for claimed run `c`, and flapping.
+    /// The ladder's step for claimed run `c`, and flapping. The alert's
+    /// runs are read from the store at most once, and only when a ladder
+    /// or flapping has something to decide.
     pub(super) async fn alert_history(&self, c: &Claimed) -> History {
         let mut h = History::default();
-        if let Some((step, n, per)) = self.ladder_step(c).await {
-            let name = c.plugin().name().to_string();
+        let limits = &c.plugin().settings.limits;
+        let Trigger::Alert { alert } = &c.launch().trigger else {
+            return h;
+        };
+        // Both count in one window: `flap.per`, else an hour.
+        let per = limits.flap.map_or(LADDER_WINDOW, |f| f.per);
+        let mut read: Option<AlertRuns> = None;
+        // An approval or a mode asked for is a human's decision already.
+        let ladder = limits
+            .ladder
+            .as_ref()
+            .filter(|_| c.launch().approved.is_none() && c.launch().mode.is_none());
+        if let Some(ladder) = ladder {
+            let Some(runs) = self
+                .alert_runs(c.plugin().name(), &alert.fingerprint, per)
+                .await
+            else {
+                return h;
+            };
+            let (step, n) = ladder_step(ladder.steps(), c, alert, &runs.runs);
             match step {
                 LadderStep::Auto => h.mode = Some(Mode::Auto),
                 LadderStep::Approve => h.mode = Some(Mode::Approve),
@@ -71,7 +98,9 @@ impl Service {
                 }
                 LadderStep::Escalate => {
                     let why = format!(
-                        "ladder: occurrence {n} of this alert within {per}: {name} only escalates it"
+                        "ladder: occurrence {n} of this alert within {}: {} only escalates it",
+                        humantime_span(per),
+                        c.plugin().name()
                     );
                     let (actions, _) = self
                         .escalate(
@@ -91,45 +120,25 @@ impl Service {
                     h.hold = Some(why);
                 }
             }
+            read = Some(runs);
         }
-        if h.hold.is_none() {
-            h.hold = self.flap_hold(c, h.mode).await;
+        let mode = c
+            .launch()
+            .mode
+            .or(h.mode)
+            .unwrap_or(c.plugin().settings.mode);
+        let live = mode == Mode::Auto || c.launch().approved.is_some();
+        if let (Some(flap), true, None) = (limits.flap, live, &h.hold) {
+            if read.is_none() {
+                read = self
+                    .alert_runs(c.plugin().name(), &alert.fingerprint, per)
+                    .await;
+            }
+            if let Some(runs) = &read {
+                h.hold = self.flap_hold(c, flap, runs).await;
+            }
         }
         h
-    }
-
-    /// The alerts occurrences of `c`'s alert within the window before it
-    /// (distinct `startsAt`, since the last clear), if the plugin has a
-    /// ladder: the step, the occurrence (1-based) and the window.
-    async fn ladder_step(&self, c: &Claimed) -> Option<(LadderStep, usize, String)> {
-        let plugin = c.plugin();
-        let ladder = plugin.settings.limits.ladder.as_ref()?;
-        // An approval or a mode asked for is a human's decision already.
-        if c.launch().approved.is_some() || c.launch().mode.is_some() {
-            return None;
-        }
-        let Trigger::Alert { alert } = &c.launch().trigger else {
-            return None;
-        };
-        let per = plugin.settings.limits.flap.map_or(LADDER_WINDOW, |f| f.per);
-        let runs = self
-            .alert_runs(plugin.name(), &alert.fingerprint, per)
-            .await?;
-        let mut seen: Vec<&str> = runs
-            .iter()
-            .filter(|r| r.id != c.rec.id && r.status != crate::record::RunStatus::Skipped)
-            .filter_map(|r| match &r.trigger {
-                Trigger::Alert { alert: a } if a.starts_at != alert.starts_at => {
-                    Some(a.starts_at.as_str())
-                }
-                _ => None,
-            })
-            .collect();
-        seen.sort_unstable();
-        seen.dedup();
-        let steps = ladder.steps();
-        let step = steps[seen.len().min(steps.len() - 1)];
-        Some((step, seen.len() + 1, humantime_span(per)))
     }
 
     /// The plugin's runs for alert `fingerprint` within `per` (and since
@@ -139,7 +148,7 @@ impl Service {
         plugin: &str,
         fingerprint: &str,
         per: std::time::Duration,
-    ) -> Option<Vec<RunRecord>> {
+    ) -> Option<AlertRuns> {
         let now = Utc::now();
         let window = chrono::Duration::from_std(per).unwrap_or(chrono::Duration::MAX);
         let mut since = now
@@ -155,11 +164,13 @@ impl Service {
             ..Default::default()
         };
         match self.store.list_runs(filter).await {
-            Ok(runs) => Some(
-                runs.into_iter()
+            Ok(runs) => Some(AlertRuns {
+                since,
+                runs: runs
+                    .into_iter()
                     .filter(|r| r.trigger.subject() == Some(fingerprint))
                     .collect(),
-            ),
+            }),
             Err(e) => {
                 // The run's own writes meet the same store: it fails there.
                 tracing::warn!(plugin, error = %e, "the alert's history not read");
@@ -168,34 +179,22 @@ impl Service {
         }
     }
 
-    /// Why claimed run `c` must not act because its alert flaps, if it
-    /// must not (the caller makes it a dry run with this note).
-    async fn flap_hold(&self, c: &Claimed, ladder: Option<Mode>) -> Option<String> {
+    /// Why claimed run `c`, about to act live, must not because its alert
+    /// flaps, if it must not (the caller makes it a dry run with this note).
+    async fn flap_hold(
+        &self,
+        c: &Claimed,
+        flap: crate::guardrails::Flap,
+        history: &AlertRuns,
+    ) -> Option<String> {
         let plugin = c.plugin();
-        let flap = plugin.settings.limits.flap?;
         let Trigger::Alert { alert } = &c.launch().trigger else {
             return None;
         };
-        let mode = c.launch().mode.or(ladder).unwrap_or(plugin.settings.mode);
-        if mode != Mode::Auto && c.launch().approved.is_none() {
-            return None; // a dry run or a plan: nothing to hold
-        }
         let fp = &alert.fingerprint;
         // This episode began at the window's start, or at the last clear.
-        let mut since = Utc::now()
-            .checked_sub_signed(
-                chrono::Duration::from_std(flap.per).unwrap_or(chrono::Duration::MAX),
-            )
-            .unwrap_or(DateTime::<Utc>::MIN_UTC);
-        if let Some(cleared) = time_setting(self, &cleared_key(fp)).await {
-            since = since.max(cleared);
-        }
-        let acted: Vec<RunRecord> = self
-            .alert_runs(plugin.name(), fp, flap.per)
-            .await?
-            .into_iter()
-            .filter(acted_live)
-            .collect();
+        let since = history.since;
+        let acted: Vec<&RunRecord> = history.runs.iter().filter(|r| acted_live(r)).collect();
         // When the oldest counted mitigation leaves the window.
         let until = acted
             .iter()
@@ -297,6 +296,31 @@ impl Service {
             })
             .collect())
     }
+}
+
+/// The ladder's step for claimed run `c`, given its alert's runs in the
+/// window: occurrences are the alert's distinct `startsAt` before this
+/// one's. Answers the step and the occurrence (1-based).
+fn ladder_step(
+    steps: &[LadderStep],
+    c: &Claimed,
+    alert: &crate::record::AlertInfo,
+    runs: &[RunRecord],
+) -> (LadderStep, usize) {
+    let mut seen: Vec<&str> = runs
+        .iter()
+        .filter(|r| r.id != c.rec.id && r.status != crate::record::RunStatus::Skipped)
+        .filter_map(|r| match &r.trigger {
+            Trigger::Alert { alert: a } if a.starts_at != alert.starts_at => {
+                Some(a.starts_at.as_str())
+            }
+            _ => None,
+        })
+        .collect();
+    seen.sort_unstable();
+    seen.dedup();
+    // A ladder has at least one step (checked when the config is read).
+    (steps[seen.len().min(steps.len() - 1)], seen.len() + 1)
 }
 
 /// `1h`, `30m`, `90s`.
