@@ -39,6 +39,15 @@ async fn serve(am: &str, server: &str, plugin: &str) -> StuckBreaker {
     stuck_breaker(server, &plugin, "", &[("REMEDY_ALERTMANAGER_URL", am)]).await
 }
 
+/// A manual live run, waited for: its record.
+async fn manual_run(server: &Server) -> Value {
+    let (code, rec) = server
+        .post("/v1/plugins/circuit-breaker-open/runs?wait=true", json!({}))
+        .await;
+    assert_eq!(code, 200, "{rec}");
+    rec
+}
+
 fn refusals(rec: &Value) -> Vec<String> {
     actions_on(rec, "breaker:stripe")
         .iter()
@@ -124,13 +133,7 @@ async fn a_maintenance_window_holds_live_actions_off_until_it_ends() {
     let window = json!({"alertname": "MaintenanceWindow", "team": "platform"});
     am.fire(window.clone()).await;
     // A manual run: blocking alerts hold every run off, not only alerts'.
-    let run = || async {
-        let (code, rec) = server
-            .post("/v1/plugins/circuit-breaker-open/runs?wait=true", json!({}))
-            .await;
-        assert_eq!(code, 200, "{rec}");
-        rec
-    };
+    let run = || manual_run(&server);
     let rec = run().await;
     let why = refusals(&rec);
     assert!(
@@ -188,10 +191,7 @@ async fn alertmanager_down_fails_blocking_checks_closed_and_still_firing_checks_
         "mode = \"auto\"",
     )
     .await;
-    let (code, rec) = server
-        .post("/v1/plugins/circuit-breaker-open/runs?wait=true", json!({}))
-        .await;
-    assert_eq!(code, 200, "{rec}");
+    let rec = manual_run(&server).await;
     let why = refusals(&rec);
     assert!(
         why.len() == 1 && why[0].contains("blocking checks fail closed"),
@@ -456,10 +456,7 @@ async fn an_alertmanager_that_never_answers_holds_the_run_off_within_its_deadlin
     )
     .await;
     let started = std::time::Instant::now();
-    let (code, rec) = server
-        .post("/v1/plugins/circuit-breaker-open/runs?wait=true", json!({}))
-        .await;
-    assert_eq!(code, 200, "{rec}");
+    let rec = manual_run(&server).await;
     let why = refusals(&rec);
     assert!(
         why.len() == 1 && why[0].contains("did not answer before the run's deadline"),

@@ -9,45 +9,50 @@ use serde_json::json;
 mod common;
 use common::*;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_alert_mitigated_three_times_in_an_hour_is_not_mitigated_a_fourth_until_cleared() {
+/// circuit-breaker-open in `auto` with `extra` plugin lines, escalating
+/// (P1) to a recording sink's `alerts-critical`.
+async fn serve(extra: &str) -> (StuckBreaker, sink::Seen) {
     let (sink, seen) = sink::start().await;
     let tail = format!(
         "[backends.notify.alerts-critical]\nkind = \"webhook\"\nurl = \"{sink}/alerts-critical\"\n"
     );
-    let StuckBreaker {
-        dir: _dir,
-        sim,
-        server,
-    } = stuck_breaker(
-        "",
-        "mode = \"auto\"\ncooldown = \"0s\"\nverify_after = \"1h\"\npriority = \"p1\"\nflap = { max = 3, per = \"1h\" }",
-        &tail,
-        &[],
-    )
-    .await;
-    let fire = |n: u32| {
-        let server = &server;
-        let sim = &sim;
-        async move {
-            sim.open_breaker("stripe");
-            let (code, r) = server
-                .post(
-                    "/v1/alerts",
-                    payload(vec![alert(
-                        "CircuitBreakerOpen",
-                        "firing",
-                        json!({"breaker": "stripe"}),
-                        "fp-flapping",
-                        &format!("2026-12-07T0{n}:00:00Z"),
-                    )]),
-                )
-                .await;
-            assert_eq!(code, 202, "{r}");
-            let id = r["runs"][0]["run_id"].as_str().unwrap().to_string();
-            server.succeeded(&id, "the run", 20).await
-        }
-    };
+    let plugin = format!(
+        "mode = \"auto\"\ncooldown = \"0s\"\nverify_after = \"1h\"\npriority = \"p1\"\n{extra}"
+    );
+    (stuck_breaker("", &plugin, &tail, &[]).await, seen)
+}
+
+/// `stripe` stuck open again, and occurrence `n` of alert `fp` posted:
+/// its run once it ended (or waits for an approval).
+async fn fire(b: &StuckBreaker, fp: &str, n: u32) -> serde_json::Value {
+    b.sim.open_breaker("stripe");
+    let (code, r) = b
+        .server
+        .post(
+            "/v1/alerts",
+            payload(vec![alert(
+                "CircuitBreakerOpen",
+                "firing",
+                json!({"breaker": "stripe"}),
+                fp,
+                &format!("2026-12-07T0{n}:00:00Z"),
+            )]),
+        )
+        .await;
+    assert_eq!(code, 202, "{r}");
+    let id = r["runs"][0]["run_id"].as_str().unwrap().to_string();
+    eventually("the run ends", 20, || async {
+        let rec = b.server.get(&format!("/v1/runs/{id}")).await;
+        (rec["status"] == "succeeded" || rec["status"] == "pending_approval").then_some(rec)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_mitigated_three_times_in_an_hour_is_not_mitigated_a_fourth_until_cleared() {
+    let (b, seen) = serve("flap = { max = 3, per = \"1h\" }").await;
+    let (sim, server) = (&b.sim, &b.server);
+    let fire = |n| fire(&b, "fp-flapping", n);
     for n in 1..=3 {
         let rec = fire(n).await;
         assert_eq!(rec["dry_run"], false, "{rec}");
@@ -166,47 +171,9 @@ async fn an_alert_mitigated_three_times_in_an_hour_is_not_mitigated_a_fourth_unt
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ladder_acts_then_asks_then_only_escalates() {
-    let (sink, seen) = sink::start().await;
-    let tail = format!(
-        "[backends.notify.alerts-critical]\nkind = \"webhook\"\nurl = \"{sink}/alerts-critical\"\n"
-    );
-    let StuckBreaker {
-        dir: _dir,
-        sim,
-        server,
-    } = stuck_breaker(
-        "",
-        "mode = \"auto\"\ncooldown = \"0s\"\nverify_after = \"1h\"\npriority = \"p1\"\nladder = [\"auto\", \"approve\", \"escalate\"]",
-        &tail,
-        &[],
-    )
-    .await;
-    let fire = |n: u32| {
-        let server = &server;
-        let sim = &sim;
-        async move {
-            sim.open_breaker("stripe");
-            let (code, r) = server
-                .post(
-                    "/v1/alerts",
-                    payload(vec![alert(
-                        "CircuitBreakerOpen",
-                        "firing",
-                        json!({"breaker": "stripe"}),
-                        "fp-ladder",
-                        &format!("2026-12-07T0{n}:00:00Z"),
-                    )]),
-                )
-                .await;
-            assert_eq!(code, 202, "{r}");
-            let id = r["runs"][0]["run_id"].as_str().unwrap().to_string();
-            eventually("the run ends", 20, || async {
-                let rec = server.get(&format!("/v1/runs/{id}")).await;
-                (rec["status"] == "succeeded" || rec["status"] == "pending_approval").then_some(rec)
-            })
-            .await
-        }
-    };
+    let (b, seen) = serve("ladder = [\"auto\", \"approve\", \"escalate\"]").await;
+    let sim = &b.sim;
+    let fire = |n| fire(&b, "fp-ladder", n);
     // First: as configured, live.
     let rec = fire(1).await;
     assert_eq!(

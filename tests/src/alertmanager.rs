@@ -152,19 +152,16 @@ impl Alertmanager {
     }
 
     pub async fn alerts(&self) -> Vec<Value> {
-        self.http
-            .get(format!("{}/api/v2/alerts", self.base))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        self.list("alerts").await
     }
 
     pub async fn silences(&self) -> Vec<Value> {
+        self.list("silences").await
+    }
+
+    async fn list(&self, what: &str) -> Vec<Value> {
         self.http
-            .get(format!("{}/api/v2/silences", self.base))
+            .get(format!("{}/api/v2/{what}", self.base))
             .send()
             .await
             .unwrap()
