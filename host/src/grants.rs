@@ -6,44 +6,65 @@ use std::collections::BTreeSet;
 
 use serde::Deserialize;
 
-/// A WIT interface a plugin may be granted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Capability {
-    Metrics,
-    Database,
-    Breaker,
-    Cache,
-    Notify,
-    Probe,
-    Log,
+/// The registry of WIT interfaces a plugin may be granted: a line each
+/// makes the [`Capability`] with its name (in grants, `--uses`, `--grant`
+/// and messages) and its WIT text (what `remedy wit` and `remedy new`
+/// write), read from `wit/NAME.wit`.
+macro_rules! capabilities {
+    ($($(#[$doc:meta])* $Var:ident = $name:literal),* $(,)?) => {
+        /// A WIT interface a plugin may be granted.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+        #[serde(rename_all = "lowercase")]
+        pub enum Capability {
+            $($(#[$doc])* $Var,)*
+        }
+
+        impl Capability {
+            pub const ALL: &'static [Capability] = &[$(Capability::$Var),*];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Capability::$Var => $name,)*
+                }
+            }
+
+            /// The interface's WIT, as this build implements it.
+            pub fn wit(self) -> &'static str {
+                match self {
+                    $(Capability::$Var => include_str!(concat!("../../wit/", $name, ".wit")),)*
+                }
+            }
+        }
+    };
 }
 
-impl Capability {
-    pub const ALL: [Capability; 7] = [
-        Capability::Metrics,
-        Capability::Database,
-        Capability::Breaker,
-        Capability::Cache,
-        Capability::Notify,
-        Capability::Probe,
-        Capability::Log,
-    ];
+capabilities! {
+    Metrics = "metrics",
+    Database = "database",
+    Breaker = "breaker",
+    Cache = "cache",
+    Notify = "notify",
+    Probe = "probe",
+    /// The plugin's own log lines: always granted.
+    Log = "log",
+}
 
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Capability::Metrics => "metrics",
-            Capability::Database => "database",
-            Capability::Breaker => "breaker",
-            Capability::Cache => "cache",
-            Capability::Notify => "notify",
-            Capability::Probe => "probe",
-            Capability::Log => "log",
-        }
+/// The WIT every plugin's world uses besides the interfaces: the shared
+/// types and the world itself.
+pub const WIT_COMMON: [(&str, &str); 2] = [
+    ("types.wit", include_str!("../../wit/types.wit")),
+    ("world.wit", include_str!("../../wit/world.wit")),
+];
+
+impl Capability {
+    pub fn parse(s: &str) -> Option<Capability> {
+        Self::ALL.iter().copied().find(|c| c.as_str() == s)
     }
 
-    pub fn parse(s: &str) -> Option<Capability> {
-        Self::ALL.into_iter().find(|c| c.as_str() == s)
+    /// `metrics, database, …`: the names, for messages.
+    pub fn names() -> String {
+        let names: Vec<&str> = Self::ALL.iter().map(|c| c.as_str()).collect();
+        names.join(", ")
     }
 }
 
@@ -105,9 +126,7 @@ impl Scope {
                 self.probe.get_or_insert_with(Vec::new).extend(parsed);
                 return Ok(());
             }
-            Capability::Metrics | Capability::Log => {
-                return Err(format!("`{}` takes no targets", cap.as_str()))
-            }
+            _ => return Err(format!("`{}` takes no targets", cap.as_str())),
         };
         field
             .get_or_insert_with(Vec::new)

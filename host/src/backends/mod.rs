@@ -3,6 +3,8 @@
 //! capability's own backend trait and implementations live in its folder
 //! under `capabilities/`.
 
+pub mod pg_tls;
+
 pub use crate::gate::permit::Permit;
 
 /// A backend could not do what was asked.

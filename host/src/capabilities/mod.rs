@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
 use crate::backends::BackendResult;
@@ -23,47 +24,93 @@ pub mod metrics;
 pub mod notify;
 pub mod probe;
 pub mod types;
+pub mod world;
 
-/// The backends of one Remedy process, one per capability; `None` is
-/// unconfigured (its calls answer `unavailable`).
-#[derive(Clone)]
-pub struct Backends {
-    pub metrics: Option<Arc<dyn metrics::backend::MetricsBackend>>,
-    pub database: Option<Arc<dyn database::backend::DatabaseBackend>>,
-    pub breaker: Option<Arc<dyn breaker::backend::BreakerBackend>>,
-    pub cache: Option<Arc<dyn cache::backend::CacheBackend>>,
-    pub notify: Option<Arc<dyn notify::backend::NotifyBackend>>,
-    pub probe: Arc<dyn probe::backend::ProbeBackend>,
+/// The registry of capabilities with a backend: one line each below makes
+/// the process's [`Backends`] (configured from `[backends]`), a fixture's
+/// [`Answers`] (a table per capability, `[answers.NAME]`, answered by its
+/// `NAME::fixture`), and the world and recorder that stand in for them all.
+/// `probe` is apart: its backend always exists (what a plugin may reach is
+/// its allow-list).
+macro_rules! registry {
+    ($($cap:ident: $Backend:ident),* $(,)?) => {
+        /// The backends of one Remedy process, one per capability; `None` is
+        /// unconfigured (its calls answer `unavailable`).
+        #[derive(Clone)]
+        pub struct Backends {
+            $(pub $cap: Option<Arc<dyn $cap::backend::$Backend>>,)*
+            pub probe: Arc<dyn probe::backend::ProbeBackend>,
+        }
+
+        impl Backends {
+            /// Nothing configured: every call but probe answers `unavailable`.
+            pub fn none() -> Backends {
+                Backends {
+                    $($cap: None,)*
+                    probe: Arc::new(probe::backend::NoProbe),
+                }
+            }
+
+            /// Real backends from config. Nothing connects here: connections
+            /// are made on first use, so an unreachable backend never stops
+            /// start-up.
+            pub fn from_config(cfg: &BackendsConfig) -> anyhow::Result<Backends> {
+                let timeout = cfg
+                    .request_timeout_ms
+                    .map_or(std::time::Duration::from_millis(5_000), |t| t.get());
+                Ok(Backends {
+                    $($cap: $cap::from_config(cfg, timeout)?,)*
+                    probe: probe::from_config(cfg)?,
+                })
+            }
+
+            /// Every capability answered by `one` (a fixture's world).
+            pub fn all<B>(one: &Arc<B>) -> Backends
+            where
+                B: $($cap::backend::$Backend +)* probe::backend::ProbeBackend + 'static,
+            {
+                Backends {
+                    $($cap: Some(one.clone() as _),)*
+                    probe: one.clone(),
+                }
+            }
+
+            /// `one` in front of every backend configured here (a recorder);
+            /// an unconfigured one stays unconfigured.
+            pub fn wrapped<B>(&self, one: &Arc<B>) -> Backends
+            where
+                B: $($cap::backend::$Backend +)* probe::backend::ProbeBackend + 'static,
+            {
+                Backends {
+                    $($cap: self.$cap.as_ref().map(|_| one.clone() as _),)*
+                    probe: one.clone(),
+                }
+            }
+        }
+
+        /// The answers of a fixture, one table per capability
+        /// (`[answers.metrics]`, `[answers.database]`, …), each described by
+        /// its capability's `fixture::Answers`. A capability without a
+        /// table answers nothing.
+        #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct Answers {
+            $(
+                #[serde(default, skip_serializing_if = "Option::is_none")]
+                pub $cap: Option<$cap::fixture::Answers>,
+            )*
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub probe: Option<probe::fixture::Answers>,
+        }
+    };
 }
 
-impl Backends {
-    /// Nothing configured: every call but probe answers `unavailable`.
-    pub fn none() -> Backends {
-        Backends {
-            metrics: None,
-            database: None,
-            breaker: None,
-            cache: None,
-            notify: None,
-            probe: Arc::new(probe::backend::NoProbe),
-        }
-    }
-
-    /// Real backends from config. Nothing connects here: connections are
-    /// made on first use, so an unreachable backend never stops start-up.
-    pub fn from_config(cfg: &BackendsConfig) -> anyhow::Result<Backends> {
-        let timeout = cfg
-            .request_timeout_ms
-            .map_or(std::time::Duration::from_millis(5_000), |t| t.get());
-        Ok(Backends {
-            metrics: metrics::from_config(cfg, timeout)?,
-            database: database::from_config(cfg, timeout)?,
-            breaker: breaker::from_config(cfg, timeout)?,
-            cache: cache::from_config(cfg, timeout)?,
-            notify: notify::from_config(cfg, timeout)?,
-            probe: probe::from_config(cfg)?,
-        })
-    }
+registry! {
+    metrics: MetricsBackend,
+    database: DatabaseBackend,
+    breaker: BreakerBackend,
+    cache: CacheBackend,
+    notify: NotifyBackend,
 }
 
 /// What host functions of one guest call can reach.

@@ -355,7 +355,10 @@ fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
 fn parse_grant(s: &str) -> anyhow::Result<(Capability, Vec<String>)> {
     let (cap, targets) = s.split_once('=').unwrap_or((s, ""));
     let Some(cap) = Capability::parse(cap.trim()) else {
-        bail!("--grant {s}: unknown interface `{cap}` (one of metrics, database, breaker, cache, notify, probe, log)");
+        bail!(
+            "--grant {s}: unknown interface `{cap}` (one of {})",
+            Capability::names()
+        );
     };
     let targets = targets
         .split(',')

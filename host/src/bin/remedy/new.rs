@@ -9,18 +9,17 @@ use std::path::Path;
 use anyhow::{bail, Context as _};
 use remedy::config::Capability;
 
-/// The WIT contract, as this binary implements it.
-const WIT: &[(&str, &str)] = &[
-    ("types.wit", include_str!("../../../../wit/types.wit")),
-    ("world.wit", include_str!("../../../../wit/world.wit")),
-    ("metrics.wit", include_str!("../../../../wit/metrics.wit")),
-    ("database.wit", include_str!("../../../../wit/database.wit")),
-    ("breaker.wit", include_str!("../../../../wit/breaker.wit")),
-    ("cache.wit", include_str!("../../../../wit/cache.wit")),
-    ("notify.wit", include_str!("../../../../wit/notify.wit")),
-    ("probe.wit", include_str!("../../../../wit/probe.wit")),
-    ("log.wit", include_str!("../../../../wit/log.wit")),
-];
+/// The WIT contract, as this binary implements it: the shared types, the
+/// world, and an interface file per capability.
+fn wit_files() -> Vec<(String, &'static str)> {
+    let common = remedy::grants::WIT_COMMON
+        .iter()
+        .map(|(n, t)| (n.to_string(), *t));
+    let caps = Capability::ALL
+        .iter()
+        .map(|c| (format!("{}.wit", c.as_str()), c.wit()));
+    common.chain(caps).collect()
+}
 
 /// The Rust SDK, vendored into a Rust project as `sdk/`.
 const SDK: &[(&str, &str)] = &[
@@ -58,7 +57,10 @@ pub fn parse_uses(uses: &str) -> anyhow::Result<BTreeSet<Capability>> {
     let mut out = BTreeSet::from([Capability::Log]);
     for u in uses.split(',').map(str::trim).filter(|u| !u.is_empty()) {
         let Some(cap) = Capability::parse(u) else {
-            bail!("--uses {uses}: unknown interface `{u}` (one of metrics, database, breaker, cache, notify, probe, log)");
+            bail!(
+                "--uses {uses}: unknown interface `{u}` (one of {})",
+                Capability::names()
+            );
         };
         out.insert(cap);
     }
@@ -67,11 +69,10 @@ pub fn parse_uses(uses: &str) -> anyhow::Result<BTreeSet<Capability>> {
 
 /// `world.wit` importing only `uses` (the whole world when `None`).
 fn world(uses: Option<&BTreeSet<Capability>>) -> String {
-    let full = WIT
+    let full = remedy::grants::WIT_COMMON
         .iter()
         .find(|(n, _)| *n == "world.wit")
-        .map(|(_, t)| *t)
-        .unwrap_or("");
+        .map_or("", |(_, t)| *t);
     let Some(uses) = uses else {
         return full.to_string();
     };
@@ -98,13 +99,13 @@ fn world(uses: Option<&BTreeSet<Capability>>) -> String {
 /// `remedy wit DIR`: the WIT files, with the world narrowed to `uses`.
 pub fn export_wit(dir: &Path, uses: Option<&BTreeSet<Capability>>) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    for (name, text) in WIT {
-        let text = if *name == "world.wit" {
+    for (name, text) in wit_files() {
+        let text = if name == "world.wit" {
             world(uses)
         } else {
             text.to_string()
         };
-        write(&dir.join(name), &text)?;
+        write(&dir.join(&name), &text)?;
     }
     Ok(())
 }
@@ -121,7 +122,7 @@ fn write(path: &Path, text: &str) -> anyhow::Result<()> {
 /// runbook uses `cap` (`{{^cap}}…{{/cap}}` only when it does not).
 fn render(template: &str, vars: &[(&str, String)], uses: &BTreeSet<Capability>) -> String {
     let mut s = template.to_string();
-    for cap in Capability::ALL {
+    for &cap in Capability::ALL {
         let name = cap.as_str();
         let on = uses.contains(&cap);
         for (open, keep) in [

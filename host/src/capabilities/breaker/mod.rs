@@ -15,6 +15,7 @@ use super::{HostCtx, Wiring};
 
 pub mod api;
 pub mod backend;
+pub mod fixture;
 
 use backend::{Breaker, BreakerBackend, BreakerState};
 

@@ -16,6 +16,7 @@ use crate::grants::{Capability, Scope};
 use super::{HostCtx, Wiring};
 
 pub mod backend;
+pub mod fixture;
 pub mod redis;
 
 use backend::CacheBackend;

@@ -15,6 +15,7 @@ use crate::grants::{Capability, Scope};
 use super::{HostCtx, Wiring};
 
 pub mod backend;
+pub mod fixture;
 pub mod memory;
 pub mod postgres;
 

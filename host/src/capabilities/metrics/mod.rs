@@ -11,6 +11,7 @@ use crate::grants::Capability;
 use super::{HostCtx, Wiring};
 
 pub mod backend;
+pub mod fixture;
 pub mod prometheus;
 
 use backend::MetricsBackend;

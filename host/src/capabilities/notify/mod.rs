@@ -19,6 +19,7 @@ use crate::record;
 use super::HostCtx;
 
 pub mod backend;
+pub mod fixture;
 pub mod http;
 
 use backend::{NotifyBackend, NotifyMessage};

@@ -12,6 +12,7 @@ use crate::grants::Capability;
 use super::{HostCtx, Wiring};
 
 pub mod backend;
+pub mod fixture;
 pub mod http;
 pub mod reach;
 

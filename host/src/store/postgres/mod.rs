@@ -90,7 +90,7 @@ impl PgStore {
         if config.get_application_name().is_none() {
             config.application_name("remedy-store");
         }
-        let tls = crate::capabilities::database::postgres::tls_config(ca.map(|c| &c.certs[..]))
+        let tls = crate::backends::pg_tls::tls_config(ca.map(|c| &c.certs[..]))
             .map_err(StoreError::Postgres)?;
         let manager = |config| {
             Manager::from_config(
