@@ -317,6 +317,10 @@ pub struct ActionRecord {
     /// `dedup_key`): the host acknowledges and resolves it later.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub incident: Option<String>,
+    /// What an executed action produced, when it is worth naming (the
+    /// revert commit a rollback pushed).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub result: Option<String>,
 }
 
 /// The run record.

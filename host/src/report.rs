@@ -281,11 +281,15 @@ pub fn markdown(runs: &[RunRecord], audit: &[crate::store::AuditEvent]) -> Strin
     for a in fixes {
         let _ = writeln!(
             s,
-            "- `{}` on `{}` at {}: {}",
+            "- `{}` on `{}` at {}: {}{}",
             a.kind,
             a.target,
             when(a.at),
-            a.reason
+            a.reason,
+            a.result
+                .as_deref()
+                .map(|r| format!(" → {r}"))
+                .unwrap_or_default()
         );
     }
     let verification = runs.iter().rev().find_map(|r| r.verification.clone());
@@ -356,6 +360,7 @@ mod tests {
             error: (applied == Applied::Failed).then(|| "failed: session gone".into()),
             at: at(s),
             incident: None,
+            result: None,
         }
     }
 

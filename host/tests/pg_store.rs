@@ -350,6 +350,7 @@ async fn a_stopped_replicas_work_is_taken_over_after_its_lease_and_a_newer_schem
             error: None,
             at: chrono::Utc::now(),
             incident: None,
+            result: None,
         });
         a.put_run(&acted).await.unwrap();
         assert!(a.claim_flight("db", "t", "in-flight").await.unwrap());

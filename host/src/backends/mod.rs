@@ -20,6 +20,10 @@ pub enum BackendError {
     Invalid(String),
     #[error("{0}")]
     Failed(String),
+    /// The backend declined to act and changed nothing (the target is not
+    /// in the state the action was planned for): recorded `refused`.
+    #[error("{0}")]
+    Refused(String),
 }
 
 pub type BackendResult<T> = Result<T, BackendError>;

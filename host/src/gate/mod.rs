@@ -190,6 +190,7 @@ impl Gate {
             error: error.clone(),
             at: Utc::now(),
             incident: action.incident.clone(),
+            result: action.result.get().map(|r| cut(r, caps::LINE)),
         });
         if kept {
             tracing::info!(
@@ -327,6 +328,7 @@ impl Gate {
                         "{m}: the request was sent, whether it took effect is unknown"
                     ))),
                 ),
+                Err(BackendError::Refused(m)) => (Applied::Refused, Err(WitError::Refused(m))),
                 Err(e) => (Applied::Failed, Err(wit_error(e))),
             };
             let error = result.as_ref().err().map(error_text);
@@ -411,6 +413,7 @@ pub fn wit_error(e: BackendError) -> WitError {
         BackendError::Unavailable(m) | BackendError::Unknown(m) => WitError::Unavailable(m),
         BackendError::Invalid(m) => WitError::Invalid(m),
         BackendError::Failed(m) => WitError::Failed(m),
+        BackendError::Refused(m) => WitError::Refused(m),
     }
 }
 

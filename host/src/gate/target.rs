@@ -57,6 +57,9 @@ pub struct Action {
     pub reason: String,
     /// The incident it opens or follows up, kept in its record.
     pub incident: Option<String>,
+    /// What it produced, set by the backend call that executed it and
+    /// kept in its record (see [`Action::result_cell`]).
+    pub result: Arc<std::sync::OnceLock<String>>,
 }
 
 impl Action {
@@ -70,7 +73,13 @@ impl Action {
             target: Arc::new(target),
             reason: reason.into(),
             incident: None,
+            result: Arc::default(),
         }
+    }
+
+    /// Where the call that executes the action says what it produced.
+    pub fn result_cell(&self) -> Arc<std::sync::OnceLock<String>> {
+        self.result.clone()
     }
 
     /// The action opens or follows up incident `key`.

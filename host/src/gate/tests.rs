@@ -139,6 +139,26 @@ async fn a_backend_silent_past_the_deadline_is_recorded_unknown_in_time() {
     assert!(a[0].error.as_deref().unwrap().contains("deadline"));
 }
 
+/// A backend that declines to act (the target is not as planned) changed
+/// nothing: `refused` in the record, not `failed`.
+#[tokio::test]
+async fn a_backend_that_declines_is_recorded_refused() {
+    let g = gate(&KillSwitch::default());
+    let r = g
+        .act(
+            action(Capability::Breaker, Named("stripe".into())),
+            Ok(()),
+            |(), _| async { Err(BackendError::Refused("moved since the plan".into())) },
+        )
+        .await;
+    assert!(
+        matches!(&r, Err(WitError::Refused(m)) if m.contains("moved")),
+        "{r:?}"
+    );
+    let a = g.journal.actions();
+    assert_eq!(a[0].applied, Applied::Refused, "{a:?}");
+}
+
 /// A plugin calling what it may not in a loop cannot grow its record
 /// without bound (issue 9, item 13).
 #[tokio::test]

@@ -256,6 +256,7 @@ mod tests {
                 error: None,
                 at: chrono::Utc::now(),
                 incident: None,
+                result: None,
             })
             .collect();
         r

@@ -261,6 +261,7 @@ impl PgStore {
                         .map(|t| t.with_timezone(&chrono::Utc))
                         .unwrap_or_else(|_| chrono::Utc::now()),
                     incident: None,
+                    result: None,
                 };
                 if let Some(run) = tx
                     .query_opt(

@@ -204,6 +204,7 @@ pub(super) fn mark_interrupted_actions(c: &Connection) -> Result<(), StoreError>
             error: Some(error.into()),
             at: at_parsed,
             incident: None,
+            result: None,
         };
         let json: Option<String> = c
             .query_row("SELECT record FROM runs WHERE id = ?1", [&run_id], |r| {
