@@ -47,6 +47,8 @@ capabilities! {
     Probe = "probe",
     /// The plugin's own log lines: always granted.
     Log = "log",
+    /// The application's log files, read-only.
+    Logs = "logs",
 }
 
 /// The WIT every plugin's world uses besides the interfaces: the shared
@@ -82,6 +84,8 @@ pub struct Scope {
     pub notify_channels: Option<Vec<String>>,
     /// `scheme://host[:port]` patterns `probe.get` may fetch.
     pub probe: Option<Vec<AllowPattern>>,
+    /// Names of the `[backends.logs.*]` sources `logs` may read.
+    pub log_sources: Option<Vec<String>>,
     /// Allows `cache.flush` (deleting everything under a granted prefix).
     /// Never on by default, not even for bundled plugins.
     pub cache_flush: Option<bool>,
@@ -104,6 +108,7 @@ impl Scope {
         over(&mut self.cache_prefixes, &other.cache_prefixes);
         over(&mut self.notify_channels, &other.notify_channels);
         over(&mut self.probe, &other.probe);
+        over(&mut self.log_sources, &other.log_sources);
         self.cache_flush = other.cache_flush;
         self
     }
@@ -118,6 +123,7 @@ impl Scope {
             Capability::Database => &mut self.database_applications,
             Capability::Cache => &mut self.cache_prefixes,
             Capability::Notify => &mut self.notify_channels,
+            Capability::Logs => &mut self.log_sources,
             Capability::Probe => {
                 let parsed = targets
                     .iter()

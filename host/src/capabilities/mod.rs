@@ -20,6 +20,7 @@ pub mod breaker;
 pub mod cache;
 pub mod database;
 pub mod log;
+pub mod logs;
 pub mod metrics;
 pub mod notify;
 pub mod probe;
@@ -111,6 +112,7 @@ registry! {
     breaker: BreakerBackend,
     cache: CacheBackend,
     notify: NotifyBackend,
+    logs: LogsBackend,
 }
 
 /// What host functions of one guest call can reach.

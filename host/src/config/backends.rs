@@ -39,6 +39,10 @@ pub struct BackendsConfig {
     /// Notify channels by name (`[backends.notify.critical]`).
     #[serde(default)]
     pub notify: BTreeMap<String, ChannelConfig>,
+    /// Log files plugins may read, by name (`[backends.logs.app] path =
+    /// "/var/log/app.log"`), for the `logs` interface.
+    #[serde(default)]
+    pub logs: BTreeMap<String, LogSourceConfig>,
     /// Timeout of one probe request in ms (default 2000).
     pub probe_timeout_ms: Option<TimeoutMs>,
     /// Timeout of one backend request in ms (default 5000).
@@ -96,6 +100,40 @@ pub struct ChannelConfig {
     pub token_env: Option<String>,
     /// Grafana: the dashboard the annotations go on (organisation-wide without).
     pub dashboard_uid: Option<String>,
+}
+
+/// One log source: the file whose last lines plugins read. Its directory
+/// is the most a read can reach; `NAME.1` beside it is its predecessor
+/// after a rotation.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSourceConfig {
+    /// The file's absolute path.
+    pub path: LogPath,
+}
+
+/// An absolute path to a file (checked when the config is read).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(try_from = "PathBuf")]
+pub struct LogPath(PathBuf);
+
+impl LogPath {
+    pub fn get(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl TryFrom<PathBuf> for LogPath {
+    type Error = String;
+    fn try_from(p: PathBuf) -> Result<Self, String> {
+        if !p.is_absolute() || p.file_name().is_none() || p.to_str().is_none() {
+            return Err(format!(
+                "`{}` is not an absolute path to a file",
+                p.display()
+            ));
+        }
+        Ok(LogPath(p))
+    }
 }
 
 /// A string newtype whose value `check` accepted when the config was read.

@@ -383,6 +383,8 @@ mod tests {
             ("[[plugins.x.schedules]]\nname = \"t\"\nevery = \"10ms\"\n", "plugins.x.schedules[0]", "100ms"),
             ("[plugins.x]\nconfig = { t = { a = 1 } }\n", "plugins.x.config.t", "must be a string"),
             ("[plugins.x]\nsha256 = \"abc\"\n", "plugins.x.sha256", "64 hex digits"),
+            ("[backends.logs.app]\npath = \"app.log\"\n", "backends.logs.app.path", "absolute path to a file"),
+            ("[backends.logs.app]\npath = \"/var/log/\"\nmode = 1\n", "backends.logs.app", "unknown field"),
             ("[server]\nretention = \"0s\"\n", "server.retention", "delete every"),
             ("[server]\nlease = \"1s\"\n", "server.lease", "between `3s`"),
             ("[backends]\nprometheus_url = \"http://u:secret@127.0.0.1:9090\"\n", "backends.prometheus_url", "credentials"),
