@@ -26,6 +26,8 @@ pub enum ActionKind {
     NotifyResolve,
     /// The host marks a live action or a verification on dashboards (Grafana).
     NotifyAnnotate,
+    /// A revert of a deployed commit, pushed to the deployed branch.
+    DeployRollback,
 }
 
 /// At most `max` actions per `per`.
@@ -38,7 +40,7 @@ pub struct Budget {
 const HOUR: Duration = Duration::from_secs(3600);
 
 impl ActionKind {
-    pub const ALL: [ActionKind; 11] = [
+    pub const ALL: [ActionKind; 12] = [
         ActionKind::DatabaseCancel,
         ActionKind::DatabaseTerminate,
         ActionKind::BreakerForceState,
@@ -50,6 +52,7 @@ impl ActionKind {
         ActionKind::NotifyAcknowledge,
         ActionKind::NotifyResolve,
         ActionKind::NotifyAnnotate,
+        ActionKind::DeployRollback,
     ];
 
     /// The name in records, budgets and audit events.
@@ -66,6 +69,7 @@ impl ActionKind {
             ActionKind::NotifyAcknowledge => "notify.acknowledge",
             ActionKind::NotifyResolve => "notify.resolve",
             ActionKind::NotifyAnnotate => "notify.annotate",
+            ActionKind::DeployRollback => "deploy.rollback",
         }
     }
 
@@ -85,6 +89,7 @@ impl ActionKind {
             | ActionKind::NotifyAcknowledge
             | ActionKind::NotifyResolve
             | ActionKind::NotifyAnnotate => Capability::Notify,
+            ActionKind::DeployRollback => Capability::Deploy,
         }
     }
 
@@ -103,6 +108,9 @@ impl ActionKind {
             | ActionKind::NotifyResolve => 30,
             // One per live action and verification.
             ActionKind::NotifyAnnotate => 120,
+            // A rollback a human could not review an hour later is a
+            // second incident.
+            ActionKind::DeployRollback => 1,
         };
         Budget { max, per: HOUR }
     }
@@ -170,6 +178,6 @@ mod tests {
         assert!(ActionKind::try_from("database.terminat".to_string())
             .unwrap_err()
             .contains("not an action kind"));
-        assert_eq!(ActionKind::cooled().count(), 6);
+        assert_eq!(ActionKind::cooled().count(), 7);
     }
 }

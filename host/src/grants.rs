@@ -49,6 +49,8 @@ capabilities! {
     Log = "log",
     /// The application's log files, read-only.
     Logs = "logs",
+    /// The deployed branch of a git repository; rollbacks.
+    Deploy = "deploy",
 }
 
 /// The WIT every plugin's world uses besides the interfaces: the shared

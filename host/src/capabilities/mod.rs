@@ -19,6 +19,7 @@ use crate::grants::Capability;
 pub mod breaker;
 pub mod cache;
 pub mod database;
+pub mod deploy;
 pub mod log;
 pub mod logs;
 pub mod metrics;
@@ -113,6 +114,7 @@ registry! {
     cache: CacheBackend,
     notify: NotifyBackend,
     logs: LogsBackend,
+    deploy: DeployBackend,
 }
 
 /// What host functions of one guest call can reach.

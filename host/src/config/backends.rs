@@ -43,6 +43,9 @@ pub struct BackendsConfig {
     /// "/var/log/app.log"`), for the `logs` interface.
     #[serde(default)]
     pub logs: BTreeMap<String, LogSourceConfig>,
+    /// The git repository whose branch is what runs, for the `deploy`
+    /// interface (`[backends.deploy] repo = "…"`).
+    pub deploy: Option<DeployConfig>,
     /// Timeout of one probe request in ms (default 2000).
     pub probe_timeout_ms: Option<TimeoutMs>,
     /// Timeout of one backend request in ms (default 5000).
@@ -134,6 +137,39 @@ impl TryFrom<PathBuf> for LogPath {
         }
         Ok(LogPath(p))
     }
+}
+
+/// `[backends.deploy]`: where rollbacks are pushed. Credentials come from
+/// the environment (`token_env`) or an ssh key file, never the config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployConfig {
+    /// The remote as git names it: `https://host/org/app.git`,
+    /// `ssh://git@host/org/app.git`, `git@host:org/app.git` or a path.
+    pub repo: String,
+    /// The deployed branch (default `main`).
+    pub branch: Option<String>,
+    /// HTTPS: an environment variable holding the token (sent as the
+    /// password of `username`).
+    pub token_env: Option<String>,
+    /// HTTPS: the user the token belongs to (default `x-access-token`,
+    /// what GitHub and Gitea accept with any token).
+    pub username: Option<String>,
+    /// ssh: the private key file (read by ssh, never by Remedy).
+    pub ssh_key: Option<PathBuf>,
+    /// ssh: the known_hosts file the server's key must be in (strict
+    /// checking is always on).
+    pub known_hosts: Option<PathBuf>,
+    /// Author and committer of revert commits (default `Remedy`,
+    /// `remedy@localhost`).
+    pub author_name: Option<String>,
+    pub author_email: Option<String>,
+    /// Timeout of one git command in ms (default 20000): a push that
+    /// hangs longer is stopped and the remote read back.
+    pub timeout_ms: Option<TimeoutMs>,
+    /// Let a plugin in mode `auto` roll back without an approved plan
+    /// (default false: a rollback runs only once a human approved it).
+    pub auto_rollback: Option<bool>,
 }
 
 /// A string newtype whose value `check` accepted when the config was read.
