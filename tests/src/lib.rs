@@ -11,6 +11,8 @@ pub fn test_plugin(name: &str) -> PathBuf {
     PathBuf::from(TEST_PLUGIN_DIR).join(format!("{}.wasm", name.replace('-', "_")))
 }
 
+pub mod prom;
+
 pub mod pg {
     //! Real PostgreSQL sessions for tests: unique names, a sleeper blocked in
     //! `pg_sleep(600)`, liveness checks and clean-up.

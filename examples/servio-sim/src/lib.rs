@@ -5,6 +5,7 @@
 //! (breakers, HTTP traffic, latency, payments, webhooks, cache, build), and
 //! endpoints to inject the fault of each incident in the seed runbook.
 
+pub mod deployed;
 pub mod traffic;
 
 use std::collections::BTreeMap;
@@ -48,6 +49,8 @@ struct Inner {
     /// did, counted at the backend rather than in its own records).
     forced: u64,
     traffic: traffic::Traffic,
+    /// The access log, when the sim writes one.
+    log: Option<deployed::AccessLog>,
     /// The breaker admin API answers reads this much later.
     slow_reads_ms: u64,
     /// The breaker admin API applies a state change at once and answers
@@ -63,6 +66,11 @@ impl Inner {
             .get("stripe")
             .is_some_and(|b| b.state == "OPEN");
         self.traffic.advance(stripe_open);
+        let status = self.traffic.faults.error_status;
+        let answered = self.traffic.answered();
+        if let Some(log) = self.log.as_mut() {
+            log.write(answered, status);
+        }
     }
 }
 
@@ -201,6 +209,37 @@ impl Sim {
     /// Build `version` goes live now (a deploy, for HighErrorRate).
     pub fn deploy(&self, version: &str) {
         self.faults(|t| t.deploy(version));
+    }
+
+    /// The build a branch's head describes goes live: a deploy of its
+    /// short id, with the faults it carries.
+    pub fn go_live(&self, build: &deployed::Build) {
+        let version = build.head[..12.min(build.head.len())].to_string();
+        self.faults(|t| {
+            t.deploy(&version);
+            t.faults.error_percent = build.error_percent;
+            t.faults.error_status = build.error_status;
+        });
+    }
+
+    /// Writes an access log to `path` from now on.
+    pub fn log_to(&self, path: &std::path::Path) -> std::io::Result<()> {
+        let mut log = deployed::AccessLog::open(path)?;
+        let mut g = self.lock();
+        g.advance();
+        log.write(g.traffic.answered(), g.traffic.faults.error_status);
+        g.log = Some(log);
+        Ok(())
+    }
+
+    /// Accounts traffic up to now (and logs it).
+    pub fn tick(&self) {
+        self.lock().advance();
+    }
+
+    /// The build running now.
+    pub fn version(&self) -> String {
+        self.lock().traffic.version.clone()
     }
 
     /// The breaker admin API answers reads `reads_ms` late, and answers

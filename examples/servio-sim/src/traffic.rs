@@ -37,6 +37,8 @@ pub const WEBHOOK_REASONS: [&str; 3] =
 pub struct Faults {
     /// Share of HTTP requests answered 5xx, percent.
     pub error_percent: f64,
+    /// What those errors answer (500 unless a build says otherwise).
+    pub error_status: u16,
     /// Extra latency per dependency, ms.
     pub extra_latency_ms: BTreeMap<String, f64>,
     /// Share of payments failing, percent (all fail while stripe is OPEN).
@@ -51,6 +53,7 @@ impl Default for Faults {
     fn default() -> Self {
         Faults {
             error_percent: 0.0,
+            error_status: 500,
             extra_latency_ms: BTreeMap::new(),
             payment_fail_percent: 0.0,
             webhook_fail_percent: BTreeMap::new(),
@@ -178,7 +181,12 @@ impl Traffic {
         let errors = self
             .take("http_5xx", n as f64 * f.error_percent / 100.0)
             .min(n);
-        *self.requests.entry(500).or_default() += errors;
+        let status = if (500..600).contains(&f.error_status) {
+            f.error_status
+        } else {
+            500
+        };
+        *self.requests.entry(status).or_default() += errors;
         *self.requests.entry(200).or_default() += n - errors;
         let mut total = 0.0;
         for (dep, base) in DEPENDENCIES {
@@ -218,6 +226,18 @@ impl Traffic {
             .min(c);
         *self.cache.entry("hit").or_default() += hits;
         *self.cache.entry("miss").or_default() += c - hits;
+    }
+
+    /// Requests answered so far: (2xx, 5xx).
+    pub fn answered(&self) -> (u64, u64) {
+        let ok = self.requests.get(&200).copied().unwrap_or(0);
+        let bad = self
+            .requests
+            .iter()
+            .filter(|(s, _)| **s >= 500)
+            .map(|(_, n)| n)
+            .sum();
+        (ok, bad)
     }
 
     /// A new build goes live now.

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-pub mod prom;
+pub use remedy_e2e::prom;
 pub mod sink;
 pub mod world;
 

@@ -5,9 +5,6 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use remedy::capabilities::metrics::backend::MetricsBackend;
-use remedy::capabilities::metrics::prometheus::Prometheus;
-
 pub struct Prom {
     pub url: String,
     child: Child,
@@ -77,15 +74,12 @@ impl Prom {
     /// Polls `promql` until its first value satisfies `ok` (30 s at most):
     /// tests wait for what the runbook will see, never for a fixed time.
     pub async fn wait_until(&self, promql: &str, ok: impl Fn(f64) -> bool) -> f64 {
-        let prom = Prometheus::new(&self.url, Duration::from_secs(2)).unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let last = prom.query(promql).await;
-            if let Ok(samples) = &last {
-                if let Some(v) = samples.first().map(|s| s.value) {
-                    if v.is_finite() && ok(v) {
-                        return v;
-                    }
+            let last = self.value(promql).await;
+            if let Ok(Some(v)) = &last {
+                if v.is_finite() && ok(*v) {
+                    return *v;
                 }
             }
             assert!(
@@ -94,5 +88,19 @@ impl Prom {
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// The first value of an instant query (`None`: no sample).
+    pub async fn value(&self, promql: &str) -> Result<Option<f64>, String> {
+        let r = reqwest::Client::new()
+            .get(format!("{}/api/v1/query", self.url))
+            .query(&[("query", promql)])
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let v: serde_json::Value = r.json().await.map_err(|e| e.to_string())?;
+        let first = &v["data"]["result"][0]["value"][1];
+        Ok(first.as_str().and_then(|s| s.parse().ok()))
     }
 }
