@@ -220,6 +220,9 @@ pub struct Redactor {
     known: Vec<(String, String)>,
     /// Where values were redacted, and how many there.
     changes: BTreeMap<String, usize>,
+    /// Values known to name content, not to hide it (a commit id): never
+    /// taken for secrets by their shape.
+    public: std::collections::HashSet<String>,
 }
 
 impl Redactor {
@@ -329,8 +332,17 @@ impl Redactor {
         out
     }
 
+    /// `value` names content (a git commit id, which looks random but is
+    /// printed in every log and chat): its shape alone never redacts it.
+    pub fn allow(&mut self, value: &str) {
+        self.public.insert(value.to_string());
+    }
+
     /// A token redacted if it is a secret by its shape.
     fn token(&mut self, t: &str) -> Option<String> {
+        if self.public.contains(t) {
+            return None;
+        }
         if let Some(at) = prefixed_secret(t) {
             return Some(format!("{}{}", &t[..at], self.placeholder(&t[at..])));
         }

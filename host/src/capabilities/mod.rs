@@ -104,7 +104,28 @@ macro_rules! registry {
             #[serde(default, skip_serializing_if = "Option::is_none")]
             pub probe: Option<probe::fixture::Answers>,
         }
+
+        impl Answers {
+            /// Values in the answers that name content rather than hide it
+            /// (commit ids): a recorded fixture keeps them, wherever they
+            /// appear, so that a replay still matches what the run said.
+            pub fn public_values(&self) -> Vec<String> {
+                let mut out = Vec::new();
+                $(if let Some(a) = &self.$cap {
+                    out.extend(PublicValues::public_values(a));
+                })*
+                out
+            }
+        }
     };
+}
+
+/// What a capability's fixture answers hold that names content (see
+/// [`Answers::public_values`]); nothing, unless the capability says.
+pub trait PublicValues {
+    fn public_values(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 registry! {

@@ -107,3 +107,5 @@ impl BreakerBackend for Recorder {
         }
     }
 }
+
+impl crate::capabilities::PublicValues for Answers {}

@@ -178,3 +178,5 @@ impl CacheBackend for Recorder {
         }
     }
 }
+
+impl crate::capabilities::PublicValues for Answers {}

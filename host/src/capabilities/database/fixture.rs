@@ -190,3 +190,5 @@ impl DatabaseBackend for Recorder {
         }
     }
 }
+
+impl crate::capabilities::PublicValues for Answers {}

@@ -89,3 +89,5 @@ impl LogsBackend for Recorder {
         r
     }
 }
+
+impl crate::capabilities::PublicValues for Answers {}

@@ -91,3 +91,5 @@ impl MetricsBackend for Recorder {
         r
     }
 }
+
+impl crate::capabilities::PublicValues for Answers {}

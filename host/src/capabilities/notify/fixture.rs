@@ -70,3 +70,5 @@ impl NotifyBackend for Recorder {
         }
     }
 }
+
+impl crate::capabilities::PublicValues for Answers {}
