@@ -368,3 +368,140 @@ async fn a_push_that_hangs_after_landing_is_executed() {
     let r = rollback(&b, &fault, &fault, "m").await.unwrap();
     assert_eq!(repo.head(), r.pushed.unwrap());
 }
+
+/// `git http-backend` (git's own smart-HTTP server, as a CGI) behind
+/// basic auth: the remote as a forge serves it, with a token.
+mod over_http {
+    use std::path::PathBuf;
+
+    use axum::body::Body;
+    use axum::extract::{Request, State};
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::response::{IntoResponse, Response};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// `remedy:s3cret-token`, base64.
+    const AUTH: &str = "Basic cmVtZWR5OnMzY3JldC10b2tlbg==";
+
+    async fn cgi(State(root): State<PathBuf>, req: Request) -> Response {
+        if req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            != Some(AUTH)
+        {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [("www-authenticate", "Basic realm=\"git\"")],
+                "",
+            )
+                .into_response();
+        }
+        let (parts, body) = req.into_parts();
+        let body = axum::body::to_bytes(body, 64 << 20).await.unwrap();
+        let header = |h: &str| {
+            parts
+                .headers
+                .get(h)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        let mut child = tokio::process::Command::new("git")
+            .arg("http-backend")
+            .env("GIT_PROJECT_ROOT", &root)
+            .env("GIT_HTTP_EXPORT_ALL", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("REMOTE_USER", "remedy")
+            .env("REQUEST_METHOD", parts.method.as_str())
+            .env("PATH_INFO", parts.uri.path())
+            .env("QUERY_STRING", parts.uri.query().unwrap_or(""))
+            .env("CONTENT_TYPE", header("content-type"))
+            .env("CONTENT_LENGTH", body.len().to_string())
+            .env("HTTP_CONTENT_ENCODING", header("content-encoding"))
+            .env("GIT_PROTOCOL", header("git-protocol"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(&body).await.unwrap();
+        drop(stdin);
+        let mut out = Vec::new();
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_end(&mut out)
+            .await
+            .unwrap();
+        child.wait().await.unwrap();
+        let split = out
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map(|i| (i, 4))
+            .or_else(|| out.windows(2).position(|w| w == b"\n\n").map(|i| (i, 2)))
+            .unwrap();
+        let head = String::from_utf8_lossy(&out[..split.0]).to_string();
+        let mut status = StatusCode::OK;
+        let mut headers = HeaderMap::new();
+        for line in head.lines() {
+            let (k, v) = line.split_once(':').unwrap();
+            if k.eq_ignore_ascii_case("status") {
+                status = StatusCode::from_u16(v.trim()[..3].parse().unwrap()).unwrap();
+            } else {
+                headers.insert(
+                    axum::http::HeaderName::from_bytes(k.trim().as_bytes()).unwrap(),
+                    v.trim().parse().unwrap(),
+                );
+            }
+        }
+        (
+            status,
+            headers,
+            Body::from(out[split.0 + split.1..].to_vec()),
+        )
+            .into_response()
+    }
+
+    #[tokio::test]
+    async fn over_https_style_auth_the_token_comes_from_the_environment_only() {
+        let repo = Repo::new();
+        let fault = repo.head();
+        let root = repo.remote.parent().unwrap().to_path_buf();
+        let app = axum::Router::new().fallback(cgi).with_state(root);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/servio.git", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let backend = |token: Option<&str>| {
+            GitRemote::new(
+                &url,
+                "main",
+                ("Remedy".into(), "remedy@localhost".into()),
+                Credentials {
+                    basic: token.map(|t| ("remedy".to_string(), t.to_string())),
+                    ..Credentials::default()
+                },
+                Duration::from_secs(20),
+                false,
+            )
+        };
+        // Without the token (and no prompt to ask one): unavailable, fast.
+        let err = backend(None).recent(5).await.unwrap_err();
+        assert!(
+            matches!(&err, BackendError::Unavailable(m) if m.contains("fetching main of servio")),
+            "{err:?}"
+        );
+        let err = backend(Some("wrong")).recent(5).await.unwrap_err();
+        assert!(matches!(err, BackendError::Unavailable(_)), "{err:?}");
+        // With it: read, and a rollback pushed over HTTP.
+        let b = backend(Some("s3cret-token"));
+        assert_eq!(b.recent(5).await.unwrap()[0].id, fault);
+        let r = rollback(&b, &fault, &fault, "hotfix: rollback over http")
+            .await
+            .unwrap();
+        assert_eq!(repo.head(), r.pushed.unwrap());
+    }
+}
