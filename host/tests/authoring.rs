@@ -298,6 +298,15 @@ fn scaffold_passes(lang: &str, uses: &str, root: &Path) -> PathBuf {
             "{settings}"
         );
     }
+    // Every interface asked for is imported by the world and granted.
+    let world = std::fs::read_to_string(dir.join("wit/world.wit")).unwrap();
+    for cap in uses.split(',') {
+        assert!(world.contains(&format!("import {cap};")), "{world}");
+        assert!(settings.contains(&format!("\"{cap}\"")), "{settings}");
+    }
+    if uses.contains("logs") {
+        assert!(settings.contains("log_sources = [\"app\"]"), "{settings}");
+    }
     let wasm = build(lang, &name, &dir);
     let out = remedy(&dir, &["test", "-c", "remedy.toml", wasm.to_str().unwrap()]);
     assert!(out.status.success(), "{lang}: {}", text(&out));
@@ -354,7 +363,7 @@ async fn python_and_rust_runbooks_signed_and_served() {
     let (py, rs) = {
         let r1 = root.clone();
         let py = std::thread::spawn(move || scaffold_passes("python", "database", &r1));
-        let rs = scaffold_passes("rust", "metrics,database", &root);
+        let rs = scaffold_passes("rust", "metrics,database,logs,deploy", &root);
         (py.join().unwrap(), rs)
     };
 

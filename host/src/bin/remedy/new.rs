@@ -296,14 +296,31 @@ fn settings(name: &str, lang: Lang, uses: &BTreeSet<Capability>, wasm: &str) -> 
         // more, growing with what the runbook imports: room to grow.
         s.push_str("memory_mb = 128\n");
     }
+    let mut scope = Vec::new();
     if uses.contains(&Capability::Database) {
         // A named placeholder, not `*`: a scaffold copied to production
         // as-is must not be able to terminate every application's sessions.
         s.push_str(
             "# Which sessions it may act on, by application_name: name YOUR applications\n\
-# here (the fixtures' \"worker\" is a placeholder; \"*\" would allow every one).\n\
-scope = { database_applications = [\"worker\"] }\n",
+# here (the fixtures' \"worker\" is a placeholder; \"*\" would allow every one).\n",
         );
+        scope.push("database_applications = [\"worker\"]");
+    }
+    if uses.contains(&Capability::Logs) {
+        s.push_str(
+            "# The log sources it reads, by name; the server's config says where each\n\
+# file is: [backends.logs.app] path = \"/var/log/app.log\".\n",
+        );
+        scope.push("log_sources = [\"app\"]");
+    }
+    if uses.contains(&Capability::Deploy) {
+        s.push_str(
+            "# Rollbacks go to the server's [backends.deploy] repo and branch, only in an\n\
+# approved plan (mode = \"approve\") unless it sets auto_rollback = true.\n",
+        );
+    }
+    if !scope.is_empty() {
+        s.push_str(&format!("scope = {{ {} }}\n", scope.join(", ")));
     }
     s
 }
