@@ -81,9 +81,18 @@ pub const BUNDLED: &[Bundled] = &[
     Bundled {
         name: "high-error-rate",
         wasm: wasm!("high_error_rate.wasm"),
-        grants: &[Capability::Metrics, Capability::Notify, Capability::Log],
+        // A rollback still needs [backends.deploy], and an approved plan
+        // unless the operator set `auto_rollback`.
+        grants: &[
+            Capability::Metrics,
+            Capability::Notify,
+            Capability::Logs,
+            Capability::Deploy,
+            Capability::Log,
+        ],
         scope: || Scope {
             notify_channels: strings(&["*"]),
+            log_sources: strings(&["app"]),
             ..Scope::default()
         },
     },

@@ -38,7 +38,9 @@ pub mod bindings {
 pub use bindings::remedy::plugin::types::{
     Alert, Applied, Context, Detection, Error, Finding, Outcome, PluginInfo, Severity, Trigger,
 };
-pub use bindings::remedy::plugin::{breaker, cache, database, log, metrics, notify, probe};
+pub use bindings::remedy::plugin::{
+    breaker, cache, database, deploy, log, logs, metrics, notify, probe,
+};
 pub use bindings::{export, Guest};
 
 mod config;
