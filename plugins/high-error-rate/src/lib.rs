@@ -261,7 +261,7 @@ impl Guest for HighErrorRate {
             findings.push(finding(
                 Severity::Critical,
                 format!(
-                    "{} \"{}\" went live {:.0} minutes ago: the likely cause",
+                    "{} \"{}\" went live {:.0} min ago: the likely cause",
                     c.short_id,
                     c.subject,
                     c.age_s / 60.0

@@ -73,6 +73,9 @@ pub fn run_text(r: &RunRecord) -> String {
             if let Some(e) = &a.error {
                 let _ = writeln!(s, "      {e}");
             }
+            if let Some(r) = &a.result {
+                let _ = writeln!(s, "      → {r}");
+            }
         }
     }
     if let Some(o) = &r.outcome {
