@@ -171,6 +171,27 @@ mod tests {
         assert_eq!(got[0].len(), MAX_LINE);
     }
 
+    /// The configured directory is the most a read reaches: a log that is
+    /// a symlink out of it (or a rotation that is) is not followed.
+    #[tokio::test]
+    async fn a_symlink_out_of_the_directory_is_not_followed() {
+        let d = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), "root:x:0:0\n").unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret"), d.path().join("app.log"))
+            .unwrap();
+        let err = logs(d.path()).tail("app", 10).await.unwrap_err();
+        assert!(
+            matches!(&err, BackendError::Unavailable(m) if m.contains("app.log")),
+            "{err:?}"
+        );
+        // A link inside the directory is followed.
+        std::fs::write(d.path().join("real.log"), "inside\n").unwrap();
+        std::fs::remove_file(d.path().join("app.log")).unwrap();
+        std::os::unix::fs::symlink("real.log", d.path().join("app.log")).unwrap();
+        assert_eq!(logs(d.path()).tail("app", 10).await.unwrap(), ["inside"]);
+    }
+
     #[tokio::test]
     async fn a_missing_file_is_unavailable_naming_it_and_a_relative_path_is_refused() {
         let d = tempfile::tempdir().unwrap();
