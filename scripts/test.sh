@@ -25,6 +25,9 @@ install() {
   command -v minisign >/dev/null 2>&1 || missing+=(minisign)
   command -v chromium >/dev/null 2>&1 || missing+=(chromium)
   command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+  # git: the deploy capability runs it, and its tests push to real
+  # repositories.
+  command -v git >/dev/null 2>&1 || missing+=(git)
   if [ ${#missing[@]} -gt 0 ]; then
     local sudo=()
     [ "$(id -u)" -eq 0 ] || sudo=(sudo)
