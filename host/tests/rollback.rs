@@ -7,36 +7,15 @@
 //! revert commit.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use remedy_e2e::prom;
+use remedy_e2e::{git, prom};
 use serde_json::{json, Value};
 
 mod common;
 use common::*;
 
 const ERROR_RATIO: &str = "sum(rate(servio_http_requests_total{status=~\"5..\"}[3s])) / sum(rate(servio_http_requests_total[3s]))";
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_AUTHOR_NAME", "Dana")
-        .env("GIT_AUTHOR_EMAIL", "dana@example.com")
-        .env("GIT_COMMITTER_NAME", "Dana")
-        .env("GIT_COMMITTER_EMAIL", "dana@example.com")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 fn push(work: &Path, settings: &str, subject: &str) -> String {
     std::fs::write(work.join("servio.toml"), settings).unwrap();

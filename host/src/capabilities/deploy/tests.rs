@@ -3,7 +3,6 @@
 //! remote play a protected branch and a hung server.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use std::sync::{Arc, Mutex};
@@ -55,26 +54,7 @@ async fn rollback(
         .expect("the gate ran the rollback")
 }
 
-/// `git ARGS` in `dir` as a person would run it (their own identity).
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_AUTHOR_NAME", "Dev")
-        .env("GIT_AUTHOR_EMAIL", "dev@example.com")
-        .env("GIT_COMMITTER_NAME", "Dev")
-        .env("GIT_COMMITTER_EMAIL", "dev@example.com")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
+use remedy_e2e::git;
 
 /// A remote with `app.py` and a fault commit on top, and a clone to push
 /// more from.
