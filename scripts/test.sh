@@ -42,6 +42,8 @@ install() {
     python3 -m pip install -q componentize-py==0.25.1
     if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
   fi
+  # The official MCP Python SDK: the agent the MCP tests drive Remedy with.
+  python3 -c 'import mcp' 2>/dev/null || python3 -m pip install -q mcp==2.3.0
   command -v componentize-js >/dev/null 2>&1 ||
     npm install -g --silent @bytecodealliance/componentize-js@0.23.0
 

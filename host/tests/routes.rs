@@ -40,13 +40,15 @@ const ROUTES: &[(&str, &str, Option<Role>)] = &[
     ("POST", "/v1/alerts", Some(Role::Alerts)),
     ("GET", "/v1/audit", Some(Role::Read)),
     ("GET", "/v1/events", Some(Role::Read)),
+    ("POST", "/mcp", Some(Role::Agent)),
 ];
 
-const ROLES: [Role; 5] = [
+const ROLES: [Role; 6] = [
     Role::Read,
     Role::Run,
     Role::Approve,
     Role::Alerts,
+    Role::Agent,
     Role::Admin,
 ];
 

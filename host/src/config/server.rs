@@ -87,6 +87,9 @@ pub enum Role {
     Run,
     Approve,
     Alerts,
+    /// An AI agent over MCP (`/mcp`): read, investigate, propose plans for
+    /// a human to approve — exactly the MCP tools, nothing else.
+    Agent,
     /// Everything.
     Admin,
 }
@@ -98,6 +101,7 @@ impl Role {
             Role::Run => "run",
             Role::Approve => "approve",
             Role::Alerts => "alerts",
+            Role::Agent => "agent",
             Role::Admin => "admin",
         }
     }

@@ -4,6 +4,7 @@
 pub mod alerts;
 pub mod console;
 pub mod http;
+pub mod mcp;
 pub mod openapi;
 pub mod schedule;
 

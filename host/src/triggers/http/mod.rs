@@ -87,6 +87,9 @@ pub fn router(state: Arc<AppState>, max_body: usize, read_timeout: std::time::Du
             post(feeds::clear_flap),
         );
     let alerts = Router::new().route("/v1/alerts", post(feeds::post_alerts));
+    let agent = Router::new()
+        .route_service("/mcp", super::mcp::service(state.clone()))
+        .layer(axum::middleware::map_response(super::mcp::json_errors));
     let admin = Router::new()
         .route("/v1/plugins/reload", post(admin::reload))
         .route("/v1/admin/pause", post(admin::pause))
@@ -98,6 +101,7 @@ pub fn router(state: Arc<AppState>, max_body: usize, read_timeout: std::time::Du
         .merge(guarded(&state, Role::Run, run))
         .merge(guarded(&state, Role::Approve, approve))
         .merge(guarded(&state, Role::Alerts, alerts))
+        .merge(guarded(&state, Role::Agent, agent))
         .merge(guarded(&state, Role::Admin, admin))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
