@@ -135,6 +135,30 @@ async fn an_agent_proposes_a_human_approves_and_the_agent_sees_it_verified() {
         "{rec}"
     );
 
+    // The run and its report are resources an agent can cite.
+    let res = agent(
+        &url,
+        Some(AGENT),
+        json!([
+            ["templates"],
+            ["read", format!("remedy://runs/{id}")],
+            ["read", format!("remedy://runs/{id}/report")],
+            ["read", "remedy://runs/nope"]
+        ]),
+    );
+    assert_eq!(
+        res[1]["templates"],
+        json!(["remedy://runs/{id}", "remedy://runs/{id}/report"]),
+        "{res:?}"
+    );
+    let record: Value = serde_json::from_str(res[2]["contents"][0].as_str().unwrap()).unwrap();
+    assert_eq!(record["id"], id.as_str());
+    assert!(
+        res[3]["contents"][0].as_str().unwrap().starts_with("# "),
+        "{res:?}"
+    );
+    assert!(res[4]["error"].as_str().is_some(), "{res:?}");
+
     // The agent cannot approve: no tool does, and the API refuses its token.
     let (code, _) = server
         .post_as(AGENT, &format!("/v1/runs/{id}/approve"), json!({}))
@@ -178,6 +202,13 @@ async fn an_agent_proposes_a_human_approves_and_the_agent_sees_it_verified() {
     );
     let proposed = server.get("/v1/audit?event=agent.proposed").await;
     assert!(proposed.to_string().contains(&id), "{proposed}");
+    let metrics = server.text("/metrics").await;
+    assert!(
+        metrics.contains(
+            "remedy_agent_proposals_total{agent=\"claude\",plugin=\"circuit-breaker-open\"} 1"
+        ),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -292,5 +323,54 @@ async fn what_an_agent_may_not_do_is_refused_and_untrusted_text_stays_data() {
         sim.breaker_state("stripe").unwrap(),
         "OPEN",
         "proposals act on nothing"
+    );
+}
+
+/// `remedy mcp` over stdio (what an agent beside the operator launches),
+/// bridged to the running server: the same tools, the same refusals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_stdio_remedy_mcp_bridges_to_the_server_with_its_token() {
+    let StuckBreaker {
+        dir: _dir,
+        sim,
+        server,
+    } = stuck_breaker(&tokens(), "mode = \"auto\"", "", ENV).await;
+    let stdio = |token: &str, steps: Value| {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/mcp/agent.py");
+        let out = Command::new("python3")
+            .arg(script)
+            .arg("stdio")
+            .arg(env!("CARGO_BIN_EXE_remedy"))
+            .arg(steps.to_string())
+            .args(["mcp", "--server", &server.base])
+            .env("REMEDY_TOKEN", token)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        (text, String::from_utf8_lossy(&out.stderr).to_string())
+    };
+    let (out, err) = stdio(
+        AGENT,
+        json!([
+            ["list_tools"],
+            ["call", "propose", {"runbook": "circuit-breaker-open", "reason": "from an IDE"}],
+        ]),
+    );
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3, "{out}\n{err}");
+    assert_eq!(lines[1]["tools"].as_array().unwrap().len(), 8, "{out}");
+    assert_eq!(
+        lines[2]["structured"]["status"], "pending_approval",
+        "{out}"
+    );
+    assert_eq!(sim.breaker_state("stripe").unwrap(), "OPEN");
+    // A token without the agent role gets the server's refusal.
+    let (out, err) = stdio(READER, json!([["list_tools"]]));
+    assert!(
+        !out.contains("\"tools\"") && (out.contains("403") || err.contains("403")),
+        "{out}\n{err}"
     );
 }

@@ -40,6 +40,12 @@ async def steps(session, plan):
                 out = dump(await session.list_tools())
             elif step[0] == "call":
                 out = dump(await session.call_tool(step[1], step[2] if len(step) > 2 else {}))
+            elif step[0] == "read":
+                r = await session.read_resource(step[1])
+                out = {"contents": [getattr(c, "text", None) for c in r.contents]}
+            elif step[0] == "templates":
+                r = await session.list_resource_templates()
+                out = {"templates": [t.uri_template for t in r.resource_templates]}
             elif step[0] == "wait":
                 await anyio.sleep(step[1])
                 out = {"waited": step[1]}

@@ -26,6 +26,8 @@ struct Inner {
     load_failures: BTreeMap<String, u64>,
     verifications: BTreeMap<(String, String), u64>,
     flapping: BTreeMap<String, u64>,
+    /// Plans proposed by AI agents, by agent and plugin.
+    agent_proposals: BTreeMap<(String, String), u64>,
     paused: bool,
     /// Live replicas on the store (1 on the embedded one).
     replicas: u64,
@@ -47,6 +49,15 @@ fn esc(v: &str) -> String {
 impl Metrics {
     fn with(&self, f: impl FnOnce(&mut Inner)) {
         f(&mut self.inner.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    /// An agent proposed a plan of `plugin` (MCP `propose`).
+    pub fn agent_proposed(&self, agent: &str, plugin: &str) {
+        self.with(|m| {
+            *m.agent_proposals
+                .entry((agent.to_string(), plugin.to_string()))
+                .or_default() += 1;
+        });
     }
 
     pub fn run_finished(&self, rec: &crate::record::RunRecord) {
@@ -196,6 +207,15 @@ impl Metrics {
             let _ = writeln!(
                 s,
                 "remedy_flapping_holds_total{{plugin=\"{}\"}} {n}",
+                esc(p)
+            );
+        }
+        let _ = writeln!(s, "# HELP remedy_agent_proposals_total Plans proposed by AI agents over MCP, by agent (token name) and plugin.\n# TYPE remedy_agent_proposals_total counter");
+        for ((a, p), n) in &m.agent_proposals {
+            let _ = writeln!(
+                s,
+                "remedy_agent_proposals_total{{agent=\"{}\",plugin=\"{}\"}} {n}",
+                esc(a),
                 esc(p)
             );
         }

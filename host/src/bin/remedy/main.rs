@@ -21,6 +21,7 @@ use remedy::{Remedy, RunRequest};
 
 mod client;
 mod follow;
+mod mcp;
 mod new;
 mod output;
 mod test;
@@ -121,6 +122,13 @@ enum Command {
     Alerts {
         #[command(subcommand)]
         command: AlertsCommand,
+    },
+    /// The MCP server over stdio, for an AI agent beside the operator: a
+    /// bridge to a running server's `/mcp` (REMEDY_URL, REMEDY_TOKEN with
+    /// the `agent` role).
+    Mcp {
+        #[arg(long, env = "REMEDY_URL", default_value = "http://127.0.0.1:8080")]
+        server: String,
     },
     /// Turn the kill switch off.
     Resume {
@@ -313,6 +321,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             admin(&server, "pause", serde_json::json!({ "reason": reason })).await
         }
         Command::Resume { server } => admin(&server, "resume", serde_json::json!({})).await,
+        Command::Mcp { server } => mcp::bridge(&server).await,
         Command::Alerts {
             command:
                 AlertsCommand::ClearFlap {

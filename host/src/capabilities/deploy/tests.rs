@@ -2,7 +2,7 @@
 //! the remote, a clone of it is "someone else" pushing, and hooks in the
 //! remote play a protected branch and a hung server.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use std::sync::{Arc, Mutex};

@@ -333,6 +333,9 @@ pub async fn call(
                 agent_trigger(who, client, Some(reason)),
             )
             .await?;
+            if rec.approval.is_some() {
+                s.service.metrics.agent_proposed(who, &rec.plugin);
+            }
             s.service
                 .audit(
                     Some(&rec.id),
@@ -389,4 +392,35 @@ pub async fn call(
         other => return Err(ToolError::Unknown(other.to_string())),
     };
     Ok((text, capped(v)))
+}
+
+/// A run record (`remedy://runs/{id}`) or its report
+/// (`remedy://runs/{id}/report`), as an agent cites them: the text and its
+/// MIME type.
+pub async fn resource(
+    s: &AppState,
+    who: &str,
+    uri: &str,
+) -> Result<(String, &'static str), ToolError> {
+    LIMITS.call(who).map_err(ToolError::Refused)?;
+    let rest = uri.strip_prefix("remedy://runs/").ok_or_else(|| {
+        ToolError::NotFound(format!(
+            "no resource `{uri}`: remedy://runs/ID or remedy://runs/ID/report"
+        ))
+    })?;
+    match rest.split_once('/') {
+        None => {
+            let rec = run_of(s, rest).await?;
+            let v = capped(serde_json::to_value(rec).map_err(failed)?);
+            Ok((v.to_string(), "application/json"))
+        }
+        Some((id, "report")) => {
+            let md = crate::report::for_run(s.service.store.as_ref(), id)
+                .await
+                .map_err(failed)?
+                .ok_or_else(|| ToolError::NotFound(format!("no run with id `{id}`")))?;
+            Ok((md, "text/markdown"))
+        }
+        Some(_) => Err(ToolError::NotFound(format!("no resource `{uri}`"))),
+    }
 }
