@@ -14,6 +14,7 @@ const AGENT: &str = "agent-token-0123456789abcdef";
 const ONCALL: &str = "oncall-token-0123456789abcdef";
 const READER: &str = "reader-token-0123456789abcdef";
 const AM: &str = "alertmanager-token-0123456789ab";
+const ADMIN: &str = "admin-token-0123456789abcdefgh";
 
 /// The steps' results, one JSON value each, from `tests/mcp/agent.py`.
 fn agent(url: &str, token: Option<&str>, steps: Value) -> Vec<Value> {
@@ -49,6 +50,7 @@ fn tokens() -> String {
   { name = "oncall", env = "MCP_T_ONCALL", roles = ["read", "approve"] },
   { name = "reader", env = "MCP_T_READ", roles = ["read"] },
   { name = "am", env = "MCP_T_AM", roles = ["alerts"] },
+  { name = "root", env = "MCP_T_ADMIN", roles = ["admin"] },
 ]"#
     .into()
 }
@@ -58,6 +60,7 @@ const ENV: &[(&str, &str)] = &[
     ("MCP_T_ONCALL", ONCALL),
     ("MCP_T_READ", READER),
     ("MCP_T_AM", AM),
+    ("MCP_T_ADMIN", ADMIN),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -373,4 +376,76 @@ async fn over_stdio_remedy_mcp_bridges_to_the_server_with_its_token() {
         !out.contains("\"tools\"") && (out.contains("403") || err.contains("403")),
         "{out}\n{err}"
     );
+}
+
+/// Two replicas on one PostgreSQL store: an agent proposes on one while
+/// automation is paused (proposals go on: they act on nothing), nobody may
+/// approve until it is resumed, then a human approves on the other replica
+/// and the plan runs once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_proposal_made_while_paused_on_one_replica_is_approved_on_another_once_resumed() {
+    let db = Db::new("mcp").await;
+    let dir = tempfile::tempdir().unwrap();
+    let sim = sim().await;
+    sim.open_breaker("stripe");
+    let replica = |name: &str| {
+        let home = dir.path().join(name);
+        std::fs::create_dir_all(&home).unwrap();
+        let server = format!(
+            "store = \"{}\"\nreplica = \"{name}\"\nlease = \"5s\"\n{}",
+            db.url(),
+            tokens()
+        );
+        start_logged(
+            &home,
+            &breaker_config(
+                &home,
+                &sim,
+                &server,
+                "mode = \"auto\"\ncooldown = \"0s\"",
+                "",
+            ),
+            ENV,
+        )
+    };
+    let a = replica("a");
+    let b = replica("b");
+    let (code, r) = b
+        .post_as(ADMIN, "/v1/admin/pause", json!({"reason": "change freeze"}))
+        .await;
+    assert_eq!(code, 200, "{r}");
+    eventually("replica a is paused", 10, || async {
+        let (_, p) = a.get_as(ONCALL, "/v1/admin/pause").await;
+        (!p.contains("\"paused\":null")).then_some(())
+    })
+    .await;
+
+    let out = agent(
+        &format!("{}/mcp", a.base),
+        Some(AGENT),
+        json!([["call", "propose", {"runbook": "circuit-breaker-open", "reason": "stripe stuck open"}]]),
+    );
+    let p = &out[1]["structured"];
+    assert_eq!(p["status"], "pending_approval", "{out:?}");
+    let id = p["run_id"].as_str().unwrap().to_string();
+    let (code, r) = b
+        .post_as(ONCALL, &format!("/v1/runs/{id}/approve"), json!({}))
+        .await;
+    assert_eq!(code, 409, "no approval while paused: {r}");
+    assert_eq!(sim.breaker_state("stripe").unwrap(), "OPEN");
+
+    let (code, _) = b.post_as(ADMIN, "/v1/admin/resume", json!({})).await;
+    assert_eq!(code, 200);
+    eventually("replica b approves the plan made on a", 10, || async {
+        let (code, r) = b
+            .post_as(ONCALL, &format!("/v1/runs/{id}/approve"), json!({}))
+            .await;
+        (code == 202).then_some(r)
+    })
+    .await;
+    eventually("the plan ran", 20, || async {
+        (sim.breaker_state("stripe").unwrap() == "HALF_OPEN").then_some(())
+    })
+    .await;
+    assert_eq!(sim.forced(), 1, "once");
 }
