@@ -42,8 +42,11 @@ install() {
     python3 -m pip install -q componentize-py==0.25.1
     if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
   fi
-  # The official MCP Python SDK: the agent the MCP tests drive Remedy with.
+  # The official MCP Python SDK and the MCP Inspector: the agents the MCP
+  # tests drive Remedy with.
   python3 -c 'import mcp' 2>/dev/null || python3 -m pip install -q mcp==2.3.0
+  command -v mcp-inspector >/dev/null 2>&1 ||
+    npm install -g --silent @modelcontextprotocol/inspector@2.12.0
   command -v componentize-js >/dev/null 2>&1 ||
     npm install -g --silent @bytecodealliance/componentize-js@0.23.0
 

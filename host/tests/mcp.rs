@@ -449,3 +449,47 @@ async fn a_proposal_made_while_paused_on_one_replica_is_approved_on_another_once
     .await;
     assert_eq!(sim.forced(), 1, "once");
 }
+
+/// The MCP Inspector's CLI (npm `@modelcontextprotocol/inspector`), a
+/// client no one here wrote, lists the tools and calls one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mcp_inspector_lists_and_calls_the_tools() {
+    let StuckBreaker { dir, sim, server } =
+        stuck_breaker(&tokens(), "mode = \"auto\"", "", ENV).await;
+    let url = format!("{}/mcp", server.base);
+    let inspector = |args: &[&str]| {
+        let out = Command::new("mcp-inspector")
+            .arg("--cli")
+            .arg(&url)
+            .args(["--transport", "http", "--header"])
+            .arg(format!("Authorization: Bearer {AGENT}"))
+            .args(args)
+            // It keeps a catalog under HOME: not the machine's.
+            .env("HOME", dir.path())
+            .output()
+            .expect("mcp-inspector (npm install -g @modelcontextprotocol/inspector) is needed");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let tools = inspector(&["--method", "tools/list"]);
+    assert_eq!(tools["tools"].as_array().unwrap().len(), 8, "{tools}");
+    let detect = inspector(&[
+        "--method",
+        "tools/call",
+        "--tool-name",
+        "detect",
+        "--tool-arg",
+        "runbook=circuit-breaker-open",
+    ]);
+    assert_eq!(detect["structuredContent"]["healthy"], false, "{detect}");
+    assert_eq!(
+        sim.breaker_state("stripe").unwrap(),
+        "OPEN",
+        "detect is dry"
+    );
+}
