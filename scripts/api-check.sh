@@ -24,6 +24,10 @@ for _ in $(seq 100); do grep -q "listening on" "$work/out" 2>/dev/null && break;
 base="$(sed -n 's/^remedy listening on //p' "$work/out")"
 echo "remedy at $base"
 # /v1/events is a stream that never ends: host/tests/events.rs covers it.
+# /mcp is a session protocol (initialize, then requests carrying its
+# Mcp-Session-Id, or the 2026-07-28 version header): single fuzzed requests
+# cannot follow it, so real MCP clients cover it in host/tests/mcp.rs.
+# Fuzzed here, it found the missing Accept header and 415 in its document.
 "$venv/bin/st" run "$base/v1/openapi.json" \
   --checks all \
   --max-time "$secs" \
@@ -31,4 +35,5 @@ echo "remedy at $base"
   --suppress-health-check all \
   --warnings off \
   --exclude-path /v1/events \
+  --exclude-path /mcp \
   "${@:2}"

@@ -236,6 +236,18 @@ pub fn markdown(runs: &[RunRecord], audit: &[crate::store::AuditEvent]) -> Strin
         first.plugin, first.plugin_version, first.plugin_digest
     );
 
+    // A plan an AI agent proposed says so, with the agent's reason as
+    // inert text (a code span: no markup of the agent's reaches the review).
+    if let Trigger::Manual { by } = &first.trigger {
+        if by.starts_with("agent:") {
+            let _ = writeln!(
+                s,
+                "Proposed by an AI agent over MCP: `{}`.\n",
+                by.replace(['`', '\n', '\r'], " ")
+            );
+        }
+    }
+
     let _ = writeln!(s, "## 1. Timeline\n");
     let _ = writeln!(s, "| time (UTC) | event |\n|---|---|");
     for step in timeline(runs, audit) {

@@ -156,9 +156,11 @@ async fn an_agent_proposes_a_human_approves_and_the_agent_sees_it_verified() {
     );
     let record: Value = serde_json::from_str(res[2]["contents"][0].as_str().unwrap()).unwrap();
     assert_eq!(record["id"], id.as_str());
+    let report = res[3]["contents"][0].as_str().unwrap();
+    assert!(report.starts_with("# "), "{res:?}");
     assert!(
-        res[3]["contents"][0].as_str().unwrap().starts_with("# "),
-        "{res:?}"
+        report.contains("Proposed by an AI agent over MCP: `agent:claude (remedy-test-agent 1.2.3): stripe's breaker"),
+        "{report}"
     );
     assert!(res[4]["error"].as_str().is_some(), "{res:?}");
 
@@ -327,6 +329,17 @@ async fn what_an_agent_may_not_do_is_refused_and_untrusted_text_stays_data() {
         "OPEN",
         "proposals act on nothing"
     );
+
+    // 60 calls a minute per token: a looping agent is told to wait.
+    let many: Vec<Value> = (0..60)
+        .map(|_| json!(["call", "list_runs", {"limit": 1}]))
+        .collect();
+    let out = agent(&url, Some(AGENT), Value::Array(many));
+    let refused = out
+        .iter()
+        .filter(|o| o["text"].to_string().contains("rate limit"))
+        .count();
+    assert!(refused > 0 && refused < 60, "{refused} refused");
 }
 
 /// `remedy mcp` over stdio (what an agent beside the operator launches),
