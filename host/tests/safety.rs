@@ -537,3 +537,58 @@ async fn a_repeat_of_a_mitigated_alert_escalates_instead_of_mitigating_again() {
         "{titles:?}"
     );
 }
+
+/// One rule of an alert's urgency: no `priority` label but
+/// `severity=critical` is P0 — for the queue, Slack and, here, the route
+/// verification escalates to when the mitigation did not resolve it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_critical_alert_not_resolved_escalates_on_the_p0_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = sim().await;
+    let (sink, seen) = sink::start().await;
+    let config = format!(
+        "{}\n[backends.notify.alerts-critical]\nkind = \"webhook\"\nurl = \"{sink}/alerts-critical\"\n",
+        verifying_config(dir.path(), &sim, &sink)
+    );
+    let server = start(dir.path(), &config, &[]);
+    sim.open_breaker("stripe");
+    sim.open_breaker("supabase");
+    sim.set_health("supabase", servio_sim::Health::Down);
+    let (_, r) = server
+        .post(
+            "/v1/alerts",
+            payload(vec![alert(
+                "CircuitBreakerOpen",
+                "firing",
+                json!({"severity": "critical"}),
+                "fp-critical",
+                "2026-12-07T03:10:00Z",
+            )]),
+        )
+        .await;
+    let id = r["runs"][0]["run_id"].as_str().unwrap().to_string();
+    let rec = verified(&server, &id).await;
+    assert_eq!(rec["verification"], "not_resolved", "{rec}");
+    let titles: Vec<(String, String)> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(n, b)| {
+            (
+                n.clone(),
+                b["title"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        titles
+            .iter()
+            .any(|(n, t)| n == "alerts-critical"
+                && t.starts_with("[P0] Not resolved after mitigation")),
+        "{titles:?}"
+    );
+    assert!(
+        !titles.iter().any(|(n, _)| n == "alerts-warning"),
+        "not the plugin's P2: {titles:?}"
+    );
+}

@@ -9,12 +9,11 @@ use chrono::Utc;
 
 use super::Service;
 use crate::capabilities::notify::{escalate, Outgoing};
-use crate::escalation::Priority;
 use crate::gate::{Gate, Phase, RunGate};
 use crate::grants::{Capability, Grants, Scope};
 use crate::guardrails::Stage;
 use crate::journal::Journal;
-use crate::record::{self, ActionKind, RunRecord, Trigger};
+use crate::record::{self, ActionKind, RunRecord};
 use crate::remedy::RunRequest;
 use crate::runtime::Plugin;
 
@@ -150,7 +149,7 @@ impl Service {
     }
 
     /// Tells the route of the alert's priority (its `priority` label, else
-    /// the plugin's) about `rec`, through the one escalation path and the
+    /// P0 for `severity=critical`, else the plugin's) about `rec`, through the one escalation path and the
     /// gate (budget included) as a plugin's own escalation would; answers
     /// the actions and the gate's notes (e.g. that the kill switch let them
     /// through, or that no channel is configured).
@@ -161,14 +160,13 @@ impl Service {
         what: &str,
         body: String,
     ) -> (Vec<record::ActionRecord>, Vec<String>) {
-        let priority = match &rec.trigger {
-            Trigger::Alert { alert } => alert
-                .labels
-                .get("priority")
-                .and_then(|p| Priority::parse(p)),
-            _ => None,
-        }
-        .unwrap_or(plugin.settings.priority);
+        // The one rule of an alert's urgency (`record::alert_priority`):
+        // its `priority` label, else P0 for `severity=critical`; the
+        // plugin's priority for everything else.
+        let priority = rec
+            .trigger
+            .alert_priority()
+            .unwrap_or(plugin.settings.priority);
         let (gate, journal) = self.host_gate(plugin, rec);
         let message = Outgoing {
             channel: String::new(),
