@@ -350,7 +350,13 @@ async fn over_stdio_remedy_mcp_bridges_to_the_server_with_its_token() {
         dir: _dir,
         sim,
         server,
-    } = stuck_breaker(&tokens(), "mode = \"auto\"", "", ENV).await;
+    } = stuck_breaker(
+        &tokens(),
+        "mode = \"auto\"\nverify_after = \"300ms\"\ncooldown = \"0s\"",
+        "",
+        ENV,
+    )
+    .await;
     let stdio = |token: &str, steps: Value| {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/mcp/agent.py");
         let out = Command::new("python3")
@@ -369,6 +375,7 @@ async fn over_stdio_remedy_mcp_bridges_to_the_server_with_its_token() {
         AGENT,
         json!([
             ["list_tools"],
+            ["call", "detect", {"runbook": "circuit-breaker-open"}],
             ["call", "propose", {"runbook": "circuit-breaker-open", "reason": "from an IDE"}],
         ]),
     );
@@ -376,13 +383,33 @@ async fn over_stdio_remedy_mcp_bridges_to_the_server_with_its_token() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(lines.len(), 3, "{out}\n{err}");
+    assert_eq!(lines.len(), 4, "{out}\n{err}");
     assert_eq!(lines[1]["tools"].as_array().unwrap().len(), 8, "{out}");
+    assert_eq!(lines[2]["structured"]["healthy"], false, "{out}");
     assert_eq!(
-        lines[2]["structured"]["status"], "pending_approval",
+        lines[3]["structured"]["status"], "pending_approval",
         "{out}"
     );
     assert_eq!(sim.breaker_state("stripe").unwrap(), "OPEN");
+    // A human approves through the API; the agent, over stdio, sees the
+    // plan executed and verified.
+    let id = lines[3]["structured"]["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (code, r) = server
+        .post_as(ONCALL, &format!("/v1/runs/{id}/approve"), json!({}))
+        .await;
+    assert_eq!(code, 202, "{r}");
+    let state = eventually("the agent sees it verified over stdio", 20, || async {
+        let (out, _) = stdio(AGENT, json!([["call", "get_plan_status", {"id": id}]]));
+        let line: Value = serde_json::from_str(out.lines().nth(1)?).ok()?;
+        let state = line["structured"]["state"].as_str()?.to_string();
+        state.starts_with("verified").then_some(state)
+    })
+    .await;
+    assert_eq!(state, "verified: resolved");
+    assert_eq!(sim.breaker_state("stripe").unwrap(), "HALF_OPEN");
     // A token without the agent role gets the server's refusal.
     let (out, err) = stdio(READER, json!([["list_tools"]]));
     assert!(
