@@ -18,6 +18,7 @@ use async_trait::async_trait;
 use tokio::io::AsyncReadExt;
 
 use super::backend::{Commit, DeployBackend, FileChange, Revert};
+use super::short;
 use crate::backends::{BackendError, BackendResult, Permit};
 
 /// How the remote is reached.
@@ -116,15 +117,6 @@ impl GitRemote {
 
     /// `git ARGS` in `dir`, in a clean environment, bounded by the timeout.
     async fn git(&self, dir: &Path, args: &[&str]) -> Result<String, GitError> {
-        self.git_in(dir, args, self.timeout).await
-    }
-
-    async fn git_in(
-        &self,
-        dir: &Path,
-        args: &[&str],
-        timeout: Duration,
-    ) -> Result<String, GitError> {
         let mut cmd = tokio::process::Command::new("git");
         cmd.args(args)
             .current_dir(dir)
@@ -181,7 +173,7 @@ impl GitRemote {
             );
             r1.and(r2).and(status.map(|s| (s, o, e)))
         };
-        match tokio::time::timeout(timeout, run).await {
+        match tokio::time::timeout(self.timeout, run).await {
             Err(_) => {
                 // The whole group: `git push` over a local or ssh transport
                 // runs helpers (receive-pack, its hooks, ssh) of its own.
@@ -279,8 +271,8 @@ impl GitRemote {
         self.git(dir, &["merge-base", "--is-ancestor", &full, base])
             .await
             .map_err(|_| not_on_branch())?;
-        let short = &full[..12];
-        let at = &base[..12.min(base.len())];
+        let at = short(base);
+        let c12 = short(&full);
         let grep = format!("--grep=This reverts commit {full}");
         let by = self
             .git(
@@ -297,14 +289,14 @@ impl GitRemote {
             .unwrap_or_default();
         if let Some(by) = by.split_whitespace().next() {
             return Err(BackendError::Refused(format!(
-                "{short} is already reverted on {} by {by}: nothing to roll back",
+                "{c12} is already reverted on {} by {by}: nothing to roll back",
                 self.branch
             )));
         }
         let info = self
             .git(dir, &["log", "-1", "--format=%P%x00%s", &full])
             .await
-            .map_err(|e| BackendError::Failed(format!("deploy: reading {short}: {e}")))?;
+            .map_err(|e| BackendError::Failed(format!("deploy: reading {c12}: {e}")))?;
         let (parents, subject) = info.trim_end().split_once('\0').unwrap_or(("", ""));
         let merge = parents.split_whitespace().count() > 1;
         let wt_s = wt.to_string_lossy().to_string();
@@ -331,12 +323,12 @@ impl GitRemote {
             let files: Vec<&str> = conflicted.lines().collect();
             return Err(BackendError::Refused(if files.is_empty() {
                 format!(
-                    "reverting {short} on {} at {at} failed: {e}; nothing pushed",
+                    "reverting {c12} on {} at {at} failed: {e}; nothing pushed",
                     self.branch
                 )
             } else {
                 format!(
-                    "reverting {short} on {} at {at} conflicts in {}: later commits changed the same lines; nothing pushed",
+                    "reverting {c12} on {} at {at} conflicts in {}: later commits changed the same lines; nothing pushed",
                     self.branch,
                     files.join(", ")
                 )
@@ -361,7 +353,7 @@ impl GitRemote {
             .collect();
         if files.is_empty() {
             return Err(BackendError::Refused(format!(
-                "reverting {short} on {} at {at} changes nothing: its changes are already undone",
+                "reverting {c12} on {} at {at} changes nothing: its changes are already undone",
                 self.branch
             )));
         }
@@ -473,8 +465,8 @@ impl DeployBackend for GitRemote {
             return Err(BackendError::Refused(format!(
                 "{} moved since the plan: it was at {}, it is at {} now (someone pushed); nothing pushed — plan again",
                 self.branch,
-                &base[..12.min(base.len())],
-                &head[..12]
+                short(base),
+                short(&head)
             )));
         }
         self.with_worktree(&dir, async |wt| {
@@ -496,7 +488,7 @@ impl DeployBackend for GitRemote {
                 let now = self.remote_head(wt).await.map_err(|re| {
                     BackendError::Unknown(format!(
                         "pushing the revert {} failed ({e}) and {} cannot be read back ({re})",
-                        &new[..12],
+                        short(&new),
                         self.name
                     ))
                 })?;
@@ -504,7 +496,7 @@ impl DeployBackend for GitRemote {
                     return Err(BackendError::Refused(format!(
                         "the push of the revert was not accepted ({e}); {} is at {}: nothing of this rollback landed",
                         self.branch,
-                        now.as_deref().map_or("nothing", |n| &n[..12.min(n.len())])
+                        now.as_deref().map_or("nothing", short)
                     )));
                 }
             }

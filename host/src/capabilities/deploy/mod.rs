@@ -89,6 +89,7 @@ pub struct RollbackTarget {
     pub base: String,
 }
 
+/// The first 12 characters of a commit id, as humans quote it.
 fn short(id: &str) -> &str {
     &id[..12.min(id.len())]
 }
