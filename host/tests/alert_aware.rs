@@ -375,21 +375,18 @@ async fn a_replica_that_takes_the_verification_over_adopts_the_silence_and_ends_
     let dir = tempfile::tempdir().unwrap();
     let sim = sim().await;
     sim.open_breaker("stripe");
-    let replica = |name: &str| {
-        let home = dir.path().join(name);
-        std::fs::create_dir_all(&home).unwrap();
-        let server = format!(
-            "store = \"{}\"\nreplica = \"{name}\"\nlease = \"3s\"",
-            db.url()
-        );
-        let plugin = "mode = \"auto\"\ncooldown = \"0s\"\nsilence_while_acting = true\n\
-                      silence_lease = \"10s\"\nverify_after = \"12s\"";
-        start_logged(
-            &home,
-            &breaker_config(&home, &sim, &server, plugin, ""),
-            &[("REMEDY_ALERTMANAGER_URL", am.base.as_str())],
-        )
+    let cluster = PgCluster {
+        dir: dir.path(),
+        db: &db,
+        sim: &sim,
+        lease: "3s",
+        server: "",
+        plugin: "mode = \"auto\"\ncooldown = \"0s\"\nsilence_while_acting = true\n\
+                 silence_lease = \"10s\"\nverify_after = \"12s\"",
+        tail: "",
     };
+    let replica =
+        |name: &str| cluster.replica(name, &[("REMEDY_ALERTMANAGER_URL", am.base.as_str())]);
     let a = replica("a");
     let b = replica("b");
     let fp = am.fire(labels()).await;

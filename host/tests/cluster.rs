@@ -50,13 +50,17 @@ fn breaker_replica(
     plugin: &str,
     env: &[(&str, &str)],
 ) -> Server {
-    let home = dir.join(name);
-    std::fs::create_dir_all(&home).unwrap();
-    let server = format!(
-        "store = \"{}\"\nreplica = \"{name}\"\nlease = \"{LEASE_SECS}s\"",
-        db.url()
-    );
-    start_logged(&home, &breaker_config(&home, sim, &server, plugin, ""), env)
+    let lease = format!("{LEASE_SECS}s");
+    PgCluster {
+        dir,
+        db,
+        sim,
+        lease: &lease,
+        server: "",
+        plugin,
+        tail: "",
+    }
+    .replica(name, env)
 }
 
 /// Waits (at most 30 s) until no run in the store is queued or running.

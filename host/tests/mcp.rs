@@ -16,11 +16,28 @@ const READER: &str = "reader-token-0123456789abcdef";
 const AM: &str = "alertmanager-token-0123456789ab";
 const ADMIN: &str = "admin-token-0123456789abcdefgh";
 
-/// The steps' results, one JSON value each, from `tests/mcp/agent.py`.
-fn agent(url: &str, token: Option<&str>, steps: Value) -> Vec<Value> {
+/// How the agent reaches Remedy: Streamable HTTP at a URL, or stdio
+/// through `remedy mcp --server BASE`.
+enum Via<'a> {
+    Http(&'a str),
+    Stdio(&'a str),
+}
+
+/// Runs `tests/mcp/agent.py` (the official Python SDK) through `via`: one
+/// JSON value per line it printed (the steps' results after the
+/// handshake), and what it wrote to stderr.
+fn agent_via(via: Via, token: Option<&str>, steps: Value) -> (Vec<Value>, String) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/mcp/agent.py");
     let mut cmd = Command::new("python3");
-    cmd.arg(script).arg("http").arg(url).arg(steps.to_string());
+    cmd.arg(script);
+    match via {
+        Via::Http(url) => cmd.arg("http").arg(url).arg(steps.to_string()),
+        Via::Stdio(base) => cmd
+            .arg("stdio")
+            .arg(env!("CARGO_BIN_EXE_remedy"))
+            .arg(steps.to_string())
+            .args(["mcp", "--server", base]),
+    };
     match token {
         Some(t) => cmd.env("REMEDY_TOKEN", t),
         None => cmd.env_remove("REMEDY_TOKEN"),
@@ -28,18 +45,24 @@ fn agent(url: &str, token: Option<&str>, steps: Value) -> Vec<Value> {
     let out = cmd
         .output()
         .expect("python3 with `mcp` (pip install mcp) is needed");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let lines: Vec<Value> = stdout
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|_| json!({"raw": l})))
         .collect();
     assert!(
         !lines.is_empty() || !out.status.success(),
-        "no output: {}",
-        String::from_utf8_lossy(&out.stderr)
+        "no output: {err}"
     );
+    (lines, err)
+}
+
+/// The steps' results over Streamable HTTP (`{"failed": stderr}` when the
+/// agent could not even start).
+fn agent(url: &str, token: Option<&str>, steps: Value) -> Vec<Value> {
+    let (lines, err) = agent_via(Via::Http(url), token, steps);
     if lines.is_empty() {
-        return vec![json!({"failed": String::from_utf8_lossy(&out.stderr).to_string()})];
+        return vec![json!({ "failed": err })];
     }
     lines
 }
@@ -357,21 +380,8 @@ async fn over_stdio_remedy_mcp_bridges_to_the_server_with_its_token() {
         ENV,
     )
     .await;
-    let stdio = |token: &str, steps: Value| {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/mcp/agent.py");
-        let out = Command::new("python3")
-            .arg(script)
-            .arg("stdio")
-            .arg(env!("CARGO_BIN_EXE_remedy"))
-            .arg(steps.to_string())
-            .args(["mcp", "--server", &server.base])
-            .env("REMEDY_TOKEN", token)
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        (text, String::from_utf8_lossy(&out.stderr).to_string())
-    };
-    let (out, err) = stdio(
+    let stdio = |token: &str, steps: Value| agent_via(Via::Stdio(&server.base), Some(token), steps);
+    let (lines, err) = stdio(
         AGENT,
         json!([
             ["list_tools"],
@@ -379,16 +389,12 @@ async fn over_stdio_remedy_mcp_bridges_to_the_server_with_its_token() {
             ["call", "propose", {"runbook": "circuit-breaker-open", "reason": "from an IDE"}],
         ]),
     );
-    let lines: Vec<Value> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(lines.len(), 4, "{out}\n{err}");
-    assert_eq!(lines[1]["tools"].as_array().unwrap().len(), 8, "{out}");
-    assert_eq!(lines[2]["structured"]["healthy"], false, "{out}");
+    assert_eq!(lines.len(), 4, "{lines:?}\n{err}");
+    assert_eq!(lines[1]["tools"].as_array().unwrap().len(), 8, "{lines:?}");
+    assert_eq!(lines[2]["structured"]["healthy"], false, "{lines:?}");
     assert_eq!(
         lines[3]["structured"]["status"], "pending_approval",
-        "{out}"
+        "{lines:?}"
     );
     assert_eq!(sim.breaker_state("stripe").unwrap(), "OPEN");
     // A human approves through the API; the agent, over stdio, sees the
@@ -402,18 +408,19 @@ async fn over_stdio_remedy_mcp_bridges_to_the_server_with_its_token() {
         .await;
     assert_eq!(code, 202, "{r}");
     let state = eventually("the agent sees it verified over stdio", 20, || async {
-        let (out, _) = stdio(AGENT, json!([["call", "get_plan_status", {"id": id}]]));
-        let line: Value = serde_json::from_str(out.lines().nth(1)?).ok()?;
-        let state = line["structured"]["state"].as_str()?.to_string();
+        let (lines, _) = stdio(AGENT, json!([["call", "get_plan_status", {"id": id}]]));
+        let state = lines.get(1)?["structured"]["state"].as_str()?.to_string();
         state.starts_with("verified").then_some(state)
     })
     .await;
     assert_eq!(state, "verified: resolved");
     assert_eq!(sim.breaker_state("stripe").unwrap(), "HALF_OPEN");
     // A token without the agent role gets the server's refusal.
-    let (out, err) = stdio(READER, json!([["list_tools"]]));
+    let (lines, err) = stdio(READER, json!([["list_tools"]]));
+    let out = format!("{lines:?}");
     assert!(
-        !out.contains("\"tools\"") && (out.contains("403") || err.contains("403")),
+        !lines.iter().any(|l| l.get("tools").is_some())
+            && (out.contains("403") || err.contains("403")),
         "{out}\n{err}"
     );
 }
@@ -428,26 +435,17 @@ async fn a_proposal_made_while_paused_on_one_replica_is_approved_on_another_once
     let dir = tempfile::tempdir().unwrap();
     let sim = sim().await;
     sim.open_breaker("stripe");
-    let replica = |name: &str| {
-        let home = dir.path().join(name);
-        std::fs::create_dir_all(&home).unwrap();
-        let server = format!(
-            "store = \"{}\"\nreplica = \"{name}\"\nlease = \"5s\"\n{}",
-            db.url(),
-            tokens()
-        );
-        start_logged(
-            &home,
-            &breaker_config(
-                &home,
-                &sim,
-                &server,
-                "mode = \"auto\"\ncooldown = \"0s\"",
-                "",
-            ),
-            ENV,
-        )
+    let tokens = tokens();
+    let cluster = PgCluster {
+        dir: dir.path(),
+        db: &db,
+        sim: &sim,
+        lease: "5s",
+        server: &tokens,
+        plugin: "mode = \"auto\"\ncooldown = \"0s\"",
+        tail: "",
     };
+    let replica = |name: &str| cluster.replica(name, ENV);
     let a = replica("a");
     let b = replica("b");
     let (code, r) = b

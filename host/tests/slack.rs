@@ -488,17 +488,17 @@ async fn two_approvers_pressing_at_once_on_two_replicas_both_count_and_it_runs_o
     let dir = tempfile::tempdir().unwrap();
     let sim = sim().await;
     sim.open_breaker("stripe");
-    let replica = |name: &str| {
-        let home = dir.path().join(name);
-        std::fs::create_dir_all(&home).unwrap();
-        let server = format!(
-            "store = \"{}\"\nreplica = \"{name}\"\nlease = \"3s\"",
-            db.url()
-        );
-        let plugin = "mode = \"approve\"\napprovals_required = 2\nverify_after = \"1h\"";
-        let config = breaker_config(&home, &sim, &server, plugin, &slack_section(&fake, ""));
-        start_logged(&home, &config, &ENV)
+    let slack = slack_section(&fake, "");
+    let cluster = PgCluster {
+        dir: dir.path(),
+        db: &db,
+        sim: &sim,
+        lease: "3s",
+        server: "",
+        plugin: "mode = \"approve\"\napprovals_required = 2\nverify_after = \"1h\"",
+        tail: &slack,
     };
+    let replica = |name: &str| cluster.replica(name, &ENV);
     let a = replica("a");
     let b = replica("b");
     let id = plan(&a).await;

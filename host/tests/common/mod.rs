@@ -235,6 +235,36 @@ pub fn breaker_config(
     )
 }
 
+/// Replicas of one cluster on `db`'s PostgreSQL store, each with its home
+/// (and log) in `dir/NAME`, serving circuit-breaker-open against `sim`:
+/// `server` adds lines to `[server]` after the store, name and `lease`,
+/// `plugin` to the plugin's section, `tail` sections after it.
+pub struct PgCluster<'a> {
+    pub dir: &'a Path,
+    pub db: &'a Db,
+    pub sim: &'a servio_sim::Sim,
+    pub lease: &'a str,
+    pub server: &'a str,
+    pub plugin: &'a str,
+    pub tail: &'a str,
+}
+
+impl PgCluster<'_> {
+    /// Replica `name`, started with `env`.
+    pub fn replica(&self, name: &str, env: &[(&str, &str)]) -> Server {
+        let home = self.dir.join(name);
+        std::fs::create_dir_all(&home).unwrap();
+        let server = format!(
+            "store = \"{}\"\nreplica = \"{name}\"\nlease = \"{}\"\n{}",
+            self.db.url(),
+            self.lease,
+            self.server
+        );
+        let config = breaker_config(&home, self.sim, &server, self.plugin, self.tail);
+        start_logged(&home, &config, env)
+    }
+}
+
 /// circuit-breaker-open served against a servio-sim of its own whose
 /// `stripe` breaker is stuck open: what most end-to-end runs act on.
 /// Bind `dir` first, so that the server stops before its directory goes.
