@@ -3,6 +3,7 @@
 //! notes), each kept up to a cap so that a plugin flooding them cannot
 //! exhaust the host. Shared by every store of one run.
 
+use crate::locks::MutexExt;
 use std::sync::{Arc, Mutex};
 
 use crate::record::{ActionRecord, Applied};
@@ -29,22 +30,18 @@ impl Journal {
     }
 
     pub fn actions(&self) -> Vec<ActionRecord> {
-        self.actions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .0
-            .clone()
+        self.actions.locked().0.clone()
     }
 
     /// Actions dropped at [`MAX_ACTIONS`].
     pub fn dropped_actions(&self) -> usize {
-        self.actions.lock().unwrap_or_else(|p| p.into_inner()).1
+        self.actions.locked().1
     }
 
     /// `false` when the cap dropped it. An action that ran (or may have)
     /// is always kept: only refusals and simulations can be dropped.
     pub fn push(&self, a: ActionRecord) -> bool {
-        let mut g = self.actions.lock().unwrap_or_else(|p| p.into_inner());
+        let mut g = self.actions.locked();
         let consequential = matches!(
             a.applied,
             Applied::Executed | Applied::Failed | Applied::Unknown | Applied::Interrupted
@@ -95,7 +92,7 @@ impl LogBuffer {
     fn with<R>(&self, f: impl FnOnce(&mut Inner, usize) -> R) -> R {
         // A poisoned lock only means another thread panicked mid-append;
         // the text is still usable.
-        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut g = self.inner.locked();
         f(&mut g, self.cap)
     }
 

@@ -6,6 +6,7 @@
 //! switch cannot act after it. The service persists it in the store so a
 //! restart never silently turns automation back on.
 
+use crate::locks::MutexExt;
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
@@ -51,17 +52,17 @@ impl KillSwitch {
 
     /// The pause, if the switch is on.
     pub fn get(&self) -> Option<Pause> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.0.locked().clone()
     }
 
     pub fn set(&self, pause: Option<Pause>) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = pause;
+        *self.0.locked() = pause;
     }
 
     /// Sets `pause` only if the switch still reads `expected`: a value
     /// read from the shared store before a local change must not undo it.
     pub fn replace_if(&self, expected: &Option<Pause>, pause: Option<Pause>) -> bool {
-        let mut cur = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cur = self.0.locked();
         if *cur != *expected {
             return false;
         }

@@ -20,6 +20,8 @@ pub mod grants;
 pub mod guardrails;
 pub mod journal;
 pub mod killswitch;
+pub mod locks;
+pub mod permit;
 pub mod private_fs;
 pub mod record;
 pub mod redact;

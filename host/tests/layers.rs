@@ -7,8 +7,6 @@ use std::path::{Path, PathBuf};
 
 /// Each top-level module of `host/src` and its layer; a module may import
 /// modules of its own layer or below (never a cycle within a layer).
-/// `gate::permit` is the one submodule listed on its own: a leaf type that
-/// lives inside the gate only so that nothing else can construct it.
 const LAYERS: &[(&str, u8)] = &[
     // Leaf types: vocabulary, units, grants, records, config.
     ("bindings", 0),
@@ -17,6 +15,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("grants", 0),
     ("escalation", 0),
     ("killswitch", 0),
+    ("locks", 0),
     ("private_fs", 0),
     ("record", 0),
     ("signature", 0),
@@ -26,7 +25,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("config", 0),
     ("telemetry", 0),
     ("bundled", 0),
-    ("gate::permit", 0),
+    ("permit", 0),
     ("backends", 1),
     ("alertmanager", 1),
     ("gate", 2),
@@ -64,14 +63,11 @@ fn node_of(rel: &Path) -> String {
                 .to_string()
         })
         .collect();
-    if parts.len() >= 2 && parts[0] == "gate" && parts[1] == "permit" {
-        return "gate::permit".into();
-    }
     parts[0].clone()
 }
 
-/// Every `crate::a` (and `crate::a::b` for `gate::permit`) a source names
-/// outside its tests, including grouped `use crate::{a, b::c}`.
+/// Every `crate::a` a source names outside its tests, including grouped
+/// `use crate::{a, b::c}`.
 fn imports(src: &str) -> BTreeSet<String> {
     let code = match src.find("#[cfg(test)]") {
         Some(i) => &src[..i],
@@ -85,12 +81,7 @@ fn imports(src: &str) -> BTreeSet<String> {
     };
     let mut add = |path: &str| {
         let first = ident(path);
-        if first.is_empty() {
-            return;
-        }
-        if first == "gate" && path[first.len()..].starts_with("::permit") {
-            out.insert("gate::permit".to_string());
-        } else {
+        if !first.is_empty() {
             out.insert(first);
         }
     };
@@ -134,7 +125,7 @@ fn host_modules_import_only_downwards_and_without_cycles() {
         };
         let text = std::fs::read_to_string(&f).unwrap();
         for to in imports(&text) {
-            if to == node || (node == "gate::permit" && to == "gate") {
+            if to == node {
                 continue;
             }
             let Some(&layer) = rank.get(to.as_str()) else {
@@ -183,12 +174,39 @@ fn host_modules_import_only_downwards_and_without_cycles() {
 #[test]
 fn the_check_sees_grouped_and_nested_imports() {
     let found = imports(
-        "use crate::{record::RunRecord, gate::permit::Permit};\nfn f() { crate::triggers::x(); }\n#[cfg(test)]\nuse crate::serve;",
+        "use crate::{record::RunRecord, gate::Gate};\nfn f() { crate::triggers::x(); }\n#[cfg(test)]\nuse crate::serve;",
     );
     assert_eq!(
         found,
-        ["gate::permit", "record", "triggers"]
-            .map(String::from)
-            .into()
+        ["gate", "record", "triggers"].map(String::from).into()
+    );
+}
+
+/// `Permit::new` is `pub(crate)` (outside the crate it does not exist):
+/// inside it, the gate is the only caller, so every mutation passes it.
+#[test]
+fn only_the_gate_makes_permits() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let makers: Vec<String> = files
+        .iter()
+        .filter(|f| {
+            // `_sealed` is private to permit.rs: a literal cannot be
+            // written elsewhere, so the constructor is the only way.
+            let text = std::fs::read_to_string(f).unwrap();
+            text.match_indices("Permit::new(").any(|(i, _)| {
+                !text[..i]
+                    .chars()
+                    .next_back()
+                    .is_some_and(|c| c.is_alphanumeric() || c == '_')
+            })
+        })
+        .map(|f| f.strip_prefix(&src).unwrap().display().to_string())
+        .filter(|rel| rel != "permit.rs" && !rel.starts_with("gate/"))
+        .collect();
+    assert!(
+        makers.is_empty(),
+        "only the gate may make a Permit; also made in: {makers:?}"
     );
 }

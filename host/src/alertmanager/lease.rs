@@ -4,6 +4,7 @@
 //! dies stops renewing, and the silence lapses by itself within the lease;
 //! a survivor that takes the run over adopts it by its id.
 
+use crate::locks::MutexExt;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -64,7 +65,7 @@ impl SilenceLease {
     }
 
     pub fn id(&self) -> String {
-        self.id.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.id.locked().clone()
     }
 
     /// Moves the end to a lease from now.
@@ -80,7 +81,7 @@ impl SilenceLease {
             comment: self.comment.clone(),
         };
         let new = self.source.put_silence(&s).await?;
-        *self.id.lock().unwrap_or_else(|p| p.into_inner()) = new;
+        *self.id.locked() = new;
         Ok(())
     }
 
@@ -153,6 +154,6 @@ impl SilenceLeases {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Arc<SilenceLease>, Keeper)>> {
-        self.held.lock().unwrap_or_else(|p| p.into_inner())
+        self.held.locked()
     }
 }

@@ -5,7 +5,7 @@
 
 pub mod pg_tls;
 
-pub use crate::gate::permit::Permit;
+pub use crate::permit::Permit;
 
 /// A backend could not do what was asked.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

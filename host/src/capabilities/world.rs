@@ -4,6 +4,7 @@
 //! file holds only what they share — the answers as live state, the calls
 //! left unanswered, the real backends behind a recorder.
 
+use crate::locks::MutexExt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::backends::{BackendError, BackendResult};
@@ -22,7 +23,7 @@ pub struct World {
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+    m.locked()
 }
 
 impl World {

@@ -2,7 +2,9 @@
 //! grant + target scope (`denied`); phase (no actions during `detect`:
 //! `refused`); the approved plan (`refused` outside it); a backend to act
 //! on (`refused` when none is configured); mode (dry-run records
-//! `simulated` and stops); the kill switch; budget and cooldown, checked by
+//! `simulated` and stops); the kill switch; Alertmanager, for a run an
+//! alert started (`refused` when the alert no longer fires or a
+//! `block_while_firing` alert does); budget and cooldown, checked by
 //! the ledger as it durably records the intent (`refused`); execution with
 //! a [`Permit`]; the result, durably. Every action, whatever became of it
 //! (including refusals before it reached the gate proper, see
@@ -23,10 +25,9 @@ use crate::journal::Journal;
 use crate::killswitch::KillSwitch;
 use crate::record::{caps, cut, ActionRecord, Applied, PlannedAction};
 
-pub mod permit;
 mod target;
 
-pub use permit::Permit;
+pub use crate::permit::Permit;
 pub use target::{glob_scope, outside, Action, ActionTarget};
 
 /// Which guest export is running.

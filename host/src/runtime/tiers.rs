@@ -15,9 +15,10 @@
 //! together; as the only engine, single-pass allocation alone cost an
 //! invocation 20 % and no optimiser alone 6 %.
 
+use crate::locks::{MutexExt, RwLockExt};
 use std::path::PathBuf;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use wasmtime::component::Linker;
 use wasmtime::{Config, Engine, OptLevel, RegallocAlgorithm};
@@ -68,10 +69,7 @@ impl Code {
 
     /// The code the next run starts on.
     pub(crate) fn current(&self) -> Arc<Compiled> {
-        self.0
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.0.read_locked().clone()
     }
 
     pub(crate) fn tier(&self) -> Tier {
@@ -79,8 +77,7 @@ impl Code {
     }
 
     fn replace(&self, pre: RunbookPre<RunState>) {
-        *self.0.write().unwrap_or_else(PoisonError::into_inner) =
-            Arc::new(Compiled::new(pre, Tier::Optimised));
+        *self.0.write_locked() = Arc::new(Compiled::new(pre, Tier::Optimised));
     }
 }
 
@@ -129,7 +126,7 @@ impl Optimiser {
                 tracing::warn!(plugin, error = %format!("{e:#}"), "optimising failed; the plugin keeps its quick code")
             }
         });
-        let mut jobs = self.jobs.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut jobs = self.jobs.locked();
         let job = match jobs.as_ref() {
             Some(tx) => match tx.send(job) {
                 Ok(()) => return,

@@ -3,6 +3,7 @@
 //! work of replicas that died. On the embedded store the service is the
 //! only replica and holds the scheduler.
 
+use crate::locks::MutexExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -70,7 +71,7 @@ impl Cluster {
     }
 
     pub fn view(&self) -> ClusterView {
-        let v = self.view.lock().unwrap_or_else(|p| p.into_inner());
+        let v = self.view.locked();
         let lease_ms = self.me.lease.as_millis() as u64;
         let (replicas, scheduler) = if self.shared {
             (v.replicas.clone(), v.scheduler.clone())
@@ -116,11 +117,7 @@ impl Service {
         }
         match self.store.heartbeat().await {
             Ok(rows) => {
-                self.cluster
-                    .view
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .replicas = rows;
+                self.cluster.view.locked().replicas = rows;
             }
             Err(e) => tracing::warn!(error = %e, "heartbeat not stored"),
         }
@@ -140,13 +137,9 @@ impl Service {
         if self.cluster.scheduler.swap(mine, Ordering::SeqCst) != mine {
             tracing::info!(replica = %self.cluster.me.name, scheduler = mine, "scheduler lease changed");
         }
-        self.cluster
-            .view
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .scheduler = holder;
+        self.cluster.view.locked().scheduler = holder;
         let alive = {
-            let v = self.cluster.view.lock().unwrap_or_else(|p| p.into_inner());
+            let v = self.cluster.view.locked();
             v.replicas.iter().filter(|r| r.alive).count() as u64
         };
         self.metrics.set_cluster(alive, mine);

@@ -3,6 +3,7 @@
 //! record: the store and the audit log stay the truth, and a subscriber
 //! that falls behind is told how much it missed rather than slowing runs.
 
+use crate::locks::MutexExt;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -81,7 +82,7 @@ pub struct Feed {
 
 impl Drop for Feed {
     fn drop(&mut self) {
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let mut open = self.open.locked();
         open.total -= 1;
         if let Some(n) = open.by_caller.get_mut(&self.caller) {
             *n -= 1;
@@ -108,7 +109,7 @@ impl Events {
     /// a peer address), unless [`MAX_FEEDS`] are open or the caller holds
     /// [`MAX_FEEDS_PER_CALLER`].
     pub fn feed(&self, caller: &str) -> Result<Feed, Refused> {
-        let mut open = self.feeds.lock().unwrap_or_else(|p| p.into_inner());
+        let mut open = self.feeds.locked();
         if open.by_caller.get(caller).copied().unwrap_or(0) >= MAX_FEEDS_PER_CALLER {
             return Err(Refused::CallerFull {
                 caller: caller.to_string(),
@@ -163,7 +164,7 @@ impl Events {
             plugin: plugin.map(String::from),
             detail: detail(),
         };
-        let mut seq = self.seq.lock().unwrap_or_else(|p| p.into_inner());
+        let mut seq = self.seq.locked();
         *seq += 1;
         ev.seq = *seq;
         // No receiver left since `watched`: nothing to do.

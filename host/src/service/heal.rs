@@ -9,6 +9,7 @@
 //! waited past two leases ([`Service::unwritten_bound`]), so an orchestrator can restart a
 //! replica whose store never comes back.
 
+use crate::locks::MutexExt;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -77,18 +78,15 @@ impl Service {
         guard: FlightGuard,
     ) {
         tracing::error!(run_id = %rec.id, "run record not stored; kept, and stored again at each heartbeat until the store takes it");
-        self.unwritten
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(
-                rec.id.clone(),
-                Unwritten {
-                    rec,
-                    owner,
-                    _guard: guard,
-                    since: Instant::now(),
-                },
-            );
+        self.unwritten.locked().insert(
+            rec.id.clone(),
+            Unwritten {
+                rec,
+                owner,
+                _guard: guard,
+                since: Instant::now(),
+            },
+        );
     }
 
     /// How long a finished run's record may stay unwritten before
@@ -100,17 +98,14 @@ impl Service {
 
     /// How many records are unwritten, and how long the oldest has waited.
     pub fn unwritten_for(&self) -> Option<(usize, Duration)> {
-        let u = self.unwritten.lock().unwrap_or_else(|p| p.into_inner());
+        let u = self.unwritten.locked();
         let oldest = u.values().map(|w| w.since.elapsed()).max()?;
         Some((u.len(), oldest))
     }
 
     /// Whether this replica holds run `id` in memory (claimed, not ended).
     pub(crate) fn holds(&self, id: &str) -> bool {
-        self.held
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(id)
+        self.held.locked().contains(id)
     }
 
     /// One pass of the reconciler (each heartbeat): store what is still
@@ -125,8 +120,7 @@ impl Service {
     async fn store_unwritten(&self) {
         let pending: Vec<(String, RunRecord, Option<Arc<str>>)> = self
             .unwritten
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .locked()
             .iter()
             .map(|(id, w)| (id.clone(), w.rec.clone(), w.owner.clone()))
             .collect();
@@ -143,11 +137,7 @@ impl Service {
                 Err(_) => false,
             };
             if done {
-                let taken = self
-                    .unwritten
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&id);
+                let taken = self.unwritten.locked().remove(&id);
                 // Its guard ends the single flight (and releases the row).
                 drop(taken);
             }

@@ -3,6 +3,7 @@
 //! frees, the waiting run of the most urgent lane gets it (first come,
 //! first served within a lane).
 
+use crate::locks::MutexExt;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::{Arc, Mutex};
@@ -60,7 +61,7 @@ impl Lanes {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.locked()
     }
 
     /// A slot now, if one is free and nobody waits for one.

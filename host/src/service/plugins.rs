@@ -3,6 +3,7 @@
 //! so that a file cannot lead the service outside it.
 
 use super::*;
+use crate::locks::MutexExt;
 
 impl Service {
     pub(super) async fn load(&self, key: &str, source: &Source) {
@@ -150,12 +151,7 @@ impl Service {
                 modified(&meta).max(sig_meta.as_ref().map_or(SystemTime::UNIX_EPOCH, modified)),
                 meta.len() + sig_meta.as_ref().map_or(0, |m| m.len()),
             );
-            let previous = self
-                .files
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&path)
-                .cloned();
+            let previous = self.files.locked().get(&path).cloned();
             if previous.as_ref().is_some_and(|(m, l, _)| (*m, *l) == stamp) {
                 continue;
             }
@@ -166,13 +162,12 @@ impl Service {
                 .load_file(&path, bytes, sig.as_deref(), old_name.as_deref())
                 .await;
             self.files
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
+                .locked()
                 .insert(path, (stamp.0, stamp.1, name.or(old_name)));
         }
         // Files that disappeared take their plugin with them.
         let gone: Vec<(PathBuf, Option<String>)> = {
-            let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
+            let mut files = self.files.locked();
             let gone: Vec<_> = files
                 .keys()
                 .filter(|p| !seen.contains(p))
@@ -194,7 +189,7 @@ impl Service {
 
     /// The handle of `plugins_dir`, opened on first use.
     fn plugins_dir_handle(&self, dir: &Path) -> std::io::Result<Arc<cap_std::fs::Dir>> {
-        let mut slot = self.plugins_dir.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slot = self.plugins_dir.locked();
         if let Some(h) = slot.as_ref() {
             return Ok(h.clone());
         }

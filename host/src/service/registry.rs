@@ -2,6 +2,7 @@
 //! a run holds the `Arc<Plugin>` it started with, so a replaced plugin's
 //! runs in flight finish on the old version.
 
+use crate::locks::RwLockExt;
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
@@ -84,11 +85,11 @@ pub struct Registry {
 
 impl Registry {
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Entry>> {
-        self.entries.read().unwrap_or_else(|p| p.into_inner())
+        self.entries.read_locked()
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Entry>> {
-        self.entries.write().unwrap_or_else(|p| p.into_inner())
+        self.entries.write_locked()
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<Plugin>> {

@@ -6,6 +6,7 @@
 //! plan, even when the plugin is `auto`; `backends.deploy.auto_rollback`
 //! lets `auto` roll back on its own.
 
+use crate::locks::MutexExt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -276,7 +277,7 @@ impl Host for HostCtx {
                     if let Some(id) = &r.pushed {
                         let _ = produced.set(format!("revert {id} pushed to {}", target.branch));
                     }
-                    *done.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+                    *done.locked() = Some(r);
                     Ok(())
                 }
             })

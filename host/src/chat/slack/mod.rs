@@ -7,6 +7,7 @@
 //! its place (`channel`, `ts`) is stored, so any replica that later decides
 //! the plan or runs it updates the same message.
 
+use crate::locks::MutexExt;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -110,7 +111,7 @@ impl Slack {
     }
 
     fn lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        let mut locks = self.locks.locked();
         // Forget plans nobody is changing now (bounded by plans in flight).
         locks.retain(|_, l| Arc::strong_count(l) > 1);
         locks.entry(id.to_string()).or_default().clone()

@@ -5,6 +5,7 @@
 //! captured request cannot be sent again later; within those five minutes
 //! the caller refuses a signature it has seen (see `Seen`).
 
+use crate::locks::MutexExt;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -91,7 +92,7 @@ pub const SEEN_CAP: usize = 16_384;
 impl Seen {
     /// Records `signature` taken at `now`; `false` when it was seen.
     pub fn first(&self, signature: &str, now: i64) -> bool {
-        let mut q = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut q = self.inner.locked();
         while q
             .front()
             .is_some_and(|(at, _)| now - at > 2 * MAX_SKEW_SECS || q.len() >= SEEN_CAP)

@@ -13,6 +13,7 @@
 //! coordinate (heartbeats, leases, flights, ticks, take-over) is in
 //! `cluster`.
 
+use crate::locks::RwLockExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -137,10 +138,7 @@ impl PgStore {
 
     /// This replica's incarnation now.
     pub(super) fn current(&self) -> Arc<str> {
-        self.incarnation
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.incarnation.read_locked().clone()
     }
 
     /// The incarnation a write is made for: the run's (inside one), else
@@ -154,7 +152,7 @@ impl PgStore {
     pub(super) fn reincarnate(&self) -> Arc<str> {
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
         let next = super::fence::incarnation(&self.me.id, generation);
-        *self.incarnation.write().unwrap_or_else(|p| p.into_inner()) = next.clone();
+        *self.incarnation.write_locked() = next.clone();
         next
     }
 

@@ -5,6 +5,7 @@
 //! failed accepts. 1,100 silent sockets once stopped Alertmanager's posts
 //! and `/healthz` for over a minute and wrote 1,384 `accept failed` lines.
 
+use crate::locks::MutexExt;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -59,7 +60,7 @@ impl Admission {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Counts> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.locked()
     }
 
     /// A slot for a connection from `peer`, or `None` when it is over a cap

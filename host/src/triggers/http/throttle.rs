@@ -9,6 +9,7 @@
 //! fails less than once a second (a stale token in a retrying sender) never
 //! locks out the others behind the same address.
 
+use crate::locks::MutexExt;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
@@ -71,7 +72,7 @@ fn key(peer: IpAddr) -> IpAddr {
 
 impl Throttle {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Bucket>> {
-        self.peers.lock().unwrap_or_else(|p| p.into_inner())
+        self.peers.locked()
     }
 
     /// `Err(wait)` when `peer` has no failure left: how long until it has

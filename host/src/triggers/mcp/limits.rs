@@ -2,6 +2,7 @@
 //! token per minute (in this process), and proposals waiting for a human
 //! per agent (counted in the store, so across replicas).
 
+use crate::locks::MutexExt;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -20,7 +21,7 @@ impl AgentLimits {
     /// Counts a call of `who`; `Err` says when to come back.
     pub fn call(&self, who: &str) -> Result<(), String> {
         let now = Instant::now();
-        let mut calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
+        let mut calls = self.calls.locked();
         let q = calls.entry(who.to_string()).or_default();
         while q
             .front()

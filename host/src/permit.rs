@@ -1,7 +1,8 @@
-//! The permit a mutating backend method takes. Only [`super::Gate::act`]
-//! can make one (its constructor is private to the gate), so a call that
-//! bypasses the gate does not compile. This module imports nothing: the
-//! backends below the gate depend on it and on nothing else of the gate.
+//! The permit a mutating backend method takes. Only the gate (its `act`)
+//! makes one: outside this crate the constructor does not exist, so a call
+//! that bypasses the gate does not compile; inside it, `host/tests/layers.rs`
+//! fails on any call of `Permit::new` outside `gate/`. This module imports nothing: the gate and
+//! the backends below it both depend on it, and it on neither.
 
 /// Leave to run one action, after the gate has checked and (live) recorded
 /// its intent. Not `Clone`: one permit, one action.
@@ -28,7 +29,8 @@ pub struct Permit {
 }
 
 impl Permit {
-    pub(super) fn new() -> Permit {
+    /// Called by the gate alone (checked by `host/tests/layers.rs`).
+    pub(crate) fn new() -> Permit {
         Permit { _sealed: () }
     }
 }
