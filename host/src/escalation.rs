@@ -45,7 +45,7 @@ impl TryFrom<String> for Priority {
 }
 
 /// One priority's route, as configured (every key optional).
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PriorityConfig {
     /// Notify channel names (`[backends.notify.NAME]`) this priority goes to.
@@ -57,10 +57,12 @@ pub struct PriorityConfig {
 }
 
 /// A communication template; `{name}` placeholders are filled at render time.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Template {
+    /// The title; `{name}` placeholders allowed.
     pub title: String,
+    /// The body; `{name}` placeholders allowed.
     pub body: String,
 }
 

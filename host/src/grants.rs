@@ -13,7 +13,7 @@ use serde::Deserialize;
 macro_rules! capabilities {
     ($($(#[$doc:meta])* $Var:ident = $name:literal),* $(,)?) => {
         /// A WIT interface a plugin may be granted.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, schemars::JsonSchema)]
         #[serde(rename_all = "lowercase")]
         pub enum Capability {
             $($(#[$doc])* $Var,)*
@@ -39,11 +39,17 @@ macro_rules! capabilities {
 }
 
 capabilities! {
+    /// PromQL queries against `backends.prometheus_url`.
     Metrics = "metrics",
+    /// PostgreSQL sessions: read, cancel, terminate.
     Database = "database",
+    /// The application's circuit breakers: read, force a state.
     Breaker = "breaker",
+    /// Redis: read, delete, expire, flush under granted prefixes.
     Cache = "cache",
+    /// Notify channels, escalation by priority, templates.
     Notify = "notify",
+    /// HTTP GETs to allow-listed upstreams.
     Probe = "probe",
     /// The plugin's own log lines: always granted.
     Log = "log",
@@ -73,7 +79,7 @@ impl Capability {
 }
 
 /// The targets a plugin may act on or reach.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Scope {
     /// Breaker names `breaker.force-state` may act on.
@@ -173,8 +179,9 @@ impl Grants {
 /// host, a port of `*` allows any port, no port means the scheme's default.
 /// The host may be a network (`http://10.0.0.0/8:*`, `http://[fd00::/8]`):
 /// URLs with an address inside it.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(try_from = "String")]
+#[schemars(with = "String", example = &"https://status.example.com", example = &"http://10.0.0.0/8:*")]
 pub struct AllowPattern {
     scheme: String,
     host: String,

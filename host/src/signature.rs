@@ -8,8 +8,9 @@ use serde::Deserialize;
 
 /// A minisign public key as `minisign -G` prints it (`RW…`), checked when
 /// the config is read.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(try_from = "String")]
+#[schemars(with = "String", example = &"RWQf6LRCGA9i53mlYecO4IzT51TGPpvWucNSCh1CBM0QTaLn73Y7GFO3")]
 pub struct TrustedKey {
     pub text: String,
     key: minisign_verify::PublicKey,

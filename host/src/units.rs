@@ -42,9 +42,22 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-/// A configured duration (`"30s"`); `"0s"` is a guardrail turned off.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, serde::Deserialize)]
+/// A duration: a number and a unit, `ms`, `s`, `m`, `h` or `d` (at most a
+/// year); `0s` turns a guardrail off.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Default,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(try_from = "String")]
+#[schemars(rename = "Duration", example = &"30s", example = &"5m")]
 pub struct Span(Duration);
 
 impl Span {
@@ -69,8 +82,9 @@ pub const MAX_TIMEOUT_MS: u64 = 600_000;
 
 /// A configured timeout in milliseconds (`timeout_ms = 2000`): 1 ms to
 /// ten minutes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, schemars::JsonSchema)]
 #[serde(try_from = "u64")]
+#[schemars(extend("minimum" = 1, "maximum" = 600_000), example = 2000)]
 pub struct TimeoutMs(Duration);
 
 impl TimeoutMs {

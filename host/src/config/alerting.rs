@@ -36,8 +36,13 @@ impl Matcher {
 /// Alerts to look for: a bare alert name (`MaintenanceWindow`) or a label
 /// selector (`{alertname="DeployInProgress", team="payments"}`), as a
 /// config writes it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, schemars::JsonSchema)]
 #[serde(try_from = "String")]
+#[schemars(
+    with = "String",
+    example = &"MaintenanceWindow",
+    example = &r#"{alertname="DeployInProgress", team="payments"}"#
+)]
 pub struct Selector {
     pub text: String,
     pub matchers: Vec<Matcher>,

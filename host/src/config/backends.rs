@@ -10,11 +10,11 @@ use crate::units::TimeoutMs;
 
 /// Where the capabilities' backends live. Unset means unconfigured: calls
 /// answer `unavailable`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BackendsConfig {
     /// PostgreSQL connection string (`postgres://user@host:5432/db`).
-    /// TLS follows its `sslmode` (`prefer`, the default, uses TLS when the
+    /// TLS follows its `sslmode` (`prefer`, libpq's default, uses TLS when the
     /// server offers it; `require` insists). As with libpq, the server's
     /// certificate is verified only against `database_ca` when it is set.
     pub database_url: Option<DatabaseUrl>,
@@ -59,17 +59,20 @@ pub struct BackendsConfig {
 }
 
 /// See [`BackendsConfig::query_text`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum QueryText {
+    /// String literals and numbers replaced by `?`, at most 256 characters.
     #[default]
     Redacted,
+    /// As the server has it, at most 1024 characters.
     Full,
+    /// None.
     Off,
 }
 
 /// What a notify channel speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ChannelKind {
     /// A Slack incoming webhook.
@@ -84,9 +87,10 @@ pub enum ChannelKind {
 
 /// One notify channel. Secrets (webhook URLs, routing keys) come from
 /// environment variables.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelConfig {
+    /// What the channel speaks.
     pub kind: ChannelKind,
     /// The endpoint; for PagerDuty it defaults to the public Events API.
     pub url: Option<String>,
@@ -108,15 +112,16 @@ pub struct ChannelConfig {
 /// One log source: the file whose last lines plugins read. Its directory
 /// is the most a read can reach; `NAME.1` beside it is its predecessor
 /// after a rotation.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LogSourceConfig {
     /// The file's absolute path.
+    #[schemars(example = &"/var/log/servio/access.log")]
     pub path: LogPath,
 }
 
 /// An absolute path to a file (checked when the config is read).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(try_from = "PathBuf")]
 pub struct LogPath(PathBuf);
 
@@ -141,7 +146,7 @@ impl TryFrom<PathBuf> for LogPath {
 
 /// `[backends.deploy]`: where rollbacks are pushed. Credentials come from
 /// the environment (`token_env`) or an ssh key file, never the config.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeployConfig {
     /// The remote as git names it: `https://host/org/app.git`,
@@ -160,9 +165,10 @@ pub struct DeployConfig {
     /// ssh: the known_hosts file the server's key must be in (strict
     /// checking is always on).
     pub known_hosts: Option<PathBuf>,
-    /// Author and committer of revert commits (default `Remedy`,
-    /// `remedy@localhost`).
+    /// Author and committer name of revert commits (default `Remedy`).
     pub author_name: Option<String>,
+    /// Author and committer email of revert commits (default
+    /// `remedy@localhost`).
     pub author_email: Option<String>,
     /// Timeout of one git command in ms (default 20000): a push that
     /// hangs longer is stopped and the remote read back.
@@ -175,9 +181,9 @@ pub struct DeployConfig {
 /// A string newtype whose value `check` accepted when the config was read.
 macro_rules! checked_string {
     ($(#[$doc:meta])* $name:ident, $check:expr) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Deserialize)]
+        #[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
         #[serde(try_from = "String")]
+        $(#[$doc])*
         pub struct $name(String);
 
         impl $name {
@@ -199,6 +205,7 @@ macro_rules! checked_string {
 checked_string!(
     /// An http(s) base URL without credentials (they would travel into
     /// errors and records).
+    #[schemars(example = &"http://127.0.0.1:9090")]
     HttpUrl,
     |u| match reqwest::Url::parse(u) {
         Ok(parsed) if !parsed.username().is_empty() || parsed.password().is_some() => Err(
@@ -212,6 +219,7 @@ checked_string!(
 
 checked_string!(
     /// A Redis URL the client accepts.
+    #[schemars(example = &"redis://127.0.0.1:6379/0")]
     RedisUrl,
     |u| redis::Client::open(u)
         .map(drop)
@@ -220,6 +228,7 @@ checked_string!(
 
 checked_string!(
     /// A PostgreSQL connection string the client accepts.
+    #[schemars(example = &"postgres://remedy@db.internal:5432/remedy?sslmode=require")]
     DatabaseUrl,
     |u| u
         .parse::<tokio_postgres::Config>()
@@ -228,8 +237,9 @@ checked_string!(
 );
 
 /// A PEM file of CA certificates, read and parsed when the config is.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(try_from = "PathBuf")]
+#[schemars(with = "PathBuf", example = &"/etc/remedy/db-ca.pem")]
 pub struct CaFile {
     pub path: PathBuf,
     pub certs: Vec<rustls::pki_types::CertificateDer<'static>>,

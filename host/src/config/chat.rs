@@ -11,17 +11,20 @@ use super::HttpUrl;
 use crate::escalation::Priority;
 
 /// `[chat]`: chat platforms Remedy takes part in.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChatConfig {
+    /// Plans posted to Slack with Approve / Reject buttons; `/remedy`.
     pub slack: Option<SlackConfig>,
 }
 
 /// Slack's public Web API.
 pub const SLACK_API_URL: &str = "https://slack.com/api";
 
-/// `[chat.slack]`.
-#[derive(Debug, Clone, Deserialize)]
+/// Slack: plans posted with Approve / Reject buttons to a channel, and
+/// `/remedy pause|resume|status`. The bot token and signing secret come
+/// from environment variables.
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SlackConfig {
     /// The variable holding the bot token (`xoxb-…`); default
@@ -66,8 +69,9 @@ fn signing_secret_env() -> String {
 
 /// A Slack user id as Slack sends it (`U0123ABCD`, `W…` on Enterprise
 /// Grid): a display name would let anyone who takes that name approve.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(try_from = "String")]
+#[schemars(example = &"U0123ABCD")]
 pub struct SlackUser(String);
 
 impl SlackUser {
@@ -90,8 +94,9 @@ impl TryFrom<String> for SlackUser {
 }
 
 /// A Slack channel id (`C…`, `G…` for a private one).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(try_from = "String")]
+#[schemars(example = &"C0123ABCD")]
 pub struct SlackChannel(String);
 
 impl SlackChannel {

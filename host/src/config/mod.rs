@@ -16,6 +16,7 @@ pub mod alerting;
 mod backends;
 mod chat;
 mod plugin;
+pub mod schema;
 mod server;
 
 pub use crate::grants::{Capability, Scope};
@@ -26,7 +27,7 @@ pub use backends::{
 pub use chat::{ChatConfig, SlackChannel, SlackConfig, SlackUser, SLACK_API_URL};
 pub use plugin::{
     strings, BudgetConfig, ConfigValue, Ladder, LadderStep, MemoryMb, Mode, Pin, PluginConfig,
-    Schedule,
+    Schedule, MAX_MEMORY_MB,
 };
 pub use server::{Role, ServerConfig, TokenConfig, DEFAULT_LEASE, DEFAULT_RETENTION};
 
@@ -48,11 +49,13 @@ pub enum ConfigError {
 }
 
 /// The whole configuration.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// `remedy serve`: listening, data, plugins, tokens, replicas.
     #[serde(default)]
     pub server: ServerConfig,
+    /// Where the capabilities' backends live.
     #[serde(default)]
     pub backends: BackendsConfig,
     /// Settings per plugin, by plugin name.
@@ -75,11 +78,12 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// Where this config was read from (for error messages).
     #[serde(skip)]
+    #[schemars(skip)]
     pub source: Option<PathBuf>,
 }
 
 /// `[telemetry]`: OpenTelemetry trace export over OTLP/HTTP.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TelemetryConfig {
     /// The collector's OTLP/HTTP base URL (`/v1/traces` is appended), as

@@ -12,7 +12,9 @@ use crate::grants::{Capability, Scope};
 use crate::units::{Every, Span, TimeoutMs};
 
 /// How mitigations run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
     /// Mitigations are recorded as `simulated`, not executed (the default).
@@ -23,6 +25,12 @@ pub enum Mode {
     /// Mitigation runs dry and its plan waits for a human's approval; the
     /// approved plan then runs live, limited to the planned actions.
     Approve,
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
 }
 
 impl Mode {
@@ -53,14 +61,16 @@ impl Mode {
 
 /// Settings of one plugin. Every key is optional: bundled plugins bring
 /// their own defaults.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PluginConfig {
     /// A `.wasm` component to load; bundled plugins need none.
     pub path: Option<PathBuf>,
+    /// How mitigations run: `dry-run` (the default), `approve` or `auto`.
     pub mode: Option<Mode>,
     /// Interfaces granted (replaces the bundled default).
     pub grants: Option<Vec<Capability>>,
+    /// The targets the granted interfaces may act on or reach.
     #[serde(default)]
     pub scope: Scope,
     /// The plugin's own keys (thresholds, lists); values may be strings,
@@ -86,6 +96,7 @@ pub struct PluginConfig {
     /// Labels naming the target of an alert for single flight (default:
     /// `alertname`, plus `service` and `instance` when present).
     pub target_labels: Option<Vec<String>>,
+    /// Runs on a timer (`[[plugins.NAME.schedules]]`).
     #[serde(default)]
     pub schedules: Vec<Schedule>,
     /// Budgets by action kind (`"database.terminate" = { max = 3, per = "1h" }`);
@@ -153,8 +164,9 @@ pub struct PluginConfig {
 
 /// A plugin config value as the string the plugin receives: strings,
 /// numbers and booleans, and arrays of those as comma-separated lists.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(try_from = "toml::Value")]
+#[schemars(with = "super::schema::ConfigValueSchema")]
 pub struct ConfigValue(pub String);
 
 impl TryFrom<toml::Value> for ConfigValue {
@@ -188,25 +200,32 @@ pub fn strings(values: &BTreeMap<String, ConfigValue>) -> BTreeMap<String, Strin
         .collect()
 }
 
-/// Memory of one instance: 1 MiB to 4 GiB.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+/// The most memory an instance may be given, in MiB (the engine's limit:
+/// a larger `memory_mb` is an error, not silently cut).
+pub const MAX_MEMORY_MB: u64 = 512;
+
+/// Memory of one instance in MiB: 1 to 512 (the engine's limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(try_from = "u64")]
+#[schemars(extend("minimum" = 1, "maximum" = 512), example = 64)]
 pub struct MemoryMb(pub u64);
 
 impl TryFrom<u64> for MemoryMb {
     type Error = String;
     fn try_from(mb: u64) -> Result<Self, String> {
-        if (1..=4096).contains(&mb) {
+        let max = MAX_MEMORY_MB;
+        if (1..=max).contains(&mb) {
             Ok(MemoryMb(mb))
         } else {
-            Err(format!("{mb}: must be between 1 and 4096"))
+            Err(format!("{mb}: must be between 1 and {max}"))
         }
     }
 }
 
 /// How many people must approve a plan: 1 to 5.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(try_from = "u64")]
+#[schemars(extend("minimum" = 1, "maximum" = 5), example = 2)]
 pub struct ApprovalsRequired(u32);
 
 impl ApprovalsRequired {
@@ -225,9 +244,13 @@ impl TryFrom<u64> for ApprovalsRequired {
     }
 }
 
-/// A pinned digest, normalised to `sha256:<lowercase hex>`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// A pinned digest: 64 hex digits, optionally prefixed by `sha256:`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(try_from = "String")]
+#[schemars(
+    extend("pattern" = "^(sha256:)?[0-9a-fA-F]{64}$"),
+    example = &"sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+)]
 pub struct Pin(String);
 
 impl Pin {
@@ -248,14 +271,20 @@ impl TryFrom<String> for Pin {
 }
 
 /// A budget as configured: `{ max = 3, per = "1h" }`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(try_from = "RawBudget")]
+#[schemars(with = "RawBudget")]
 pub struct BudgetConfig(pub Budget);
 
-#[derive(Deserialize)]
+/// At most `max` live actions of a kind per `per` (a rolling window).
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Budget")]
 struct RawBudget {
+    /// Live actions allowed in the window (at least 1).
+    #[schemars(extend("minimum" = 1))]
     max: u32,
+    /// The window.
     per: Span,
 }
 
@@ -277,20 +306,29 @@ impl TryFrom<RawBudget> for BudgetConfig {
 
 /// A schedule: exactly one of `cron` (5 or 6 fields, seconds optional) and
 /// `every` (`500ms`, `30s`, `5m`, `1h`), and the config keys of its runs.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(try_from = "RawSchedule")]
+#[schemars(with = "RawSchedule")]
 pub struct Schedule {
     pub name: String,
     pub every: Every,
     pub params: BTreeMap<String, String>,
 }
 
-#[derive(Deserialize)]
+/// A schedule: exactly one of `cron` and `every`.
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Schedule")]
 struct RawSchedule {
+    /// The schedule's name (in records and metrics).
     name: String,
+    /// A cron expression, 5 fields or 6 with seconds first, in UTC.
+    #[schemars(example = &"*/5 * * * *")]
     cron: Option<String>,
+    /// A fixed interval: `500ms`, `30s`, `5m`, `1h`.
+    #[schemars(example = &"1m")]
     every: Option<String>,
+    /// Config keys of this schedule's runs, over the plugin's `config`.
     #[serde(default)]
     params: BTreeMap<String, ConfigValue>,
 }
@@ -308,17 +346,22 @@ impl TryFrom<RawSchedule> for Schedule {
     }
 }
 
-/// See [`PluginConfig::flap`].
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+/// Flapping: after `max` live mitigations of one alert (fingerprint)
+/// within `per`, its runs are dry runs until the window passes or someone
+/// clears it.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FlapConfig {
+    /// Live mitigations of one alert allowed within `per` (1 to 100).
     pub max: FlapMax,
+    /// The window.
     pub per: Span,
 }
 
 /// 1 to 100 live mitigations.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(try_from = "u32")]
+#[schemars(extend("minimum" = 1, "maximum" = 100))]
 pub struct FlapMax(u32);
 
 impl FlapMax {
@@ -339,19 +382,24 @@ impl TryFrom<u32> for FlapMax {
 }
 
 /// One step of a [`Ladder`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum LadderStep {
+    /// Act at once.
     Auto,
+    /// Plan, and act once a human approved.
     Approve,
+    /// Record what would be done.
     DryRun,
     /// A dry run that tells the plugin's priority route.
     Escalate,
 }
 
-/// See [`PluginConfig::ladder`]: at least one step.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// Tiered remediation by how often an alert came back (a plugin's
+/// `ladder`): at least one step.
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(try_from = "Vec<LadderStep>")]
+#[schemars(extend("minItems" = 1), example = ["auto", "approve", "escalate"])]
 pub struct Ladder(Vec<LadderStep>);
 
 impl Ladder {

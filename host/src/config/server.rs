@@ -8,14 +8,15 @@ use serde::Deserialize;
 use crate::units::{Span, TimeoutMs};
 
 /// `remedy serve`: where it listens, keeps its data and finds plugins.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
-    /// Address to listen on (default `127.0.0.1:8080`; `--listen` and
-    /// `REMEDY_LISTEN` override it).
     /// Alerts that hold every plugin's live actions off while they fire
     /// (see `plugins.NAME.block_while_firing`).
     pub block_while_firing: Option<Vec<super::alerting::Selector>>,
+    /// Address to listen on (default `127.0.0.1:8080`; `--listen` and
+    /// `REMEDY_LISTEN` override it).
+    #[schemars(example = &"127.0.0.1:8080")]
     pub listen: Option<std::net::SocketAddr>,
     /// The store and compiled-code cache (default `./remedy-data`).
     pub data_dir: Option<PathBuf>,
@@ -80,12 +81,17 @@ pub const DEFAULT_LEASE: Span = Span::from_secs(5);
 pub const DEFAULT_RETENTION: Span = Span::from_secs(90 * 86_400);
 
 /// A role a token may hold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
+    /// Read runs, reports, plugins, alerts, the audit log, events and the
+    /// cluster.
     Read,
+    /// Start a plugin's run (`POST /v1/plugins/NAME/runs`).
     Run,
+    /// Approve and reject plans; clear an alert's flapping hold.
     Approve,
+    /// Post alerts (Alertmanager's webhook).
     Alerts,
     /// An AI agent over MCP (`/mcp`): read, investigate, propose plans for
     /// a human to approve — exactly the MCP tools, nothing else.
@@ -109,12 +115,14 @@ impl Role {
 
 /// One bearer token; its value is read from an environment variable so that
 /// no secret lives in the file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenConfig {
     /// Who holds it (appears in the audit log).
     pub name: String,
     /// The environment variable holding the token.
+    #[schemars(example = &"REMEDY_TOKEN_ONCALL")]
     pub env: String,
+    /// What the token may do.
     pub roles: Vec<Role>,
 }

@@ -15,8 +15,8 @@ use crate::bindings::Runbook;
 /// yielding to tokio.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// The largest memory an instance may be given (`memory_mb` is capped here).
-pub const MAX_MEMORY_BYTES: usize = 512 << 20;
+/// The largest memory an instance may be given (`memory_mb` at most).
+pub const MAX_MEMORY_BYTES: usize = (crate::config::MAX_MEMORY_MB as usize) << 20;
 
 pub struct Runtime {
     pub(crate) engine: Engine,

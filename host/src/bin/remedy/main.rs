@@ -51,6 +51,17 @@ enum AlertsCommand {
     },
 }
 
+/// `remedy config …`
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the JSON Schema of `remedy.toml` (for editors that validate
+    /// TOML against a schema).
+    Schema,
+    /// Print the configuration reference (Markdown): every key, its type,
+    /// default and examples.
+    Reference,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run one plugin's detection (and mitigation when unhealthy) in-process.
@@ -169,6 +180,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Copy the SQLite store to OUT while the server runs (a consistent
+    /// snapshot; restore it with the service stopped).
+    Backup {
+        /// The new file (it must not exist).
+        out: PathBuf,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// The configuration file's JSON Schema and reference.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Validate a component against the runbook world; print describe() and imports.
     Inspect {
         file: PathBuf,
@@ -287,6 +309,37 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 dir.display(),
                 dir.join("README.md").display()
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Backup { out, config } => {
+            let config = load_config(config.as_deref())?;
+            if remedy::service::store_url(&config).is_some() {
+                bail!(
+                    "the store is PostgreSQL (server.store or REMEDY_STORE_URL): back it up with pg_dump, e.g. `pg_dump --format=custom --file=remedy.dump DBNAME`"
+                );
+            }
+            let dir = remedy::service::data_dir(&config);
+            let b = remedy::store::backup(&dir, &out)
+                .with_context(|| format!("backing up the store in {}", dir.display()))?;
+            println!(
+                "backed up {} runs, {} alerts, {} audit events ({} bytes) to {}",
+                b.runs,
+                b.alerts,
+                b.audit_events,
+                b.bytes,
+                out.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config(ConfigCommand::Schema) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&remedy::config::schema::schema())?
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config(ConfigCommand::Reference) => {
+            print!("{}", remedy::config::schema::reference());
             Ok(ExitCode::SUCCESS)
         }
         Command::Wit { dir, uses } => {
