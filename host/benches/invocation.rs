@@ -1,6 +1,7 @@
 //! One invocation: instantiate + detect of the bundled
-//! db-connection-exhaustion (three in-memory host calls: database.stats,
-//! database.long-running, log.log), beside the same detection as a native
+//! db-connection-exhaustion (three host calls answered by the fixture
+//! world `remedy test` uses: database.stats, database.long-running,
+//! log.log), beside the same detection as a native
 //! Rust function (the floor; `native_detect_record` also builds the
 //! detection record and log line the plugin builds) and a subprocess per
 //! call (how StackStorm and Rundeck run actions).
@@ -17,8 +18,8 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use criterion::{criterion_group, criterion_main, Criterion};
 use remedy::bindings::types as wit;
 use remedy::capabilities::database::backend::{DatabaseBackend, Session};
-use remedy::capabilities::database::memory::MemoryDatabase;
-use remedy::capabilities::Backends;
+use remedy::capabilities::world::World;
+use remedy::capabilities::Answers;
 use remedy::config::Config;
 use remedy::gate::RunGate;
 use remedy::journal::Journal;
@@ -112,11 +113,15 @@ fn bench(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let db = Arc::new(MemoryDatabase::new(100, sessions()));
-    let backends = Arc::new(Backends {
-        database: Some(db.clone()),
-        ..Backends::none()
+    let world = World::new(Answers {
+        database: Some(remedy::capabilities::database::fixture::Answers {
+            stats: None,
+            max_connections: Some(100),
+            sessions: Some(sessions()),
+        }),
+        ..Answers::default()
     });
+    let backends = Arc::new(world.backends());
     // A plugin file, unlike a bundled one, has only the grants its config
     // gives.
     let config = Config::parse(
@@ -188,12 +193,12 @@ fn bench(c: &mut Criterion) {
     });
     g.bench_function("native_detect", |b| {
         b.to_async(&rt)
-            .iter(|| async { assert!(native_detect(db.as_ref()).await) })
+            .iter(|| async { assert!(native_detect(world.as_ref()).await) })
     });
     g.bench_function("native_detect_record", |b| {
         b.to_async(&rt).iter(|| async {
             let journal = Journal::new(4096);
-            let det = native_detect_record(db.as_ref(), &journal).await;
+            let det = native_detect_record(world.as_ref(), &journal).await;
             assert!(det.healthy && det.findings[0].evidence.len() == 7);
         })
     });

@@ -235,15 +235,83 @@ pub struct PlannedAction {
     pub target: String,
 }
 
+/// An alert's state as Alertmanager sends it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertStatus {
+    Firing,
+    Resolved,
+}
+
+impl AlertStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertStatus::Firing => "firing",
+            AlertStatus::Resolved => "resolved",
+        }
+    }
+}
+
+/// What verification found, `verify_after` a live mitigation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Verification {
+    /// Detect found the system healthy.
+    Resolved,
+    /// Detect still found the problem (the priority's route was told).
+    NotResolved,
+}
+
+impl Verification {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verification::Resolved => "resolved",
+            Verification::NotResolved => "not_resolved",
+        }
+    }
+}
+
+impl std::fmt::Display for Verification {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// A decision on a plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    Approved,
+    Rejected,
+    /// Nobody decided within `approval_ttl`.
+    Expired,
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Approved => "approved",
+            Decision::Rejected => "rejected",
+            Decision::Expired => "expired",
+        }
+    }
+}
+
+impl std::fmt::Display for Decision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 /// The approval of a run in `approve` mode.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Approval {
     /// What mitigation wanted to do (its simulated actions).
     pub plan: Vec<PlannedAction>,
     pub expires_at: DateTime<Utc>,
-    /// `approved`, `rejected` or `expired`; `None` while pending.
+    /// `None` while pending.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub decision: Option<String>,
+    pub decision: Option<Decision>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decided_by: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -331,15 +399,16 @@ pub struct RunRecord {
     pub plugin_version: String,
     pub plugin_digest: String,
     pub trigger: Trigger,
-    /// `dry-run`, `auto` or `approve`.
-    pub mode: String,
+    /// How the run's mitigation ran.
+    pub mode: crate::config::Mode,
     pub dry_run: bool,
     pub status: RunStatus,
     pub detection: Option<Detection>,
     pub actions: Vec<ActionRecord>,
     pub outcome: Option<Outcome>,
-    /// `resolved` / `not_resolved` once verification exists; `null` until then.
-    pub verification: Option<String>,
+    /// What detect found when it ran again after a live mitigation; `null`
+    /// until then.
+    pub verification: Option<Verification>,
     pub error: Option<String>,
     pub logs: Vec<String>,
     pub started_at: DateTime<Utc>,
@@ -398,7 +467,11 @@ impl RunRecord {
             plugin_version: plugin.version.clone(),
             plugin_digest: plugin.digest.clone(),
             trigger,
-            mode: if dry_run { "dry-run" } else { "auto" }.to_string(),
+            mode: if dry_run {
+                crate::config::Mode::DryRun
+            } else {
+                crate::config::Mode::Auto
+            },
             dry_run,
             status,
             detection: None,

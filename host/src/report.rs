@@ -304,7 +304,7 @@ pub fn markdown(runs: &[RunRecord], audit: &[crate::store::AuditEvent]) -> Strin
                 .unwrap_or_default()
         );
     }
-    let verification = runs.iter().rev().find_map(|r| r.verification.clone());
+    let verification = runs.iter().rev().find_map(|r| r.verification);
     if let Some(v) = verification {
         let _ = writeln!(s, "\nVerification after mitigation: **{v}**.");
     }
@@ -436,7 +436,7 @@ mod tests {
             detail: serde_json::json!({"result": "resolved"}),
         }];
         let mut r = run();
-        r.verification = Some("resolved".into());
+        r.verification = Some(crate::record::Verification::Resolved);
         let md = markdown(&[r], &audit);
         let headings: Vec<&str> = md.lines().filter(|l| l.starts_with('#')).collect();
         assert_eq!(

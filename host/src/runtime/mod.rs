@@ -8,10 +8,12 @@ pub mod invoke;
 pub mod limits;
 pub mod logs;
 pub mod plugin;
+mod routing;
 pub mod state;
 pub mod tiers;
 
 pub use engine::Runtime;
 pub use invoke::CallError;
-pub use plugin::{LoadError, Plugin, PluginInfo, PluginSettings, Routing};
+pub use plugin::{LoadError, Plugin, PluginInfo, PluginSettings};
+pub use routing::Routing;
 pub use tiers::{CodeCache, Tier};

@@ -7,8 +7,10 @@ use std::sync::Arc;
 use chrono::Utc;
 
 use super::{Launch, Service};
+use crate::config::Mode;
 use crate::guardrails::Plan;
-use crate::record::{RunRecord, RunStatus, Vote};
+use crate::record::{Applied, Approval, Decision, PlannedAction, RunRecord, RunStatus, Vote};
+use crate::runtime::Plugin;
 use crate::store::StoreError;
 
 /// Why a decision could not be taken.
@@ -105,8 +107,14 @@ impl Service {
         let before = approval.approvals.len();
         let now = Utc::now();
         if now > approval.expires_at {
-            self.close(&mut rec, before, RunStatus::Expired, "expired", "remedy")
-                .await?;
+            self.close(
+                &mut rec,
+                before,
+                RunStatus::Expired,
+                Decision::Expired,
+                "remedy",
+            )
+            .await?;
             return Err(DecideError::Expired {
                 id: id.to_string(),
                 at: approval.expires_at.to_rfc3339(),
@@ -114,7 +122,13 @@ impl Service {
         }
         if !approve {
             if !self
-                .close(&mut rec, before, RunStatus::Rejected, "rejected", by)
+                .close(
+                    &mut rec,
+                    before,
+                    RunStatus::Rejected,
+                    Decision::Rejected,
+                    by,
+                )
                 .await?
             {
                 return Ok(None);
@@ -199,7 +213,13 @@ impl Service {
             a.live_run = Some(live.clone());
         }
         if !self
-            .close(&mut rec, before, RunStatus::Succeeded, "approved", by)
+            .close(
+                &mut rec,
+                before,
+                RunStatus::Succeeded,
+                Decision::Approved,
+                by,
+            )
             .await?
         {
             return Ok(None);
@@ -267,7 +287,13 @@ impl Service {
                 .map(|a| a.approvals.len())
             {
                 if let Err(e) = self
-                    .close(&mut rec, before, RunStatus::Expired, "expired", "remedy")
+                    .close(
+                        &mut rec,
+                        before,
+                        RunStatus::Expired,
+                        Decision::Expired,
+                        "remedy",
+                    )
                     .await
                 {
                     tracing::warn!(run_id = %rec.id, error = %e, "plan not expired");
@@ -284,12 +310,12 @@ impl Service {
         rec: &mut RunRecord,
         approvals_before: usize,
         status: RunStatus,
-        decision: &str,
+        decision: Decision,
         by: &str,
     ) -> Result<bool, StoreError> {
         rec.status = status;
         if let Some(a) = rec.approval.as_mut() {
-            a.decision = Some(decision.to_string());
+            a.decision = Some(decision);
             a.decided_by = Some(by.to_string());
             a.decided_at = Some(Utc::now());
         }
@@ -299,7 +325,7 @@ impl Service {
         self.audit(
             Some(&rec.id),
             Some(&rec.plugin),
-            &format!("approval.{decision}"),
+            &format!("approval.{}", decision.as_str()),
             serde_json::json!({
                 "by": by,
                 "plan": rec.approval.as_ref().map(|a| &a.plan),
@@ -311,12 +337,40 @@ impl Service {
         self.events
             .emit("approval.decided", Some(&rec.id), Some(&rec.plugin), || {
                 serde_json::json!({
-                    "decision": decision,
+                    "decision": decision.as_str(),
                     "by": by,
                     "live_run": rec.approval.as_ref().and_then(|a| a.live_run.clone()),
                 })
             });
         self.chat_plan_changed(rec);
         Ok(true)
+    }
+
+    /// Turns a finished planning run into a plan waiting for approval (or
+    /// leaves it finished when mitigation wanted nothing).
+    pub(super) fn plan_for_approval(&self, plugin: &Plugin, rec: &mut RunRecord) {
+        rec.mode = Mode::Approve;
+        let plan: Vec<PlannedAction> = rec
+            .actions
+            .iter()
+            .filter(|a| a.applied == Applied::Simulated)
+            .map(|a| PlannedAction {
+                kind: a.kind,
+                target: a.target.clone(),
+            })
+            .collect();
+        if rec.status != RunStatus::Succeeded || plan.is_empty() {
+            return;
+        }
+        let expires_at = chrono::Duration::from_std(plugin.settings.limits.approval_ttl)
+            .ok()
+            .and_then(|ttl| Utc::now().checked_add_signed(ttl))
+            .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC);
+        rec.status = RunStatus::PendingApproval;
+        rec.approval = Some(Approval::new(
+            plan,
+            expires_at,
+            plugin.settings.limits.approvals_required,
+        ));
     }
 }

@@ -6,8 +6,9 @@
 //! and only then spawned. Whether it acts live is decided when it actually
 //! starts, so a run queued before the kill switch was pulled runs dry. A
 //! `queued` record found at start-up (the process stopped before its turn)
-//! is resumed, never forgotten.
+//! is resumed, never forgotten (`resume.rs`).
 
+use crate::locks::MutexExt;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -19,7 +20,7 @@ use super::lanes::{rank, LanePermit, Lanes};
 use super::Service;
 use crate::config::Mode;
 use crate::guardrails::{Plan, Stage};
-use crate::record::{Applied, Approval, PlannedAction, RunRecord, RunStatus, Trigger};
+use crate::record::{Applied, RunRecord, RunStatus, Trigger};
 use crate::remedy::RunRequest;
 use crate::runtime::Plugin;
 use crate::store::StoreError;
@@ -73,7 +74,7 @@ pub(crate) fn queued_record(plugin: &Plugin, l: &Launch) -> RunRecord {
         dry,
         RunStatus::Queued,
     );
-    rec.mode = mode.as_str().into();
+    rec.mode = mode;
     // The record is read by every read token: its params lose their
     // secrets; the plugin gets `l.params`, whole.
     rec.params = crate::redact::params(&l.params);
@@ -137,16 +138,8 @@ impl Drop for FlightGuard {
                 });
             }
         }
-        self.service
-            .inflight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.key);
-        self.service
-            .held
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.run_id);
+        self.service.inflight.locked().remove(&self.key);
+        self.service.held.locked().remove(&self.run_id);
         if self.service.running.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.service.idle.notify_waiters();
         }
@@ -303,8 +296,7 @@ impl Service {
 
     fn plugin_lanes(&self, plugin: &str) -> Arc<Lanes> {
         self.plugin_permits
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .locked()
             .entry(plugin.to_string())
             .or_insert_with(|| Lanes::new(self.per_plugin))
             .clone()
@@ -322,6 +314,7 @@ impl Service {
     /// Waits for a slot, most urgent run first.
     async fn slot(&self, c: &Claimed) -> Slot {
         let rank = rank(&c.launch.trigger, c.plugin.settings.priority);
+        let _waiting = self.metrics.waiting();
         let own = self.plugin_lanes(c.plugin.name()).acquire(rank).await;
         let global = self.permits.acquire(rank).await;
         Slot {
@@ -353,11 +346,7 @@ impl Service {
         rec: RunRecord,
     ) -> Result<Claimed, RunRecord> {
         let key = (plugin.name().to_string(), l.target.clone());
-        let fresh = self
-            .inflight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key.clone());
+        let fresh = self.inflight.locked().insert(key.clone());
         if !fresh {
             let why = format!(
                 "a run of {} for target `{}` is already in flight",
@@ -366,10 +355,7 @@ impl Service {
             return Err(not_started(rec, RunStatus::Skipped, why));
         }
         self.running.fetch_add(1, Ordering::SeqCst);
-        self.held
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(rec.id.clone());
+        self.held.locked().insert(rec.id.clone());
         Ok(Claimed {
             guard: FlightGuard {
                 service: self.clone(),
@@ -453,7 +439,7 @@ impl Service {
         rec.started_at = Utc::now();
         rec.note = start.note.clone();
         if !start.planning {
-            rec.mode = if start.dry { "dry-run" } else { "auto" }.into();
+            rec.mode = if start.dry { Mode::DryRun } else { Mode::Auto };
         }
         rec
     }
@@ -723,122 +709,6 @@ impl Service {
             tracing::error!(run_id = %running.id, error = %e, "`running` not stored");
         }
         rec
-    }
-
-    /// Turns a finished planning run into a plan waiting for approval (or
-    /// leaves it finished when mitigation wanted nothing).
-    fn plan_for_approval(&self, plugin: &Plugin, rec: &mut RunRecord) {
-        rec.mode = Mode::Approve.as_str().into();
-        let plan: Vec<PlannedAction> = rec
-            .actions
-            .iter()
-            .filter(|a| a.applied == Applied::Simulated)
-            .map(|a| PlannedAction {
-                kind: a.kind,
-                target: a.target.clone(),
-            })
-            .collect();
-        if rec.status != RunStatus::Succeeded || plan.is_empty() {
-            return;
-        }
-        let expires_at = chrono::Duration::from_std(plugin.settings.limits.approval_ttl)
-            .ok()
-            .and_then(|ttl| Utc::now().checked_add_signed(ttl))
-            .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC);
-        rec.status = RunStatus::PendingApproval;
-        rec.approval = Some(Approval::new(
-            plan,
-            expires_at,
-            plugin.settings.limits.approvals_required,
-        ));
-    }
-
-    /// Starts the runs a previous process stored as `queued` and never got
-    /// to: each resumes under its own id, or is marked `interrupted` when it
-    /// cannot (its plugin is gone, its plan is missing).
-    pub(crate) async fn resume_queued(self: &Arc<Self>, queued: Vec<RunRecord>) {
-        for rec in queued {
-            match self.resumable(&rec).await {
-                Ok((plugin, l)) => match self.claim(plugin, l) {
-                    Ok(c) => {
-                        tracing::info!(run_id = %rec.id, plugin = %rec.plugin, "queued run resumed");
-                        self.audit(
-                            Some(&rec.id),
-                            Some(&rec.plugin),
-                            "run.resumed",
-                            serde_json::json!({"queued_at": rec.started_at}),
-                        )
-                        .await;
-                        // Detached: the run stores its own result.
-                        drop(self.spawn_run(c, None));
-                    }
-                    Err(skipped) => {
-                        if let Err(e) = self.store.put_run(&skipped).await {
-                            tracing::error!(run_id = %rec.id, error = %e, "skipped not stored");
-                        }
-                        self.finished(&skipped);
-                    }
-                },
-                Err(why) => {
-                    let mut rec = rec;
-                    rec.status = RunStatus::Interrupted;
-                    rec.error = Some(format!(
-                        "queued when the previous Remedy process stopped, and not resumed: {why}"
-                    ));
-                    rec.finished_at = Some(Utc::now());
-                    tracing::warn!(run_id = %rec.id, plugin = %rec.plugin, %why, "queued run not resumed");
-                    if let Err(e) = self.store.put_run(&rec).await {
-                        tracing::error!(run_id = %rec.id, error = %e, "interrupted not stored");
-                    }
-                    self.finished(&rec);
-                }
-            }
-        }
-    }
-
-    async fn resumable(&self, rec: &RunRecord) -> Result<(Arc<Plugin>, Launch), String> {
-        // Resumed with placeholders for its secrets, it would not be the
-        // run that was asked for.
-        if let Some(k) = rec
-            .params
-            .iter()
-            .find(|(_, v)| v.contains(crate::redact::PLACEHOLDER))
-            .map(|(k, _)| k)
-        {
-            return Err(format!(
-                "its param `{k}` held a secret, which the record does not keep; start the run again"
-            ));
-        }
-        let plugin = self
-            .registry
-            .get(&rec.plugin)
-            .ok_or_else(|| format!("plugin `{}` is not loaded", rec.plugin))?;
-        let approved = match &rec.approval_of {
-            None => None,
-            Some(of) => {
-                let plan = self
-                    .store
-                    .get_run(of)
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .and_then(|p| p.approval)
-                    .ok_or_else(|| format!("the approved plan {of} is missing"))?;
-                Some((of.clone(), Arc::new(plan.plan.into_iter().collect())))
-            }
-        };
-        let l = Launch {
-            id: Some(rec.id.clone()),
-            trigger: rec.trigger.clone(),
-            mode: Mode::parse(&rec.mode),
-            params: rec.params.clone(),
-            target: rec
-                .target
-                .clone()
-                .unwrap_or_else(|| format!("run:{}", rec.id)),
-            approved,
-            waited: false,
-        };
-        Ok((plugin, l))
     }
 }
 

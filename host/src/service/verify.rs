@@ -1,7 +1,8 @@
 //! Verification: `verify_after` a live mitigation, detect runs again; the
 //! original run records `resolved` or `not_resolved`, and not resolved
-//! escalates through notify per the escalation policy (the alert's
-//! `priority` label, else the plugin's `priority`).
+//! escalates through notify per the escalation policy, to the alert's
+//! priority (`record::alert_priority`: its `priority` label, else P0 for
+//! `severity=critical`), else the plugin's `priority`.
 
 use std::sync::Arc;
 
@@ -84,8 +85,12 @@ impl Service {
         };
         let check = self.remedy.run(plugin, req).await;
         let resolved = check.detection.as_ref().is_some_and(|d| d.healthy);
-        let result = if resolved { "resolved" } else { "not_resolved" };
-        tracing::info!(run_id = %rec.id, plugin = %rec.plugin, result, "verification");
+        let result = if resolved {
+            record::Verification::Resolved
+        } else {
+            record::Verification::NotResolved
+        };
+        tracing::info!(run_id = %rec.id, plugin = %rec.plugin, result = result.as_str(), "verification");
         let mut escalations = Vec::new();
         let mut notes: Vec<String> = Vec::new();
         // Detection takes time: ask again before anyone is paged.
@@ -124,7 +129,7 @@ impl Service {
             Ok(Some(r)) => r,
             _ => rec.clone(),
         };
-        latest.verification = Some(result.to_string());
+        latest.verification = Some(result);
         latest.verified_at = Some(Utc::now());
         latest.actions.extend(escalations.iter().cloned());
         latest.logs.extend(notes);
@@ -144,7 +149,7 @@ impl Service {
         )
         .await;
         self.audit_actions(rec, &escalations).await;
-        self.metrics.verified(&rec.plugin, result);
+        self.metrics.verified(&rec.plugin, result.as_str());
         self.chat_verified(&latest);
     }
 
@@ -167,6 +172,7 @@ impl Service {
             .trigger
             .alert_priority()
             .unwrap_or(plugin.settings.priority);
+        self.metrics.escalated(plugin.name(), priority.as_str());
         let (gate, journal) = self.host_gate(plugin, rec);
         let message = Outgoing {
             channel: String::new(),
@@ -381,7 +387,7 @@ impl Service {
                 .actions
                 .iter()
                 .any(|a| a.applied == record::Applied::Executed);
-        if !acted || rec.verification.as_deref() == Some("resolved") {
+        if !acted || rec.verification == Some(record::Verification::Resolved) {
             return Repeat::Nothing;
         }
         // Before verification had its chance this is most likely the other
@@ -404,7 +410,7 @@ impl Service {
                     "Alertmanager repeats the alert that run {} mitigated at {}; Remedy will not repeat the mitigation.\nVerification: {}",
                     rec.id,
                     rec.finished_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
-                    rec.verification.as_deref().unwrap_or("pending")
+                    rec.verification.map_or("pending", |v| v.as_str())
                 ),
             )
             .await;

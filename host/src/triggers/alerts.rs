@@ -4,76 +4,17 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use serde::Serialize;
 
-use crate::record::{AlertInfo, Trigger};
+mod payload;
+use payload::fingerprint;
+pub use payload::{parse, parse_file, AlertError, Webhook, WebhookAlert};
+
+use crate::record::{AlertStatus, Trigger};
 use crate::runtime::Plugin;
 use crate::service::verify::Repeat;
 use crate::service::{Launch, Service, Started};
 use crate::store::{AlertKey, StoredAlert};
-
-/// Why a payload was refused; names the field.
-#[derive(Debug, thiserror::Error)]
-pub enum AlertError {
-    #[error("{0}")]
-    Malformed(String),
-    #[error("{0}")]
-    Store(#[from] crate::store::StoreError),
-}
-
-/// The parts of Alertmanager's webhook payload Remedy uses; unknown fields
-/// are ignored.
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-pub struct Webhook {
-    #[serde(default)]
-    #[schemars(extend("enum" = ["4", null]))]
-    pub version: Option<String>,
-    pub alerts: Vec<WebhookAlert>,
-}
-
-#[derive(Debug, Deserialize, Serialize, schemars::JsonSchema)]
-pub struct WebhookAlert {
-    #[schemars(extend("enum" = ["firing", "resolved"]))]
-    pub status: String,
-    /// Must carry a non-empty `alertname`.
-    #[schemars(extend("required" = ["alertname"], "properties" = {"alertname": {"type": "string", "minLength": 1}}))]
-    pub labels: BTreeMap<String, String>,
-    #[serde(default)]
-    pub annotations: BTreeMap<String, String>,
-    #[serde(rename = "startsAt")]
-    #[schemars(extend("format" = "date-time"))]
-    pub starts_at: String,
-    #[serde(rename = "endsAt", default, skip_serializing_if = "Option::is_none")]
-    pub ends_at: Option<String>,
-    #[serde(
-        rename = "generatorURL",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub generator_url: Option<String>,
-    #[serde(default)]
-    pub fingerprint: Option<String>,
-}
-
-impl WebhookAlert {
-    /// Its `alertname` (validated present by [`parse`]).
-    pub fn name(&self) -> &str {
-        self.labels.get("alertname").map_or("", String::as_str)
-    }
-
-    /// The alert as runs and records see it.
-    pub fn info(&self) -> AlertInfo {
-        AlertInfo {
-            name: self.name().to_string(),
-            firing: self.status != "resolved",
-            labels: self.labels.clone(),
-            annotations: self.annotations.clone(),
-            starts_at: self.starts_at.clone(),
-            fingerprint: fingerprint(self),
-        }
-    }
-}
 
 /// What one run start came to.
 #[derive(Debug, Serialize, schemars::JsonSchema)]
@@ -91,67 +32,6 @@ pub struct Receipt {
     pub duplicates: usize,
     pub resolved: usize,
     pub runs: Vec<StartedRun>,
-}
-
-/// A payload from a file (`remedy run --alert`): a webhook payload, or one
-/// alert object, validated as a POST is.
-pub fn parse_file(body: &[u8]) -> Result<Vec<WebhookAlert>, AlertError> {
-    let v: serde_json::Value = super::parse_json(body).map_err(AlertError::Malformed)?;
-    if v.get("alerts").is_some() {
-        return parse(body).map(|h| h.alerts);
-    }
-    let wrapped = serde_json::json!({ "alerts": [v] });
-    parse(wrapped.to_string().as_bytes()).map(|h| h.alerts)
-}
-
-/// Parses and validates a payload; errors name the field.
-pub fn parse(body: &[u8]) -> Result<Webhook, AlertError> {
-    let hook: Webhook = super::parse_json(body).map_err(AlertError::Malformed)?;
-    if let Some(v) = &hook.version {
-        if v != "4" {
-            return Err(AlertError::Malformed(format!(
-                "`version`: {v:?} is not supported (Alertmanager webhook version 4 is)"
-            )));
-        }
-    }
-    for (i, a) in hook.alerts.iter().enumerate() {
-        if a.status != "firing" && a.status != "resolved" {
-            return Err(AlertError::Malformed(format!(
-                "`alerts[{i}].status`: {:?} is neither firing nor resolved",
-                a.status
-            )));
-        }
-        if a.labels.get("alertname").is_none_or(|n| n.is_empty()) {
-            return Err(AlertError::Malformed(format!(
-                "`alerts[{i}].labels.alertname`: missing"
-            )));
-        }
-        if chrono::DateTime::parse_from_rfc3339(&a.starts_at).is_err() {
-            return Err(AlertError::Malformed(format!(
-                "`alerts[{i}].startsAt`: {:?} is not an RFC 3339 time",
-                a.starts_at
-            )));
-        }
-    }
-    Ok(hook)
-}
-
-/// Alertmanager's fingerprint when the payload has one, else a hash of the
-/// label set (stable across posts).
-fn fingerprint(a: &WebhookAlert) -> String {
-    match &a.fingerprint {
-        Some(f) if !f.is_empty() => f.clone(),
-        _ => {
-            let mut h = Sha256::new();
-            for (k, v) in &a.labels {
-                h.update(k.as_bytes());
-                h.update([0]);
-                h.update(v.as_bytes());
-                h.update([0]);
-            }
-            hex::encode(&h.finalize()[..8])
-        }
-    }
 }
 
 /// The plugins that take this alert (by name and label matchers).
@@ -207,9 +87,9 @@ pub async fn receive(service: &Arc<Service>, hook: Webhook) -> Result<Receipt, A
         // Sized to the plugins routed to, usually one: grown from empty,
         // each would hold room for four records, kilobytes per alert that
         // a storm's receipts faulted in fresh.
-        let takers: Vec<&Arc<Plugin>> = match a.status.as_str() {
-            "firing" => routed(&loaded, a).collect(),
-            _ => Vec::new(),
+        let takers: Vec<&Arc<Plugin>> = match a.status {
+            AlertStatus::Firing => routed(&loaded, a).collect(),
+            AlertStatus::Resolved => Vec::new(),
         };
         let mut recs = Vec::with_capacity(takers.len());
         let mut mine = Vec::with_capacity(takers.len());
@@ -221,7 +101,7 @@ pub async fn receive(service: &Arc<Service>, hook: Webhook) -> Result<Receipt, A
         alerts.push(StoredAlert {
             fingerprint: fp,
             starts_at: a.starts_at.clone(),
-            status: a.status.clone(),
+            status: a.status.as_str().to_string(),
             name: a.name().to_string(),
             received_at: received_at.clone(),
             alert: serde_json::to_value(a).unwrap_or_default(),
@@ -240,16 +120,16 @@ pub async fn receive(service: &Arc<Service>, hook: Webhook) -> Result<Receipt, A
             .map(|((p, launch), rec)| (p, launch, rec))
     });
     for ((a, is_new), mine) in hook.alerts.iter().zip(new).zip(planned) {
-        service.metrics.alert_received(&a.status);
+        service.metrics.alert_received(a.status.as_str());
         if !is_new {
             receipt.duplicates += 1;
-            if a.status == "firing" {
+            if a.status == AlertStatus::Firing {
                 repeat(service, &loaded, a, &mut repeats, &mut receipt).await?;
             }
             continue;
         }
         receipt.new += 1;
-        if a.status == "resolved" {
+        if a.status == AlertStatus::Resolved {
             receipt.resolved += 1;
         }
         // What the alert started is told before any of it runs, so that a
@@ -346,7 +226,7 @@ async fn repeated_runs(
     for (a, _) in alerts
         .iter()
         .zip(new)
-        .filter(|(a, is_new)| !**is_new && a.status == "firing")
+        .filter(|(a, is_new)| !**is_new && a.status == AlertStatus::Firing)
     {
         keys.extend(routed(loaded, a).map(|p| alert_key(p, a)));
     }

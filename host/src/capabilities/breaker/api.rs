@@ -161,14 +161,23 @@ impl BreakerBackend for BreakerApi {
     }
 }
 
+/// What a path segment keeps as is: RFC 3986's unreserved characters.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
 /// Percent-encodes a path segment.
 fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    percent_encoding::utf8_percent_encode(s, SEGMENT).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_breaker_name_is_one_path_segment() {
+        assert_eq!(super::urlencode("stripe-eu_1.v~2"), "stripe-eu_1.v~2");
+        assert_eq!(super::urlencode("a b/../ü?"), "a%20b%2F..%2F%C3%BC%3F");
+    }
 }

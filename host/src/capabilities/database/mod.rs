@@ -16,7 +16,6 @@ use super::{HostCtx, Wiring};
 
 pub mod backend;
 pub mod fixture;
-pub mod memory;
 pub mod postgres;
 
 use backend::{DatabaseBackend, Session as BackendSession};

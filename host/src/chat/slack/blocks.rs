@@ -6,7 +6,7 @@
 
 use serde_json::{json, Value};
 
-use crate::record::{Applied, RunRecord, RunStatus, Trigger};
+use crate::record::{Applied, Decision, RunRecord, RunStatus, Trigger};
 
 /// `action_id` of the Approve button.
 pub const APPROVE: &str = "remedy.approve";
@@ -63,7 +63,7 @@ pub fn plan_message(rec: &RunRecord, console: Option<&str>) -> Value {
     let Some(a) = rec.approval.as_ref() else {
         return json!({"text": format!("Run {} of {}", rec.id, rec.plugin)});
     };
-    let (head, state) = match (rec.status, a.decision.as_deref()) {
+    let (head, state) = match (rec.status, a.decision) {
         (RunStatus::PendingApproval, _) => (
             format!(":raising_hand: Plan waiting for approval: {}", rec.plugin),
             format!(
@@ -72,11 +72,11 @@ pub fn plan_message(rec: &RunRecord, console: Option<&str>) -> Value {
                 a.progress()
             ),
         ),
-        (_, Some("approved")) => (
+        (_, Some(Decision::Approved)) => (
             format!(":white_check_mark: Plan approved: {}", rec.plugin),
             format!("*Approved* by {}", approvers(rec)),
         ),
-        (_, Some("rejected")) => (
+        (_, Some(Decision::Rejected)) => (
             format!(":no_entry_sign: Plan rejected: {}", rec.plugin),
             format!(
                 "*Rejected* by {}",
@@ -189,17 +189,17 @@ fn section(text: &str) -> Value {
 /// The thread line for a decision (or one more approval) on the plan.
 pub fn decision_line(rec: &RunRecord) -> Option<String> {
     let a = rec.approval.as_ref()?;
-    Some(match (rec.status, a.decision.as_deref()) {
+    Some(match (rec.status, a.decision) {
         (RunStatus::PendingApproval, _) => {
             let last = a.approvals.last()?;
             format!("{} approved: {}.", who(&last.by), a.progress())
         }
-        (_, Some("approved")) => format!(
+        (_, Some(Decision::Approved)) => format!(
             "Approved by {}: live run `{}` carries the plan out.",
             approvers(rec),
             a.live_run.as_deref().unwrap_or("?")
         ),
-        (_, Some("rejected")) => format!(
+        (_, Some(Decision::Rejected)) => format!(
             "Rejected by {}.",
             a.decided_by.as_deref().map_or("?".into(), who)
         ),
@@ -240,8 +240,8 @@ pub fn live_line(rec: &RunRecord, console: Option<&str>) -> String {
 
 /// The thread line for the live run's verification.
 pub fn verified_line(rec: &RunRecord) -> String {
-    match rec.verification.as_deref() {
-        Some("resolved") => format!(
+    match rec.verification {
+        Some(crate::record::Verification::Resolved) => format!(
             ":white_check_mark: Verification: *resolved* (detect ran again after run `{}` and found it healthy).",
             rec.id
         ),

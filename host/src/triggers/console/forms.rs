@@ -1,25 +1,25 @@
 //! The console's forms: approve or reject a plan, pause or resume
-//! automation. Each checks, in order: the request is not cross-site, the
-//! caller holds the role, the form's CSRF token is this session's. Then it
-//! does what the API route does and sends the browser back to a page.
+//! automation. Their guard (`guard.rs`) has checked, in order, that the
+//! request is not cross-site, the caller holds the role and the form's CSRF
+//! token is this session's; each does what the API route does and sends
+//! the browser back to a page.
 
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::Form;
 use serde::Deserialize;
 
-use super::session::{error_page, see_other, session, Session};
-use crate::config::Role;
+use super::guard::Checked;
+use super::session::{error_page, see_other};
 use crate::service::approval::DecideError;
-use crate::triggers::http::{AppState, Peer};
+use crate::triggers::http::AppState;
 
+/// A console form's fields (its `csrf` was checked by the guard).
 #[derive(Deserialize)]
 pub(super) struct CsrfForm {
-    #[serde(default)]
-    csrf: String,
     #[serde(default)]
     reason: Option<String>,
 }
@@ -71,40 +71,10 @@ pub fn over_https(headers: &HeaderMap) -> bool {
     first(headers, "x-forwarded-proto").eq_ignore_ascii_case("https")
 }
 
-/// The session behind a form that needs `role`, with its CSRF token checked.
-async fn checked(
-    s: &AppState,
-    peer: &Peer,
-    headers: &HeaderMap,
-    role: Role,
-    form: &Result<Form<CsrfForm>, axum::extract::rejection::FormRejection>,
-) -> Result<Session, Response> {
-    same_origin(headers)?;
-    let session = session(s, peer, &Method::POST, headers, role, "/").await?;
-    let presented = form.as_ref().map(|f| f.csrf.as_str()).unwrap_or("");
-    if !s.auth.csrf_ok(session.csrf_key.as_deref(), presented) {
-        return Err(error_page(
-            StatusCode::FORBIDDEN,
-            "the form's CSRF token is missing or not this session's: reload the page and try again",
-        ));
-    }
-    Ok(session)
-}
-
 type FormResult = Result<Form<CsrfForm>, axum::extract::rejection::FormRejection>;
 
-async fn decide(
-    s: Arc<AppState>,
-    peer: Peer,
-    headers: HeaderMap,
-    id: String,
-    approve: bool,
-    form: FormResult,
-) -> Response {
-    let session = match checked(&s, &peer, &headers, Role::Approve, &form).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
+async fn decide(s: Arc<AppState>, session: Checked, id: String, approve: bool) -> Response {
+    let Checked(session) = session;
     let Ok(id) = uuid::Uuid::parse_str(&id).map(|u| u.hyphenated().to_string()) else {
         return error_page(StatusCode::NOT_FOUND, "no such run");
     };
@@ -126,33 +96,24 @@ async fn decide(
 pub(super) async fn approve(
     State(s): State<Arc<AppState>>,
     Path(id): Path<String>,
-    peer: Peer,
-    headers: HeaderMap,
-    form: FormResult,
+    session: Checked,
 ) -> Response {
-    decide(s, peer, headers, id, true, form).await
+    decide(s, session, id, true).await
 }
 
 pub(super) async fn reject(
     State(s): State<Arc<AppState>>,
     Path(id): Path<String>,
-    peer: Peer,
-    headers: HeaderMap,
-    form: FormResult,
+    session: Checked,
 ) -> Response {
-    decide(s, peer, headers, id, false, form).await
+    decide(s, session, id, false).await
 }
 
 pub(super) async fn pause(
     State(s): State<Arc<AppState>>,
-    peer: Peer,
-    headers: HeaderMap,
+    Checked(session): Checked,
     form: FormResult,
 ) -> Response {
-    let session = match checked(&s, &peer, &headers, Role::Admin, &form).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
     let reason = form
         .ok()
         .and_then(|Form(f)| f.reason)
@@ -168,16 +129,7 @@ pub(super) async fn pause(
     }
 }
 
-pub(super) async fn resume(
-    State(s): State<Arc<AppState>>,
-    peer: Peer,
-    headers: HeaderMap,
-    form: FormResult,
-) -> Response {
-    let session = match checked(&s, &peer, &headers, Role::Admin, &form).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
+pub(super) async fn resume(State(s): State<Arc<AppState>>, Checked(session): Checked) -> Response {
     match s.service.set_paused(false, &session.who, None).await {
         Ok(_) => see_other("/"),
         Err(e) => error_page(
@@ -191,14 +143,8 @@ pub(super) async fn resume(
 pub(super) async fn clear_flap(
     State(s): State<Arc<AppState>>,
     Path(fingerprint): Path<String>,
-    peer: Peer,
-    headers: HeaderMap,
-    form: FormResult,
+    Checked(session): Checked,
 ) -> Response {
-    let session = match checked(&s, &peer, &headers, Role::Approve, &form).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
     if !crate::service::valid_fingerprint(&fingerprint) {
         return error_page(StatusCode::BAD_REQUEST, "not an alert fingerprint");
     }

@@ -15,6 +15,7 @@
 
 mod chart;
 mod forms;
+mod guard;
 mod pages;
 mod session;
 mod views;
@@ -24,6 +25,7 @@ use std::sync::Arc;
 use axum::routing::{get, post};
 use axum::Router;
 
+use crate::config::Role;
 use crate::triggers::http::AppState;
 
 /// The largest body a console form may send.
@@ -39,22 +41,32 @@ pub fn owns(path: &str) -> bool {
         || path.starts_with("/console/")
 }
 
-/// The console's routes, merged into the API's router.
-pub fn routes() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/", get(pages::overview))
-        .route("/runs/{id}", get(pages::run))
+/// The console's routes, merged into the API's router. Pages and forms
+/// are grouped by the role they need, each group behind its guard (as the
+/// API's routes are): a route cannot be added without saying who may use it.
+pub fn routes(state: &Arc<AppState>) -> Router<Arc<AppState>> {
+    use guard::guarded;
+    let public = Router::new()
         .route("/login", get(session::login_page).post(session::login))
         .route("/logout", post(session::logout))
+        .route("/console/assets/{file}", get(pages::asset));
+    let pages = Router::new()
+        .route("/", get(pages::overview))
+        .route("/runs/{id}", get(pages::run));
+    let approve = Router::new()
         .route("/console/runs/{id}/approve", post(forms::approve))
         .route("/console/runs/{id}/reject", post(forms::reject))
-        .route("/console/pause", post(forms::pause))
-        .route("/console/resume", post(forms::resume))
         .route(
             "/console/alerts/{fingerprint}/clear-flap",
             post(forms::clear_flap),
-        )
-        .route("/console/assets/{file}", get(pages::asset))
+        );
+    let admin = Router::new()
+        .route("/console/pause", post(forms::pause))
+        .route("/console/resume", post(forms::resume));
+    public
+        .merge(guarded(state, Role::Read, false, pages))
+        .merge(guarded(state, Role::Approve, true, approve))
+        .merge(guarded(state, Role::Admin, true, admin))
         .layer(axum::middleware::map_response(headers))
 }
 

@@ -3,23 +3,18 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::session::{error_page, session};
+use super::guard::Checked;
+use super::session::error_page;
 use super::views::{self, render, RunRow};
-use crate::config::Role;
-use crate::triggers::http::{AppState, Peer};
+use crate::triggers::http::AppState;
 
 pub(super) async fn overview(
     State(s): State<Arc<AppState>>,
-    peer: Peer,
-    headers: HeaderMap,
+    Checked(session): Checked,
 ) -> Response {
-    let session = match session(&s, &peer, &Method::GET, &headers, Role::Read, "/").await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
     match views::overview(&s.service).await {
         Ok(o) => render(
             "overview.html",
@@ -36,22 +31,8 @@ pub(super) async fn overview(
 pub(super) async fn run(
     State(s): State<Arc<AppState>>,
     Path(id): Path<String>,
-    peer: Peer,
-    headers: HeaderMap,
+    Checked(session): Checked,
 ) -> Response {
-    let session = match session(
-        &s,
-        &peer,
-        &Method::GET,
-        &headers,
-        Role::Read,
-        &format!("/runs/{id}"),
-    )
-    .await
-    {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
     let story = match crate::report::story(s.service.store.as_ref(), &id).await {
         Ok(Some(story)) => story,
         Ok(None) => return error_page(StatusCode::NOT_FOUND, &format!("no run with id `{id}`")),

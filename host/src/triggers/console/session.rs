@@ -121,16 +121,16 @@ fn local(next: Option<&str>) -> String {
     }
 }
 
+/// What a path keeps as is in a query value.
+const QUERY_PATH: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'/');
+
 /// A path as a query value.
 fn url_escape(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'/' => {
-                (b as char).to_string()
-            }
-            b => format!("%{b:02X}"),
-        })
-        .collect()
+    percent_encoding::utf8_percent_encode(s, QUERY_PATH).to_string()
 }
 
 #[derive(Deserialize)]
@@ -239,4 +239,16 @@ pub(super) async fn logout(State(s): State<Arc<AppState>>, headers: HeaderMap) -
         ],
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_path_is_escaped_as_a_query_value() {
+        assert_eq!(super::url_escape("/runs/ab-1_2.x"), "/runs/ab-1_2.x");
+        assert_eq!(
+            super::url_escape("/runs/a b?c=d&e#f"),
+            "/runs/a%20b%3Fc%3Dd%26e%23f"
+        );
+    }
 }

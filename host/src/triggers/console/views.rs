@@ -84,7 +84,7 @@ impl RunRow {
             short: r.id.chars().take(8).collect(),
             plugin: r.plugin.clone(),
             status: r.status.as_str(),
-            mode: r.mode.clone(),
+            mode: r.mode.as_str().to_string(),
             dry_run: r.dry_run,
             started_at: when(r.started_at),
             duration_ms: r.duration_ms,

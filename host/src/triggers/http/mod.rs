@@ -96,7 +96,7 @@ pub fn router(state: Arc<AppState>, max_body: usize, read_timeout: std::time::Du
         .route("/v1/admin/resume", post(admin::resume));
     Router::new()
         .merge(public)
-        .merge(super::console::routes())
+        .merge(super::console::routes(&state))
         .merge(guarded(&state, Role::Read, read))
         .merge(guarded(&state, Role::Run, run))
         .merge(guarded(&state, Role::Approve, approve))

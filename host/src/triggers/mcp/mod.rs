@@ -1,5 +1,6 @@
 //! `/mcp`: Remedy's runbooks and gate as an MCP server (Streamable HTTP,
-//! stateless, JSON answers), for AI agents. An agent may read what Remedy
+//! JSON answers; sessions only for the 2025 protocol versions that need
+//! them), for AI agents. An agent may read what Remedy
 //! has seen and done, run a runbook's detection (always dry) and propose a
 //! plan (a dry mitigation stored `pending_approval`, whatever the plugin's
 //! mode); it can never approve, resume, reconfigure or act live — those

@@ -371,10 +371,10 @@ pub async fn call(
                 (None, _) => "no plan".to_string(),
                 (Some(a), _) if a.decision.is_none() => "pending".to_string(),
                 (Some(_), Some(l)) if l.verification.is_some() => {
-                    format!("verified: {}", l.verification.clone().unwrap_or_default())
+                    format!("verified: {}", l.verification.map_or("", |v| v.as_str()))
                 }
                 (Some(_), Some(l)) if l.status == RunStatus::Succeeded => "executed".to_string(),
-                (Some(a), _) => a.decision.clone().unwrap_or_default(),
+                (Some(a), _) => a.decision.map_or("", |d| d.as_str()).to_string(),
             };
             let v = json!({
                 "run_id": rec.id,
