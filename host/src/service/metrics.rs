@@ -1,5 +1,6 @@
 //! The host's own metrics, in Prometheus text exposition format.
 
+use crate::locks::MutexExt;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
@@ -14,6 +15,40 @@ struct Histogram {
     counts: [u64; BUCKETS.len()],
     count: u64,
     sum: f64,
+}
+
+impl Histogram {
+    fn observe(&mut self, secs: f64) {
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if secs <= *b {
+                self.counts[i] += 1;
+            }
+        }
+        self.count += 1;
+        self.sum += secs;
+    }
+
+    /// The `_bucket`, `_sum` and `_count` lines of `name{labels}`.
+    fn render(&self, s: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (b, n) in BUCKETS.iter().zip(self.counts) {
+            let _ = writeln!(s, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {n}");
+        }
+        let _ = writeln!(
+            s,
+            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
+            self.count
+        );
+        let braces = |l: &str| {
+            if l.is_empty() {
+                String::new()
+            } else {
+                format!("{{{l}}}")
+            }
+        };
+        let _ = writeln!(s, "{name}_sum{} {}", braces(labels), self.sum);
+        let _ = writeln!(s, "{name}_count{} {}", braces(labels), self.count);
+    }
 }
 
 #[derive(Default)]
@@ -33,11 +68,38 @@ struct Inner {
     replicas: u64,
     /// This replica runs the schedules.
     scheduler: bool,
+    /// Escalations the host sent to a priority's route, by plugin and
+    /// priority.
+    escalations: BTreeMap<(String, String), u64>,
+    /// Runs waiting for a run slot now.
+    waiting: u64,
+    /// How long runs that had to wait for a slot waited.
+    wait: Histogram,
+    /// The store: writable, and records it refused that are kept in memory.
+    store_healthy: bool,
+    unwritten: u64,
+    unwritten_oldest_secs: f64,
 }
 
 #[derive(Default)]
 pub struct Metrics {
     inner: Mutex<Inner>,
+}
+
+/// See [`Metrics::waiting`].
+pub struct Waiting<'a> {
+    metrics: &'a Metrics,
+    since: std::time::Instant,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let secs = self.since.elapsed().as_secs_f64();
+        self.metrics.with(|m| {
+            m.waiting = m.waiting.saturating_sub(1);
+            m.wait.observe(secs);
+        });
+    }
 }
 
 fn esc(v: &str) -> String {
@@ -48,7 +110,7 @@ fn esc(v: &str) -> String {
 
 impl Metrics {
     fn with(&self, f: impl FnOnce(&mut Inner)) {
-        f(&mut self.inner.lock().unwrap_or_else(|p| p.into_inner()));
+        f(&mut self.inner.locked());
     }
 
     /// An agent proposed a plan of `plugin` (MCP `propose`).
@@ -67,14 +129,10 @@ impl Metrics {
                 .or_default() += 1;
             if let Some(ms) = rec.duration_ms {
                 let secs = ms as f64 / 1000.0;
-                let h = m.durations.entry(rec.plugin.clone()).or_default();
-                for (i, b) in BUCKETS.iter().enumerate() {
-                    if secs <= *b {
-                        h.counts[i] += 1;
-                    }
-                }
-                h.count += 1;
-                h.sum += secs;
+                m.durations
+                    .entry(rec.plugin.clone())
+                    .or_default()
+                    .observe(secs);
             }
             for a in &rec.actions {
                 let applied = crate::record::wire(&a.applied);
@@ -122,13 +180,42 @@ impl Metrics {
         });
     }
 
+    /// The host escalated a run of `plugin` to `priority`'s route (a failed
+    /// verification, a flapping alert, a ladder's `escalate` step).
+    pub fn escalated(&self, plugin: &str, priority: &str) {
+        self.with(|m| {
+            *m.escalations
+                .entry((plugin.to_string(), priority.to_string()))
+                .or_default() += 1
+        });
+    }
+
+    /// A run starts waiting for a slot; it is counted out (and its wait
+    /// observed) when the guard drops, however the wait ends.
+    pub fn waiting(&self) -> Waiting<'_> {
+        self.with(|m| m.waiting += 1);
+        Waiting {
+            metrics: self,
+            since: std::time::Instant::now(),
+        }
+    }
+
+    /// What `/healthz` knows of the store, at scrape time.
+    pub fn set_store(&self, healthy: bool, unwritten: Option<(usize, std::time::Duration)>) {
+        self.with(|m| {
+            m.store_healthy = healthy;
+            m.unwritten = unwritten.map_or(0, |(n, _)| n as u64);
+            m.unwritten_oldest_secs = unwritten.map_or(0.0, |(_, d)| d.as_secs_f64());
+        });
+    }
+
     /// `plugin`: a name, never a path (the exposition needs no token).
     pub fn load_failed(&self, plugin: &str) {
         self.with(|m| *m.load_failures.entry(plugin.to_string()).or_default() += 1);
     }
 
     pub fn render(&self) -> String {
-        let m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let m = self.inner.locked();
         let mut s = String::new();
         let _ = writeln!(s, "# HELP remedy_runs_total Finished runs by plugin and status.\n# TYPE remedy_runs_total counter");
         for ((p, st), n) in &m.runs {
@@ -141,31 +228,10 @@ impl Metrics {
         }
         let _ = writeln!(s, "# HELP remedy_run_duration_seconds Run duration.\n# TYPE remedy_run_duration_seconds histogram");
         for (p, h) in &m.durations {
-            for (i, b) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(
-                    s,
-                    "remedy_run_duration_seconds_bucket{{plugin=\"{}\",le=\"{b}\"}} {}",
-                    esc(p),
-                    h.counts[i]
-                );
-            }
-            let _ = writeln!(
-                s,
-                "remedy_run_duration_seconds_bucket{{plugin=\"{}\",le=\"+Inf\"}} {}",
-                esc(p),
-                h.count
-            );
-            let _ = writeln!(
-                s,
-                "remedy_run_duration_seconds_sum{{plugin=\"{}\"}} {}",
-                esc(p),
-                h.sum
-            );
-            let _ = writeln!(
-                s,
-                "remedy_run_duration_seconds_count{{plugin=\"{}\"}} {}",
-                esc(p),
-                h.count
+            h.render(
+                &mut s,
+                "remedy_run_duration_seconds",
+                &format!("plugin=\"{}\"", esc(p)),
             );
         }
         let _ = writeln!(s, "# HELP remedy_actions_total Actions by kind and outcome.\n# TYPE remedy_actions_total counter");
@@ -243,6 +309,37 @@ impl Metrics {
             "# HELP remedy_scheduler_leader 1 while this replica holds the scheduler lease and runs the schedules.\n# TYPE remedy_scheduler_leader gauge\nremedy_scheduler_leader {}",
             u8::from(m.scheduler)
         );
+        let _ = writeln!(s, "# HELP remedy_escalations_total Escalations the host sent to a priority's route (failed verification, flapping alert, ladder step), by plugin and priority.\n# TYPE remedy_escalations_total counter");
+        for ((p, prio), n) in &m.escalations {
+            let _ = writeln!(
+                s,
+                "remedy_escalations_total{{plugin=\"{}\",priority=\"{}\"}} {n}",
+                esc(p),
+                esc(prio)
+            );
+        }
+        let _ = writeln!(
+            s,
+            "# HELP remedy_runs_waiting Runs waiting for a run slot (server.max_concurrent_runs, max_runs_per_plugin).\n# TYPE remedy_runs_waiting gauge\nremedy_runs_waiting {}",
+            m.waiting
+        );
+        let _ = writeln!(s, "# HELP remedy_run_wait_seconds How long runs that found no free slot waited for one.\n# TYPE remedy_run_wait_seconds histogram");
+        m.wait.render(&mut s, "remedy_run_wait_seconds", "");
+        let _ = writeln!(
+            s,
+            "# HELP remedy_store_healthy 1 while the store accepts this replica's writes.\n# TYPE remedy_store_healthy gauge\nremedy_store_healthy {}",
+            u8::from(m.store_healthy)
+        );
+        let _ = writeln!(
+            s,
+            "# HELP remedy_store_unwritten_runs Finished runs the store refused, kept in memory until it accepts them.\n# TYPE remedy_store_unwritten_runs gauge\nremedy_store_unwritten_runs {}",
+            m.unwritten
+        );
+        let _ = writeln!(
+            s,
+            "# HELP remedy_store_unwritten_oldest_seconds How long the oldest unwritten run has waited for the store.\n# TYPE remedy_store_unwritten_oldest_seconds gauge\nremedy_store_unwritten_oldest_seconds {}",
+            m.unwritten_oldest_secs
+        );
         s
     }
 }
@@ -300,7 +397,12 @@ mod tests {
         m.load_failed("file:bad.wasm");
         m.set_paused(true);
         m.set_cluster(3, true);
+        m.escalated("a", "P1");
+        drop(m.waiting());
+        let still = m.waiting();
+        m.set_store(false, Some((2, std::time::Duration::from_millis(1500))));
         let text = m.render();
+        drop(still);
         for line in [
             "remedy_runs_total{plugin=\"a\",status=\"succeeded\"} 2",
             "remedy_runs_total{plugin=\"we\\\"ird\\nname\",status=\"failed\"} 1",
@@ -318,6 +420,14 @@ mod tests {
             "remedy_paused 1",
             "remedy_replicas 3",
             "remedy_scheduler_leader 1",
+            "remedy_escalations_total{plugin=\"a\",priority=\"P1\"} 1",
+            // One run waited (and was counted out), one still waits.
+            "remedy_runs_waiting 1",
+            "remedy_run_wait_seconds_count 1",
+            "remedy_run_wait_seconds_bucket{le=\"+Inf\"} 1",
+            "remedy_store_healthy 0",
+            "remedy_store_unwritten_runs 2",
+            "remedy_store_unwritten_oldest_seconds 1.5",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

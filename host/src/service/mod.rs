@@ -31,6 +31,7 @@ mod launch;
 pub mod metrics;
 mod plugins;
 pub mod registry;
+mod resume;
 mod urgent;
 pub mod verify;
 
@@ -84,12 +85,27 @@ pub struct Service {
 type SeenFile = (SystemTime, u64, Option<String>);
 
 /// Where the store and the compiled-code cache live (`server.data_dir`).
-fn data_dir(config: &Config) -> PathBuf {
+pub fn data_dir(config: &Config) -> PathBuf {
     config
         .server
         .data_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from("remedy-data"))
+}
+
+/// The PostgreSQL store's URL (`server.store`, else `REMEDY_STORE_URL`);
+/// `None`: the embedded SQLite store under [`data_dir`].
+pub fn store_url(config: &Config) -> Option<String> {
+    config
+        .server
+        .store
+        .as_ref()
+        .map(|u| u.as_str().to_string())
+        .or_else(|| {
+            std::env::var("REMEDY_STORE_URL")
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+        })
 }
 
 pub(crate) fn now() -> String {
@@ -103,16 +119,7 @@ impl Service {
     /// are reported; the others serve.
     pub async fn start(config: Config) -> anyhow::Result<Arc<Service>> {
         let data_dir = data_dir(&config);
-        let store_url = config
-            .server
-            .store
-            .as_ref()
-            .map(|u| u.as_str().to_string())
-            .or_else(|| {
-                std::env::var("REMEDY_STORE_URL")
-                    .ok()
-                    .filter(|v| !v.trim().is_empty())
-            });
+        let store_url = store_url(&config);
         let lease = config
             .server
             .lease

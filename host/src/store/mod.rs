@@ -14,7 +14,7 @@ mod urgency;
 
 pub use cluster::{Orphans, Replica, ReplicaRow};
 pub use postgres::PgStore;
-pub use sqlite::SqliteStore;
+pub use sqlite::{backup, Backup, SqliteStore};
 pub use urgency::{mark_urgent_thread, on_urgent_thread};
 
 use serde::{Deserialize, Serialize};

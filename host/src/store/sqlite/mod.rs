@@ -1,6 +1,7 @@
 //! The SQLite store: one writer thread (`writer`), a reader connection,
 //! the schema (`schema`) and the action ledger (`ledger`).
 
+use crate::locks::MutexExt;
 use std::path::Path;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -10,6 +11,7 @@ use tokio::sync::oneshot;
 
 use super::{AuditEvent, AuditFilter, RunFilter, Store, StoreError, StoredAlert};
 
+mod backup;
 mod checkpoint;
 mod ledger;
 mod schema;
@@ -21,6 +23,8 @@ use crate::record::{ActionRecord, Applied, RunRecord, RunStatus};
 use ledger::*;
 use schema::*;
 use writer::*;
+
+pub use backup::{backup, Backup};
 
 /// The `settings` key of the kill switch.
 const KILL_SWITCH: &str = "kill_switch";
@@ -126,7 +130,7 @@ impl SqliteStore {
     ) -> Result<T, StoreError> {
         let reader = self.reader.clone();
         tokio::task::spawn_blocking(move || {
-            let conn = reader.lock().unwrap_or_else(|p| p.into_inner());
+            let conn = reader.locked();
             f(&conn)
         })
         .await

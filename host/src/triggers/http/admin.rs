@@ -41,6 +41,9 @@ pub(super) async fn healthz(State(s): State<Arc<AppState>>) -> Response {
 }
 
 pub(super) async fn metrics(State(s): State<Arc<AppState>>) -> impl IntoResponse {
+    s.service
+        .metrics
+        .set_store(s.service.store.healthy(), s.service.unwritten_for());
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         s.service.metrics.render(),
