@@ -333,6 +333,26 @@ fn apply_batch(
     conn: &mut Connection,
     batch: &[Op],
 ) -> Result<Vec<Result<Done, StoreError>>, StoreError> {
+    // An action's intent is the promise that a crash never acts twice: its
+    // commit is synced to disk (`synchronous = FULL`), not only written to
+    // the WAL, so even a power loss right after the action cannot take the
+    // intent back (and with it, every earlier write in the WAL). Other
+    // batches keep `NORMAL`: durable across a process crash.
+    let intent = batch.iter().any(|op| matches!(op, Op::Intend { .. }));
+    if intent {
+        conn.pragma_update(None, "synchronous", "FULL")?;
+    }
+    let result = apply_batch_inner(conn, batch);
+    if intent {
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+    }
+    result
+}
+
+fn apply_batch_inner(
+    conn: &mut Connection,
+    batch: &[Op],
+) -> Result<Vec<Result<Done, StoreError>>, StoreError> {
     {
         let tx = conn.transaction()?;
         let whole: Result<Vec<Done>, StoreError> =
@@ -535,6 +555,60 @@ mod tests {
             .collect::<Result<_, _>>()
             .unwrap();
         assert_eq!(ids, ["a", "c"]);
+    }
+
+    /// An intent's transaction commits with `synchronous = FULL` (the
+    /// trigger refuses it otherwise), and the writer is back to `NORMAL`
+    /// for the batches after it.
+    #[test]
+    fn an_intent_commits_synced_to_disk_and_other_writes_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = connect(&dir.path().join("remedy.db")).unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        migrate(&conn).unwrap();
+        conn.execute_batch(
+            "CREATE TRIGGER synced BEFORE INSERT ON actions \
+             WHEN (SELECT synchronous FROM pragma_synchronous) != 2 \
+             BEGIN SELECT RAISE(ABORT, 'intent not synced'); END;",
+        )
+        .unwrap();
+        let level = |c: &Connection| -> i64 {
+            c.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap()
+        };
+        assert_eq!(level(&conn), 1, "NORMAL between batches");
+        let (ack, _) = oneshot::channel();
+        let intent = crate::guardrails::Intent {
+            run_id: "r".into(),
+            plugin: "p".into(),
+            kind: crate::action::ActionKind::CacheDelete,
+            target: "key:k".into(),
+            reason: "test".into(),
+            at: chrono::Utc::now(),
+            budget: crate::action::Budget {
+                max: 5,
+                per: std::time::Duration::from_secs(3600),
+            },
+            cooldown: None,
+            cooldown_key: "key:k".into(),
+        };
+        let batch = vec![Op::Intend {
+            intent: Box::new(intent),
+            ack,
+        }];
+        let results = apply_batch(&mut conn, &batch).unwrap();
+        match &results[0] {
+            Ok(Done::Intended(Ok(_))) => {}
+            Ok(Done::Intended(Err(e))) => panic!("refused: {e}"),
+            Err(e) => panic!("the intent was not stored synced: {e}"),
+            Ok(_) => panic!("not an intent's answer"),
+        }
+        assert_eq!(level(&conn), 1, "back to NORMAL after the intent");
+        let (ack, _) = oneshot::channel();
+        let batch = vec![Op::Run {
+            row: row("a", r#"{"id":"a"}"#),
+            ack,
+        }];
+        assert!(apply_batch(&mut conn, &batch).unwrap()[0].is_ok());
     }
 
     fn event(name: &str) -> Op {
