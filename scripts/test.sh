@@ -28,6 +28,9 @@ install() {
   # git: the deploy capability runs it, and its tests push to real
   # repositories.
   command -v git >/dev/null 2>&1 || missing+=(git)
+  # systemd-analyze: the example unit is verified and its hardening rated;
+  # promtool (in prometheus, above) tests the example alerting rules.
+  command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
   if [ ${#missing[@]} -gt 0 ]; then
     local sudo=()
     [ "$(id -u)" -eq 0 ] || sudo=(sudo)
@@ -62,9 +65,17 @@ install() {
     cargo install --locked cargo-deny@0.20.2 >"$deny_log" 2>&1 &
     deny_install=$!
   fi
+  # mdBook builds the book under docs/ (its links are checked by the
+  # suite's docs test); only the HTML renderer is needed.
+  if ! command -v mdbook >/dev/null 2>&1; then
+    book_log=$(mktemp)
+    cargo install --locked mdbook@0.5.4 --no-default-features >"$book_log" 2>&1 &
+    book_install=$!
+  fi
 }
 
 deny_install=
+book_install=
 [ "${REMEDY_TEST_NO_INSTALL:-}" = 1 ] || install
 
 cargo fmt --all -- --check
@@ -77,6 +88,12 @@ fi
 # (it fetches the RustSec database), so maintainers run it by hand:
 # `cargo deny check advisories`.
 cargo deny --offline check licenses bans sources
+# The book builds (a chapter SUMMARY.md lists but that is missing fails).
+if [ -n "$book_install" ] && ! wait "$book_install"; then
+  cat "$book_log" >&2
+  exit 1
+fi
+mdbook build docs
 # nextest runs no doctests; these prove the gate cannot be bypassed. The
 # whole workspace, so that the libraries built for the tests are reused
 # (`-p remedy` alone resolves features differently and rebuilds them).
