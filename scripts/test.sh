@@ -65,8 +65,13 @@ install() {
     cargo install --locked cargo-deny@0.20.2 >"$deny_log" 2>&1 &
     deny_install=$!
   fi
-  # mdBook builds the book under docs/ (its links are checked by the
-  # suite's docs test); only the HTML renderer is needed.
+}
+
+# mdBook builds the book under docs/ (its links are checked by the suite's
+# docs test); only the HTML renderer is needed. Built while the tests run,
+# which leave the cores idle much of the time, rather than beside the
+# suite's own build.
+install_mdbook() {
   if ! command -v mdbook >/dev/null 2>&1; then
     book_log=$(mktemp)
     cargo install --locked mdbook@0.5.4 --no-default-features >"$book_log" 2>&1 &
@@ -79,6 +84,8 @@ book_install=
 [ "${REMEDY_TEST_NO_INSTALL:-}" = 1 ] || install
 
 cargo fmt --all -- --check
+cargo nextest run --workspace --no-run
+[ "${REMEDY_TEST_NO_INSTALL:-}" = 1 ] || install_mdbook
 cargo nextest run --workspace
 if [ -n "$deny_install" ] && ! wait "$deny_install"; then
   cat "$deny_log" >&2

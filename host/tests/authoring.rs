@@ -23,23 +23,15 @@ fn cache_of(dir: &Path) -> PathBuf {
 }
 
 fn remedy(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_remedy"))
+    common::remedy_command()
         .args(args)
         .current_dir(dir)
         .env("REMEDY_CACHE_DIR", cache_of(dir))
-        .env_remove("DATABASE_URL")
-        .env_remove("REMEDY_DATABASE_URL")
         .output()
         .expect("run remedy")
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use common::output_text as text;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")

@@ -4,25 +4,17 @@ use std::process::{Command, Output};
 
 use remedy_e2e::test_plugin;
 
+mod common;
+
 fn remedy(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_remedy"))
+    // No backend leaks in from the environment.
+    common::remedy_command()
         .args(args)
-        // No backend leaks in from the environment.
-        .env_remove("REMEDY_DATABASE_URL")
-        .env_remove("DATABASE_URL")
-        .env_remove("REMEDY_PROMETHEUS_URL")
-        .env_remove("REMEDY_BREAKER_URL")
         .output()
         .expect("run remedy")
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use common::output_text as text;
 
 #[test]
 fn inspect_rejects_non_components_and_other_worlds() {

@@ -184,11 +184,7 @@ fn the_name_scan_sees_metrics_and_skips_rules_and_keys() {
 }
 
 fn remedy(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_remedy"))
-        .args(args)
-        .env_remove("REMEDY_STORE_URL")
-        .output()
-        .unwrap()
+    common::remedy_command().args(args).output().unwrap()
 }
 
 /// `remedy backup` copies the SQLite store while the server writes it, and

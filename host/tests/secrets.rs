@@ -5,26 +5,18 @@ mod common;
 
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::json;
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use common::output_text as text;
 
 /// `remedy` with the test's own compiled-code cache, no database.
 fn remedy(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_remedy"))
+    common::remedy_command()
         .args(args)
         .current_dir(dir)
         .env("REMEDY_CACHE_DIR", dir.join("compiled"))
-        .env_remove("DATABASE_URL")
-        .env_remove("REMEDY_DATABASE_URL")
         .envs(env.iter().copied())
         .output()
         .expect("run remedy")

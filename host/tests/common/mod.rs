@@ -8,6 +8,41 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+/// Every variable through which the environment of the test process could
+/// configure Remedy: a test's `remedy` sees only what the test gives it.
+pub const REMEDY_ENV: [&str; 12] = [
+    "DATABASE_URL",
+    "REMEDY_DATABASE_URL",
+    "REMEDY_PROMETHEUS_URL",
+    "REMEDY_BREAKER_URL",
+    "REMEDY_REDIS_URL",
+    "REMEDY_ALERTMANAGER_URL",
+    "REMEDY_STORE_URL",
+    "REMEDY_LISTEN",
+    "REMEDY_URL",
+    "REMEDY_TOKEN",
+    "REMEDY_CACHE_DIR",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+];
+
+/// The `remedy` binary of this build, with [`REMEDY_ENV`] removed.
+pub fn remedy_command() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_remedy"));
+    for var in REMEDY_ENV {
+        c.env_remove(var);
+    }
+    c
+}
+
+/// A command's stdout and stderr, as one text.
+pub fn output_text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
 /// A server process on a free port; killed on drop.
 pub struct Server {
     pub child: Child,
@@ -43,7 +78,7 @@ pub fn start_logged(dir: &Path, config: &str, env: &[(&str, &str)]) -> Server {
 fn spawn(dir: &Path, config: &str, env: &[(&str, &str)], stderr: Stdio) -> Server {
     let cfg = dir.join("remedy.toml");
     std::fs::write(&cfg, config).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_remedy"))
+    let mut child = remedy_command()
         .args([
             "serve",
             "--config",
@@ -52,7 +87,6 @@ fn spawn(dir: &Path, config: &str, env: &[(&str, &str)], stderr: Stdio) -> Serve
             "127.0.0.1:0",
         ])
         .envs(env.iter().copied())
-        .env_remove("REMEDY_LISTEN")
         .stdout(Stdio::piped())
         .stderr(stderr)
         .spawn()
