@@ -52,19 +52,27 @@ impl World {
 #[async_trait]
 impl DatabaseBackend for World {
     async fn stats(&self) -> BackendResult<PoolStats> {
-        let db = self.answers().database.clone();
-        match db {
+        // Counted under the lock: no copy of the sessions per call.
+        let stats = match &self.answers().database {
             Some(Answers {
                 stats: Some(s),
                 sessions: None,
                 ..
-            }) => Ok(s),
+            }) => Some(s.clone()),
             Some(Answers {
                 stats,
                 sessions: Some(sessions),
                 max_connections,
-            }) => Ok(stats.unwrap_or_else(|| derived_stats(&sessions, max_connections))),
-            _ => self.missing(
+            }) => Some(
+                stats
+                    .clone()
+                    .unwrap_or_else(|| derived_stats(sessions, *max_connections)),
+            ),
+            _ => None,
+        };
+        match stats {
+            Some(s) => Ok(s),
+            None => self.missing(
                 "database.stats()".into(),
                 "[answers.database] stats = {…} or sessions",
             ),
@@ -72,17 +80,25 @@ impl DatabaseBackend for World {
     }
 
     async fn long_running(&self, min_duration_ms: u64, limit: u32) -> BackendResult<Vec<Session>> {
-        let Some(all) = self.sessions() else {
+        // Only the sessions that qualify are copied out of the lock.
+        let found = self
+            .answers()
+            .database
+            .as_ref()
+            .and_then(|d| d.sessions.as_ref())
+            .map(|all| {
+                all.iter()
+                    .filter(|s| s.state == "active" || s.state.starts_with("idle in transaction"))
+                    .filter(|s| s.duration_ms >= min_duration_ms)
+                    .cloned()
+                    .collect::<Vec<Session>>()
+            });
+        let Some(mut v) = found else {
             return self.missing(
                 format!("database.long_running({min_duration_ms}, {limit})"),
                 "[[answers.database.sessions]]",
             );
         };
-        let mut v: Vec<Session> = all
-            .into_iter()
-            .filter(|s| s.state == "active" || s.state.starts_with("idle in transaction"))
-            .filter(|s| s.duration_ms >= min_duration_ms)
-            .collect();
         v.sort_by_key(|s| std::cmp::Reverse(s.duration_ms));
         v.truncate(limit.min(500) as usize);
         Ok(v)
