@@ -380,7 +380,7 @@ fn default_of(s: &Value, about: &str) -> String {
             .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '.')
             .collect();
         if !word.is_empty()
-            && (word.chars().next().unwrap().is_ascii_digit() || word == "true" || word == "false")
+            && (word.starts_with(|c: char| c.is_ascii_digit()) || word == "true" || word == "false")
         {
             return format!("`{}`", word.trim_end_matches('.'));
         }

@@ -55,7 +55,7 @@ async fn check(
         Ok(session) => session,
         Err(r) => return r,
     };
-    let req = if form {
+    let mut req = if form {
         match csrf_checked(&s, &session, req).await {
             Ok(req) => req,
             Err(r) => return r,
@@ -63,7 +63,6 @@ async fn check(
     } else {
         req
     };
-    let mut req = req;
     req.extensions_mut().insert(Arc::new(session));
     next.run(req).await
 }
