@@ -605,3 +605,236 @@ async fn a_console_session_is_shared_until_it_ends_or_expires() {
         .unwrap();
     assert_eq!(db.one("SELECT count(*) FROM sessions").await, 0, "pruned");
 }
+
+/// Counts the transactions that wrote run rows, and refuses a run whose
+/// id is `poison`, as a constraint of the database would.
+const TRANSACTIONS_SEEN: &str = r#"
+CREATE TABLE tx_seen (txid BIGINT PRIMARY KEY);
+CREATE FUNCTION tx_seen() RETURNS trigger AS $$
+BEGIN
+  IF NEW.id = 'poison' THEN RAISE EXCEPTION 'injected: poison refused'; END IF;
+  INSERT INTO tx_seen VALUES (txid_current()) ON CONFLICT DO NOTHING;
+  RETURN NEW;
+END $$ LANGUAGE plpgsql;
+CREATE TRIGGER tx_seen BEFORE INSERT OR UPDATE ON runs FOR EACH ROW EXECUTE FUNCTION tx_seen();
+"#;
+
+/// Group commit: run records written at once share transactions (each
+/// still answered only once committed), and a write the database refuses
+/// fails alone, not with the writes it was batched with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_that_arrive_together_share_a_commit_and_a_bad_one_fails_alone() {
+    let db = Db::new("group").await;
+    let store = Arc::new(connect(&db, "a").await);
+    db.client()
+        .await
+        .batch_execute(TRANSACTIONS_SEEN)
+        .await
+        .unwrap();
+    let write_all = |ids: Vec<String>| {
+        let store = store.clone();
+        async move {
+            let writes = ids.into_iter().map(|id| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let r = store.put_run(&run(&id, RunStatus::Succeeded)).await;
+                    (id, r)
+                })
+            });
+            futures_util::future::join_all(writes)
+                .await
+                .into_iter()
+                .map(Result::unwrap)
+                .collect::<Vec<_>>()
+        }
+    };
+    let done = write_all((0..300).map(|i| format!("w-{i}")).collect()).await;
+    assert!(done.iter().all(|(_, r)| r.is_ok()), "{done:?}");
+    assert_eq!(db.one("SELECT count(*) FROM runs").await, 300);
+    let transactions = db.one("SELECT count(*) FROM tx_seen").await;
+    assert!(
+        transactions <= 100,
+        "300 writes at once took {transactions} transactions: they are not batched"
+    );
+
+    let mut ids: Vec<String> = (0..50).map(|i| format!("v-{i}")).collect();
+    ids.insert(25, "poison".into());
+    let done = write_all(ids).await;
+    for (id, r) in &done {
+        match (id.as_str(), r) {
+            ("poison", Err(e)) => assert!(e.to_string().contains("poison refused"), "{e}"),
+            ("poison", Ok(())) => panic!("the refused write was answered as stored"),
+            (_, r) => assert!(r.is_ok(), "{id}: {r:?}"),
+        }
+    }
+    assert_eq!(db.one("SELECT count(*) FROM runs").await, 350);
+    assert!(
+        store.healthy(),
+        "a refused write is not a store that is down"
+    );
+}
+
+/// A batch of fenced writes lands those the replica owns and refuses,
+/// one by one, those another replica owns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_of_fenced_writes_refuses_only_the_runs_this_replica_lost() {
+    let db = Db::new("fencedbatch").await;
+    let a = Arc::new(connect(&db, "a").await);
+    let b = connect(&db, "b").await;
+    let scope_a = a.incarnation();
+    let scope_b = b.incarnation();
+    let queued = |id: &str| run(id, RunStatus::Queued);
+    remedy::store::fence::scope(scope_a.clone(), a.put_run(&queued("mine")))
+        .await
+        .unwrap();
+    remedy::store::fence::scope(scope_b, b.put_run(&queued("theirs")))
+        .await
+        .unwrap();
+    let writes = ["mine", "theirs", "mine-2"].map(|id| {
+        let (a, scope) = (a.clone(), scope_a.clone());
+        tokio::spawn(async move {
+            let rec = if id == "mine-2" {
+                queued(id)
+            } else {
+                run(id, RunStatus::Running)
+            };
+            remedy::store::fence::scope(scope, async move { a.put_run(&rec).await }).await
+        })
+    });
+    let [mine, theirs, mine_2] = futures_util::future::join_all(writes)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect::<Vec<_>>()
+        .try_into()
+        .unwrap();
+    assert!(mine.is_ok() && mine_2.is_ok(), "{mine:?} {mine_2:?}");
+    match theirs {
+        Err(remedy::store::StoreError::Fenced(why)) => assert!(why.contains("theirs"), "{why}"),
+        other => panic!("another replica's run was written: {other:?}"),
+    }
+    let status = |id: &'static str| {
+        let b = &b;
+        async move { b.get_run(id).await.unwrap().unwrap().status }
+    };
+    assert_eq!(status("mine").await, RunStatus::Running);
+    assert_eq!(status("theirs").await, RunStatus::Queued);
+}
+
+/// The receipt claims its runs' single flights in its own transaction
+/// (where no other run holds them), the final record releases them in its
+/// own, and a run of the same replica takes over a claim of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receipt_claims_its_runs_flights_and_the_final_record_releases_them() {
+    let db = Db::new("foldclaim").await;
+    let a = connect(&db, "a").await;
+    let b = connect(&db, "b").await;
+    let alert = |fp: &str| StoredAlert {
+        fingerprint: fp.into(),
+        starts_at: "2026-01-01T00:00:00Z".into(),
+        status: "firing".into(),
+        name: "X".into(),
+        received_at: remedy::record::timestamp(chrono::Utc::now()),
+        alert: serde_json::json!({"labels": {}}),
+    };
+    let first = [run("first", RunStatus::Queued)];
+    let (new, claimed) = a
+        .receive_and_claim(vec![(alert("f1"), &first[..])])
+        .await
+        .unwrap();
+    assert_eq!(new, [true]);
+    assert!(claimed.contains("first"), "{claimed:?}");
+    assert_eq!(
+        db.one("SELECT count(*) FROM flights WHERE run_id = 'first'")
+            .await,
+        1
+    );
+    // Another alert for the same target: stored, its run not claimed.
+    let second = [run("second", RunStatus::Queued)];
+    let (new, claimed) = b
+        .receive_and_claim(vec![(alert("f2"), &second[..])])
+        .await
+        .unwrap();
+    assert_eq!(new, [true]);
+    assert!(claimed.is_empty(), "{claimed:?}");
+    assert!(!b.claim_flight("db", "t", "second").await.unwrap());
+    // A repeat claims nothing.
+    let again = [run("again", RunStatus::Queued)];
+    let (new, claimed) = a
+        .receive_and_claim(vec![(alert("f1"), &again[..])])
+        .await
+        .unwrap();
+    assert_eq!((new, claimed.len()), (vec![false], 0));
+
+    // The final record ends the flight in its commit.
+    let scope = a.incarnation();
+    remedy::store::fence::scope(
+        scope,
+        a.finish_run(&run("first", RunStatus::Succeeded), true),
+    )
+    .await
+    .unwrap();
+    assert_eq!(db.one("SELECT count(*) FROM flights").await, 0);
+    assert!(b.claim_flight("db", "t", "second").await.unwrap());
+
+    // A replica's run takes its own replica's row over (the claimer holds
+    // the target in memory); another replica's row it does not.
+    assert!(a.claim_flight("db", "u", "x1").await.unwrap());
+    assert!(a.claim_flight("db", "u", "x2").await.unwrap());
+    assert_eq!(
+        db.one("SELECT count(*) FROM flights WHERE target = 'u' AND run_id = 'x2'")
+            .await,
+        1
+    );
+    assert!(!a.claim_flight("db", "t", "x3").await.unwrap());
+}
+
+/// A critical alert's runs write on the two connections kept for urgent
+/// work: final records that also end their flights, more of them at once
+/// than there are such connections, must not each hold one while waiting
+/// for another (the storm benchmark's critical runs hung so).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn urgent_final_records_that_release_their_flights_do_not_starve_each_other() {
+    let db = Db::new("urgentfinal").await;
+    let store = Arc::new(connect(&db, "a").await);
+    let done = std::thread::spawn({
+        let store = store.clone();
+        move || {
+            remedy::store::mark_urgent_thread();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let scope = store.incarnation();
+                let finals = (0..6).map(|i| {
+                    let (store, scope) = (store.clone(), scope.clone());
+                    async move {
+                        let mut rec = run(&format!("crit-{i}"), RunStatus::Queued);
+                        rec.target = Some(format!("t-{i}"));
+                        let own = rec.target.clone().unwrap();
+                        remedy::store::fence::scope(scope.clone(), store.put_run(&rec)).await?;
+                        assert!(store.claim_flight("db", &own, &rec.id).await?);
+                        rec.status = RunStatus::Succeeded;
+                        remedy::store::fence::scope(scope, store.finish_run(&rec, true)).await
+                    }
+                });
+                tokio::time::timeout(
+                    Duration::from_secs(10),
+                    futures_util::future::join_all(finals),
+                )
+                .await
+            })
+        }
+    })
+    .join()
+    .unwrap();
+    let results = done.expect("urgent final records hung waiting for connections");
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(db.one("SELECT count(*) FROM flights").await, 0);
+    assert_eq!(
+        db.one("SELECT count(*) FROM runs WHERE status = 'succeeded'")
+            .await,
+        6
+    );
+}

@@ -5,6 +5,7 @@
 //! acknowledged only once its transaction committed, so an answer never
 //! reports a record that a crash could lose); reads use their own connection.
 
+pub mod bus;
 mod cluster;
 pub mod fence;
 mod postgres;
@@ -32,6 +33,16 @@ pub trait Store: crate::guardrails::Ledger + Send + Sync {
     fn healthy(&self) -> bool;
     /// Inserts or replaces a run record; returns once it is committed.
     async fn put_run(&self, rec: &RunRecord) -> Result<(), StoreError>;
+    /// A run's final record, and with `release_flight` the end of the
+    /// single flight (plugin, target) it holds in a shared store, in one
+    /// commit where the store can.
+    async fn finish_run(&self, rec: &RunRecord, release_flight: bool) -> Result<(), StoreError> {
+        self.put_run(rec).await?;
+        match (release_flight, &rec.target) {
+            (true, Some(target)) => self.release_flight(&rec.plugin, target, &rec.id).await,
+            _ => Ok(()),
+        }
+    }
     /// Appends an audit event and waits for it to be committed.
     async fn audit(&self, event: AuditEvent) -> Result<(), StoreError>;
     /// Stores the alerts of one payload and, for each that is new, its
@@ -41,6 +52,15 @@ pub trait Store: crate::guardrails::Ledger + Send + Sync {
         &self,
         items: Vec<(StoredAlert, &[RunRecord])>,
     ) -> Result<Vec<bool>, StoreError>;
+    /// [`Store::receive`], and on a shared store each new run's single
+    /// flight claimed in the same transaction (where no other run holds
+    /// it): answers which alerts were new and which runs hold their flight.
+    async fn receive_and_claim(
+        &self,
+        items: Vec<(StoredAlert, &[RunRecord])>,
+    ) -> Result<(Vec<bool>, std::collections::HashSet<String>), StoreError> {
+        Ok((self.receive(items).await?, Default::default()))
+    }
     /// Stores a plan's decision, or one more approval of it, if it is still
     /// `pending_approval` with `approvals_before` approvals: `false` when
     /// another decision or approval got there first (the caller reads the
@@ -76,9 +96,18 @@ pub trait Store: crate::guardrails::Ledger + Send + Sync {
 
     // Cluster coordination; the defaults are a store with one replica.
 
+    /// How its writes have gone since it opened (`/metrics`).
+    fn write_stats(&self) -> Option<&WriteStats> {
+        None
+    }
     /// Whether several replicas may share this store.
     fn shared(&self) -> bool {
         false
+    }
+    /// How the replicas sharing this store hear each other's live events
+    /// (`None`: a store of one process).
+    fn bus(&self) -> Option<std::sync::Arc<dyn bus::Bus>> {
+        None
     }
     /// The incarnation runs claimed now belong to (see [`fence`]); `None`:
     /// a store of one process, which fences nothing.
@@ -188,6 +217,37 @@ pub trait Store: crate::guardrails::Ledger + Send + Sync {
         kind: crate::action::ActionKind,
         per: std::time::Duration,
     ) -> Result<u32, StoreError>;
+}
+
+/// A store's commits since it opened, the writes they carried and the
+/// time spent writing them: what tells an operator the store is the
+/// bottleneck (commits that take long, or carry ever more writes each).
+#[derive(Debug, Default)]
+pub struct WriteStats {
+    commits: std::sync::atomic::AtomicU64,
+    writes: std::sync::atomic::AtomicU64,
+    micros: std::sync::atomic::AtomicU64,
+}
+
+impl WriteStats {
+    /// One commit of `writes` writes that took `took`.
+    pub fn committed(&self, writes: usize, took: std::time::Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.commits.fetch_add(1, Relaxed);
+        self.writes.fetch_add(writes as u64, Relaxed);
+        self.micros
+            .fetch_add(u64::try_from(took.as_micros()).unwrap_or(u64::MAX), Relaxed);
+    }
+
+    /// Commits, writes, and seconds spent.
+    pub fn read(&self) -> (u64, u64, f64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.commits.load(Relaxed),
+            self.writes.load(Relaxed),
+            self.micros.load(Relaxed) as f64 / 1e6,
+        )
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

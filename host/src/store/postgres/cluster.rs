@@ -133,14 +133,22 @@ impl PgStore {
         target: &str,
         run_id: &str,
     ) -> Result<bool, StoreError> {
-        // The same run claiming again (a resumed run) keeps its claim.
+        if !crate::store::on_urgent_thread() {
+            return self
+                .batch
+                .write(super::batch::Write::Claim {
+                    plugin: plugin.to_string(),
+                    target: target.to_string(),
+                    run_id: run_id.to_string(),
+                    owner: self.owner(),
+                })
+                .await;
+        }
         let n = self
             .client()
             .await?
             .execute(
-                "INSERT INTO flights (plugin, target, run_id, replica) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (plugin, target) DO UPDATE SET replica = excluded.replica \
-                 WHERE flights.run_id = excluded.run_id",
+                super::CLAIM_FLIGHT,
                 &[&plugin, &target, &run_id, &&*self.owner()],
             )
             .await
@@ -154,6 +162,17 @@ impl PgStore {
         target: &str,
         run_id: &str,
     ) -> Result<(), StoreError> {
+        if !crate::store::on_urgent_thread() {
+            return self
+                .batch
+                .write(super::batch::Write::Release {
+                    plugin: plugin.to_string(),
+                    target: target.to_string(),
+                    run_id: run_id.to_string(),
+                })
+                .await
+                .map(drop);
+        }
         self.client()
             .await?
             .execute(

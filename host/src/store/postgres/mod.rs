@@ -14,6 +14,7 @@
 //! `cluster`.
 
 use crate::locks::RwLockExt;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -27,11 +28,24 @@ use super::{
 use crate::guardrails::{Intent, Ledger, Refusal};
 use crate::record::{timestamp as ts, Applied, RunRecord, Trigger};
 
+mod batch;
+mod bus;
 mod cluster;
 
 mod embedded {
     refinery::embed_migrations!("src/store/postgres/migrations");
 }
+
+/// Claims the single flight of (plugin, target) for a run. The same run
+/// claiming again (a resumed run) keeps its claim, and a run of the same
+/// incarnation takes the row over: the claimer holds the target in this
+/// process's memory, where single flight is decided first, so a row of
+/// another run of its own is one on its way out (a run that ended and is
+/// releasing it, or one a receipt claimed for and that lost the target in
+/// memory to this run).
+pub(super) const CLAIM_FLIGHT: &str = "INSERT INTO flights (plugin, target, run_id, replica) VALUES ($1, $2, $3, $4) \
+     ON CONFLICT (plugin, target) DO UPDATE SET replica = excluded.replica, run_id = excluded.run_id \
+     WHERE flights.run_id = excluded.run_id OR flights.replica = excluded.replica";
 
 /// Most rows one listing returns (as the SQLite store).
 const MAX_ROWS: u32 = 1000;
@@ -58,7 +72,11 @@ pub struct PgStore {
     generation: AtomicU64,
     /// Cleared when a write finds the database gone; set again by the next
     /// write that succeeds.
-    healthy: AtomicBool,
+    healthy: Arc<AtomicBool>,
+    /// Group commit of run records, audit events and flights (`batch`).
+    batch: batch::Batcher,
+    /// The cluster's live events (`bus`).
+    bus: Arc<bus::PgBus>,
 }
 
 /// A PostgreSQL or pool error with its causes (a TLS handshake failure
@@ -102,6 +120,7 @@ impl PgStore {
                 },
             )
         };
+        let listener = config.clone();
         let pool = Pool::builder(manager(config.clone()))
             .max_size(POOL)
             .build()
@@ -111,13 +130,22 @@ impl PgStore {
             .build()
             .map_err(pg)?;
         migrate(&pool).await?;
+        let bus = Arc::new(bus::PgBus::start(
+            listener,
+            tokio_postgres_rustls::MakeRustlsConnect::new(tls.clone()),
+            me.id.clone(),
+            me.name.clone(),
+        ));
+        let healthy = Arc::new(AtomicBool::new(true));
         let store = PgStore {
+            batch: batch::Batcher::start(pool.clone(), healthy.clone()),
+            bus,
             pool,
             urgent,
             incarnation: RwLock::new(super::fence::incarnation(&me.id, 0)),
             generation: AtomicU64::new(0),
             me,
-            healthy: AtomicBool::new(true),
+            healthy,
         };
         store.register().await?;
         Ok(store)
@@ -323,14 +351,17 @@ impl Store for PgStore {
     }
 
     async fn put_run(&self, rec: &RunRecord) -> Result<(), StoreError> {
-        let c = self.client().await?;
-        match super::fence::owner() {
-            Some(owner) => put_run_in(&c, &owner, rec, Fence::Owner).await,
-            None => put_run_in(&c, &self.current(), rec, Fence::Unfenced).await,
-        }
+        self.write_run(rec, false).await
+    }
+
+    async fn finish_run(&self, rec: &RunRecord, release_flight: bool) -> Result<(), StoreError> {
+        self.write_run(rec, release_flight).await
     }
 
     async fn audit(&self, e: AuditEvent) -> Result<(), StoreError> {
+        if !super::on_urgent_thread() {
+            return self.batch.write(batch::Write::Audit(e)).await.map(drop);
+        }
         self.client()
             .await?
             .execute(
@@ -346,60 +377,14 @@ impl Store for PgStore {
         &self,
         items: Vec<(StoredAlert, &[RunRecord])>,
     ) -> Result<Vec<bool>, StoreError> {
-        // One statement for the alerts, one for the runs of the new ones. A
-        // key repeated within the payload is new at most once (its first
-        // occurrence), as if inserted one by one.
-        let key = |a: &StoredAlert| (a.fingerprint.clone(), a.starts_at.clone(), a.status.clone());
-        let mut seen = std::collections::HashSet::new();
-        let first: Vec<bool> = items.iter().map(|(a, _)| seen.insert(key(a))).collect();
-        let candidates: Vec<&StoredAlert> = items
-            .iter()
-            .zip(&first)
-            .filter(|(_, f)| **f)
-            .map(|((a, _), _)| a)
-            .collect();
-        let column = |f: fn(&StoredAlert) -> String| -> Vec<String> {
-            candidates.iter().map(|a| f(a)).collect()
-        };
-        let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(pg)?;
-        self.bound_stall(&tx).await?;
-        let inserted = tx
-            .query(
-                "INSERT INTO alerts (fingerprint, starts_at, status, name, received_at, alert) \
-                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) \
-                 ON CONFLICT DO NOTHING RETURNING fingerprint, starts_at, status",
-                &[
-                    &column(|a| a.fingerprint.clone()),
-                    &column(|a| a.starts_at.clone()),
-                    &column(|a| a.status.clone()),
-                    &column(|a| a.name.clone()),
-                    &column(|a| a.received_at.clone()),
-                    &column(|a| a.alert.to_string()),
-                ],
-            )
-            .await
-            .map_err(pg)?;
-        let inserted: std::collections::HashSet<(String, String, String)> = inserted
-            .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2)))
-            .collect();
-        let new: Vec<bool> = items
-            .iter()
-            .zip(&first)
-            .map(|((a, _), f)| *f && inserted.contains(&key(a)))
-            .collect();
-        let runs: Vec<&RunRecord> = items
-            .iter()
-            .zip(&new)
-            .filter(|(_, n)| **n)
-            .flat_map(|((_, runs), _)| runs.iter())
-            .collect();
-        // Fenced: a receipt that commits after a take-over of this
-        // incarnation would leave runs no live replica owns.
-        put_runs_in(&tx, &self.owner(), &runs, Fence::Owner).await?;
-        tx.commit().await.map_err(pg)?;
-        Ok(new)
+        Ok(self.receive_tx(items, false).await?.0)
+    }
+
+    async fn receive_and_claim(
+        &self,
+        items: Vec<(StoredAlert, &[RunRecord])>,
+    ) -> Result<(Vec<bool>, HashSet<String>), StoreError> {
+        self.receive_tx(items, true).await
     }
 
     async fn decide(&self, rec: &RunRecord, approvals_before: usize) -> Result<bool, StoreError> {
@@ -626,6 +611,14 @@ impl Store for PgStore {
         true
     }
 
+    fn write_stats(&self) -> Option<&super::WriteStats> {
+        Some(self.batch.stats())
+    }
+
+    fn bus(&self) -> Option<Arc<dyn super::bus::Bus>> {
+        Some(self.bus.clone())
+    }
+
     fn incarnation(&self) -> Option<Arc<str>> {
         Some(self.current())
     }
@@ -831,6 +824,139 @@ impl Store for PgStore {
 }
 
 impl PgStore {
+    /// The alerts of one payload and the runs of the new ones, and with
+    /// `claim` those runs' single flights (a run whose target another run
+    /// holds is left to claim it when it starts, as before), in one
+    /// transaction.
+    async fn receive_tx(
+        &self,
+        items: Vec<(StoredAlert, &[RunRecord])>,
+        claim: bool,
+    ) -> Result<(Vec<bool>, HashSet<String>), StoreError> {
+        // One statement for the alerts, one for the runs of the new ones. A
+        // key repeated within the payload is new at most once (its first
+        // occurrence), as if inserted one by one.
+        let key = |a: &StoredAlert| (a.fingerprint.clone(), a.starts_at.clone(), a.status.clone());
+        let mut seen = std::collections::HashSet::new();
+        let first: Vec<bool> = items.iter().map(|(a, _)| seen.insert(key(a))).collect();
+        let candidates: Vec<&StoredAlert> = items
+            .iter()
+            .zip(&first)
+            .filter(|(_, f)| **f)
+            .map(|((a, _), _)| a)
+            .collect();
+        let column = |f: fn(&StoredAlert) -> String| -> Vec<String> {
+            candidates.iter().map(|a| f(a)).collect()
+        };
+        let mut c = self.client().await?;
+        let mut tx = c.transaction().await.map_err(pg)?;
+        self.bound_stall(&tx).await?;
+        let inserted = tx
+            .query(
+                "INSERT INTO alerts (fingerprint, starts_at, status, name, received_at, alert) \
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) \
+                 ON CONFLICT DO NOTHING RETURNING fingerprint, starts_at, status",
+                &[
+                    &column(|a| a.fingerprint.clone()),
+                    &column(|a| a.starts_at.clone()),
+                    &column(|a| a.status.clone()),
+                    &column(|a| a.name.clone()),
+                    &column(|a| a.received_at.clone()),
+                    &column(|a| a.alert.to_string()),
+                ],
+            )
+            .await
+            .map_err(pg)?;
+        let inserted: std::collections::HashSet<(String, String, String)> = inserted
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        let new: Vec<bool> = items
+            .iter()
+            .zip(&first)
+            .map(|((a, _), f)| *f && inserted.contains(&key(a)))
+            .collect();
+        let runs: Vec<&RunRecord> = items
+            .iter()
+            .zip(&new)
+            .filter(|(_, n)| **n)
+            .flat_map(|((_, runs), _)| runs.iter())
+            .collect();
+        // Fenced: a receipt that commits after a take-over of this
+        // incarnation would leave runs no live replica owns.
+        let owner = self.owner();
+        put_runs_in(&tx, &owner, &runs, Fence::Owner).await?;
+        let mut claimed = HashSet::new();
+        let flights: Vec<(&str, &str, &str)> = runs
+            .iter()
+            .filter_map(|r| Some((r.plugin.as_str(), r.target.as_deref()?, r.id.as_str())))
+            .collect();
+        if claim && !flights.is_empty() {
+            // In a savepoint: a claim the database refuses leaves the
+            // receipt whole, and the runs claim when they start, as they
+            // would without this. DO NOTHING, never taking a row over: a
+            // run of this replica may hold the target in memory and not
+            // yet in the store.
+            let sp = tx.savepoint("claim").await.map_err(pg)?;
+            let rows = sp
+                .query(
+                    "INSERT INTO flights (plugin, target, run_id, replica) \
+                     SELECT p, t, r, $4 FROM unnest($1::text[], $2::text[], $3::text[]) AS f(p, t, r) \
+                     ON CONFLICT DO NOTHING RETURNING run_id",
+                    &[
+                        &flights.iter().map(|f| f.0).collect::<Vec<_>>(),
+                        &flights.iter().map(|f| f.1).collect::<Vec<_>>(),
+                        &flights.iter().map(|f| f.2).collect::<Vec<_>>(),
+                        &&*owner,
+                    ],
+                )
+                .await;
+            match rows {
+                Ok(rows) => {
+                    sp.commit().await.map_err(pg)?;
+                    claimed.extend(rows.iter().map(|r| r.get::<_, String>(0)));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %pg(e), "single flights not claimed with the receipt; the runs claim them when they start");
+                    sp.rollback().await.map_err(pg)?;
+                }
+            }
+        }
+        tx.commit().await.map_err(pg)?;
+        Ok((new, claimed))
+    }
+
+    /// A run's record (and the end of its single flight, with `release`),
+    /// through the group commit, or straight to the connections kept for
+    /// urgent work.
+    async fn write_run(&self, rec: &RunRecord, release: bool) -> Result<(), StoreError> {
+        let (writer, fence) = match super::fence::owner() {
+            Some(owner) => (owner, Fence::Owner),
+            None => (self.current(), Fence::Unfenced),
+        };
+        if !super::on_urgent_thread() {
+            let row = batch::RunRow::new(rec, writer, fence, release)?;
+            return self.batch.write(batch::Write::Run(row)).await.map(drop);
+        }
+        // One connection for both: the urgent pool is two connections, and
+        // runs holding one while waiting for another would wait forever.
+        let mut c = self.client().await?;
+        let target = rec.target.as_deref().filter(|_| release);
+        let Some(target) = target else {
+            return put_run_in(&c, &writer, rec, fence).await;
+        };
+        let tx = c.transaction().await.map_err(pg)?;
+        self.bound_stall(&tx).await?;
+        put_run_in(&tx, &writer, rec, fence).await?;
+        tx.execute(
+            "DELETE FROM flights WHERE plugin = $1 AND target = $2 AND run_id = $3 AND replica = $4",
+            &[&rec.plugin, &target, &rec.id, &&*writer],
+        )
+        .await
+        .map_err(pg)?;
+        tx.commit().await.map_err(pg)
+    }
+
     /// Whether action `id` already reads as this settle wrote it (an
     /// earlier attempt whose answer was lost committed).
     async fn settled_as(&self, id: i64, status: &str, at: &str) -> bool {

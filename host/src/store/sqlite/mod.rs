@@ -41,6 +41,8 @@ pub struct SqliteStore {
     alive: Arc<std::sync::atomic::AtomicBool>,
     /// Set once `take_over` has answered.
     handed_over: Arc<std::sync::atomic::AtomicBool>,
+    /// The writer's commits (`/metrics`).
+    stats: Arc<super::WriteStats>,
 }
 
 impl SqliteStore {
@@ -73,11 +75,13 @@ impl SqliteStore {
         let guard = AliveGuard(alive.clone());
         let handoff = checkpoint::Handoff::default();
         checkpoint::spawn(&path, alive.clone(), handoff.clone())?;
+        let stats = Arc::new(super::WriteStats::default());
+        let counted = stats.clone();
         std::thread::Builder::new()
             .name("remedy-store".into())
             .spawn(move || {
                 let _guard = guard;
-                write_loop(writer, rx, urgent_rx, handoff)
+                write_loop(writer, rx, urgent_rx, handoff, &counted)
             })
             .map_err(|source| StoreError::Dir {
                 path: "store writer thread".into(),
@@ -89,6 +93,7 @@ impl SqliteStore {
             reader: Arc::new(Mutex::new(reader)),
             alive,
             handed_over: Arc::default(),
+            stats,
         })
     }
 
@@ -142,6 +147,10 @@ impl SqliteStore {
 impl Store for SqliteStore {
     fn healthy(&self) -> bool {
         self.alive.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn write_stats(&self) -> Option<&super::WriteStats> {
+        Some(&self.stats)
     }
 
     async fn put_run(&self, rec: &RunRecord) -> Result<(), StoreError> {

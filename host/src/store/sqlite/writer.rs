@@ -439,9 +439,13 @@ pub(super) fn write_loop(
     rx: mpsc::Receiver<Op>,
     urgent: mpsc::Receiver<Op>,
     handoff: super::checkpoint::Handoff,
+    stats: &crate::store::WriteStats,
 ) {
     while let Some(batch) = next_batch(&rx, &urgent, LINGER) {
-        match apply_batch(&mut conn, &batch) {
+        let began = std::time::Instant::now();
+        let applied = apply_batch(&mut conn, &batch);
+        stats.committed(batch.len(), began.elapsed());
+        match applied {
             Ok(results) => {
                 for (op, res) in batch.into_iter().zip(results) {
                     match op {
@@ -647,6 +651,7 @@ mod tests {
             rx,
             urgent_rx,
             super::super::checkpoint::Handoff::default(),
+            &crate::store::WriteStats::default(),
         );
         let reader = connect(&path).unwrap();
         let seq: i64 = reader
