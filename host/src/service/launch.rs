@@ -167,6 +167,12 @@ impl Claimed {
     pub(super) fn launch(&self) -> &Launch {
         &self.launch
     }
+
+    /// The run holds its single flight in the shared store already (its
+    /// receipt claimed it): released with its final record.
+    pub(crate) fn holds_shared_flight(&mut self) {
+        self.guard.shared = Some(self.rec.id.clone());
+    }
 }
 
 /// Why a claimed run does not start.
@@ -651,11 +657,16 @@ impl Service {
             owner,
         } = ran;
         // Boxed: what waits for the store holds the record, not retries.
+        // The shared single flight ends in the record's own commit.
+        let release = guard.shared.as_deref() == Some(rec.id.as_str())
+            && rec.target.as_deref() == Some(guard.key.1.as_str())
+            && rec.plugin == guard.key.0;
         let stored = Box::pin(super::heal::retried("run record", &rec.id, || {
-            service.store.put_run(&rec)
+            service.store.finish_run(&rec, release)
         }))
         .await;
         match stored {
+            Ok(()) if release => guard.shared = None,
             Ok(()) => guard.release_shared().await,
             Err(StoreError::Fenced(why)) => {
                 // Another replica owns the run now: nothing of it is

@@ -110,7 +110,9 @@ pub async fn receive(service: &Arc<Service>, hook: Webhook) -> Result<Receipt, A
         planned.push(mine);
     }
     let items = alerts.into_iter().zip(records.iter().map(Vec::as_slice));
-    let new = service.store.receive(items.collect()).await?;
+    // On a shared store the runs' single flights are claimed in the same
+    // transaction, where no other run holds them.
+    let (new, claimed) = service.store.receive_and_claim(items.collect()).await?;
     let mut repeats = repeated_runs(service, &loaded, &hook.alerts, &new).await;
 
     let mut skipped = Vec::new();
@@ -139,7 +141,10 @@ pub async fn receive(service: &Arc<Service>, hook: Webhook) -> Result<Receipt, A
             .into_iter()
             .map(
                 |(p, launch, rec)| match service.claim_queued(p, launch, rec) {
-                    Ok(c) => {
+                    Ok(mut c) => {
+                        if claimed.contains(&c.rec.id) {
+                            c.holds_shared_flight();
+                        }
                         let run = StartedRun {
                             plugin: c.rec.plugin.clone(),
                             run_id: c.rec.id.clone(),
@@ -177,8 +182,12 @@ pub async fn receive(service: &Arc<Service>, hook: Webhook) -> Result<Receipt, A
     // A run that lost its claim to one in flight replaces its `queued`
     // record with a `skipped` one (were this lost in a crash, the restart
     // would resume the queued run, and single flight decide again).
-    let stored =
-        futures_util::future::join_all(skipped.iter().map(|rec| service.store.put_run(rec)));
+    // One the receipt claimed the shared flight for gives it up with it.
+    let stored = futures_util::future::join_all(
+        skipped
+            .iter()
+            .map(|rec| service.store.finish_run(rec, claimed.contains(&rec.id))),
+    );
     for (rec, done) in skipped.iter().zip(stored.await) {
         if let Err(e) = done {
             tracing::error!(run_id = %rec.id, error = %e, "`skipped` not stored; the run stays queued");
