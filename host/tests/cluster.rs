@@ -435,3 +435,118 @@ async fn one_approval_decided_on_two_replicas_runs_once_and_a_pause_reaches_both
     );
     assert!(b.text("/metrics").await.contains("remedy_paused 1"));
 }
+
+/// A run of `plugin` on `r`, finished (`?wait=true`): its id.
+async fn finished_run(r: &Server, plugin: &str) -> String {
+    let (code, rec) = r
+        .post(
+            &format!("/v1/plugins/{plugin}/runs?wait=true"),
+            json!({"dry_run": true}),
+        )
+        .await;
+    assert_eq!(code, 200, "{rec}");
+    rec["id"].as_str().unwrap().to_string()
+}
+
+/// Reads `feed` until every run of `runs` has finished in it; answers each
+/// run's event types in the order they came, and the replica they named.
+async fn until_finished(
+    feed: &mut Feed,
+    runs: &[String],
+) -> std::collections::HashMap<String, (Vec<String>, Vec<Value>)> {
+    let mut seen: std::collections::HashMap<String, (Vec<String>, Vec<Value>)> =
+        std::collections::HashMap::new();
+    while !runs.iter().all(|r| {
+        seen.get(r)
+            .is_some_and(|(kinds, _)| kinds.iter().any(|k| k == "run.finished"))
+    }) {
+        let (kind, ev) = feed.next().await;
+        if let Some(run) = ev["run_id"].as_str() {
+            let entry = seen.entry(run.to_string()).or_default();
+            entry.0.push(kind);
+            entry.1.push(ev["replica"].clone());
+        }
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_replica_s_feed_shows_the_whole_cluster_s_runs_in_order() {
+    let db = Db::new("events").await;
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = "db-connection-exhaustion";
+    let replicas = three(
+        dir.path(),
+        &db,
+        |server| format!("[server]\n{server}\n[plugins.{plugin}]\nmode = \"dry-run\"\n"),
+        &[],
+    );
+    let (r1, r2, r3) = (&replicas[0], &replicas[1], &replicas[2]);
+    let mut on_r1 = Feed::open(r1, "").await;
+    let mut on_r3 = Feed::open(r3, "").await;
+    // The other replicas hear that a feed is watched within moments of
+    // its opening: until then a run of theirs may be missed, so the first
+    // is repeated until it shows.
+    let mut shown = false;
+    for _ in 0..20 {
+        let first = finished_run(r2, plugin).await;
+        let got = tokio::time::timeout(
+            Duration::from_secs(2),
+            until_finished(&mut on_r1, std::slice::from_ref(&first)),
+        )
+        .await;
+        if got.is_ok() {
+            shown = true;
+            break;
+        }
+    }
+    assert!(shown, "r1's feed never showed a run of r2");
+
+    let mut runs = Vec::new();
+    let mut from = std::collections::HashMap::new();
+    for (r, name) in [(r2, "r2"), (r3, "r3"), (r1, "r1"), (r2, "r2"), (r3, "r3")] {
+        for _ in 0..3 {
+            let id = finished_run(r, plugin).await;
+            from.insert(id.clone(), name);
+            runs.push(id);
+        }
+    }
+    for (feed, watcher) in [(&mut on_r1, "r1"), (&mut on_r3, "r3")] {
+        let seen = until_finished(feed, &runs).await;
+        for id in &runs {
+            let (kinds, replicas) = &seen[id];
+            let started = kinds.iter().position(|k| k == "run.started");
+            let finished = kinds.iter().position(|k| k == "run.finished");
+            assert!(
+                matches!((started, finished), (Some(s), Some(f)) if s < f),
+                "{watcher}'s feed: run {id} of {}: {kinds:?}",
+                from[id]
+            );
+            assert!(
+                replicas.iter().all(|r| r == from[id]),
+                "{watcher}'s feed names the replica each event happened on: {replicas:?}"
+            );
+        }
+    }
+
+    // An alert received by r3 shows in r1's feed with the run it started.
+    let (code, receipt) = r3
+        .post(
+            "/v1/alerts",
+            payload(vec![alert(
+                "DatabaseConnectionExhaustion",
+                "firing",
+                json!({"instance": "db-feed"}),
+                "feed-1",
+                "2026-12-07T03:10:00Z",
+            )]),
+        )
+        .await;
+    assert_eq!(code, 202, "{receipt}");
+    let run = receipt["runs"][0]["run_id"].as_str().unwrap().to_string();
+    let (received, _) = on_r1.until("alert.received", None).await;
+    assert_eq!(received["replica"], "r3", "{received}");
+    assert_eq!(received["detail"]["runs"][0]["run_id"], run.as_str());
+    let (finished, _) = on_r1.until("run.finished", Some(&run)).await;
+    assert_eq!(finished["replica"], "r3", "{finished}");
+}

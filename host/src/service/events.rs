@@ -1,7 +1,8 @@
 //! The live feed (`GET /v1/events`, the console, `remedy runs --follow`):
-//! what happened in this process, as it happens. It is a view, not a
-//! record: the store and the audit log stay the truth, and a subscriber
-//! that falls behind is told how much it missed rather than slowing runs.
+//! what happened in this process — and, on a shared store, in every
+//! replica (`store::bus`) — as it happens. It is a view, not a record: the
+//! store and the audit log stay the truth, and a subscriber that falls
+//! behind is told how much it missed rather than slowing runs.
 
 use crate::locks::MutexExt;
 use std::collections::HashMap;
@@ -12,6 +13,7 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 
 use crate::record::RunRecord;
+use crate::store::bus::{Bus, Remote, MAX_EVENT, WATCH_EVERY};
 
 /// How many events a slow subscriber may fall behind before it misses some.
 pub const BACKLOG: usize = 1024;
@@ -52,14 +54,30 @@ pub struct Event {
     pub run_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plugin: Option<String>,
+    /// The replica it happened on (on a store several replicas share).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
     pub detail: serde_json::Value,
 }
+
+/// The kinds of event there are, as [`Event::kind`] names them.
+const KINDS: [&str; 7] = [
+    "run.started",
+    "run.finished",
+    "action",
+    "approval.pending",
+    "approval.decided",
+    "alert.received",
+    "pause.changed",
+];
 
 /// The feed's sending side, owned by the service.
 pub struct Events {
     tx: broadcast::Sender<Arc<Event>>,
     /// Numbering and sending are one step, so events arrive in `seq` order.
-    seq: Mutex<u64>,
+    seq: Arc<Mutex<u64>>,
+    /// The other replicas, on a shared store; with this replica's name.
+    bus: Option<(Arc<dyn Bus>, String)>,
     /// Set at shutdown: open feeds end, so they do not hold the drain.
     closed: tokio::sync::watch::Sender<bool>,
     /// Feeds open now, in all and per caller.
@@ -97,7 +115,8 @@ impl Default for Events {
     fn default() -> Self {
         Events {
             tx: broadcast::channel(BACKLOG).0,
-            seq: Mutex::new(0),
+            seq: Arc::default(),
+            bus: None,
             closed: tokio::sync::watch::channel(false).0,
             feeds: Default::default(),
         }
@@ -105,6 +124,23 @@ impl Default for Events {
 }
 
 impl Events {
+    /// The feed of replica `me` on a store shared through `bus`: it shows
+    /// the other replicas' events too, and publishes its own while a feed
+    /// elsewhere is watched.
+    pub fn shared(bus: Arc<dyn Bus>, me: String) -> Events {
+        let events = Events {
+            bus: Some((bus.clone(), me)),
+            ..Events::default()
+        };
+        tokio::spawn(relay(
+            bus.subscribe(),
+            events.tx.clone(),
+            events.seq.clone(),
+        ));
+        tokio::spawn(announce(Arc::downgrade(&bus), events.tx.clone()));
+        events
+    }
+
     /// A feed for `caller` (how the caller is told apart: a token's name,
     /// a peer address), unless [`MAX_FEEDS`] are open or the caller holds
     /// [`MAX_FEEDS_PER_CALLER`].
@@ -120,6 +156,9 @@ impl Events {
         }
         open.total += 1;
         *open.by_caller.entry(caller.to_string()).or_insert(0) += 1;
+        if let Some((bus, _)) = &self.bus {
+            bus.watched_here();
+        }
         Ok(Feed {
             rx: self.tx.subscribe(),
             open: self.feeds.clone(),
@@ -145,6 +184,13 @@ impl Events {
         self.tx.receiver_count() > 0
     }
 
+    /// Whether a feed of another replica sharing the store is watched.
+    fn watched_elsewhere(&self) -> bool {
+        self.bus
+            .as_ref()
+            .is_some_and(|(bus, _)| bus.watched_elsewhere())
+    }
+
     /// Publishes an event; `detail` is built only when someone listens.
     pub fn emit(
         &self,
@@ -153,28 +199,32 @@ impl Events {
         plugin: Option<&str>,
         detail: impl FnOnce() -> serde_json::Value,
     ) {
-        if !self.watched() {
+        let here = self.watched();
+        let elsewhere = self.bus.as_ref().filter(|(bus, _)| bus.watched_elsewhere());
+        if !here && elsewhere.is_none() {
             return;
         }
-        let mut ev = Event {
+        let ev = Event {
             seq: 0,
             kind,
             at: super::now(),
             run_id: run_id.map(String::from),
             plugin: plugin.map(String::from),
+            replica: self.bus.as_ref().map(|(_, me)| me.clone()),
             detail: detail(),
         };
-        let mut seq = self.seq.locked();
-        *seq += 1;
-        ev.seq = *seq;
-        // No receiver left since `watched`: nothing to do.
-        let _ = self.tx.send(Arc::new(ev));
+        if let Some((bus, _)) = elsewhere {
+            bus.publish(for_bus(&ev));
+        }
+        if here {
+            send(&self.tx, &self.seq, ev);
+        }
     }
 
     /// `run.finished`, then one `action` per action it took or simulated,
     /// and `approval.pending` when it ends as a plan.
     pub fn run_finished(&self, rec: &RunRecord) {
-        if !self.watched() {
+        if !self.watched() && !self.watched_elsewhere() {
             return;
         }
         self.emit("run.finished", Some(&rec.id), Some(&rec.plugin), || {
@@ -204,6 +254,86 @@ impl Events {
                 Some(&rec.plugin),
                 || serde_json::json!({"plan": a.plan, "expires_at": a.expires_at}),
             );
+        }
+    }
+}
+
+/// Numbers `ev` and sends it to this process's feeds.
+fn send(tx: &broadcast::Sender<Arc<Event>>, seq: &Mutex<u64>, mut ev: Event) {
+    let mut seq = seq.locked();
+    *seq += 1;
+    ev.seq = *seq;
+    // No receiver left: nothing to do.
+    let _ = tx.send(Arc::new(ev));
+}
+
+/// `ev` as the bus carries it: shortened when its detail is too large
+/// (a plan with many steps), which the event then says.
+fn for_bus(ev: &Event) -> String {
+    let json = serde_json::to_string(ev).unwrap_or_default();
+    if json.len() <= MAX_EVENT {
+        return json;
+    }
+    let short = Event {
+        detail: serde_json::json!({
+            "truncated": true,
+            "why": "too large to share between replicas: read the run (GET /v1/runs/{id}) for all of it",
+        }),
+        ..ev.clone()
+    };
+    serde_json::to_string(&short).unwrap_or_default()
+}
+
+/// An event of another replica, as this process's feeds get it.
+fn remote(r: &Remote) -> Option<Event> {
+    let field = |k: &str| r.event.get(k).and_then(|v| v.as_str()).map(String::from);
+    let kind = field("type")?;
+    Some(Event {
+        seq: 0,
+        kind: KINDS.iter().find(|k| **k == kind)?,
+        at: field("at")?,
+        run_id: field("run_id"),
+        plugin: field("plugin"),
+        replica: Some(r.from.clone()),
+        detail: r.event.get("detail").cloned().unwrap_or_default(),
+    })
+}
+
+/// Hands the other replicas' events to this process's feeds, in the order
+/// they arrive (each replica's in the order it emitted them).
+async fn relay(
+    mut rx: broadcast::Receiver<Arc<Remote>>,
+    tx: broadcast::Sender<Arc<Event>>,
+    seq: Arc<Mutex<u64>>,
+) {
+    loop {
+        match rx.recv().await {
+            Ok(r) => {
+                if tx.receiver_count() > 0 {
+                    if let Some(ev) = remote(&r) {
+                        send(&tx, &seq, ev);
+                    }
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(
+                    missed = n,
+                    "the live feed fell behind the other replicas' events"
+                );
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// While a feed here is open, tells the other replicas so, before what
+/// they were told runs out.
+async fn announce(bus: std::sync::Weak<dyn Bus>, tx: broadcast::Sender<Arc<Event>>) {
+    loop {
+        tokio::time::sleep(WATCH_EVERY).await;
+        let Some(bus) = bus.upgrade() else { return };
+        if tx.receiver_count() > 0 {
+            bus.watched_here();
         }
     }
 }
@@ -297,5 +427,49 @@ mod tests {
             other => panic!("expected a lag of 10, got {other:?}"),
         }
         assert!(feed.rx.try_recv().is_ok(), "it goes on after the lag");
+    }
+
+    #[test]
+    fn an_event_too_large_for_the_bus_is_shortened_and_says_so() {
+        let ev = |detail| Event {
+            seq: 7,
+            kind: "approval.pending",
+            at: "2026-12-07T00:00:00Z".into(),
+            run_id: Some("r1".into()),
+            plugin: Some("p".into()),
+            replica: Some("a".into()),
+            detail,
+        };
+        let small = for_bus(&ev(serde_json::json!({"plan": "restart"})));
+        assert!(small.contains("restart"), "{small}");
+        let big = for_bus(&ev(serde_json::json!({"plan": "x".repeat(3 * MAX_EVENT)})));
+        assert!(big.len() <= MAX_EVENT, "{}", big.len());
+        let back: serde_json::Value = serde_json::from_str(&big).unwrap();
+        assert_eq!(back["detail"]["truncated"], true);
+        assert_eq!(back["run_id"], "r1", "what it was about is kept");
+    }
+
+    #[test]
+    fn another_replica_s_event_keeps_its_kind_and_names_its_replica_and_unknown_kinds_are_dropped()
+    {
+        let remote_of = |event| Remote {
+            from: "b".into(),
+            event,
+        };
+        let ev = remote(&remote_of(serde_json::json!({
+            "seq": 3, "type": "run.finished", "at": "2026-12-07T00:00:00Z",
+            "run_id": "r9", "plugin": "p", "replica": "b", "detail": {"status": "succeeded"}
+        })))
+        .expect("a known kind");
+        assert_eq!(
+            (ev.kind, ev.replica.as_deref()),
+            ("run.finished", Some("b"))
+        );
+        assert_eq!(ev.detail["status"], "succeeded");
+        assert!(remote(&remote_of(
+            serde_json::json!({"type": "made.up", "at": "x"})
+        ))
+        .is_none());
+        assert!(remote(&remote_of(serde_json::json!({"at": "x"}))).is_none());
     }
 }

@@ -181,6 +181,10 @@ impl Service {
             // Alone on its store: one replica, and it runs the schedules.
             metrics.set_cluster(1, true);
         }
+        let events = match store.bus() {
+            Some(bus) => Events::shared(bus, me.name.clone()),
+            None => Events::default(),
+        };
         let service = Arc::new(Service {
             remedy: Arc::new(remedy),
             store,
@@ -202,7 +206,7 @@ impl Service {
             urgent: urgent::SideRuntime::urgent().context("starting the urgent runtime")?,
             alert_runs: urgent::SideRuntime::alert_runs()
                 .context("starting the alert runs' runtime")?,
-            events: Events::default(),
+            events,
             slack,
         });
         for (name, source) in service.remedy.sources() {

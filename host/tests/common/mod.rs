@@ -425,3 +425,71 @@ pub fn signal(server: &Server, sig: &str) {
         .success();
     assert!(ok, "kill {sig}");
 }
+
+/// An open event stream: events as (type, data).
+pub struct Feed {
+    pub resp: reqwest::Response,
+    pub buf: String,
+}
+
+impl Feed {
+    pub async fn open(server: &Server, token: &str) -> Feed {
+        let mut req = server.http.get(format!("{}/v1/events", server.base));
+        if !token.is_empty() {
+            req = req.bearer_auth(token);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["content-type"], "text/event-stream");
+        let mut feed = Feed {
+            resp,
+            buf: String::new(),
+        };
+        let (kind, ready) = feed.next().await;
+        assert_eq!(kind, "ready", "{ready}");
+        feed
+    }
+
+    /// The next event (at most 15 s away).
+    pub async fn next(&mut self) -> (String, Value) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..end + 2).collect();
+                let mut kind = String::new();
+                let mut data = String::new();
+                for line in block.lines() {
+                    if let Some(k) = line.strip_prefix("event: ") {
+                        kind = k.to_string();
+                    } else if let Some(d) = line.strip_prefix("data: ") {
+                        data.push_str(d);
+                    }
+                }
+                if data.is_empty() {
+                    continue; // a keep-alive comment
+                }
+                return (kind, serde_json::from_str(&data).unwrap());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let chunk = tokio::time::timeout(left, self.resp.chunk())
+                .await
+                .expect("no event within 15 s")
+                .unwrap()
+                .expect("the feed ended");
+            self.buf.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+
+    /// The next event of `kind` for `run` (any run when `None`); the events
+    /// skipped on the way are returned too.
+    pub async fn until(&mut self, kind: &str, run: Option<&str>) -> (Value, Vec<(String, Value)>) {
+        let mut skipped = Vec::new();
+        loop {
+            let (k, v) = self.next().await;
+            if k == kind && run.is_none_or(|r| v["run_id"] == r) {
+                return (v, skipped);
+            }
+            skipped.push((k, v));
+        }
+    }
+}

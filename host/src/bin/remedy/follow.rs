@@ -114,8 +114,13 @@ pub fn line(ev: &SseEvent) -> String {
         },
         _ => d.to_string(),
     };
+    // On a store several replicas share, where it happened.
+    let on = v["replica"]
+        .as_str()
+        .map(|r| format!("  (on {r})"))
+        .unwrap_or_default();
     format!(
-        "{}  {:<17} {:<22} {:<36}  {what}",
+        "{}  {:<17} {:<22} {:<36}  {what}{on}",
         s(&v["at"]),
         ev.event,
         s(&v["plugin"]),
@@ -205,5 +210,15 @@ mod tests {
             l.contains("run.finished") && l.contains("disk") && l.contains("failed in 12 ms: boom"),
             "{l}"
         );
+        assert!(!l.contains("(on "), "one replica names none: {l}");
+    }
+
+    #[test]
+    fn another_replica_s_event_names_it() {
+        let ev = SseEvent {
+            event: "run.started".into(),
+            data: r#"{"at":"T","plugin":"disk","run_id":"r1","replica":"r2","detail":{"dry_run":true}}"#.into(),
+        };
+        assert!(line(&ev).ends_with("dry run  (on r2)"), "{}", line(&ev));
     }
 }
