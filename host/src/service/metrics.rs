@@ -79,6 +79,8 @@ struct Inner {
     store_healthy: bool,
     unwritten: u64,
     unwritten_oldest_secs: f64,
+    /// The store's commits, the writes they carried, seconds spent.
+    store_writes: Option<(u64, u64, f64)>,
 }
 
 #[derive(Default)]
@@ -207,6 +209,11 @@ impl Metrics {
             m.unwritten = unwritten.map_or(0, |(n, _)| n as u64);
             m.unwritten_oldest_secs = unwritten.map_or(0.0, |(_, d)| d.as_secs_f64());
         });
+    }
+
+    /// The store's write counters, at scrape time (`None`: it keeps none).
+    pub fn set_store_writes(&self, stats: Option<(u64, u64, f64)>) {
+        self.with(|m| m.store_writes = stats);
     }
 
     /// `plugin`: a name, never a path (the exposition needs no token).
@@ -340,6 +347,14 @@ impl Metrics {
             "# HELP remedy_store_unwritten_oldest_seconds How long the oldest unwritten run has waited for the store.\n# TYPE remedy_store_unwritten_oldest_seconds gauge\nremedy_store_unwritten_oldest_seconds {}",
             m.unwritten_oldest_secs
         );
+        if let Some((commits, writes, secs)) = m.store_writes {
+            let _ = writeln!(
+                s,
+                "# HELP remedy_store_commits_total Transactions the store committed; one carries every write waiting when it began.\n# TYPE remedy_store_commits_total counter\nremedy_store_commits_total {commits}\n\
+                 # HELP remedy_store_writes_total Writes those commits carried (run records, audit events, receipts, claims).\n# TYPE remedy_store_writes_total counter\nremedy_store_writes_total {writes}\n\
+                 # HELP remedy_store_commit_seconds_total Time spent writing and committing (rate over the commits' rate: the mean commit).\n# TYPE remedy_store_commit_seconds_total counter\nremedy_store_commit_seconds_total {secs}"
+            );
+        }
         s
     }
 }
@@ -401,6 +416,12 @@ mod tests {
         drop(m.waiting());
         let still = m.waiting();
         m.set_store(false, Some((2, std::time::Duration::from_millis(1500))));
+        let quiet = m.render();
+        assert!(
+            !quiet.contains("remedy_store_commits_total"),
+            "a store that counts nothing exports no counters"
+        );
+        m.set_store_writes(Some((3, 40, 0.25)));
         let text = m.render();
         drop(still);
         for line in [
@@ -428,6 +449,9 @@ mod tests {
             "remedy_store_healthy 0",
             "remedy_store_unwritten_runs 2",
             "remedy_store_unwritten_oldest_seconds 1.5",
+            "remedy_store_commits_total 3",
+            "remedy_store_writes_total 40",
+            "remedy_store_commit_seconds_total 0.25",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

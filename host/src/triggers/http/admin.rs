@@ -44,6 +44,9 @@ pub(super) async fn metrics(State(s): State<Arc<AppState>>) -> impl IntoResponse
     s.service
         .metrics
         .set_store(s.service.store.healthy(), s.service.unwritten_for());
+    s.service
+        .metrics
+        .set_store_writes(s.service.store.write_stats().map(|w| w.read()));
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         s.service.metrics.render(),
