@@ -102,7 +102,7 @@ pub fn reference() -> String {
         }
         out.push_str("| Key | Type | Default | Description |\n|---|---|---|---|\n");
         for key in &section.keys {
-            let ty = type_name(&key.schema, &defs, &mut used);
+            let ty = type_name(&key.schema, &mut used);
             let about = describe(&key.schema);
             out.push_str(&format!(
                 "| `{}` | {} | {} | {} |\n",
@@ -306,11 +306,7 @@ fn toml_value(v: &Value) -> String {
 }
 
 /// `string`, `integer`, a link to a named type, `list of …`, `table of …`.
-fn type_name(
-    s: &Value,
-    defs: &serde_json::Map<String, Value>,
-    used: &mut std::collections::BTreeSet<String>,
-) -> String {
+fn type_name(s: &Value, used: &mut std::collections::BTreeSet<String>) -> String {
     if let Some(r) = s["$ref"].as_str() {
         let name = r.trim_start_matches("#/$defs/").to_string();
         let link = format!("[{name}](#{})", name.to_lowercase());
@@ -322,7 +318,7 @@ fn type_name(
             let names: Vec<String> = items
                 .iter()
                 .filter(|i| i["type"] != "null")
-                .map(|i| type_name(i, defs, used))
+                .map(|i| type_name(i, used))
                 .collect();
             return names.join(" or ");
         }
@@ -337,12 +333,9 @@ fn type_name(
         _ => vec![],
     };
     match types.as_slice() {
-        ["array"] => format!("list of {}", type_name(&s["items"], defs, used)),
+        ["array"] => format!("list of {}", type_name(&s["items"], used)),
         ["object"] if s["additionalProperties"].is_object() => {
-            format!(
-                "table of {}",
-                type_name(&s["additionalProperties"], defs, used)
-            )
+            format!("table of {}", type_name(&s["additionalProperties"], used))
         }
         ["string"] if s["format"] == "ip" || s["format"].is_null() => "string".into(),
         ["integer"] => "integer".into(),

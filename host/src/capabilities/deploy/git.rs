@@ -479,11 +479,7 @@ impl DeployBackend for GitRemote {
             })?;
             let refspec = format!("{new}:refs/heads/{}", self.branch);
             let pushed = self.git(wt, &["push", "--quiet", &self.url, &refspec]).await;
-            let failure = match pushed {
-                Ok(_) => None,
-                Err(e) => Some(e),
-            };
-            if let Some(e) = failure {
+            if let Err(e) = pushed {
                 // The push's fate is what the remote shows now.
                 let now = self.remote_head(wt).await.map_err(|re| {
                     BackendError::Unknown(format!(
