@@ -5,6 +5,13 @@
 #   scripts/bench-all.sh            # SQLite store
 #   REMEDY_BENCH_PG=postgres://postgres@127.0.0.1:5432 scripts/bench-all.sh
 #
+# With REMEDY_BENCH_PG (psql and pgbench needed) a second table follows,
+# measured in the same run: the HTTP load and the alert storm on SQLite and
+# on PostgreSQL side by side, one to three replicas loaded together on one
+# PostgreSQL, and what the database itself does on these cores (pgbench's
+# simple-update, durable commits), so the store's rate reads as a share of
+# it. About 6 minutes more.
+#
 # Needs wrk (apt-get install wrk) and oha (cargo install oha). Figures move ±30 % between machines:
 # compare a change against a baseline run on the same machine.
 set -euo pipefail
@@ -12,6 +19,10 @@ cd "$(dirname "$0")/.."
 
 cargo build --release -q -p remedy
 cargo test -q -p remedy-e2e --no-run >/dev/null 2>&1
+export REMEDY_BIN=${REMEDY_BIN:-target/release/remedy}
+pg=${REMEDY_BENCH_PG:-}
+# The first table is SQLite's; PostgreSQL's figures come after it.
+unset REMEDY_BENCH_PG
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
@@ -76,3 +87,48 @@ row "schedules: tick → run start" "$(grep -o 'p50 .*' <(grep 'tick -> run star
 row "start-up cold (8 bundled plugins compiled)" "$cold"
 row "start-up warm (compiled-code cache)" "$warm"
 row "release binary" "$(du -m target/release/remedy | cut -f1) MB"
+
+[ -n "$pg" ] || exit 0
+
+echo "PostgreSQL: HTTP load, alert storm, replicas, pgbench…" >&2
+REMEDY_BENCH_PG=$pg scripts/load.sh 8s 64 >"$out/pg-load" 2>&1
+REMEDY_BENCH_PG=$pg python3 scripts/alert-storm.py >"$out/pg-storm" 2>&1
+for n in 1 2 3; do
+  REMEDY_BENCH_PG=$pg scripts/cluster-load.sh "$n" 8s 64 >"$out/pg-cluster$n" 2>&1
+done
+bench_db="remedy_pgbench_$$"
+psql "$pg/postgres" -qc "CREATE DATABASE $bench_db"
+pgbench -q -i -s 10 "$pg/$bench_db" >/dev/null 2>&1
+pgbench -N -c 8 -j 2 -T 10 "$pg/$bench_db" >"$out/pgbench" 2>&1 || true
+psql "$pg/postgres" -qc "DROP DATABASE IF EXISTS $bench_db WITH (FORCE)"
+
+# $1: file, $2: line number of the wrk run (1: 202, 2: ?wait=true)
+rps_of() { grep 'Requests/sec' "$1" | sed -n "${2}p" | awk '{printf "%d", $2}'; }
+p99_of() { grep '99%' "$1" | sed -n "${2}p" | awk '{print $2}'; }
+half_p99() { awk '/99.00% in/ {print $3, $4}' "$1"; }
+storm_p99() { grep "$2" "$1" | grep -o 'p99 [0-9.]* ms' | head -1 | awk '{print $2}'; }
+drained() { grep 'queue drained' "$1" | grep -o '[0-9]* runs/s' | awk '{print $1}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", b / a; else print "—" }'; }
+three() { printf '| %s | %s | %s | %s |\n' "$1" "$2" "$3" "$(ratio "$4" "$5")"; }
+
+echo
+echo "| figure | SQLite | PostgreSQL | PostgreSQL / SQLite |"
+echo "|---|---|---|---|"
+three "dry runs/s → 202 (load.sh 8s 64)" "$(rps_of "$out/load" 1)" "$(rps_of "$out/pg-load" 1)" "$(rps_of "$out/load" 1)" "$(rps_of "$out/pg-load" 1)"
+three "dry runs/s ?wait=true" "$(rps_of "$out/load" 2)" "$(rps_of "$out/pg-load" 2)" "$(rps_of "$out/load" 2)" "$(rps_of "$out/pg-load" 2)"
+three "?wait=true p99 at half its own max (oha -q)" "$(half_p99 "$out/load")" "$(half_p99 "$out/pg-load")" "" ""
+for what in 'answer to Alertmanager' '^receipt -> run start' 'critical alerts'; do
+  a=$(storm_p99 "$out/storm" "$what")
+  b=$(storm_p99 "$out/pg-storm" "$what")
+  three "alert storm: $(echo "$what" | tr -d '^') p99 (ms)" "$a" "$b" "$a" "$b"
+done
+three "alert storm: queue drained (runs/s)" "$(drained "$out/storm")" "$(drained "$out/pg-storm")" "$(drained "$out/storm")" "$(drained "$out/pg-storm")"
+one=$(grep together "$out/pg-cluster1" | awk '{print $2}')
+for n in 1 2 3; do
+  together=$(grep together "$out/pg-cluster$n" | awk '{print $2}')
+  printf '| %s | — | %s | %s of one replica |\n' "$n replica(s) loaded together, ?wait=true runs/s" \
+    "$together ($(grep -o '[0-9.]* per run), [0-9]* rows' "$out/pg-cluster$n" | head -1 | awk '{print $1}') commits/run)" \
+    "$(ratio "$one" "$together")"
+done
+tps=$(grep -o 'tps = [0-9.]*' "$out/pgbench" | tail -1 | awk '{printf "%d", $3}')
+printf '| %s | — | %s | |\n' "pgbench simple-update (-N -c 8 -j 2, scale 10): durable commits/s" "$tps"
