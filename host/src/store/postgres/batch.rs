@@ -254,24 +254,36 @@ impl Failed {
 /// audit events, sent pipelined in that order. Answers each write's
 /// outcome in order.
 async fn commit(pool: &Pool, writes: &[Write]) -> Result<Vec<Result<bool, StoreError>>, Failed> {
-    let mut c = pool.get().await.map_err(|e| Failed {
+    let c = pool.get().await.map_err(|e| Failed {
         error: pg(e),
         from_database: false,
     })?;
     let cols = Columns::of(writes);
-    let tx = c.transaction().await.map_err(Failed::new)?;
-    if cols.fenced {
-        // As `PgStore::bound_stall`: a fenced write locks this
-        // incarnation's row; a stall must not hold it past half a lease
-        // (the shortest lease Remedy accepts bounds every replica's).
-        tx.batch_execute("SET LOCAL idle_in_transaction_session_timeout = 5000")
-            .await
-            .map_err(Failed::new)?;
-    }
-    // Prepared once per connection (cached), before anything is sent, so
-    // that the statements go out in the order they are listed.
-    let prepared = Prepared::for_(&tx, &cols).await.map_err(Failed::new)?;
-    let results = futures_util::future::join_all(cols.statements(&tx, &prepared)).await;
+    // Prepared once per connection (cached), before anything is sent.
+    let prepared = Prepared::for_(&c, &cols).await.map_err(Failed::new)?;
+    // The whole transaction in one round trip: `BEGIN`, the statements
+    // and `COMMIT` sent at once, in this order (each request goes out when
+    // its future is first polled, and `join_all` polls them in order). A
+    // statement that fails aborts the transaction, so `COMMIT` rolls it
+    // back; every answer is awaited before the connection goes back.
+    // A fenced write locks this incarnation's row: as
+    // `PgStore::bound_stall`, a stall must not hold it past half a lease
+    // (the shortest lease Remedy accepts bounds every replica's).
+    let begin = if cols.fenced {
+        "BEGIN; SET LOCAL idle_in_transaction_session_timeout = 5000"
+    } else {
+        "BEGIN"
+    };
+    let client: &tokio_postgres::Client = &c;
+    let mut sent: Vec<futures_util::future::BoxFuture<'_, Result<Done, tokio_postgres::Error>>> =
+        vec![Box::pin(async move {
+            client.batch_execute(begin).await.map(|()| Done::Nothing)
+        })];
+    sent.extend(cols.statements(client, &prepared));
+    sent.push(Box::pin(async move {
+        client.batch_execute("COMMIT").await.map(|()| Done::Nothing)
+    }));
+    let results = futures_util::future::join_all(sent).await;
     let mut landed: HashSet<String> = HashSet::new();
     let mut claimed: HashSet<String> = HashSet::new();
     for r in results {
@@ -281,7 +293,6 @@ async fn commit(pool: &Pool, writes: &[Write]) -> Result<Vec<Result<bool, StoreE
             Done::Nothing => {}
         }
     }
-    tx.commit().await.map_err(Failed::new)?;
     Ok(writes
         .iter()
         .map(|w| match w {
@@ -417,7 +428,7 @@ impl Columns {
     /// after the release of a run that ends in the same batch.
     fn statements<'a>(
         &'a self,
-        tx: &'a deadpool_postgres::Transaction<'a>,
+        tx: &'a tokio_postgres::Client,
         p: &'a Prepared,
     ) -> Vec<futures_util::future::BoxFuture<'a, Result<Done, tokio_postgres::Error>>> {
         use tokio_postgres::types::ToSql;
@@ -484,7 +495,7 @@ struct Prepared {
 
 impl Prepared {
     async fn for_(
-        tx: &deadpool_postgres::Transaction<'_>,
+        tx: &deadpool_postgres::Object,
         c: &Columns,
     ) -> Result<Prepared, tokio_postgres::Error> {
         let maybe = |needed: bool, sql: &'static str| async move {
