@@ -279,45 +279,70 @@ async fn put_runs_in(
     if recs.is_empty() {
         return Ok(());
     }
-    let (mut ids, mut plugins, mut statuses, mut started) = (vec![], vec![], vec![], vec![]);
-    let (mut fingerprints, mut starts, mut records) = (vec![], vec![], vec![]);
-    for rec in recs {
-        let (fingerprint, starts_at) = alert_of(rec);
-        ids.push(rec.id.as_str());
-        plugins.push(rec.plugin.as_str());
-        statuses.push(rec.status.as_str());
-        started.push(ts(rec.started_at));
-        fingerprints.push(fingerprint);
-        starts.push(starts_at);
-        records.push(serde_json::to_string(rec)?);
-    }
+    let cols = RunColumns::of(recs, writer)?;
     let sql = match fence {
         Fence::Unfenced => PUT_RUNS_SQL,
         Fence::Owner => PUT_RUNS_FENCED_SQL,
     };
-    let n = c
-        .execute(
-            sql,
-            &[
-                &ids,
-                &plugins,
-                &statuses,
-                &started,
-                &fingerprints,
-                &starts,
-                &records,
-                &writer,
-            ],
-        )
-        .await
-        .map_err(pg)?;
+    let n = c.execute(sql, &cols.params()).await.map_err(pg)?;
     if fence == Fence::Owner && n < recs.len() as u64 {
         return Err(StoreError::Fenced(format!(
             "run {} is no longer owned by this replica's incarnation {writer} (it was taken over while this replica stalled)",
-            ids.join(", ")
+            cols.ids.join(", ")
         )));
     }
     Ok(())
+}
+
+/// Run records as the arrays the run statements take (`$1`–`$8`).
+struct RunColumns {
+    ids: Vec<String>,
+    plugins: Vec<String>,
+    statuses: Vec<String>,
+    started: Vec<String>,
+    fingerprints: Vec<Option<String>>,
+    starts: Vec<Option<String>>,
+    records: Vec<String>,
+    writer: String,
+}
+
+impl RunColumns {
+    fn of(recs: &[&RunRecord], writer: &str) -> Result<RunColumns, StoreError> {
+        let mut c = RunColumns {
+            ids: Vec::with_capacity(recs.len()),
+            plugins: Vec::with_capacity(recs.len()),
+            statuses: Vec::with_capacity(recs.len()),
+            started: Vec::with_capacity(recs.len()),
+            fingerprints: Vec::with_capacity(recs.len()),
+            starts: Vec::with_capacity(recs.len()),
+            records: Vec::with_capacity(recs.len()),
+            writer: writer.to_string(),
+        };
+        for rec in recs {
+            let (fingerprint, starts_at) = alert_of(rec);
+            c.ids.push(rec.id.clone());
+            c.plugins.push(rec.plugin.clone());
+            c.statuses.push(rec.status.as_str().to_string());
+            c.started.push(ts(rec.started_at));
+            c.fingerprints.push(fingerprint.map(String::from));
+            c.starts.push(starts_at.map(String::from));
+            c.records.push(serde_json::to_string(rec)?);
+        }
+        Ok(c)
+    }
+
+    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 8] {
+        [
+            &self.ids,
+            &self.plugins,
+            &self.statuses,
+            &self.started,
+            &self.fingerprints,
+            &self.starts,
+            &self.records,
+            &self.writer,
+        ]
+    }
 }
 
 const PUT_RUNS_SQL: &str = "INSERT INTO runs (id, plugin, status, started_at, alert_fingerprint, alert_starts_at, record, replica) \
@@ -827,12 +852,34 @@ impl PgStore {
     /// The alerts of one payload and the runs of the new ones, and with
     /// `claim` those runs' single flights (a run whose target another run
     /// holds is left to claim it when it starts, as before), in one
-    /// transaction.
+    /// transaction. A claim the database refuses does not fail the
+    /// receipt: it is written again without claims, and the runs claim
+    /// their flights when they start, as they would without this.
     async fn receive_tx(
         &self,
         items: Vec<(StoredAlert, &[RunRecord])>,
         claim: bool,
     ) -> Result<(Vec<bool>, HashSet<String>), StoreError> {
+        match self.receipt(&items, claim).await {
+            Err(Receipt::Claims(e)) => {
+                tracing::warn!(error = %e, "single flights not claimed with the receipt; written without them, the runs claim them when they start");
+                self.receipt(&items, false)
+                    .await
+                    .map_err(Receipt::into_error)
+            }
+            r => r.map_err(Receipt::into_error),
+        }
+    }
+
+    /// One attempt of [`PgStore::receive_tx`], in three round trips: the
+    /// transaction's start with the alerts' insert; the runs' and the
+    /// claims' inserts together; the commit. Statements are prepared once
+    /// per connection.
+    async fn receipt(
+        &self,
+        items: &[(StoredAlert, &[RunRecord])],
+        claim: bool,
+    ) -> Result<(Vec<bool>, HashSet<String>), Receipt> {
         // One statement for the alerts, one for the runs of the new ones. A
         // key repeated within the payload is new at most once (its first
         // occurrence), as if inserted one by one.
@@ -849,24 +896,41 @@ impl PgStore {
             candidates.iter().map(|a| f(a)).collect()
         };
         let mut c = self.client().await?;
-        let mut tx = c.transaction().await.map_err(pg)?;
-        self.bound_stall(&tx).await?;
-        let inserted = tx
-            .query(
-                "INSERT INTO alerts (fingerprint, starts_at, status, name, received_at, alert) \
-                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) \
-                 ON CONFLICT DO NOTHING RETURNING fingerprint, starts_at, status",
-                &[
-                    &column(|a| a.fingerprint.clone()),
-                    &column(|a| a.starts_at.clone()),
-                    &column(|a| a.status.clone()),
-                    &column(|a| a.name.clone()),
-                    &column(|a| a.received_at.clone()),
-                    &column(|a| a.alert.to_string()),
-                ],
-            )
-            .await
-            .map_err(pg)?;
+        let alerts_sql = c.prepare_cached(RECEIVE_ALERTS_SQL).await.map_err(pg)?;
+        let runs_sql = c.prepare_cached(PUT_RUNS_FENCED_SQL).await.map_err(pg)?;
+        let claims_sql = c.prepare_cached(CLAIM_AT_RECEIPT_SQL).await.map_err(pg)?;
+        // A transaction object, so that a receipt abandoned half-way (its
+        // request cancelled) is rolled back, never left open on a pooled
+        // connection.
+        let tx = c.transaction().await.map_err(pg)?;
+        // As `bound_stall`: the fenced insert locks this incarnation's row.
+        let stall = format!(
+            "SET LOCAL idle_in_transaction_session_timeout = {}",
+            (self.me.lease.as_millis() / 2).max(500)
+        );
+        let (fingerprints, starts, statuses) = (
+            column(|a| a.fingerprint.clone()),
+            column(|a| a.starts_at.clone()),
+            column(|a| a.status.clone()),
+        );
+        let (names, received, bodies) = (
+            column(|a| a.name.clone()),
+            column(|a| a.received_at.clone()),
+            column(|a| a.alert.to_string()),
+        );
+        // Sent together, in this order.
+        let alerts: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
+            &fingerprints,
+            &starts,
+            &statuses,
+            &names,
+            &received,
+            &bodies,
+        ];
+        let (bounded, inserted) =
+            tokio::join!(tx.batch_execute(&stall), tx.query(&alerts_sql, &alerts),);
+        bounded.map_err(pg)?;
+        let inserted = inserted.map_err(pg)?;
         let inserted: std::collections::HashSet<(String, String, String)> = inserted
             .iter()
             .map(|r| (r.get(0), r.get(1), r.get(2)))
@@ -885,47 +949,83 @@ impl PgStore {
         // Fenced: a receipt that commits after a take-over of this
         // incarnation would leave runs no live replica owns.
         let owner = self.owner();
-        put_runs_in(&tx, &owner, &runs, Fence::Owner).await?;
-        let mut claimed = HashSet::new();
+        let rows = RunColumns::of(&runs, &owner)?;
         let flights: Vec<(&str, &str, &str)> = runs
             .iter()
             .filter_map(|r| Some((r.plugin.as_str(), r.target.as_deref()?, r.id.as_str())))
+            .filter(|_| claim)
             .collect();
-        if claim && !flights.is_empty() {
-            // In a savepoint: a claim the database refuses leaves the
-            // receipt whole, and the runs claim when they start, as they
-            // would without this. DO NOTHING, never taking a row over: a
-            // run of this replica may hold the target in memory and not
-            // yet in the store.
-            let sp = tx.savepoint("claim").await.map_err(pg)?;
-            let rows = sp
-                .query(
-                    "INSERT INTO flights (plugin, target, run_id, replica) \
-                     SELECT p, t, r, $4 FROM unnest($1::text[], $2::text[], $3::text[]) AS f(p, t, r) \
-                     ON CONFLICT DO NOTHING RETURNING run_id",
-                    &[
-                        &flights.iter().map(|f| f.0).collect::<Vec<_>>(),
-                        &flights.iter().map(|f| f.1).collect::<Vec<_>>(),
-                        &flights.iter().map(|f| f.2).collect::<Vec<_>>(),
-                        &&*owner,
-                    ],
-                )
-                .await;
-            match rows {
-                Ok(rows) => {
-                    sp.commit().await.map_err(pg)?;
-                    claimed.extend(rows.iter().map(|r| r.get::<_, String>(0)));
+        let (fp, ft, fr) = (
+            flights.iter().map(|f| f.0).collect::<Vec<_>>(),
+            flights.iter().map(|f| f.1).collect::<Vec<_>>(),
+            flights.iter().map(|f| f.2).collect::<Vec<_>>(),
+        );
+        // DO NOTHING, never taking a row over: a run of this replica may
+        // hold the target in memory and not yet in the store.
+        let (written, claims) = tokio::join!(
+            async {
+                match runs.is_empty() {
+                    true => Ok(0),
+                    false => tx.execute(&runs_sql, &rows.params()).await,
                 }
-                Err(e) => {
-                    tracing::warn!(error = %pg(e), "single flights not claimed with the receipt; the runs claim them when they start");
-                    sp.rollback().await.map_err(pg)?;
+            },
+            async {
+                match flights.is_empty() {
+                    true => Ok(Vec::new()),
+                    false => tx.query(&claims_sql, &[&fp, &ft, &fr, &&*owner]).await,
                 }
+            },
+        );
+        // Any error: the transaction is dropped, so rolled back.
+        match written.map_err(pg)? {
+            n if n < runs.len() as u64 => {
+                return Err(Receipt::Failed(StoreError::Fenced(format!(
+                    "the receipt's runs are no longer this replica's: its incarnation {owner} was taken over while it stalled"
+                ))))
             }
+            _ => {}
         }
+        let claimed = claims
+            .map_err(|e| Receipt::Claims(pg(e)))?
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect();
         tx.commit().await.map_err(pg)?;
         Ok((new, claimed))
     }
+}
 
+/// Why a receipt was not written: the claims alone (written again without
+/// them), or anything else.
+enum Receipt {
+    Claims(StoreError),
+    Failed(StoreError),
+}
+
+impl From<StoreError> for Receipt {
+    fn from(e: StoreError) -> Receipt {
+        Receipt::Failed(e)
+    }
+}
+
+impl Receipt {
+    fn into_error(self) -> StoreError {
+        match self {
+            Receipt::Claims(e) | Receipt::Failed(e) => e,
+        }
+    }
+}
+
+const RECEIVE_ALERTS_SQL: &str =
+    "INSERT INTO alerts (fingerprint, starts_at, status, name, received_at, alert) \
+     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) \
+     ON CONFLICT DO NOTHING RETURNING fingerprint, starts_at, status";
+
+const CLAIM_AT_RECEIPT_SQL: &str = "INSERT INTO flights (plugin, target, run_id, replica) \
+     SELECT p, t, r, $4 FROM unnest($1::text[], $2::text[], $3::text[]) AS f(p, t, r) \
+     ON CONFLICT DO NOTHING RETURNING run_id";
+
+impl PgStore {
     /// A run's record (and the end of its single flight, with `release`),
     /// through the group commit, or straight to the connections kept for
     /// urgent work.
