@@ -838,3 +838,60 @@ async fn urgent_final_records_that_release_their_flights_do_not_starve_each_othe
         6
     );
 }
+
+/// Publishes on `a` until `b` hears it (b's feed announced first, as an
+/// open feed does); answers what b heard.
+async fn through(
+    a: &dyn remedy::store::bus::Bus,
+    b: &dyn remedy::store::bus::Bus,
+    heard: &mut tokio::sync::broadcast::Receiver<Arc<remedy::store::bus::Remote>>,
+    n: u64,
+) -> Option<u64> {
+    for _ in 0..30 {
+        b.watched_here();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if !a.watched_elsewhere() {
+            continue;
+        }
+        a.publish(serde_json::json!({"type": "run.started", "n": n}).to_string());
+        if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_millis(500), heard.recv()).await {
+            assert_eq!(r.from, "a");
+            return r.event["n"].as_u64();
+        }
+    }
+    None
+}
+
+/// The replicas' live events survive their connection being cut (a
+/// PgBouncer restart, `pg_terminate_backend`): the bus connects again and
+/// events flow again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_events_flow_between_replicas_and_again_after_their_connection_is_cut() {
+    let db = Db::new("bus").await;
+    let a = connect(&db, "a").await;
+    let b = connect(&db, "b").await;
+    let (bus_a, bus_b) = (a.bus().unwrap(), b.bus().unwrap());
+    let mut heard = bus_b.subscribe();
+    assert_eq!(
+        through(&*bus_a, &*bus_b, &mut heard, 1).await,
+        Some(1),
+        "b never heard a"
+    );
+    let cut = db
+        .one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid() \
+             AND (query LIKE 'LISTEN%' OR query LIKE '%pg_notify%')",
+        )
+        .await;
+    assert!(cut >= 1, "the listening connections were found");
+    while heard.try_recv().is_ok() {}
+    let mut again = None;
+    for n in 2..6 {
+        again = through(&*bus_a, &*bus_b, &mut heard, n).await;
+        if again.is_some() {
+            break;
+        }
+    }
+    assert!(again.is_some(), "no event after the connection was cut");
+}

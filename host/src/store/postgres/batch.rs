@@ -180,34 +180,36 @@ async fn writer(
         let (writes, replies): (Vec<Write>, Vec<Reply>) =
             batch.into_iter().map(|j| (j.write, j.reply)).unzip();
         let began = std::time::Instant::now();
-        let answers = match commit(&pool, &writes).await {
+        // The store is down only when it cannot be reached: a write the
+        // database refuses (a constraint) says it is up.
+        let (answers, reached) = match commit(&pool, &writes).await {
             Err(e) if writes.len() > 1 && e.from_database => {
                 // One write may be the cause: each alone, so it fails alone.
                 let mut answers = Vec::with_capacity(writes.len());
+                let mut reached = true;
                 for w in &writes {
                     answers.push(match commit(&pool, std::slice::from_ref(w)).await {
                         Ok(mut a) => a.remove(0),
-                        Err(e) => Err(e.error),
+                        Err(e) => {
+                            reached &= e.from_database;
+                            Err(e.error)
+                        }
                     });
                 }
-                answers
+                (answers, reached)
             }
-            Ok(answers) => answers,
+            Ok(answers) => (answers, true),
             Err(e) => {
                 let text = e.error.to_string();
-                writes
+                let answers = writes
                     .iter()
                     .map(|_| Err(StoreError::Postgres(text.clone())))
-                    .collect()
+                    .collect();
+                (answers, e.from_database)
             }
         };
         stats.committed(writes.len(), began.elapsed());
-        healthy.store(
-            answers
-                .iter()
-                .any(|a| !matches!(a, Err(StoreError::Postgres(_)))),
-            Ordering::SeqCst,
-        );
+        healthy.store(reached, Ordering::SeqCst);
         for (reply, answer) in replies.into_iter().zip(answers) {
             let _ = reply.send(answer);
         }

@@ -111,19 +111,29 @@ async fn run(
 ) {
     let mut wait = Duration::from_millis(250);
     loop {
-        match session(&config, &tls, &me, &mut out, &incoming, &elsewhere).await {
-            Ok(()) => return,
-            Err(_) if out.is_closed() => return,
+        let began = Instant::now();
+        let ended = session(&config, &tls, &me, &mut out, &incoming, &elsewhere).await;
+        if out.is_closed() {
+            return;
+        }
+        if began.elapsed() > Duration::from_secs(30) {
+            // A connection that lived: its loss is news, not a failing server.
+            wait = Duration::from_millis(250);
+        }
+        match ended {
+            Ok(()) => {
+                tracing::warn!("cluster events: connection ended; connecting again in {wait:?}")
+            }
             Err(e) => {
-                tracing::warn!(error = %e, "cluster events: connection lost; connecting again in {wait:?}");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(5));
+                tracing::warn!(error = %e, "cluster events: connection lost; connecting again in {wait:?}")
             }
         }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(5));
     }
 }
 
-/// One connection's life: `Ok` when the store is gone.
+/// One connection's life, until it ends or the store is gone.
 async fn session(
     config: &tokio_postgres::Config,
     tls: &Tls,
@@ -160,9 +170,7 @@ async fn session(
         tokio::select! {
             note = notified.recv() => {
                 // The driver ended: the connection is gone.
-                let Some(note) = note else {
-                    return client.batch_execute("SELECT 1").await;
-                };
+                let Some(note) = note else { return Ok(()) };
                 match note.channel() {
                     "remedy_watch" if note.payload() != me.id => {
                         *elsewhere.locked() = Some(Instant::now() + WATCH_TTL);
