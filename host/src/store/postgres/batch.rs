@@ -113,16 +113,20 @@ pub(super) struct Batcher {
 }
 
 impl Batcher {
-    pub(super) fn start(pool: Pool, healthy: Arc<AtomicBool>) -> Batcher {
+    /// `stall`: the statement bounding how long a transaction that locks
+    /// this incarnation's row may stall (`PgStore::bound_stall`'s).
+    pub(super) fn start(pool: Pool, healthy: Arc<AtomicBool>, stall: String) -> Batcher {
         let (tx, rx) = mpsc::channel(QUEUE);
         let rx = Arc::new(Mutex::new(rx));
         let stats = Arc::new(WriteStats::default());
+        let fenced_begin: Arc<str> = Arc::from(format!("BEGIN; {stall}"));
         for _ in 0..WRITERS {
             tokio::spawn(writer(
                 rx.clone(),
                 pool.clone(),
                 healthy.clone(),
                 stats.clone(),
+                fenced_begin.clone(),
             ));
         }
         Batcher { tx, stats }
@@ -150,6 +154,7 @@ async fn writer(
     pool: Pool,
     healthy: Arc<AtomicBool>,
     stats: Arc<WriteStats>,
+    fenced_begin: Arc<str>,
 ) {
     let mut carried: Option<Job> = None;
     loop {
@@ -182,19 +187,21 @@ async fn writer(
         let began = std::time::Instant::now();
         // The store is down only when it cannot be reached: a write the
         // database refuses (a constraint) says it is up.
-        let (answers, reached) = match commit(&pool, &writes).await {
+        let (answers, reached) = match commit(&pool, &writes, &fenced_begin).await {
             Err(e) if writes.len() > 1 && e.from_database => {
                 // One write may be the cause: each alone, so it fails alone.
                 let mut answers = Vec::with_capacity(writes.len());
                 let mut reached = true;
                 for w in &writes {
-                    answers.push(match commit(&pool, std::slice::from_ref(w)).await {
-                        Ok(mut a) => a.remove(0),
-                        Err(e) => {
-                            reached &= e.from_database;
-                            Err(e.error)
-                        }
-                    });
+                    answers.push(
+                        match commit(&pool, std::slice::from_ref(w), &fenced_begin).await {
+                            Ok(mut a) => a.remove(0),
+                            Err(e) => {
+                                reached &= e.from_database;
+                                Err(e.error)
+                            }
+                        },
+                    );
                 }
                 (answers, reached)
             }
@@ -255,7 +262,13 @@ impl Failed {
 /// writer (and the flights their final records end), then claims, then
 /// audit events, sent pipelined in that order. Answers each write's
 /// outcome in order.
-async fn commit(pool: &Pool, writes: &[Write]) -> Result<Vec<Result<bool, StoreError>>, Failed> {
+/// `fenced_begin` starts a transaction holding fenced writes (with the
+/// stall bound).
+async fn commit(
+    pool: &Pool,
+    writes: &[Write],
+    fenced_begin: &str,
+) -> Result<Vec<Result<bool, StoreError>>, Failed> {
     let c = pool.get().await.map_err(|e| Failed {
         error: pg(e),
         from_database: false,
@@ -269,13 +282,8 @@ async fn commit(pool: &Pool, writes: &[Write]) -> Result<Vec<Result<bool, StoreE
     // statement that fails aborts the transaction, so `COMMIT` rolls it
     // back; every answer is awaited before the connection goes back.
     // A fenced write locks this incarnation's row: as
-    // `PgStore::bound_stall`, a stall must not hold it past half a lease
-    // (the shortest lease Remedy accepts bounds every replica's).
-    let begin = if cols.fenced {
-        "BEGIN; SET LOCAL idle_in_transaction_session_timeout = 5000"
-    } else {
-        "BEGIN"
-    };
+    // `PgStore::bound_stall`, a stall must not hold it past half a lease.
+    let begin = if cols.fenced { fenced_begin } else { "BEGIN" };
     let client: &tokio_postgres::Client = &c;
     let mut sent: Vec<futures_util::future::BoxFuture<'_, Result<Done, tokio_postgres::Error>>> =
         vec![Box::pin(async move {
@@ -371,21 +379,14 @@ impl Columns {
                         }
                     };
                     let g = &mut c.runs[i];
-                    for (col, v) in g.text.iter_mut().zip([
-                        &r.id,
-                        &r.plugin,
-                        &r.status,
-                        &r.started_at,
-                        &r.record,
-                    ]) {
-                        col.push(v.clone());
-                    }
+                    push_row(
+                        &mut g.text,
+                        [&r.id, &r.plugin, &r.status, &r.started_at, &r.record],
+                    );
                     g.alert[0].push(r.fingerprint.clone());
                     g.alert[1].push(r.starts_at.clone());
                     if let Some(target) = &r.release {
-                        for (col, v) in g.released.iter_mut().zip([&r.plugin, target, &r.id]) {
-                            col.push(v.clone());
-                        }
+                        push_row(&mut g.released, [&r.plugin, target, &r.id]);
                     }
                     c.fenced |= r.fence == Fence::Owner;
                 }
@@ -407,19 +408,14 @@ impl Columns {
                     run_id,
                     owner,
                 } => {
-                    for (col, v) in c.claims.iter_mut().zip([plugin, target, run_id]) {
-                        col.push(v.clone());
-                    }
-                    c.claims[3].push(owner.to_string());
+                    push_row(&mut c.claims, [plugin, target, run_id, &owner.to_string()]);
                 }
                 Write::Release {
                     plugin,
                     target,
                     run_id,
                 } => {
-                    for (col, v) in c.releases.iter_mut().zip([plugin, target, run_id]) {
-                        col.push(v.clone());
-                    }
+                    push_row(&mut c.releases, [plugin, target, run_id]);
                 }
             }
         }
@@ -485,6 +481,13 @@ impl Columns {
     }
 }
 
+/// Appends one row's values to the columns they belong to.
+fn push_row<const N: usize>(columns: &mut [Text; N], row: [&String; N]) {
+    for (column, value) in columns.iter_mut().zip(row) {
+        column.push(value.clone());
+    }
+}
+
 /// The statements a batch needs, prepared on its connection.
 struct Prepared {
     release: Option<Statement>,
@@ -528,7 +531,10 @@ const RELEASE_SQL: &str = "DELETE FROM flights f \
      USING unnest($1::text[], $2::text[], $3::text[]) AS r(plugin, target, run_id) \
      WHERE f.plugin = r.plugin AND f.target = r.target AND f.run_id = r.run_id";
 
-const RELEASE_OWN_SQL: &str = "DELETE FROM flights f \
+/// Ends the flights of runs whose final records `$4` wrote, only where
+/// that writer still holds them: after a take-over the survivor's claim
+/// is left alone.
+pub(super) const RELEASE_OWN_SQL: &str = "DELETE FROM flights f \
      USING unnest($1::text[], $2::text[], $3::text[]) AS r(plugin, target, run_id) \
      WHERE f.plugin = r.plugin AND f.target = r.target AND f.run_id = r.run_id \
      AND f.replica = $4";

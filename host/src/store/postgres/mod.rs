@@ -138,7 +138,7 @@ impl PgStore {
         ));
         let healthy = Arc::new(AtomicBool::new(true));
         let store = PgStore {
-            batch: batch::Batcher::start(pool.clone(), healthy.clone()),
+            batch: batch::Batcher::start(pool.clone(), healthy.clone(), stall_bound(me.lease)),
             bus,
             pool,
             urgent,
@@ -156,12 +156,9 @@ impl PgStore {
     /// lease: otherwise a replica stopped mid-transaction would keep the
     /// lock, and the survivors could not take its work over until it woke.
     async fn bound_stall(&self, tx: &deadpool_postgres::Transaction<'_>) -> Result<(), StoreError> {
-        let ms = (self.me.lease.as_millis() / 2).max(500);
-        tx.batch_execute(&format!(
-            "SET LOCAL idle_in_transaction_session_timeout = {ms}"
-        ))
-        .await
-        .map_err(pg)
+        tx.batch_execute(&stall_bound(self.me.lease))
+            .await
+            .map_err(pg)
     }
 
     /// This replica's incarnation now.
@@ -235,6 +232,13 @@ async fn migrate(pool: &Pool) -> Result<(), StoreError> {
             }
         }
     }
+}
+
+/// The statement that ends a transaction this replica stalls inside for
+/// half its lease (see [`PgStore::bound_stall`]).
+fn stall_bound(lease: std::time::Duration) -> String {
+    let ms = (lease.as_millis() / 2).max(500);
+    format!("SET LOCAL idle_in_transaction_session_timeout = {ms}")
 }
 
 /// The alert columns of a run (a repeat looks its runs up by them).
@@ -871,8 +875,8 @@ impl PgStore {
         }
     }
 
-    /// One attempt of [`PgStore::receive_tx`], in three round trips: the
-    /// transaction's start with the alerts' insert; the runs' and the
+    /// One attempt of [`PgStore::receive_tx`], in four round trips:
+    /// `BEGIN`; the stall bound with the alerts' insert; the runs' and the
     /// claims' inserts together; the commit. Statements are prepared once
     /// per connection.
     async fn receipt(
@@ -904,10 +908,7 @@ impl PgStore {
         // connection.
         let tx = c.transaction().await.map_err(pg)?;
         // As `bound_stall`: the fenced insert locks this incarnation's row.
-        let stall = format!(
-            "SET LOCAL idle_in_transaction_session_timeout = {}",
-            (self.me.lease.as_millis() / 2).max(500)
-        );
+        let stall = stall_bound(self.me.lease);
         let (fingerprints, starts, statuses) = (
             column(|a| a.fingerprint.clone()),
             column(|a| a.starts_at.clone()),
@@ -1048,9 +1049,10 @@ impl PgStore {
         let tx = c.transaction().await.map_err(pg)?;
         self.bound_stall(&tx).await?;
         put_run_in(&tx, &writer, rec, fence).await?;
+        let (plugins, targets, ids) = ([rec.plugin.as_str()], [target], [rec.id.as_str()]);
         tx.execute(
-            "DELETE FROM flights WHERE plugin = $1 AND target = $2 AND run_id = $3 AND replica = $4",
-            &[&rec.plugin, &target, &rec.id, &&*writer],
+            batch::RELEASE_OWN_SQL,
+            &[&&plugins[..], &&targets[..], &&ids[..], &&*writer],
         )
         .await
         .map_err(pg)?;
