@@ -476,6 +476,26 @@ async fn leases_ticks_flights_and_the_kill_switch_are_decided_by_the_database() 
     assert_eq!(b.take_over().await.unwrap().replicas, ["a"]);
 }
 
+/// Runs `work` on a thread of its own marked urgent (as the service's
+/// urgent runtime marks its threads), on a runtime of that thread.
+fn on_an_urgent_thread<F, Fut>(work: F) -> Fut::Output
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future,
+    Fut::Output: Send + 'static,
+{
+    std::thread::spawn(move || {
+        remedy::store::mark_urgent_thread();
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(work())
+    })
+    .join()
+    .unwrap()
+}
+
 /// In a storm, thousands of queued runs wait for the store's connections,
 /// first come, first served, and a critical alert's writes waited behind
 /// them: on PostgreSQL its run started ~1.1 s after its receipt. Writes
@@ -510,25 +530,16 @@ async fn urgent_writes_do_not_wait_for_a_pool_the_storm_holds() {
     )
     .await;
     assert!(plain.is_err(), "the pool should be held: {plain:?}");
-    let urgent = std::thread::spawn({
+    let urgent = on_an_urgent_thread({
         let store = store.clone();
-        move || {
-            remedy::store::mark_urgent_thread();
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                tokio::time::timeout(
-                    Duration::from_secs(5),
-                    store.claim_flight("p", "urgent", "r1"),
-                )
-                .await
-            })
+        move || async move {
+            tokio::time::timeout(
+                Duration::from_secs(5),
+                store.claim_flight("p", "urgent", "r1"),
+            )
+            .await
         }
-    })
-    .join()
-    .unwrap();
+    });
     assert!(matches!(urgent, Ok(Ok(true))), "{urgent:?}");
     lock.rollback().await.unwrap();
     for h in stuck {
@@ -797,38 +808,29 @@ async fn a_receipt_claims_its_runs_flights_and_the_final_record_releases_them() 
 async fn urgent_final_records_that_release_their_flights_do_not_starve_each_other() {
     let db = Db::new("urgentfinal").await;
     let store = Arc::new(connect(&db, "a").await);
-    let done = std::thread::spawn({
+    let done = on_an_urgent_thread({
         let store = store.clone();
-        move || {
-            remedy::store::mark_urgent_thread();
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let scope = store.incarnation();
-                let finals = (0..6).map(|i| {
-                    let (store, scope) = (store.clone(), scope.clone());
-                    async move {
-                        let mut rec = run(&format!("crit-{i}"), RunStatus::Queued);
-                        rec.target = Some(format!("t-{i}"));
-                        let own = rec.target.clone().unwrap();
-                        remedy::store::fence::scope(scope.clone(), store.put_run(&rec)).await?;
-                        assert!(store.claim_flight("db", &own, &rec.id).await?);
-                        rec.status = RunStatus::Succeeded;
-                        remedy::store::fence::scope(scope, store.finish_run(&rec, true)).await
-                    }
-                });
-                tokio::time::timeout(
-                    Duration::from_secs(10),
-                    futures_util::future::join_all(finals),
-                )
-                .await
-            })
+        move || async move {
+            let scope = store.incarnation();
+            let finals = (0..6).map(|i| {
+                let (store, scope) = (store.clone(), scope.clone());
+                async move {
+                    let mut rec = run(&format!("crit-{i}"), RunStatus::Queued);
+                    rec.target = Some(format!("t-{i}"));
+                    let own = rec.target.clone().unwrap();
+                    remedy::store::fence::scope(scope.clone(), store.put_run(&rec)).await?;
+                    assert!(store.claim_flight("db", &own, &rec.id).await?);
+                    rec.status = RunStatus::Succeeded;
+                    remedy::store::fence::scope(scope, store.finish_run(&rec, true)).await
+                }
+            });
+            tokio::time::timeout(
+                Duration::from_secs(10),
+                futures_util::future::join_all(finals),
+            )
+            .await
         }
-    })
-    .join()
-    .unwrap();
+    });
     let results = done.expect("urgent final records hung waiting for connections");
     assert!(results.iter().all(Result::is_ok), "{results:?}");
     assert_eq!(db.one("SELECT count(*) FROM flights").await, 0);
